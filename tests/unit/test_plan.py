@@ -1,0 +1,308 @@
+"""The planner, table-driven over real models and instance types (pure, no I/O)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tgiops import hardware
+from tgiops.catalog import ModelSpec, find_model, parse_catalog
+from tgiops.engine import Engine
+from tgiops.errors import PlanInputError
+from tgiops.plan import Overrides, kv_bytes_per_token_per_gpu, plan
+
+ROOT = Path(__file__).resolve().parents[2]
+CATALOG = parse_catalog((ROOT / "models.yaml").read_text(), origin="models.yaml")
+TGI = Engine.tgi("3.3.5")
+
+
+def model(alias: str) -> ModelSpec:
+    return find_model(CATALOG, alias)
+
+
+def plan_on(alias: str, instance_type: str, engine: Engine = TGI, **overrides):
+    return plan(
+        model(alias),
+        hardware.inventory_for_instance_type(instance_type),
+        engine,
+        Overrides(**overrides),
+        instance_types=hardware.all_instance_types(),
+    )
+
+
+# alias, instance type, expected fits, num_shard, quantize, dtype, flash
+FITTING = [
+    pytest.param(
+        "llama-3.1-70b-awq",
+        "g5.12xlarge",
+        4,
+        "awq",
+        "float16",
+        True,
+        id="70b-awq-on-g5.12xlarge-4-shards",
+    ),
+    pytest.param(
+        "llama-3.1-70b-awq",
+        "g6e.xlarge",
+        1,
+        "awq",
+        "float16",
+        True,
+        id="70b-awq-on-g6e.xlarge-one-L40S",
+    ),
+    pytest.param(
+        "llama-3.1-70b",
+        "g5.48xlarge",
+        8,
+        None,
+        "bfloat16",
+        True,
+        id="70b-bf16-on-g5.48xlarge-8-shards",
+    ),
+    pytest.param(
+        "llama-3.1-70b", "p4de.24xlarge", 8, None, "bfloat16", True, id="70b-bf16-on-p4de"
+    ),
+    pytest.param(
+        "llama-3.1-8b",
+        "g4dn.xlarge",
+        1,
+        "bitsandbytes",
+        "float16",
+        False,
+        id="8b-on-g4dn.xlarge-turing-fallback",
+    ),
+    pytest.param("llama-3.1-8b", "g5.xlarge", 1, None, "bfloat16", True, id="8b-bf16-on-g5.xlarge"),
+    pytest.param(
+        "llama-3.2-90b-vision",
+        "g5.48xlarge",
+        8,
+        "fp8",
+        "bfloat16",
+        True,
+        id="90b-vision-on-g5.48xlarge-fp8-on-the-fly",
+    ),
+    pytest.param(
+        "mixtral-8x7b", "g5.48xlarge", 8, None, "bfloat16", True, id="mixtral-on-g5.48xlarge"
+    ),
+    pytest.param(
+        "llama-3.1-70b-fp8",
+        "p5.48xlarge",
+        8,
+        "compressed-tensors",
+        "bfloat16",
+        True,
+        id="70b-fp8-checkpoint-on-h100",
+    ),
+    pytest.param("gemma-2-9b", "g6.xlarge", 1, None, "bfloat16", True, id="gemma-2-on-L4"),
+    pytest.param("phi-3-mini", "g4dn.xlarge", 1, None, "float16", False, id="phi-3-on-T4"),
+]
+
+
+@pytest.mark.parametrize("alias,itype,shards,quantize,dtype,flash", FITTING)
+def test_plans_that_fit(alias, itype, shards, quantize, dtype, flash):
+    result = plan_on(alias, itype)
+    assert result.fits, result.problem
+    assert (result.num_shard, result.quantize, result.dtype) == (shards, quantize, dtype)
+    assert result.flash_attention is flash
+    # Token limits honour TGI's invariants and the predicted KV cache.
+    assert result.max_input_tokens < result.max_total_tokens <= result.memory.kv_cache_tokens
+    assert result.max_total_tokens <= result.model.max_position_embeddings
+    assert result.max_batch_prefill_tokens <= result.memory.kv_cache_tokens
+    args = result.launcher_args
+    assert args[args.index("--num-shard") + 1] == str(shards), "num_shard is always explicit"
+    assert ("--dtype" in args) is (quantize is None), "TGI refuses --dtype with --quantize"
+    assert result.reasons and all(isinstance(r, str) and r for r in result.reasons)
+
+
+def test_turing_fallback_sets_non_flash_env_and_one_shard():
+    result = plan_on("llama-3.1-8b", "g4dn.12xlarge")  # 4x T4
+    assert result.env == {
+        "USE_FLASH_ATTENTION": "false",
+        "ATTENTION": "paged",
+        "PREFIX_CACHING": "0",
+    }
+    assert result.num_shard == 1
+    assert any("non-flash" in r for r in result.reasons)
+    assert any("bitsandbytes" in r and "do not fit" in r for r in result.reasons)
+
+
+@pytest.mark.parametrize(
+    "version,env",
+    [
+        pytest.param("2.0.4", {"USE_FLASH_ATTENTION": "false"}, id="2.0-only-the-switch"),
+        pytest.param(
+            "2.3.1",
+            {"USE_FLASH_ATTENTION": "false", "ATTENTION": "paged", "USE_PREFIX_CACHING": "0"},
+            id="2.3-old-prefix-name",
+        ),
+        pytest.param(
+            "3.3.5",
+            {"USE_FLASH_ATTENTION": "false", "ATTENTION": "paged", "PREFIX_CACHING": "0"},
+            id="3.3",
+        ),
+    ],
+)
+def test_fallback_env_names_follow_the_version(version, env):
+    result = plan_on("phi-3-mini", "g4dn.xlarge", engine=Engine.tgi(version))
+    assert result.env == env
+
+
+def test_70b_awq_on_g4dn_does_not_fit_and_suggests_hardware():
+    result = plan_on("llama-3.1-70b-awq", "g4dn.xlarge")
+    assert not result.fits
+    assert "awq" in result.problem and "sm75" in result.problem
+    suggested = [a.instance_type for a in result.alternatives if a.instance_type]
+    assert suggested, result.alternatives
+    for name in suggested:  # each suggestion really fits, and has a price
+        again = plan_on("llama-3.1-70b-awq", name)
+        assert again.fits, (name, again.problem)
+        assert hardware.find_instance_type(name).on_demand_usd_per_hour
+
+
+def test_70b_awq_on_volta_is_refused_with_the_reason():
+    result = plan_on("llama-3.1-70b-awq", "p3.8xlarge")
+    assert not result.fits
+    assert "sm70" in result.problem and "awq" in result.problem
+    assert result.alternatives
+
+
+def test_16bit_70b_on_volta_cannot_shard_so_it_does_not_fit():
+    result = plan_on("llama-3.1-70b", "p3.16xlarge")  # 8x V100: 128 GiB, but one shard only
+    assert not result.fits
+    assert result.num_shard == 1
+    assert result.env["USE_FLASH_ATTENTION"] == "false"
+
+
+def test_gemma2_uses_its_explicit_head_dim():
+    gemma = model("gemma-2-9b")
+    assert gemma.head_dim == 256 != gemma.hidden_size // gemma.num_attention_heads
+    assert kv_bytes_per_token_per_gpu(gemma, 1) == 2 * 42 * 8 * 256 * 2  # 336 KiB
+    result = plan_on("gemma-2-9b", "g6.xlarge")
+    assert result.memory.kv_bytes_per_token_per_gpu == 344064
+
+
+def test_kv_bytes_shrink_with_shards_but_never_below_one_kv_head():
+    llama70 = model("llama-3.1-70b")
+    assert kv_bytes_per_token_per_gpu(llama70, 1) == 320 * 1024
+    assert kv_bytes_per_token_per_gpu(llama70, 4) == 80 * 1024
+    assert kv_bytes_per_token_per_gpu(llama70, 8) == 40 * 1024
+
+
+def test_more_memory_never_means_fewer_tokens():
+    small = plan_on("llama-3.1-8b", "g5.xlarge")  # A10G 24 GB
+    large = plan_on("llama-3.1-8b", "g6e.xlarge")  # L40S 48 GB
+    assert large.memory.kv_cache_tokens > small.memory.kv_cache_tokens
+
+
+def test_cuda_memory_fraction_shrinks_the_kv_cache():
+    full = plan_on("llama-3.1-8b", "g6e.xlarge")
+    part = plan_on("llama-3.1-8b", "g6e.xlarge", cuda_memory_fraction=0.8)
+    assert part.quantize is None and full.quantize is None
+    assert part.memory.kv_cache_tokens < full.memory.kv_cache_tokens
+    assert "--cuda-memory-fraction" in part.launcher_args
+    assert "--cuda-memory-fraction" not in full.launcher_args
+
+
+def test_too_many_prefill_tokens_cannot_warm_up():
+    result = plan_on("llama-3.1-70b-awq", "g6e.xlarge", max_batch_prefill_tokens=60000)
+    assert not result.fits
+    assert "prefill" in result.problem
+    assert any("--max-batch-prefill-tokens" in a.flags for a in result.alternatives)
+
+
+def test_max_total_tokens_above_the_kv_cache_does_not_fit():
+    result = plan_on("llama-3.1-70b-awq", "g6e.xlarge", max_total_tokens=100000)
+    assert not result.fits
+    assert "max_total_tokens=100000" in result.problem
+    shorter = [a for a in result.alternatives if "--max-total-tokens" in a.flags]
+    assert shorter
+    total = int(shorter[0].flags[1])
+    assert plan_on("llama-3.1-70b-awq", "g6e.xlarge", max_total_tokens=total).fits
+
+
+def test_a_tiny_kv_cache_is_reason_enough_to_quantize():
+    # 16-bit 8B weights fit 80% of an A10G, but would leave almost no KV cache.
+    result = plan_on("llama-3.1-8b", "g5.xlarge", cuda_memory_fraction=0.8)
+    assert result.fits and result.quantize == "fp8"
+
+
+def test_quantize_none_forbids_on_the_fly_quantization():
+    result = plan_on("llama-3.1-70b", "g5.12xlarge", quantize="none")
+    assert not result.fits and result.quantize is None
+    assert any(a.flags[:1] == ("--quantize",) for a in result.alternatives)
+    assert plan_on("llama-3.1-70b", "g5.12xlarge").quantize == "fp8"
+
+
+def test_legacy_versions_use_their_own_flag_and_cover_input_with_prefill():
+    result = plan_on("llama-3.1-8b", "g5.2xlarge", engine=Engine.tgi("2.0.4"))
+    assert "--max-input-length" in result.launcher_args
+    assert "--max-input-tokens" not in result.launcher_args
+    assert result.max_batch_prefill_tokens >= result.max_input_tokens
+    assert result.max_input_tokens <= 8192
+    assert Engine.tgi("2.0.4").token_env_var == "HUGGING_FACE_HUB_TOKEN"
+    assert Engine.tgi("3.3.5").token_env_var == "HF_TOKEN"
+
+
+BAD_OVERRIDES = [
+    pytest.param(
+        "llama-3.1-70b",
+        "g5.48xlarge",
+        {"num_shard": 3},
+        "does not divide",
+        id="shards-not-dividing-heads",
+    ),
+    pytest.param(
+        "llama-3.1-70b", "g5.12xlarge", {"num_shard": 8}, "only 4 GPU", id="more-shards-than-gpus"
+    ),
+    pytest.param(
+        "llama-3.1-8b", "g4dn.12xlarge", {"num_shard": 2}, "cannot shard", id="sharding-on-turing"
+    ),
+    pytest.param(
+        "llama-3.1-8b", "g4dn.xlarge", {"dtype": "bfloat16"}, "no bfloat16", id="bf16-on-turing"
+    ),
+    pytest.param(
+        "llama-3.1-8b",
+        "g5.xlarge",
+        {"quantize": "awq"},
+        "needs a checkpoint",
+        id="awq-on-16bit-checkpoint",
+    ),
+    pytest.param(
+        "llama-3.1-8b", "g5.xlarge", {"quantize": "int3"}, "not accepted", id="unknown-quantize"
+    ),
+    pytest.param("llama-3.1-8b", "g4dn.xlarge", {"quantize": "fp8"}, "sm89", id="fp8-on-turing"),
+    pytest.param(
+        "llama-3.1-70b-awq",
+        "g5.12xlarge",
+        {"quantize": "none"},
+        "cannot be served",
+        id="unquantize-awq",
+    ),
+    pytest.param(
+        "llama-3.1-8b",
+        "g5.xlarge",
+        {"max_input_tokens": 9000, "max_total_tokens": 4000},
+        "must be below",
+        id="input-above-total",
+    ),
+    pytest.param(
+        "llama-3.1-8b",
+        "g5.xlarge",
+        {"cuda_memory_fraction": 1.5},
+        "(0, 1]",
+        id="fraction-above-one",
+    ),
+]
+
+
+@pytest.mark.parametrize("alias,itype,overrides,message", BAD_OVERRIDES)
+def test_impossible_overrides_are_bad_input(alias, itype, overrides, message):
+    with pytest.raises(PlanInputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        plan_on(alias, itype, **overrides)
+
+
+def test_quantize_on_the_fly_for_engine_without_fp8_marlin():
+    # TGI 2.1 has no FP8-Marlin for sm8x: on A10G it must fall to eetq instead.
+    result = plan_on("llama-3.1-70b", "g5.12xlarge", engine=Engine.tgi("2.1.0"))
+    assert result.fits and result.quantize == "eetq"

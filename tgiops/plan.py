@@ -1,0 +1,814 @@
+"""The planner: how TGI must be launched on this hardware, and whether it will fit (pure).
+
+``plan(model, inventory, engine, overrides) -> Plan`` decides shard count, quantization,
+dtype, the attention fallback and the token limits, and says why for each decision.
+
+Memory model
+============
+Derived from TGI's own warmup (tgi-facts.md §4, ``flash_causal_lm.py@v3.3.7`` l.1507-1684),
+per GPU, in bytes:
+
+1. TGI loads the weights. Each shard holds ``weights / num_shard``: linear layers are split
+   by rows or columns and the vocabulary is split ``ceil(V / world)`` (§3); norms are
+   replicated but negligible.
+2. It runs one warmup prefill of ``max_batch_prefill_tokens`` tokens. Its activations stay
+   in PyTorch's caching allocator, so they count as used memory when TGI measures.
+3. It measures ``free = cuda_free - (1 - cuda_memory_fraction * wiggle_room) * total``
+   (``get_cuda_free_memory``) and turns all of it into KV-cache blocks:
+   ``kv_tokens = free // kv_bytes_per_token`` rounded down to the attention's block size,
+   with ``kv_bytes_per_token = 2 * layers * (kv_heads / num_shard) * head_dim * dtype_bytes``
+   (K and V; ``kv_heads / num_shard`` is at least 1).
+4. CUDA graphs are captured afterwards, inside the ``1 - wiggle_room`` margin TGI keeps.
+5. The router refuses ``max_total_tokens`` above ``kv_tokens`` ("Not enough memory to handle
+   `max_total_tokens`"), and warmup fails when the prefill activations do not fit ("Not
+   enough memory to handle N prefill tokens").
+
+So: ``kv_budget = total * fraction * wiggle - weights_per_gpu - cuda_context - activations``.
+
+Estimates, and their known limits (none of these numbers is published by TGI):
+
+- Weights: the checkpoint's safetensors bytes where ``models.yaml`` has them (quantized
+  checkpoints: their file size, which slightly over-counts packed int4 — model-facts note 7);
+  else parameters x bytes per parameter of the format (``_LINEAR_BYTES_PER_PARAM``), with
+  embeddings and lm_head kept 16-bit.
+- CUDA context: PyTorch's context plus cuBLAS workspaces, taken as 768 MiB per GPU; NCCL's
+  buffers add 512 MiB per GPU when sharded. Real values vary by driver and card.
+- Prefill activations: per token, the residual stream and a few copies of it
+  (4 x hidden), the attention projections (q, k, v, o per shard) and the MLP's gate and up
+  projections (2 x intermediate per shard, x top-k for mixture-of-experts), all 16-bit.
+  Logits are computed for the last token of each request only, so they are left out.
+- Non-flash models (sm < 8.0) grow a Hugging Face KV cache per request instead of blocks;
+  the same budget is used as the ceiling, and the plan warns that it is less exact.
+
+Token limits: the plan keeps room for ``full_length_requests`` requests of full length at once
+(default 4) and caps ``max_total_tokens`` at the model's ``max_position_embeddings``;
+``max_input_tokens = max_total_tokens - 1`` as TGI's own zero-config does (§1b). Without
+prefill chunking (TGI < 3.0) a prompt is one prefill, so ``max_batch_prefill_tokens`` must cover
+``max_input_tokens``; there the input is capped at 8192 tokens unless overridden.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+
+from tgiops.catalog import ModelSpec
+from tgiops.engine import Engine
+from tgiops.errors import PlanInputError
+from tgiops.hardware import GpuInventory, InstanceType, inventory_for_instance_type
+
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+
+CUDA_CONTEXT_MIB = 768
+NCCL_BUFFERS_MIB = 512
+DEFAULT_FULL_LENGTH_REQUESTS = 4
+DEFAULT_PREFILL_TOKENS = 4096  # TGI v3's own fallback default (§1b)
+NON_CHUNKED_INPUT_CAP = 8192
+MIN_USEFUL_TOTAL_TOKENS = 1024
+
+QUANT_FLOAT16_ONLY = frozenset({"awq", "gptq", "exl2", "marlin"})  # §1: dtype forced to fp16
+PREQUANTIZED_ONLY = frozenset({"awq", "gptq", "exl2", "marlin", "compressed-tensors"})
+ON_THE_FLY = ("fp8", "eetq", "bitsandbytes", "bitsandbytes-nf4", "bitsandbytes-fp4")
+
+# Bytes per parameter of the quantized linear layers (tgi-facts §4 "Weight memory").
+_LINEAR_BYTES_PER_PARAM = {
+    None: 2.0,
+    "fp8": 1.0,
+    "eetq": 1.0,
+    "bitsandbytes": 1.0,
+    "compressed-tensors": 1.0,  # the FP8 schemes the catalog holds
+    "awq": 0.5 + 2.5 / 128,  # int4 + fp16 scale and 4-bit zero per group of 128
+    "gptq": 0.5 + 2.5 / 128,
+    "marlin": 0.5 + 2.5 / 128,
+    "exl2": 0.5 + 2.5 / 128,
+    "bitsandbytes-nf4": 0.5 + 4 / 64,  # 4-bit + one fp32 absmax per block of 64
+    "bitsandbytes-fp4": 0.5 + 4 / 64,
+}
+
+_QUANT_COST = {
+    "fp8": "weights in 8-bit floating point: about half the memory of 16-bit, small quality loss",
+    "eetq": "weights in int8 (EETQ): about half the memory of 16-bit, small quality loss",
+    "bitsandbytes": "weights in int8 (bitsandbytes): half the memory, slower, no CUDA graphs",
+    "bitsandbytes-nf4": "weights in 4-bit NF4 (bitsandbytes): a quarter of the memory, "
+    "noticeably slower and lower quality, no CUDA graphs",
+    "bitsandbytes-fp4": "weights in 4-bit FP4 (bitsandbytes): a quarter of the memory, "
+    "slower and lower quality than nf4",
+}
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """What the user forced. ``quantize="none"`` forbids quantization; None means 'decide'."""
+
+    num_shard: int | None = None
+    quantize: str | None = None
+    dtype: str | None = None
+    max_input_tokens: int | None = None
+    max_total_tokens: int | None = None
+    max_batch_prefill_tokens: int | None = None
+    cuda_memory_fraction: float | None = None
+    full_length_requests: int = DEFAULT_FULL_LENGTH_REQUESTS
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    gpu_memory_mib: int
+    usable_mib: float  # total x fraction x wiggle room
+    weights_per_gpu_mib: float
+    overhead_mib: float  # CUDA context (+ NCCL when sharded)
+    activations_mib: float  # warmup prefill
+    kv_bytes_per_token_per_gpu: int
+    kv_cache_tokens: int  # what TGI should find at warmup
+
+    @property
+    def kv_budget_mib(self) -> float:
+        used = self.weights_per_gpu_mib + self.overhead_mib + self.activations_mib
+        return self.usable_mib - used
+
+
+@dataclass(frozen=True)
+class Alternative:
+    description: str
+    instance_type: str | None = None
+    usd_per_hour: float | None = None
+    flags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Plan:
+    model: ModelSpec
+    engine: Engine
+    inventory: GpuInventory
+    fits: bool
+    num_shard: int
+    quantize: str | None
+    dtype: str
+    flash_attention: bool
+    max_input_tokens: int
+    max_total_tokens: int
+    max_batch_prefill_tokens: int
+    cuda_memory_fraction: float
+    env: dict[str, str]
+    memory: MemoryEstimate
+    reasons: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
+    alternatives: tuple[Alternative, ...] = ()
+    problem: str | None = None  # why it does not fit, when fits is False
+
+    @property
+    def image(self) -> str:
+        return self.engine.image
+
+    @property
+    def launcher_args(self) -> tuple[str, ...]:
+        """The launcher flags, with the names this TGI release understands."""
+        args = ["--model-id", self.model.repo_id]
+        if self.model.revision:
+            args += ["--revision", self.model.revision]
+        args += ["--num-shard", str(self.num_shard)]
+        if self.quantize:
+            args += ["--quantize", self.quantize]
+        else:
+            # TGI's server refuses --dtype together with --quantize ("Only 1 can be set
+            # between `dtype` and `quantize`", server/text_generation_server/cli.py).
+            args += ["--dtype", self.dtype]
+        args += [
+            self.engine.max_input_flag,
+            str(self.max_input_tokens),
+            "--max-total-tokens",
+            str(self.max_total_tokens),
+            "--max-batch-prefill-tokens",
+            str(self.max_batch_prefill_tokens),
+        ]
+        if self.cuda_memory_fraction != 1.0:
+            args += ["--cuda-memory-fraction", f"{self.cuda_memory_fraction:g}"]
+        return tuple(args)
+
+
+@dataclass
+class _Notes:
+    reasons: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def plan(
+    model: ModelSpec,
+    inventory: GpuInventory,
+    engine: Engine,
+    overrides: Overrides | None = None,
+    *,
+    instance_types: Iterable[InstanceType] = (),
+) -> Plan:
+    """Plan TGI for ``model`` on ``inventory``. Raises PlanInputError for impossible overrides.
+
+    ``instance_types`` (the hardware table) lets a plan that does not fit suggest larger ones.
+    """
+    overrides = overrides or Overrides()
+    result = _plan_once(model, inventory, engine, overrides)
+    if result.fits:
+        return result
+    return replace(
+        result,
+        alternatives=tuple(_alternatives(model, inventory, engine, overrides, instance_types)),
+    )
+
+
+def _plan_once(
+    model: ModelSpec, inventory: GpuInventory, engine: Engine, overrides: Overrides
+) -> Plan:
+    notes = _Notes()
+    _check_override_values(overrides)
+    if inventory.count < 1:
+        raise PlanInputError("the GPU inventory is empty: tgiops needs at least one NVIDIA GPU")
+    major, minor = inventory.compute_capability
+    sm = f"sm{major}{minor}"
+    flash = (major, minor) >= (8, 0)
+    gpu_label = inventory.describe()
+    if not inventory.homogeneous:
+        notes.warnings.append(
+            f"mixed GPUs ({gpu_label}): TGI splits evenly, so the smallest GPU sets the limits"
+        )
+
+    env: dict[str, str] = {}
+    if not flash:
+        env.update(engine.non_flash_env())
+        notes.reasons.append(
+            f"attention: {sm} has no FlashAttention (needs sm80+): "
+            + ", ".join(f"{k}={v}" for k, v in env.items())
+            + " keeps TGI on its non-flash path (padded batching, no sharding)"
+        )
+
+    quantize, hardware_problem = _choose_prequantized(
+        model, inventory, engine, overrides, notes, sm
+    )
+    dtype = _choose_dtype(quantize, inventory, overrides, notes, sm)
+    fraction = overrides.cuda_memory_fraction or 1.0
+    num_shard = _choose_num_shard(model, inventory, overrides, flash, quantize, notes, sm)
+
+    # 16-bit first; quantize on the fly only when 16-bit does not fit and it is allowed.
+    candidates: list[str | None] = [quantize]
+    if quantize is None and overrides.quantize is None:
+        # The non-flash fallback is a plain transformers model, which TGI loads 8-bit with
+        # `load_in_8bit=quantize == "bitsandbytes"` (server/models/causal_lm.py); the other
+        # methods need the flash model classes.
+        methods = ON_THE_FLY if flash else ("bitsandbytes",)
+        candidates += [
+            q
+            for q in methods
+            if q in engine.accepted_quantize
+            and _missing_kernels(q, inventory, engine, model, sm) is None
+        ]
+    first_failure: Plan | None = None
+    for candidate in candidates:
+        attempt = _size(
+            model,
+            inventory,
+            engine,
+            overrides,
+            candidate,
+            dtype,
+            fraction,
+            num_shard,
+            flash,
+            env,
+            notes,
+        )
+        if hardware_problem:
+            return replace(attempt, fits=False, problem=hardware_problem)
+        if attempt.fits:
+            if candidate != quantize:
+                attempt = replace(
+                    attempt,
+                    reasons=(
+                        *attempt.reasons,
+                        f"quantize: {candidate} on the fly because the 16-bit weights do not fit "
+                        f"{gpu_label}; cost: {_QUANT_COST[candidate or '']}",
+                    ),
+                )
+            return attempt
+        first_failure = first_failure or attempt
+    assert first_failure is not None
+    return first_failure
+
+
+def _check_override_values(overrides: Overrides) -> None:
+    for name in ("num_shard", "max_input_tokens", "max_total_tokens", "max_batch_prefill_tokens"):
+        value = getattr(overrides, name)
+        if value is not None and value < 1:
+            flag = "--" + name.replace("_", "-")
+            raise PlanInputError(f"{flag} {value} must be a positive number")
+    if overrides.cuda_memory_fraction is not None and not 0 < overrides.cuda_memory_fraction <= 1:
+        raise PlanInputError(
+            f"--cuda-memory-fraction {overrides.cuda_memory_fraction} must be in (0, 1], e.g. 0.9"
+        )
+    if (
+        overrides.max_input_tokens is not None
+        and overrides.max_total_tokens is not None
+        and overrides.max_input_tokens >= overrides.max_total_tokens
+    ):
+        raise PlanInputError(
+            f"--max-input-tokens {overrides.max_input_tokens} must be below --max-total-tokens "
+            f"{overrides.max_total_tokens} (TGI: `max_input_tokens` must be < `max_total_tokens`)"
+        )
+    if overrides.dtype not in (None, "float16", "bfloat16"):
+        raise PlanInputError(f"--dtype {overrides.dtype!r}: use float16 or bfloat16")
+    if overrides.full_length_requests < 1:
+        raise PlanInputError("the number of full-length requests must be at least 1")
+
+
+def _choose_prequantized(
+    model: ModelSpec,
+    inventory: GpuInventory,
+    engine: Engine,
+    overrides: Overrides,
+    notes: _Notes,
+    sm: str,
+) -> tuple[str | None, str | None]:
+    """The quantization the checkpoint or the user dictates (None: 16-bit for now).
+
+    Returns it with the reason the GPU cannot run it, if any: a checkpoint the hardware
+    cannot serve is a plan that does not fit (exit 1, with alternatives); a method the user
+    forced that the hardware cannot run is bad input (exit 2).
+    """
+    requested = overrides.quantize
+    checkpoint = model.quantization
+    if requested is not None and requested != "none" and requested not in engine.accepted_quantize:
+        raise PlanInputError(
+            f"--quantize {requested!r} is not accepted by TGI {engine.version_text}; "
+            f"it accepts: {', '.join(engine.accepted_quantize)} (or none)"
+        )
+    if checkpoint:
+        if requested == "none":
+            raise PlanInputError(
+                f"--quantize none: {model.repo_id} is a {checkpoint} checkpoint; it cannot be "
+                "served unquantized. Pick the 16-bit model's alias instead."
+            )
+        if requested not in (None, checkpoint) and not (
+            checkpoint in ("awq", "gptq") and requested == "marlin"
+        ):
+            raise PlanInputError(
+                f"--quantize {requested}: {model.repo_id} is already quantized with "
+                f"{checkpoint}; TGI reads that from its quantization_config. Drop --quantize."
+            )
+        method = requested or checkpoint
+        problem = _missing_kernels(method, inventory, engine, model, sm)
+        if problem:
+            return (
+                method,
+                f"{model.alias} is an {checkpoint.upper()}-quantized checkpoint; {problem}",
+            )
+        flag = method if method in engine.accepted_quantize else None
+        if flag is None:
+            raise PlanInputError(
+                f"{model.repo_id} is a {checkpoint} checkpoint, which TGI "
+                f"{engine.version_text} cannot load (--quantize {checkpoint} arrives later); "
+                "pass --tgi-version 3.3.5"
+            )
+        notes.reasons.append(
+            f"quantize: {method}, as the checkpoint is pre-quantized ({sm} has its kernels)"
+        )
+        return method, None
+    if requested in (None, "none"):
+        return None, None
+    if requested in PREQUANTIZED_ONLY:
+        raise PlanInputError(
+            f"--quantize {requested} needs a checkpoint quantized with {requested}; "
+            f"{model.repo_id} is 16-bit. Use an on-the-fly method ({', '.join(ON_THE_FLY)}) "
+            "or a pre-quantized model alias."
+        )
+    problem = _missing_kernels(requested, inventory, engine, model, sm)
+    if problem:
+        raise PlanInputError(f"--quantize {requested}: {problem}")
+    notes.reasons.append(f"quantize: {requested}, as requested (--quantize {requested})")
+    return requested, None
+
+
+def _missing_kernels(
+    method: str, inventory: GpuInventory, engine: Engine, model: ModelSpec, sm: str
+) -> str | None:
+    """Why the official image has no kernels for ``method`` on this GPU (§2 table), or None."""
+    cc = inventory.compute_capability
+    gpu = inventory.describe()
+    if method in ("awq", "marlin", "exl2", "compressed-tensors") and cc < (8, 0):
+        why = {
+            "awq": "the official image builds its AWQ kernels for sm80/86/90 only",
+            "marlin": "Marlin kernels need compute capability 8.0",
+            "exl2": "the image builds exllamav2 for sm80+",
+            "compressed-tensors": "its kernels (Marlin / CUTLASS) need sm80+",
+        }[method]
+        return (
+            f"{method} cannot run on {gpu}: {why}. Use a GPU of compute capability "
+            "8.0 or newer (A10G, L4, L40S, A100, H100: g5, g6, g6e, p4d, p5)"
+            + ("" if model.quantization is None else " or the model's 16-bit alias")
+        )
+    if method == "fp8":
+        if cc >= (8, 9) or (cc >= (8, 0) and engine.fp8_marlin_on_ampere):
+            return None
+        return (
+            f"fp8 cannot run on {gpu} with TGI {engine.version_text}: native FP8 needs "
+            "sm89+ (L4, L40S, H100), and the FP8-Marlin path for sm80-88 needs TGI >= 2.2.0"
+        )
+    if method == "eetq" and cc < (8, 0):
+        # TGI has no capability gate and EETQ's minimum is not documented (tgi-facts §2);
+        # we refuse below sm80 rather than guess.
+        return (
+            f"eetq on {gpu} is unverified (its minimum compute capability is not "
+            "documented); use bitsandbytes or bitsandbytes-nf4 there"
+        )
+    return None
+
+
+def _choose_dtype(
+    quantize: str | None,
+    inventory: GpuInventory,
+    overrides: Overrides,
+    notes: _Notes,
+    sm: str,
+) -> str:
+    bf16 = inventory.compute_capability >= (8, 0)
+    if overrides.dtype == "bfloat16" and not bf16:
+        raise PlanInputError(
+            f"--dtype bfloat16: {inventory.describe()} ({sm}) has no bfloat16 support "
+            "(needs sm80+); use --dtype float16"
+        )
+    if quantize in QUANT_FLOAT16_ONLY:
+        if overrides.dtype == "bfloat16":
+            raise PlanInputError(f"--dtype bfloat16: TGI runs {quantize} models in float16 only")
+        notes.reasons.append(f"dtype: float16, as TGI forces it for {quantize}")
+        return "float16"
+    if overrides.dtype:
+        notes.reasons.append(f"dtype: {overrides.dtype}, as requested")
+        return overrides.dtype
+    if bf16:
+        notes.reasons.append(f"dtype: bfloat16 ({sm} supports it; the checkpoint's own type)")
+        return "bfloat16"
+    notes.reasons.append(f"dtype: float16, as {sm} has no bfloat16 (needs sm80+)")
+    return "float16"
+
+
+def _choose_num_shard(
+    model: ModelSpec,
+    inventory: GpuInventory,
+    overrides: Overrides,
+    flash: bool,
+    quantize: str | None,
+    notes: _Notes,
+    sm: str,
+) -> int:
+    """The largest shard count that divides heads and key-value heads (§3): it leaves the
+    most memory per GPU for the KV cache, so no smaller count can fit where it does not."""
+    heads, kv_heads = model.num_attention_heads, model.num_key_value_heads
+
+    def divides(n: int) -> bool:
+        return heads % n == 0 and kv_heads % n == 0
+
+    requested = overrides.num_shard
+    if requested is not None:
+        if requested > inventory.count:
+            raise PlanInputError(
+                f"--num-shard {requested}: the host has only {inventory.count} GPU(s)"
+            )
+        if not divides(requested):
+            valid = [n for n in range(1, inventory.count + 1) if divides(n)]
+            raise PlanInputError(
+                f"--num-shard {requested} does not divide {model.alias}'s {heads} attention "
+                f"heads and {kv_heads} key-value heads; valid here: {valid}"
+            )
+        if requested > 1 and not flash:
+            raise PlanInputError(
+                f"--num-shard {requested}: {sm} runs TGI's non-flash path, which cannot shard "
+                '("sharded is not supported for AutoModel"); use --num-shard 1'
+            )
+        if requested > 1 and quantize == "exl2":
+            raise PlanInputError("--num-shard: TGI cannot shard exl2 models; use --num-shard 1")
+        notes.reasons.append(f"num_shard: {requested}, as requested")
+        return requested
+    if not flash:
+        notes.reasons.append(
+            f"num_shard: 1, as the non-flash path on {sm} cannot shard "
+            f"({inventory.count} GPU(s) present)"
+        )
+        return 1
+    if quantize == "exl2":
+        notes.reasons.append("num_shard: 1, as TGI cannot shard exl2")
+        return 1
+    num_shard = next(n for n in range(inventory.count, 0, -1) if divides(n))
+    notes.reasons.append(
+        f"num_shard: {num_shard}, the largest count <= {inventory.count} GPU(s) that divides "
+        f"{heads} heads and {kv_heads} key-value heads; passed explicitly because "
+        "TGI <= 3.3.6 computes 1 from NVIDIA_VISIBLE_DEVICES=all"
+    )
+    if num_shard < inventory.count:
+        notes.warnings.append(
+            f"{inventory.count - num_shard} GPU(s) stay idle: {num_shard} is "
+            "the largest shard count that divides the heads"
+        )
+    return num_shard
+
+
+def _size(
+    model: ModelSpec,
+    inventory: GpuInventory,
+    engine: Engine,
+    overrides: Overrides,
+    quantize: str | None,
+    dtype: str,
+    fraction: float,
+    num_shard: int,
+    flash: bool,
+    env: dict[str, str],
+    notes: _Notes,
+) -> Plan:
+    """Size memory and token limits for one quantization choice."""
+    reasons = list(notes.reasons)
+    warnings = list(notes.warnings)
+
+    gpu_mib = inventory.memory_mib
+    usable_mib = gpu_mib * fraction * engine.wiggle_room
+    weights_mib = weight_bytes(model, quantize) / num_shard / MIB
+    overhead_mib = CUDA_CONTEXT_MIB + (NCCL_BUFFERS_MIB if num_shard > 1 else 0)
+    kv_per_token = kv_bytes_per_token_per_gpu(model, num_shard)
+    block = engine.attention_block_size(flash)
+    mpe = model.max_position_embeddings
+
+    def kv_tokens_for(prefill: int) -> tuple[int, float]:
+        act = activation_bytes(model, prefill, num_shard) / MIB
+        budget = usable_mib - weights_mib - overhead_mib - act
+        tokens = max(0, int(budget * MIB // kv_per_token) // block * block)
+        return tokens, act
+
+    # Token limits: a fixed point, since the prefill size costs activations that shrink the
+    # KV cache, and (without chunking) the prefill size follows the input length.
+    prefill = overrides.max_batch_prefill_tokens or min(DEFAULT_PREFILL_TOKENS, mpe)
+    kv_tokens, act_mib = kv_tokens_for(prefill)
+    max_total = max_input = 0
+    for _ in range(4):
+        max_total = overrides.max_total_tokens or _default_total(kv_tokens, mpe, overrides, engine)
+        if overrides.max_input_tokens and not overrides.max_total_tokens:
+            max_total = max(max_total, overrides.max_input_tokens + 1)
+        max_input = overrides.max_input_tokens or max_total - 1
+        new_prefill = overrides.max_batch_prefill_tokens or (
+            min(DEFAULT_PREFILL_TOKENS, max_input) if engine.chunked_prefill else max_input
+        )
+        if new_prefill == prefill:
+            break
+        prefill = new_prefill
+        kv_tokens, act_mib = kv_tokens_for(prefill)
+
+    memory = MemoryEstimate(
+        gpu_memory_mib=gpu_mib,
+        usable_mib=round(usable_mib, 1),
+        weights_per_gpu_mib=round(weights_mib, 1),
+        overhead_mib=overhead_mib,
+        activations_mib=round(act_mib, 1),
+        kv_bytes_per_token_per_gpu=kv_per_token,
+        kv_cache_tokens=kv_tokens,
+    )
+    problem = _misfit(
+        model,
+        inventory,
+        engine,
+        memory,
+        max_total,
+        max_input,
+        prefill,
+        overrides,
+        quantize,
+        num_shard,
+    )
+    if problem is None:
+        reasons.append(
+            f"memory: {weights_mib / 1024:.1f} GiB weights + {overhead_mib / 1024:.2f} GiB "
+            f"context + {act_mib / 1024:.2f} GiB prefill activations per GPU leave "
+            f"{memory.kv_budget_mib / 1024:.1f} GiB of {usable_mib / 1024:.1f} usable GiB for "
+            f"the KV cache: {kv_tokens} tokens at {kv_per_token // 1024} KiB/token/GPU"
+        )
+        reasons.append(_limits_reason(model, engine, overrides, max_total, prefill, kv_tokens))
+    if not flash:
+        warnings.append(
+            "non-flash path: TGI uses padded batching and a growing Hugging Face KV cache; "
+            "throughput is far below an sm80+ GPU and the KV figure is only a ceiling"
+        )
+    return Plan(
+        model=model,
+        engine=engine,
+        inventory=inventory,
+        fits=problem is None,
+        num_shard=num_shard,
+        quantize=quantize,
+        dtype=dtype,
+        flash_attention=flash,
+        max_input_tokens=max_input,
+        max_total_tokens=max_total,
+        max_batch_prefill_tokens=prefill,
+        cuda_memory_fraction=fraction,
+        env=dict(env),
+        memory=memory,
+        reasons=tuple(reasons),
+        warnings=tuple(warnings),
+        problem=problem,
+    )
+
+
+def _default_total(kv_tokens: int, mpe: int, overrides: Overrides, engine: Engine) -> int:
+    per_request = kv_tokens // overrides.full_length_requests
+    total = min(mpe, per_request)
+    if not engine.chunked_prefill:
+        total = min(total, NON_CHUNKED_INPUT_CAP + 1)
+    return max(total, 2)
+
+
+def _limits_reason(
+    model: ModelSpec,
+    engine: Engine,
+    overrides: Overrides,
+    max_total: int,
+    prefill: int,
+    kv_tokens: int,
+) -> str:
+    if overrides.max_total_tokens:
+        head = f"max_total_tokens: {max_total}, as requested"
+    elif max_total == model.max_position_embeddings:
+        head = f"max_total_tokens: {max_total}, the model's max_position_embeddings"
+    elif not engine.chunked_prefill and max_total == NON_CHUNKED_INPUT_CAP + 1:
+        head = (
+            f"max_total_tokens: {max_total}: TGI {engine.version_text} cannot chunk prefill, "
+            f"so input is capped at {NON_CHUNKED_INPUT_CAP} tokens (raise with --max-input-tokens)"
+        )
+    else:
+        head = (
+            f"max_total_tokens: {max_total}, so {overrides.full_length_requests} full-length "
+            f"requests fit the {kv_tokens}-token KV cache at once"
+        )
+    full = kv_tokens // max_total if max_total else 0
+    tail = "" if "full-length" in head else f"; {full} full-length request(s) fit at once"
+    return (
+        f"{head}; max_input_tokens = max_total_tokens - 1 (TGI's own default); "
+        f"max_batch_prefill_tokens: {prefill}{tail}"
+    )
+
+
+def _misfit(
+    model: ModelSpec,
+    inventory: GpuInventory,
+    engine: Engine,
+    memory: MemoryEstimate,
+    max_total: int,
+    max_input: int,
+    prefill: int,
+    overrides: Overrides,
+    quantize: str | None,
+    num_shard: int,
+) -> str | None:
+    """Why TGI would fail to start with these numbers, in TGI's terms; None when it fits."""
+    gpu = inventory.describe()
+    fmt = quantize or "16-bit"
+    weights_total_gib = memory.weights_per_gpu_mib * num_shard / 1024
+    if memory.weights_per_gpu_mib + memory.overhead_mib > memory.usable_mib:
+        return (
+            f"{model.alias} ({fmt}) needs ~{weights_total_gib:.1f} GiB of weights, "
+            f"{memory.weights_per_gpu_mib / 1024:.1f} GiB per GPU over {num_shard} shard(s); "
+            f"{gpu} leaves {memory.usable_mib / 1024:.1f} GiB usable per GPU "
+            "(TGI would fail with CUDA out of memory while loading)"
+        )
+    if memory.kv_budget_mib <= 0 or memory.kv_cache_tokens < prefill:
+        return (
+            f"warmup would fail: not enough memory to handle {prefill} prefill tokens "
+            f"({memory.activations_mib / 1024:.2f} GiB of activations per GPU on top of the "
+            "weights); lower --max-batch-prefill-tokens"
+        )
+    if max_total > memory.kv_cache_tokens:
+        return (
+            f"not enough memory to handle max_total_tokens={max_total}: the KV cache holds "
+            f"~{memory.kv_cache_tokens} tokens on {gpu}; lower --max-total-tokens"
+        )
+    if max_total > model.max_position_embeddings:
+        return (
+            f"max_total_tokens={max_total} exceeds {model.alias}'s max_position_embeddings "
+            f"({model.max_position_embeddings})"
+        )
+    if not engine.chunked_prefill and prefill < max_input:
+        return (
+            f"max_batch_prefill_tokens={prefill} is below max_input_tokens={max_input}; TGI "
+            f"{engine.version_text} cannot chunk prefill and refuses this"
+        )
+    smallest = min(MIN_USEFUL_TOTAL_TOKENS, model.max_position_embeddings)
+    if max_total < smallest:
+        return (
+            f"only ~{memory.kv_cache_tokens} tokens of KV cache would remain on {gpu}: "
+            f"requests could not exceed {max_total} tokens"
+        )
+    return None
+
+
+def weight_bytes(model: ModelSpec, quantize: str | None) -> float:
+    """GPU bytes of all the weights in format ``quantize`` (None: the checkpoint's 16-bit)."""
+    embed_params = model.vocab_size * model.hidden_size * (1 if model.tie_word_embeddings else 2)
+    if model.quantization is not None and quantize == model.quantization:
+        if model.weight_bytes:
+            return float(model.weight_bytes)
+    elif quantize is None and model.weight_bytes:
+        return float(model.weight_bytes)
+    params = model.parameters_b * 1e9
+    per_param = _LINEAR_BYTES_PER_PARAM.get(quantize, 1.0)
+    return (params - embed_params) * per_param + embed_params * 2.0
+
+
+def kv_bytes_per_token_per_gpu(model: ModelSpec, num_shard: int, dtype_bytes: int = 2) -> int:
+    """2 (K and V) x layers x kv_heads per shard x head_dim x bytes (tgi-facts §4)."""
+    kv_heads_per_shard = max(1, model.num_key_value_heads // num_shard)
+    return 2 * model.kv_cache_layers * kv_heads_per_shard * model.head_dim * dtype_bytes
+
+
+def activation_bytes(model: ModelSpec, prefill_tokens: int, num_shard: int) -> float:
+    """Peak 16-bit activations of one prefill of ``prefill_tokens`` tokens, per GPU."""
+    attention = (
+        (model.num_attention_heads + 2 * model.num_key_value_heads) * model.head_dim
+        + model.num_attention_heads * model.head_dim
+    ) / num_shard
+    intermediate = model.intermediate_size or 4 * model.hidden_size
+    mlp = 2 * intermediate * (model.experts_per_token or 1) / num_shard
+    per_token = 4 * model.hidden_size + attention + mlp
+    return prefill_tokens * per_token * 2
+
+
+def _alternatives(
+    model: ModelSpec,
+    inventory: GpuInventory,
+    engine: Engine,
+    overrides: Overrides,
+    instance_types: Iterable[InstanceType],
+) -> list[Alternative]:
+    found: list[Alternative] = []
+    base = _plan_once(model, inventory, engine, overrides)
+    # A shorter context, when the weights fit but the asked-for limits do not.
+    tokens = base.memory.kv_cache_tokens
+    if overrides.max_total_tokens and tokens >= MIN_USEFUL_TOTAL_TOKENS:
+        total = min(tokens, model.max_position_embeddings)
+        found.append(
+            Alternative(
+                f"a shorter context: --max-total-tokens {total}",
+                flags=("--max-total-tokens", str(total)),
+            )
+        )
+    if (
+        overrides.max_batch_prefill_tokens
+        and base.memory.weights_per_gpu_mib < base.memory.usable_mib
+    ):
+        found.append(
+            Alternative(
+                "a smaller prefill: drop --max-batch-prefill-tokens or lower it",
+                flags=("--max-batch-prefill-tokens", str(DEFAULT_PREFILL_TOKENS)),
+            )
+        )
+    # Another quantization on the same hardware, when the user ruled them out or forced one.
+    if model.quantization is None and overrides.quantize is not None:
+        for method in ON_THE_FLY:
+            if method == overrides.quantize or method not in engine.accepted_quantize:
+                continue
+            try:
+                attempt = _plan_once(model, inventory, engine, replace(overrides, quantize=method))
+            except PlanInputError:
+                continue
+            if attempt.fits:
+                found.append(
+                    Alternative(
+                        f"quantize on the fly: --quantize {method} ({_QUANT_COST[method]})",
+                        flags=("--quantize", method),
+                    )
+                )
+                break
+    # Larger instance types: the cheapest few that fit, one per GPU model.
+    hardware_free = replace(overrides, num_shard=None)
+    seen_gpus: set[str] = set()
+    priced = sorted(
+        (t for t in instance_types if t.on_demand_usd_per_hour is not None),
+        key=lambda t: t.on_demand_usd_per_hour or 0.0,
+    )
+    for itype in priced:
+        if itype.gpu in seen_gpus or itype.name == inventory.instance_type:
+            continue
+        try:
+            attempt = _plan_once(
+                model, inventory_for_instance_type(itype.name), engine, hardware_free
+            )
+        except PlanInputError:
+            continue
+        if attempt.fits:
+            seen_gpus.add(itype.gpu)
+            found.append(
+                Alternative(
+                    f"{itype.name} ({itype.gpu_count}x {itype.gpu}, "
+                    f"${itype.on_demand_usd_per_hour:.2f}/h): {attempt.max_total_tokens} "
+                    f"tokens per request, {attempt.quantize or attempt.dtype}",
+                    instance_type=itype.name,
+                    usd_per_hour=itype.on_demand_usd_per_hour,
+                    flags=("--instance-type", itype.name),
+                )
+            )
+        if len(seen_gpus) >= 3:
+            break
+    if not found:
+        found.append(Alternative("a smaller model, or a GPU with more memory"))
+    return found
