@@ -23,7 +23,7 @@ log = logging.getLogger("tgiops")
 class _ArgumentParser(argparse.ArgumentParser):
     """argparse, but bad input raises InputError so every error leaves through one door."""
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> Any:
         raise InputError(f"{self.prog}: {message} (see `{self.prog} --help`)")
 
 
@@ -67,6 +67,39 @@ def _add_plan_overrides(parser: argparse.ArgumentParser) -> None:
     ov.add_argument("--cuda-memory-fraction", type=float, metavar="F")
 
 
+def _add_aws_args(parser: argparse.ArgumentParser) -> None:
+    aws = parser.add_argument_group("AWS (boto3's standard chain; AWS_ENDPOINT_URL honoured)")
+    aws.add_argument("--region", metavar="REGION")
+    aws.add_argument("--profile", metavar="NAME")
+
+
+def _add_target_args(parser: argparse.ArgumentParser) -> None:
+    t = parser.add_argument_group("targets")
+    t.add_argument(
+        "--host",
+        action="append",
+        default=[],
+        metavar="DEST",
+        help="an SSH destination (resolved through ssh_config); repeatable",
+    )
+    t.add_argument("--instance", action="append", default=[], metavar="ID", help="EC2 instance id")
+    t.add_argument("--name", dest="name_tag", metavar="TAG", help="EC2 Name tag (all running)")
+    t.add_argument(
+        "--asg", metavar="NAME", help="every InService instance of an Auto Scaling group"
+    )
+    ssh = parser.add_argument_group("SSH")
+    ssh.add_argument("--ssh-config", metavar="FILE", help="ssh_config to use ($TGIOPS_SSH_CONFIG)")
+    ssh.add_argument("--user", metavar="USER")
+    ssh.add_argument("--identity", metavar="KEY", help="private key file")
+    ssh.add_argument(
+        "--accept-new-host-key",
+        action="store_true",
+        help="record an unknown host key (a changed key is always refused)",
+    )
+    ssh.add_argument("--connect-timeout", type=float, default=10.0, metavar="S")
+    _add_aws_args(parser)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _ArgumentParser(
         prog="tgiops",
@@ -89,6 +122,61 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plan_overrides(p)
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(func=cmd_plan)
+
+    d = sub.add_parser("deploy", help="plan, install and start TGI on a host; wait until healthy")
+    _add_model_args(d)
+    _add_target_args(d)
+    _add_plan_overrides(d)
+    unit = d.add_argument_group("the unit")
+    unit.add_argument("--unit", metavar="NAME", help="systemd unit name (default tgiops-ALIAS)")
+    unit.add_argument("--port", type=int, default=8080, help="host port (default 8080)")
+    unit.add_argument(
+        "--public",
+        action="store_true",
+        help="bind all addresses instead of 127.0.0.1 (TGI has no auth by default)",
+    )
+    unit.add_argument(
+        "--data-dir",
+        default="/var/lib/tgiops/data",
+        metavar="DIR",
+        help="model cache on the host, mounted as /data (default /var/lib/tgiops/data)",
+    )
+    unit.add_argument("--gpu-devices", metavar="0,1", help="only these GPU indices (default all)")
+    unit.add_argument(
+        "--secret-name",
+        default="tgiops/hf-token",
+        help="Secrets Manager secret holding the Hugging Face token",
+    )
+    unit.add_argument("--no-token", action="store_true", help="deploy without a token (ungated)")
+    unit.add_argument(
+        "--api-key-secret",
+        metavar="NAME",
+        help="secret holding an API key for TGI's --api-key (TGI >= 2.3)",
+    )
+    unit.add_argument(
+        "--offline",
+        action="store_true",
+        help="HF_HUB_OFFLINE=1: start from the model cache, no download",
+    )
+    d.add_argument("--dry-run", action="store_true", help="show the plan, unit and commands only")
+    d.add_argument("--keep-failed", action="store_true", help="no rollback of a failed unit")
+    d.add_argument("--timeout", type=float, metavar="S", help="health wait (default from size)")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(func=cmd_deploy)
+
+    sec = sub.add_parser("secret", help="store or check the Hugging Face token in Secrets Manager")
+    sec_sub = sec.add_subparsers(
+        dest="secret_command", metavar="ACTION", parser_class=_ArgumentParser, required=True
+    )
+    for action, text in (
+        ("set", "create or update it from stdin or a hidden prompt"),
+        ("check", "say whether it exists and is readable (never prints it)"),
+    ):
+        sp = sec_sub.add_parser(action, help=text)
+        sp.add_argument("--name", default="tgiops/hf-token", help="secret name")
+        _add_aws_args(sp)
+        sp.add_argument("--json", action="store_true")
+        sp.set_defaults(func=cmd_secret)
 
     m = sub.add_parser("models", help="list the model catalog")
     m.add_argument("--catalog", action="append", default=[], metavar="FILE")
@@ -198,6 +286,164 @@ def cmd_models(args: argparse.Namespace) -> int:
         columns = ["alias", "repo_id", "parameters_b", "quantization", "gated"]
         print(output.rows_as_table(rows, columns))
     return 0
+
+
+# --- deploy ---------------------------------------------------------------------------------
+
+
+def _progress_printer(enabled: bool):  # -> Callable[[str], None]
+    """Progress lines on stderr when it is a terminal; otherwise they go to the log (-v)."""
+
+    def show(message: str) -> None:
+        if enabled:
+            print(f"  .. {message}", file=sys.stderr, flush=True)
+        log.info(message)
+
+    return show
+
+
+def _aws_from(args: argparse.Namespace):  # -> tgiops.aws.Aws
+    from tgiops.aws import Aws, AwsSettings
+
+    return Aws(AwsSettings(region=args.region, profile=args.profile))
+
+
+def _targets_from(args: argparse.Namespace):  # -> list[Target]
+    from tgiops.ssh import SSHTarget
+    from tgiops.targets import TargetSpec, resolve_targets, ssh_config_path
+
+    spec = TargetSpec(
+        hosts=args.host, instance_ids=args.instance, name_tag=args.name_tag, asg_name=args.asg
+    )
+    if spec.empty:
+        raise InputError("which host? Give --host DEST, --instance ID, --name TAG or --asg NAME")
+    template = SSHTarget(
+        destination="",
+        ssh_config_path=ssh_config_path(args.ssh_config),
+        user=args.user,
+        identity=args.identity,
+        accept_new_host_key=args.accept_new_host_key,
+        connect_timeout_s=args.connect_timeout,
+    )
+    finder = _aws_from(args).find_instances if spec.uses_aws else None
+    return resolve_targets(spec, template, finder)
+
+
+def _gpu_devices(text: str | None) -> tuple[int, ...]:
+    if not text:
+        return ()
+    try:
+        devices = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise InputError(f"--gpu-devices {text!r}: give GPU indices like 0,1") from None
+    if any(d < 0 for d in devices) or len(set(devices)) != len(devices):
+        raise InputError(f"--gpu-devices {text!r}: indices must be distinct and >= 0")
+    return devices
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from tgiops import deploy, output, resources
+    from tgiops.engine import DEFAULT_TGI_VERSION, Engine
+    from tgiops.ssh import RemoteHost
+
+    request = deploy.DeployRequest(
+        model=resolve_model(args),
+        engine=Engine.tgi(args.tgi_version or DEFAULT_TGI_VERSION),
+        overrides=overrides_from(args),
+        unit_name=args.unit,
+        port=args.port,
+        public=args.public,
+        data_dir=args.data_dir,
+        gpu_devices=_gpu_devices(args.gpu_devices),
+        token_secret=None if args.no_token else args.secret_name,
+        api_key_secret=args.api_key_secret,
+        offline=args.offline,
+        dry_run=args.dry_run,
+        keep_failed=args.keep_failed,
+        timeout_s=args.timeout,
+    )
+    request.unit_options(())  # validate unit name, port, paths before touching anything
+    if args.public:
+        print(
+            "tgiops: warning: --public binds TGI on all addresses; it has no authentication "
+            "unless --api-key-secret is given",
+            file=sys.stderr,
+        )
+    targets = _targets_from(args)
+    template = (resources.shipped_path("unit_templates") / "tgi.service.j2").read_text()
+    aws = _aws_from(args) if (request.token_secret or request.api_key_secret) else None
+    show = _progress_printer(sys.stderr.isatty() and not args.json)
+    results = []
+    for target in targets:
+        with RemoteHost(target.ssh) as host:
+            result = deploy.deploy(
+                host,
+                request,
+                get_secret=aws.get_secret if aws else None,
+                template_text=template,
+                on_progress=show,
+            )
+        if target.instance is not None and not request.dry_run and result.healthy and aws:
+            aws.tag_instance(
+                target.instance.instance_id,
+                {
+                    "tgiops:managed": "true",
+                    "tgiops:model": request.model.alias,
+                    "tgiops:unit": result.unit,
+                },
+            )
+        results.append(result)
+    if args.json:
+        payload = [output.deploy_as_dict(r) for r in results]
+        print(json.dumps(payload[0] if len(payload) == 1 else payload, indent=2))
+    else:
+        for r in results:
+            print(output.deploy_as_text(r))
+    failed = [r for r in results if not r.dry_run and not r.healthy]
+    for r in failed:
+        print(f"tgiops: error: {deploy.error_from(r)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_secret(args: argparse.Namespace) -> int:
+    aws = _aws_from(args)
+    if args.secret_command == "check":
+        exists = aws.secret_exists(args.name)
+        readable = False
+        if exists:
+            aws.get_secret(args.name)  # raises with the missing IAM action when unreadable
+            readable = True
+        if args.json:
+            print(json.dumps({"name": args.name, "exists": exists, "readable": readable}))
+        else:
+            print(f"{args.name}: " + ("exists and is readable" if readable else "does not exist"))
+        return 0 if readable else 1
+    token = _read_token()
+    outcome = aws.put_secret(args.name, token)
+    if args.json:
+        print(json.dumps({"name": args.name, "result": outcome}))
+    else:
+        print(f"{args.name}: {outcome}")
+    return 0
+
+
+def _read_token() -> str:
+    """The token from stdin (piped) or a hidden prompt; never from argv."""
+    if sys.stdin is None:
+        raise InputError("no token given: pipe it on stdin, e.g. `tgiops secret set < token.txt`")
+    if sys.stdin.isatty():
+        import getpass
+
+        token = getpass.getpass("Hugging Face token (hidden): ")
+    else:
+        token = sys.stdin.read()
+    token = token.strip()
+    if not token:
+        raise InputError("no token given: pipe it on stdin, e.g. `tgiops secret set < token.txt`")
+    from tgiops.render import render_env_file
+
+    render_env_file({"HF_TOKEN": token})  # the same check the env file will make, early
+    return token
 
 
 if __name__ == "__main__":

@@ -81,7 +81,7 @@ class Engine:
     @property
     def accepted_quantize(self) -> tuple[str, ...]:
         """The `--quantize` values this release's clap enum accepts (§1 table)."""
-        values = _QUANTIZE_2_0
+        values: tuple[str, ...] = _QUANTIZE_2_0
         if self.version >= (2, 1, 0):
             values += ("exl2", "marlin")
         if self.version >= (2, 4, 1):

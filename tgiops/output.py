@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from tgiops.catalog import ModelSpec
+from tgiops.deploy import DeployResult
 from tgiops.plan import Plan
 
 MIB_PER_GIB = 1024
@@ -130,3 +131,67 @@ def rows_as_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return "\n".join(
         "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in table
     )
+
+
+def deploy_as_dict(result: DeployResult) -> dict[str, Any]:
+    """The documented `tgiops deploy --json` object (README: "Deploy JSON")."""
+    data: dict[str, Any] = {
+        "host": result.host,
+        "unit": result.unit,
+        "changed": result.changed,
+        "healthy": result.healthy,
+        "dry_run": result.dry_run,
+        "endpoint": result.endpoint,
+        "elapsed_s": round(result.elapsed_s, 2),
+        "round_trips": result.round_trips,
+        "rolled_back": result.rolled_back,
+        "restored": result.restored,
+        "failure": result.failure,
+        "diagnosis": result.diagnosis,
+        "plan": plan_as_dict(result.plan),
+    }
+    if result.dry_run:
+        data["unit_text"] = result.unit_text
+        data["env_file"] = result.env_text_redacted
+        data["remote_commands"] = list(result.remote_commands)
+    if result.journal_tail:
+        data["journal_tail"] = result.journal_tail.splitlines()
+    return data
+
+
+def deploy_as_text(result: DeployResult) -> str:
+    p = result.plan
+    summary = (
+        f"{p.model.alias}: num_shard {p.num_shard}, quantize {p.quantize or 'none'}, "
+        f"dtype {p.dtype}, max_total_tokens {p.max_total_tokens}"
+    )
+    if result.dry_run:
+        return "\n".join(
+            [
+                f"{result.host}: dry run, nothing changed ({summary})",
+                "",
+                f"--- {result.unit}.service ---",
+                result.unit_text.rstrip(),
+                "",
+                f"--- /etc/tgiops/{result.unit}.env (mode 0600) ---",
+                result.env_text_redacted.rstrip(),
+                "",
+                "--- remote commands ---",
+                *result.remote_commands,
+            ]
+        )
+    if result.healthy:
+        what = "deployed" if result.changed else "unchanged"
+        return (
+            f"{result.host}: {what}, healthy in {result.elapsed_s:.1f}s — {result.unit} serves "
+            f"{result.endpoint} ({summary})"
+        )
+    lines = [f"{result.host}: FAILED after {result.elapsed_s:.1f}s — {result.failure}"]
+    if result.diagnosis:
+        lines.append(f"  likely cause: {result.diagnosis}")
+    lines.append(f"  now serving: {result.restored}")
+    if result.journal_tail:
+        lines += ["  last journal lines:"] + [
+            f"    {line}" for line in result.journal_tail.splitlines()[-12:]
+        ]
+    return "\n".join(lines)

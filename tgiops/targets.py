@@ -1,0 +1,100 @@
+"""Which hosts a command acts on: an SSH destination, or EC2 instances found through AWS.
+
+EC2 targets map to an SSH destination by instance id first, so an ssh_config ``Host i-0abc``
+entry wins (that is how the tests reach testbed hosts, and how users reach private
+instances through a bastion); else the instance's public (or Elastic) IP.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from tgiops.errors import InputError, TargetNotFoundError
+from tgiops.ssh import SSHTarget
+
+SSH_CONFIG_ENV_VAR = "TGIOPS_SSH_CONFIG"
+
+
+@dataclass(frozen=True)
+class Target:
+    label: str  # what the user will recognise: the destination or the instance id
+    ssh: SSHTarget
+    instance: Any = None  # tgiops.aws.Ec2Instance when found through AWS
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    hosts: Sequence[str] = ()
+    instance_ids: Sequence[str] = ()
+    name_tag: str | None = None
+    asg_name: str | None = None
+    managed: bool = False  # every instance tagged tgiops:managed=true
+
+    @property
+    def uses_aws(self) -> bool:
+        return bool(self.instance_ids or self.name_tag or self.asg_name or self.managed)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.hosts or self.uses_aws)
+
+
+def ssh_config_path(explicit: str | None) -> str | None:
+    path = explicit or os.environ.get(SSH_CONFIG_ENV_VAR) or None
+    if path and not os.path.isfile(path):
+        raise InputError(f"--ssh-config {path}: no such file")
+    return path
+
+
+def resolve_targets(
+    spec: TargetSpec,
+    ssh_template: SSHTarget,
+    find_instances: Callable[..., list[Any]] | None,
+) -> list[Target]:
+    """Targets for ``spec``; ``ssh_template`` carries config path, user, key, host-key policy."""
+    targets = [Target(h, replace(ssh_template, destination=h)) for h in spec.hosts]
+    if spec.uses_aws:
+        if find_instances is None:
+            raise InputError("EC2 targets need AWS settings")
+        tag_filters = {"tgiops:managed": "true"} if spec.managed else None
+        instances = find_instances(
+            instance_ids=tuple(spec.instance_ids),
+            name_tag=spec.name_tag,
+            asg_name=spec.asg_name,
+            tag_filters=tag_filters,
+        )
+        if not instances:
+            raise TargetNotFoundError("no running instance matches the target")
+        aliases = _ssh_config_hosts(ssh_template.ssh_config_path)
+        for instance in instances:
+            destination = _destination_for(instance, aliases)
+            targets.append(
+                Target(
+                    instance.instance_id, replace(ssh_template, destination=destination), instance
+                )
+            )
+    return targets
+
+
+def _ssh_config_hosts(path: str | None) -> set[str]:
+    if not path:
+        path = os.path.expanduser("~/.ssh/config")
+        if not os.path.isfile(path):
+            return set()
+    import paramiko
+
+    return set(paramiko.SSHConfig.from_path(path).get_hostnames())
+
+
+def _destination_for(instance: Any, ssh_config_hosts: set[str]) -> str:
+    if instance.instance_id in ssh_config_hosts:
+        return str(instance.instance_id)
+    if instance.public_ip:
+        return str(instance.public_ip)
+    raise TargetNotFoundError(
+        f"{instance.instance_id} has no public IP and no ssh_config entry: add "
+        f"`Host {instance.instance_id}` (with HostName/ProxyJump) to your ssh_config"
+    )
