@@ -57,7 +57,7 @@ def _add_model_args(parser: argparse.ArgumentParser, *, positional: bool = True)
 
 def _add_plan_overrides(parser: argparse.ArgumentParser) -> None:
     ov = parser.add_argument_group("overrides (checked, not trusted)")
-    ov.add_argument("--tgi-version", default=None, metavar="V", help="TGI release (default 3.3.5)")
+    ov.add_argument("--tgi-version", default=None, metavar="V", help="TGI release (default 3.3.7)")
     ov.add_argument("--num-shard", type=int, metavar="N")
     ov.add_argument("--quantize", metavar="METHOD", help="a TGI --quantize value, or none")
     ov.add_argument("--dtype", choices=["float16", "bfloat16"])
@@ -65,6 +65,12 @@ def _add_plan_overrides(parser: argparse.ArgumentParser) -> None:
     ov.add_argument("--max-total-tokens", type=int, metavar="N")
     ov.add_argument("--max-batch-prefill-tokens", type=int, metavar="N")
     ov.add_argument("--cuda-memory-fraction", type=float, metavar="F")
+    ov.add_argument(
+        "--flash-attention",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="auto: FlashAttention on sm80+ only, the non-flash fallback below",
+    )
 
 
 def _add_aws_args(parser: argparse.ArgumentParser) -> None:
@@ -163,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--timeout", type=float, metavar="S", help="health wait (default from size)")
     d.add_argument("--json", action="store_true")
     d.set_defaults(func=cmd_deploy)
+    _add_status_parsers(sub)
 
     sec = sub.add_parser("secret", help="store or check the Hugging Face token in Secrets Manager")
     sec_sub = sec.add_subparsers(
@@ -208,8 +215,9 @@ def _configure_logging(verbosity: int) -> None:
         level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     if verbosity < 3:  # -vvv shows the libraries' own debug lines too
+        # paramiko logs a refused tunnel (TGI still loading) at ERROR: that is expected here.
         for noisy in ("paramiko", "botocore", "boto3", "urllib3", "docker", "invoke", "fabric"):
-            logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+            logging.getLogger(noisy).setLevel(logging.CRITICAL)
 
 
 # --- plan -----------------------------------------------------------------------------------
@@ -255,6 +263,7 @@ def overrides_from(args: argparse.Namespace):  # -> Overrides
         max_total_tokens=args.max_total_tokens,
         max_batch_prefill_tokens=args.max_batch_prefill_tokens,
         cuda_memory_fraction=args.cuda_memory_fraction,
+        flash_attention={"auto": None, "on": True, "off": False}[args.flash_attention],
     )
 
 
@@ -393,6 +402,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
                 },
             )
         results.append(result)
+        _record_deployment(target, result, args)
     if args.json:
         payload = [output.deploy_as_dict(r) for r in results]
         print(json.dumps(payload[0] if len(payload) == 1 else payload, indent=2))
@@ -401,7 +411,10 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             print(output.deploy_as_text(r))
     failed = [r for r in results if not r.dry_run and not r.healthy]
     for r in failed:
-        print(f"tgiops: error: {deploy.error_from(r)}", file=sys.stderr)
+        print(
+            f"tgiops: error: deploy of {r.unit} on {r.host} failed; now serving: {r.restored}",
+            file=sys.stderr,
+        )
     return 1 if failed else 0
 
 
@@ -444,6 +457,311 @@ def _read_token() -> str:
 
     render_env_file({"HF_TOKEN": token})  # the same check the env file will make, early
     return token
+
+
+# --- status, logs, undeploy (issue 5) -------------------------------------------------------
+
+
+def _add_status_parsers(sub: Any) -> None:
+    s = sub.add_parser(
+        "status",
+        help="verdict per tgiops unit on a host or a fleet (default: the hosts of past deploys)",
+    )
+    _add_target_args(s)
+    s.add_argument(
+        "--all",
+        action="store_true",
+        help="every running EC2 instance tagged tgiops:managed=true",
+    )
+    s.add_argument(
+        "--unit", action="append", default=[], metavar="NAME", help="only this unit; repeatable"
+    )
+    s.add_argument("--json", action="store_true", help="the documented JSON object on stdout")
+    s.add_argument(
+        "--watch",
+        type=float,
+        metavar="SECONDS",
+        help="refresh every SECONDS until Ctrl-C (--json: one JSON object per line)",
+    )
+    s.add_argument(
+        "--parallel",
+        type=int,
+        default=16,
+        metavar="N",
+        help="at most N SSH connections at once (default 16)",
+    )
+    s.set_defaults(func=cmd_status)
+
+    lg = sub.add_parser("logs", help="journal lines of a tgiops unit (redacted); -f follows")
+    _add_target_args(lg)
+    lg.add_argument("--unit", metavar="NAME", help="the unit (default: the only one on the host)")
+    lg.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    lg.add_argument("-n", "--lines", type=int, default=50, metavar="N", help="last N lines (50)")
+    lg.set_defaults(func=cmd_logs)
+
+    u = sub.add_parser(
+        "undeploy", help="stop, disable and remove a tgiops unit (keeps the model cache)"
+    )
+    _add_target_args(u)
+    u.add_argument("--unit", metavar="NAME", help="the unit (default: the only one on the host)")
+    u.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    u.add_argument(
+        "--purge-cache",
+        action="store_true",
+        help="also delete this model's cache (unless another unit uses it)",
+    )
+    u.add_argument("--json", action="store_true")
+    u.set_defaults(func=cmd_undeploy)
+
+
+def _record_deployment(target: Any, result: Any, args: argparse.Namespace) -> None:
+    """Remember a healthy deploy locally (tgiops.state), for `tgiops status` with no target."""
+    if result.dry_run or not result.healthy:
+        return
+    import os
+    from datetime import datetime, timezone
+
+    from tgiops import state
+
+    ssh_config = target.ssh.ssh_config_path
+    record = state.DeploymentRecord(
+        destination=target.ssh.destination,
+        unit=result.unit,
+        label=target.label,
+        model_alias=result.plan.model.alias,
+        repo_id=result.plan.model.repo_id,
+        port=args.port,
+        instance_id=target.instance.instance_id if target.instance is not None else None,
+        region=args.region,
+        ssh_config_path=os.path.abspath(ssh_config) if ssh_config else None,
+        deployed_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        tgiops_version=__version__,
+    )
+    try:
+        state.record_deployment(record)
+    except (OSError, TgiopsError) as exc:  # the deploy itself succeeded: warn, do not fail
+        log.warning("could not record the deploy in %s: %s", state.state_file(), exc)
+
+
+def _ssh_template(args: argparse.Namespace, ssh_config: str | None = None):  # -> SSHTarget
+    from tgiops.ssh import SSHTarget
+    from tgiops.targets import ssh_config_path
+
+    return SSHTarget(
+        destination="",
+        ssh_config_path=ssh_config_path(args.ssh_config) or ssh_config,
+        user=args.user,
+        identity=args.identity,
+        accept_new_host_key=args.accept_new_host_key,
+        connect_timeout_s=args.connect_timeout,
+    )
+
+
+def _fleet_targets(args: argparse.Namespace, *, allow_all: bool):
+    """(targets, units recorded per destination, where they came from) for status/logs/undeploy.
+
+    With no target the hosts of past deploys come from the local record (tgiops.state).
+    """
+    from tgiops import state
+    from tgiops.targets import Target, TargetSpec, resolve_targets
+
+    spec = TargetSpec(
+        hosts=args.host,
+        instance_ids=args.instance,
+        name_tag=args.name_tag,
+        asg_name=args.asg,
+        managed=bool(allow_all and getattr(args, "all", False)),
+    )
+    template = _ssh_template(args)
+    if not spec.empty:
+        finder = _aws_from(args).find_instances if spec.uses_aws else None
+        return resolve_targets(spec, template, finder), {}, "the command line"
+    path = state.state_file()
+    records = state.load_deployments(path)
+    if not records:
+        raise InputError(
+            f"which hosts? No target given and no deploys recorded in {path}: give --host DEST, "
+            "--instance ID, --name TAG, --asg NAME" + (" or --all" if allow_all else "")
+        )
+    from dataclasses import replace
+
+    known: dict[str, tuple[str, ...]] = {}
+    first: dict[str, state.DeploymentRecord] = {}
+    for r in records:
+        known[r.destination] = (*known.get(r.destination, ()), r.unit)
+        first.setdefault(r.destination, r)
+    instances = _recorded_instances(args, list(first.values()))
+    targets = []
+    for dest, r in first.items():
+        ssh_config = (
+            r.ssh_config_path if r.ssh_config_path and _is_file(r.ssh_config_path) else None
+        )
+        ssh = replace(_ssh_template(args, ssh_config), destination=dest)
+        targets.append(Target(r.label or dest, ssh, instances.get(r.instance_id or "")))
+    return targets, known, str(path)
+
+
+def _is_file(path: str) -> bool:
+    import os
+
+    return os.path.isfile(path)
+
+
+def _recorded_instances(args: argparse.Namespace, records: list) -> dict:
+    """The EC2 instances of recorded deploys (any state), or {} when AWS cannot say."""
+    from tgiops.aws import Aws, AwsSettings
+
+    by_region: dict[str | None, list[str]] = {}
+    for r in records:
+        if r.instance_id:
+            by_region.setdefault(args.region or r.region, []).append(r.instance_id)
+    found = {}
+    for region, ids in by_region.items():
+        try:
+            aws = Aws(AwsSettings(region=region, profile=args.profile))
+            for inst in aws.find_instances(
+                instance_ids=ids, states=("pending", "running", "stopping", "stopped")
+            ):
+                found[inst.instance_id] = inst
+        except TgiopsError as exc:
+            print(f"tgiops: warning: no EC2 facts for {', '.join(ids)}: {exc}", file=sys.stderr)
+    return found
+
+
+def _status_aws(args: argparse.Namespace, targets: list):  # -> Aws | None
+    if not any(t.instance is not None for t in targets):
+        return None
+    region = args.region
+    if region is None:
+        # Recorded deploys: the instances were found in the record's region.
+        from tgiops import state
+
+        regions = {r.region for r in state.load_deployments() if r.region}
+        region = next(iter(regions)) if len(regions) == 1 else None
+    from tgiops.aws import Aws, AwsSettings
+
+    return Aws(AwsSettings(region=region, profile=args.profile))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import time
+
+    from tgiops import output, status
+
+    if args.watch is not None and args.watch <= 0:
+        raise InputError(f"--watch {args.watch:g}: give a refresh interval in seconds > 0")
+    if args.parallel < 1:
+        raise InputError(f"--parallel {args.parallel}: give at least 1")
+    tty = sys.stdout.isatty() and not args.json
+    console = None
+    if tty:
+        from rich.console import Console
+
+        console = Console()
+    previous = None
+    report = None
+    try:
+        while True:
+            targets, known, source = _fleet_targets(args, allow_all=True)
+            log.info("status of %d host(s) from %s", len(targets), source)
+            request = status.StatusRequest(
+                units=tuple(u.removesuffix(".service") for u in args.unit),
+                max_parallel=args.parallel,
+                known_units=known,
+            )
+            report = status.gather_status(
+                targets, request, aws=_status_aws(args, targets), previous=previous
+            )
+            if args.json:
+                data = output.status_as_dict(report)
+                print(json.dumps(data, indent=None if args.watch else 2), flush=True)
+            elif console is not None:
+                if args.watch:
+                    console.clear()
+                    console.print(
+                        f"tgiops status, every {args.watch:g}s; {report.generated_at} "
+                        "(Ctrl-C to stop)",
+                        style="dim",
+                    )
+                console.print(output.status_as_rich(report))
+            else:
+                print(output.status_as_text(report), flush=True)
+                if args.watch:
+                    print(flush=True)
+            if not args.watch:
+                break
+            previous = report
+            time.sleep(args.watch)
+    except KeyboardInterrupt:
+        if report is None:
+            raise
+    return 0 if report is not None and report.healthy else 1
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from tgiops import logs
+    from tgiops.ssh import RemoteHost
+
+    targets, _, _ = _fleet_targets(args, allow_all=False)
+    if args.follow and len(targets) > 1:
+        raise InputError(
+            f"-f follows one host; the target is {len(targets)} hosts "
+            f"({', '.join(t.label for t in targets)}): pick one with --host or --instance"
+        )
+    request = logs.LogsRequest(unit=args.unit, lines=args.lines, follow=args.follow)
+    many = len(targets) > 1
+    try:
+        for target in targets:
+            prefix = f"{target.label}: " if many else ""
+            with RemoteHost(target.ssh) as host:
+                logs.show_logs(host, request, lambda line, p=prefix: print(p + line, flush=True))
+    except KeyboardInterrupt:
+        if not args.follow:
+            raise
+    return 0
+
+
+def cmd_undeploy(args: argparse.Namespace) -> int:
+    from tgiops import output, state, undeploy
+    from tgiops.ssh import RemoteHost
+
+    interactive = sys.stdin is not None and sys.stdin.isatty()
+    if not args.yes and not interactive:
+        raise InputError("undeploy removes a unit: pass --yes to confirm (stdin is no terminal)")
+    if args.host or args.instance or args.name_tag or args.asg:
+        targets, _, _ = _fleet_targets(args, allow_all=False)
+    else:
+        targets, _, source = _fleet_targets(args, allow_all=False)
+        if len(targets) != 1:
+            raise InputError(
+                f"which host? {source} records {len(targets)} hosts: give --host or --instance"
+            )
+    results = []
+    for target in targets:
+        with RemoteHost(target.ssh) as host:
+            plan = undeploy.inspect(host, args.unit)
+            if not args.yes:
+                cache = "delete its model cache" if args.purge_cache else "keep the model cache"
+                answer = input(
+                    f"Remove {plan.unit} ({plan.plan.model_id or 'unknown model'}) from "
+                    f"{target.label}, and {cache}? [y/N] "
+                )
+                if answer.strip().lower() not in ("y", "yes"):
+                    print(f"{target.label}: {plan.unit} left in place", file=sys.stderr)
+                    continue
+            result = undeploy.undeploy(host, plan, purge_cache=args.purge_cache)
+        try:
+            state.forget_deployment(target.ssh.destination, result.unit)
+        except (OSError, TgiopsError) as exc:
+            log.warning("could not update the deploy record: %s", exc)
+        results.append(result)
+    if args.json:
+        payload = [output.undeploy_as_dict(r) for r in results]
+        print(json.dumps(payload[0] if len(payload) == 1 else payload, indent=2))
+    else:
+        for r in results:
+            print(output.undeploy_as_text(r))
+    return 0 if all(r.removed for r in results) else 1
 
 
 if __name__ == "__main__":

@@ -512,13 +512,3 @@ def _wait_previous(host: Any, options: UnitOptions, health: Any, on_progress: Pr
             is_alive=is_alive,
             on_progress=lambda p, s: on_progress(f"previous unit: {p.state} after {s:.0f}s"),
         )
-
-
-def error_from(result: DeployResult) -> TgiopsError:
-    """The exception the CLI reports for a failed deploy (exit 1)."""
-    parts = [f"deploy of {result.unit} on {result.host} failed: {result.failure}"]
-    if result.diagnosis:
-        parts.append(f"likely cause: {result.diagnosis}")
-    if result.restored:
-        parts.append(f"now serving: {result.restored}")
-    return DeployError("\n".join(parts))

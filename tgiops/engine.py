@@ -16,10 +16,10 @@ from tgiops.errors import InputError
 
 TGI_IMAGE = "ghcr.io/huggingface/text-generation-inference"
 
-# 3.3.5 is the newest tag TGI's own docs show in the canonical `docker run` line (tgi-facts §6);
-# registry images for 3.3.6/3.3.7 could not be confirmed. The 3.3.7 num_shard fix does not
-# matter to us: tgiops always passes --num-shard.
-DEFAULT_TGI_VERSION = "3.3.5"
+# 3.3.7 is TGI's newest release (2025-12-18, tgi-facts §0): its CI publishes an image per
+# release tag (§6). If a registry lacks it, `--tgi-version 3.3.5` is the tag TGI's own docs
+# show; tgiops passes --num-shard explicitly, so 3.3.7's num_shard fix is not relied upon.
+DEFAULT_TGI_VERSION = "3.3.7"
 OLDEST_SUPPORTED = (2, 0, 0)
 NEWEST_SUPPORTED = (3, 3, 99)
 

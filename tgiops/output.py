@@ -195,3 +195,372 @@ def deploy_as_text(result: DeployResult) -> str:
             f"    {line}" for line in result.journal_tail.splitlines()[-12:]
         ]
     return "\n".join(lines)
+
+
+# --- status, undeploy (appended for issue 5) --------------------------------------------------
+
+STATUS_COLUMNS = [
+    "host",
+    "unit",
+    "verdict",
+    "model",
+    "systemd",
+    "up",
+    "restarts",
+    "reqs",
+    "queue",
+    "batch",
+    "ms/tok",
+    "reason",
+]
+_VERDICT_STYLE = {
+    "healthy": "bold green",
+    "loading": "bold cyan",
+    "degraded": "bold yellow",
+    "failed": "bold red",
+    "not-deployed": "dim",
+    "unreachable": "bold magenta",
+}
+_INFO_KEYS = (
+    "model_id",
+    "model_sha",
+    "version",
+    "max_input_tokens",
+    "max_total_tokens",
+    "max_concurrent_requests",
+    "max_batch_total_tokens",
+)
+
+
+_INFO_TEXT = ("model_id", "model_sha", "version")
+
+
+def _typed(value: Any, kind: type) -> Any:
+    if isinstance(value, bool) or not isinstance(value, kind):
+        return None
+    return value
+
+
+def _round(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _status_unit_as_dict(host: Any, u: Any) -> dict[str, Any]:
+    f = u.facts
+    data: dict[str, Any] = {
+        "unit": u.unit,
+        "verdict": u.verdict,
+        "reason": u.reason,
+        "model": None,
+        "endpoint": None,
+        "plan": None,
+        "systemd": None,
+        "container": None,
+        "container_error": None,
+        "tgi": None,
+        "diagnosis": None,
+    }
+    if f is None:
+        return data
+    p = f.plan
+    data["model"] = {"alias": p.alias, "model_id": p.model_id}
+    data["endpoint"] = f.http.endpoint
+    data["plan"] = {
+        "image": p.image,
+        "model_id": p.model_id,
+        "num_shard": p.num_shard,
+        "quantize": p.quantize,
+        "max_input_tokens": p.max_input_tokens,
+        "max_total_tokens": p.max_total_tokens,
+        "bind_address": p.bind_address,
+        "port": p.port,
+        "data_dir": p.data_dir,
+    }
+    if f.systemd is not None:
+        st = f.systemd.state
+        since = f.systemd.since_epoch_s
+        data["systemd"] = {
+            "load_state": st.load_state,
+            "active_state": st.active_state,
+            "sub_state": st.sub_state,
+            "unit_file_state": st.unit_file_state,
+            "result": st.result,
+            "exec_main_status": st.exec_main_status,
+            "main_pid": st.main_pid,
+            "n_restarts": st.n_restarts,
+            "since": f.systemd.since_iso or f.systemd.since_text,
+            "active_for_s": (
+                host.now_epoch_s - since
+                if host.now_epoch_s is not None and since is not None
+                else None
+            ),
+        }
+    if f.container is not None:
+        c = f.container
+        data["container"] = {
+            "id": c.id,
+            "image": c.image,
+            "state": c.status,
+            "running": c.running,
+            "started_at": c.started_at,
+            "exit_code": c.exit_code,
+            "restart_count": c.restart_count,
+        }
+    data["container_error"] = f.container_error
+    h = f.http
+    info = None
+    if h.info is not None:
+        # Typed as the schema says, whatever the endpoint answered (it may not be TGI).
+        info = {k: _typed(h.info.get(k), str if k in _INFO_TEXT else int) for k in _INFO_KEYS}
+        if info["max_input_tokens"] is None:  # TGI 2.0.x names it max_input_length
+            info["max_input_tokens"] = _typed(h.info.get("max_input_length"), int)
+    metrics = None
+    if h.metrics is not None:
+        m = h.metrics
+        metrics = {
+            "request_count": m.request_count,
+            "request_success": m.request_success,
+            "request_failure": m.request_failure,
+            "queue_size": m.queue_size,
+            "batch_size": m.batch_size,
+            "mean_time_per_token_ms": _round(
+                None if m.mean_time_per_token_s is None else m.mean_time_per_token_s * 1000
+            ),
+        }
+    data["tgi"] = {
+        "health_status": h.health_code,
+        "health_detail": h.detail,
+        "info": info,
+        "info_error": h.info_error,
+        "metrics": metrics,
+        "metrics_error": h.metrics_error,
+    }
+    data["diagnosis"] = f.diagnosis
+    return data
+
+
+def _ec2_as_dict(e: Any) -> dict[str, Any] | None:
+    if e is None:
+        return None
+    return {
+        "instance_id": e.instance_id,
+        "name": e.name,
+        "instance_type": e.instance_type,
+        "lifecycle": e.lifecycle,
+        "state": e.state,
+        "availability_zone": e.availability_zone,
+        "public_ip": e.public_ip,
+        "elastic_ip": e.elastic_ip,
+        "on_demand_usd_per_hour": e.on_demand_usd_per_hour,
+        "spot_usd_per_hour": e.spot_usd_per_hour,
+        "price_date": e.price_date,
+        "price_source": e.price_source,
+        "error": e.error,
+    }
+
+
+def status_as_dict(report: Any) -> dict[str, Any]:
+    """The documented `tgiops status --json` object (README: "Status JSON")."""
+    return {
+        "schema": "tgiops.status/1",
+        "generated_at": report.generated_at,
+        "elapsed_s": round(report.elapsed_s, 3),
+        "healthy": report.healthy,
+        "counts": report.counts(),
+        "hosts": [
+            {
+                "target": h.target,
+                "destination": h.destination,
+                "reachable": h.reachable,
+                "error": h.error,
+                "round_trips": h.round_trips,
+                "elapsed_s": round(h.elapsed_s, 3),
+                "ec2": _ec2_as_dict(h.ec2),
+                "gpus": [
+                    {
+                        "index": g.index,
+                        "name": g.name,
+                        "utilization_pct": g.utilization_pct,
+                        "memory_used_mib": g.memory_used_mib,
+                        "memory_total_mib": g.memory_mib,
+                    }
+                    for g in h.gpus
+                ],
+                "gpus_error": h.gpus_error,
+                "units": [_status_unit_as_dict(h, u) for u in h.units],
+            }
+            for h in report.hosts
+        ],
+    }
+
+
+def _number(value: float | None, fmt: str = "{:g}") -> str | None:
+    return None if value is None else fmt.format(value)
+
+
+def _up_for(host: Any, facts: Any) -> str | None:
+    from tgiops.status import format_duration
+
+    sd = facts.systemd if facts else None
+    if sd is None or sd.since_epoch_s is None or host.now_epoch_s is None:
+        return None
+    if sd.state.active_state not in ("active", "activating", "reloading"):
+        return None
+    return format_duration(host.now_epoch_s - sd.since_epoch_s)
+
+
+def status_rows(report: Any) -> list[dict[str, Any]]:
+    """One row per (host, unit) with the STATUS_COLUMNS, as text (None shows as '-')."""
+    rows = []
+    for h in report.hosts:
+        for u in h.units:
+            f = u.facts
+            st = f.systemd.state if f and f.systemd else None
+            m = f.http.metrics if f else None
+            model = None
+            if f is not None:
+                model = f.plan.alias or f.plan.model_id
+            rows.append(
+                {
+                    "host": h.target,
+                    "unit": u.unit,
+                    "verdict": u.verdict,
+                    "model": model,
+                    "systemd": f"{st.active_state}/{st.sub_state}" if st else None,
+                    "up": _up_for(h, f),
+                    "restarts": st.n_restarts if st else None,
+                    "reqs": _number(m.request_count if m else None),
+                    "queue": _number(m.queue_size if m else None),
+                    "batch": _number(m.batch_size if m else None),
+                    "ms/tok": _number(
+                        m.mean_time_per_token_s * 1000
+                        if m and m.mean_time_per_token_s is not None
+                        else None,
+                        "{:.1f}",
+                    ),
+                    "reason": u.reason,
+                }
+            )
+    return rows
+
+
+def _gpus_text(h: Any) -> str:
+    if h.gpus_error:
+        return f"GPUs: {h.gpus_error}"
+    if not h.gpus:
+        return "GPUs: -" if not h.reachable else "GPUs: none"
+    parts = [
+        f"{g.index}:{g.utilization_pct}% {g.memory_used_mib / MIB_PER_GIB:.1f}/"
+        f"{g.memory_mib / MIB_PER_GIB:.1f}GiB"
+        for g in h.gpus
+    ]
+    return f"GPUs ({len(h.gpus)}x {h.gpus[0].name}): " + ", ".join(parts)
+
+
+def _ec2_text(e: Any) -> str:
+    if e is None:
+        return "not an EC2 target"
+    ip = e.public_ip or "no public IP"
+    if e.elastic_ip:
+        ip += " (Elastic IP)"
+    elif e.elastic_ip is False and e.public_ip:
+        ip += " (not the Elastic IP)"
+    price = []
+    if e.spot_usd_per_hour is not None:
+        price.append(f"${e.spot_usd_per_hour:.4g}/h spot")
+    if e.on_demand_usd_per_hour is not None:
+        price.append(f"${e.on_demand_usd_per_hour:.4g}/h on-demand")
+    name = f" ({e.name})" if e.name else ""
+    text = (
+        f"{e.instance_id}{name} {e.instance_type} {e.lifecycle} {e.state} "
+        f"{e.availability_zone} {ip}" + (f", {' / '.join(price)}" if price else "")
+    )
+    return text + (f" [{e.error}]" if e.error else "")
+
+
+def status_host_lines(report: Any) -> list[str]:
+    return [f"{h.target}: {_ec2_text(h.ec2)}; {_gpus_text(h)}" for h in report.hosts]
+
+
+def _status_footer(report: Any) -> list[str]:
+    counts = report.counts()
+    summary = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
+    lines = [f"{summary or 'no units'} ({report.elapsed_s:.1f}s)"]
+    prices = [h.ec2 for h in report.hosts if h.ec2 is not None]
+    if prices:
+        lines.append(
+            f"on-demand prices as of {prices[0].price_date}: {prices[0].price_source}; "
+            "spot: latest DescribeSpotPriceHistory"
+        )
+    return lines
+
+
+def status_as_text(report: Any) -> str:
+    """The plain table (pipes, files); rich is used on a TTY (status_as_rich)."""
+    table = rows_as_table(status_rows(report), STATUS_COLUMNS)
+    return "\n".join([table, "", *status_host_lines(report), "", *_status_footer(report)])
+
+
+def status_as_rich(report: Any) -> Any:
+    """A rich renderable of the same content (the CLI prints it on a terminal)."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(show_header=True, header_style="bold", expand=False)
+    for column in STATUS_COLUMNS:
+        table.add_column(
+            column.upper(),
+            overflow="fold",
+            no_wrap=column not in ("reason",),
+            ratio=3 if column == "reason" else None,
+        )
+    for row in status_rows(report):
+        cells = []
+        for column in STATUS_COLUMNS:
+            value = row[column]
+            text = "-" if value is None else str(value)
+            style = _VERDICT_STYLE.get(text, "") if column == "verdict" else ""
+            cells.append(Text(text, style=style))
+        table.add_row(*cells)
+    hosts = Table(show_header=True, header_style="bold", box=None)
+    hosts.add_column("HOST", no_wrap=True)
+    hosts.add_column("EC2")
+    hosts.add_column("GPUS")
+    for h in report.hosts:
+        hosts.add_row(h.target, _ec2_text(h.ec2), _gpus_text(h))
+    footer = Text("\n".join(_status_footer(report)), style="dim")
+    return Group(table, hosts, footer)
+
+
+def undeploy_as_dict(result: Any) -> dict[str, Any]:
+    """The documented `tgiops undeploy --json` object."""
+    return {
+        "host": result.host,
+        "unit": result.unit,
+        "removed": result.removed,
+        "leftovers": list(result.leftovers),
+        "cache": result.cache,
+        "cache_paths": list(result.cache_paths),
+        "other_units": list(result.other_units),
+        "round_trips": result.round_trips,
+    }
+
+
+def undeploy_as_text(result: Any) -> str:
+    if result.removed:
+        head = f"{result.host}: removed {result.unit} (unit, env file, container)"
+    else:
+        head = f"{result.host}: {result.unit} NOT fully removed: " + "; ".join(result.leftovers)
+    cache = {
+        "kept": "model cache kept: " + ", ".join(result.cache_paths) + " (--purge-cache)",
+        "none": "no model cache found",
+        "purged": "model cache removed",
+        "unknown": "model cache location unknown; nothing purged",
+    }.get(result.cache, "model cache " + result.cache)
+    others = (
+        f"; other tgiops units left running: {', '.join(result.other_units)}"
+        if result.other_units
+        else ""
+    )
+    return f"{head}; {cache}{others}"

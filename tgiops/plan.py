@@ -108,6 +108,7 @@ class Overrides:
     max_total_tokens: int | None = None
     max_batch_prefill_tokens: int | None = None
     cuda_memory_fraction: float | None = None
+    flash_attention: bool | None = None  # None: sm80+ only; True/False force it on or off
     full_length_requests: int = DEFAULT_FULL_LENGTH_REQUESTS
 
 
@@ -224,6 +225,18 @@ def _plan_once(
     major, minor = inventory.compute_capability
     sm = f"sm{major}{minor}"
     flash = (major, minor) >= (8, 0)
+    if overrides.flash_attention is not None and overrides.flash_attention != flash:
+        flash = overrides.flash_attention
+        notes.warnings.append(
+            f"--flash-attention {'on' if flash else 'off'} overrides the planner for {sm}"
+            + (
+                ": TGI's flash path on a pre-Ampere GPU works only where its kernels exist "
+                '(flashinfer on sm75 for some models) and otherwise fails with "FlashAttention '
+                'only supports Ampere GPUs or newer"'
+                if flash
+                else ""
+            )
+        )
     gpu_label = inventory.describe()
     if not inventory.homogeneous:
         notes.warnings.append(
@@ -233,8 +246,13 @@ def _plan_once(
     env: dict[str, str] = {}
     if not flash:
         env.update(engine.non_flash_env())
+        why = (
+            "FlashAttention off, as requested"
+            if overrides.flash_attention is False
+            else f"{sm} has no FlashAttention (needs sm80+)"
+        )
         notes.reasons.append(
-            f"attention: {sm} has no FlashAttention (needs sm80+): "
+            f"attention: {why}: "
             + ", ".join(f"{k}={v}" for k, v in env.items())
             + " keeps TGI on its non-flash path (padded batching, no sharding)"
         )
@@ -363,7 +381,7 @@ def _choose_prequantized(
             raise PlanInputError(
                 f"{model.repo_id} is a {checkpoint} checkpoint, which TGI "
                 f"{engine.version_text} cannot load (--quantize {checkpoint} arrives later); "
-                "pass --tgi-version 3.3.5"
+                "pass --tgi-version 3.3.7"
             )
         notes.reasons.append(
             f"quantize: {method}, as the checkpoint is pre-quantized ({sm} has its kernels)"

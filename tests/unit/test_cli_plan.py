@@ -57,7 +57,7 @@ def test_plan_json_has_the_documented_fields():
     assert data.keys() >= PLAN_KEYS
     assert data["memory"].keys() >= MEMORY_KEYS
     assert data["num_shard"] == 4 and data["quantize"] == "awq" and data["fits"] is True
-    assert data["image"] == "ghcr.io/huggingface/text-generation-inference:3.3.5"
+    assert data["image"] == "ghcr.io/huggingface/text-generation-inference:3.3.7"
     assert data["launcher_args"][:2] == [
         "--model-id",
         "hugging-quants/Meta-Llama-3.1-70B-Instruct-AWQ-INT4",

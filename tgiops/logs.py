@@ -1,0 +1,219 @@
+"""`tgiops logs`: the journal of a tgiops unit, redacted, once or followed (``-f``).
+
+Everything shown passes through ``LogRedactor``: the values of secret-looking variables
+(``HF_TOKEN=...``, ``API_KEY=...``), Hugging Face tokens (``hf_...``), bearer tokens and
+TGI's own ``Args { api_key: Some("...") }`` line, plus any exact secret the caller knows
+(``tgiops.deploy.Redactor``). Locally tgiops holds no secret (the state file never stores
+one), so the patterns are what protects the output.
+
+Following streams over one SSH channel: lines are shown as the journal writes them, until
+the user interrupts or the remote ``journalctl`` ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import select
+import shlex
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from tgiops.deploy import Redactor
+from tgiops.errors import InputError, SSHConnectError
+from tgiops.render import UNIT_DIR
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LINES = 50
+_UNIT_MARKER = "# Managed by tgiops"
+_MASK = "***"
+
+# NAME=value for names that carry secrets (env-file lines, `docker run -e`, shell traces).
+_SECRET_ASSIGNMENT = re.compile(
+    r"""\b((?:HF_TOKEN|HUGGING_FACE_HUB_TOKEN|HUGGINGFACE_HUB_TOKEN|API_KEY|[A-Z0-9_]*_TOKEN
+        |[A-Z0-9_]*_API_KEY|[A-Z0-9_]*SECRET[A-Z0-9_]*|[A-Z0-9_]*PASSWORD))
+        (["']?\s*[=:]\s*)(["']?)([^\s"',;}]+)""",
+    re.VERBOSE,
+)
+# Hugging Face user access tokens start with "hf_" (huggingface.co/docs/hub/security-tokens).
+_HF_TOKEN = re.compile(r"\bhf_[A-Za-z0-9]{16,}\b")
+_BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
+# The launcher prints its parsed arguments with Rust's Debug format: `api_key: Some("...")`.
+_DEBUG_SECRET = re.compile(r'(\b\w*(?:token|api_key|secret)\w*:\s*Some\(")([^"]*)("\))', re.I)
+
+
+class LogRedactor:
+    """Masks secrets in text shown to people: known values first, then the patterns."""
+
+    def __init__(self, known: Redactor | None = None) -> None:
+        self._known = known or Redactor()
+
+    def add(self, secret: str) -> None:
+        self._known.add(secret)
+
+    def __call__(self, text: str) -> str:
+        text = self._known(text)
+        text = _SECRET_ASSIGNMENT.sub(lambda m: f"{m[1]}{m[2]}{m[3]}{_MASK}", text)
+        text = _HF_TOKEN.sub("hf_" + _MASK, text)
+        text = _BEARER.sub(lambda m: m[1] + _MASK, text)
+        return _DEBUG_SECRET.sub(lambda m: m[1] + _MASK + m[3], text)
+
+
+def redact_lines(lines: Iterable[str], redactor: LogRedactor | None = None) -> list[str]:
+    redact = redactor or LogRedactor()
+    return [redact(line) for line in lines]
+
+
+# --- pure: commands and the unit choice --------------------------------------------------------
+
+
+def list_units_command(unit_dir: str = UNIT_DIR) -> str:
+    """Prints the name of every unit file carrying tgiops' marker, one a line."""
+    return (
+        f"grep -l '^{_UNIT_MARKER}' {shlex.quote(unit_dir)}/*.service 2>/dev/null "
+        "| sed 's#.*/##; s#\\.service$##' || true"
+    )
+
+
+def parse_unit_list(text: str) -> tuple[str, ...]:
+    return tuple(sorted({line.strip() for line in text.splitlines() if line.strip()}))
+
+
+def choose_unit(requested: str | None, managed: Iterable[str], host: str) -> str:
+    """The unit to act on: the requested one, or the only one on the host."""
+    units = tuple(managed)
+    if requested:
+        name = requested.removesuffix(".service")
+        if name not in units:
+            listed = ", ".join(units) if units else "none"
+            raise InputError(
+                f"{host} has no tgiops unit {name!r} (tgiops units there: {listed}). "
+                "Check --unit, or run `tgiops status` on that host."
+            )
+        return name
+    if not units:
+        raise InputError(
+            f"{host} has no tgiops unit (no unit file with the {_UNIT_MARKER!r} marker in "
+            f"{UNIT_DIR}); deploy one with `tgiops deploy`"
+        )
+    if len(units) > 1:
+        raise InputError(
+            f"{host} has several tgiops units ({', '.join(units)}): pick one with --unit"
+        )
+    return units[0]
+
+
+def journal_command(unit: str, *, lines: int, follow: bool) -> str:
+    if lines < 0:
+        raise InputError(f"-n {lines}: give a number of lines >= 0")
+    argv = [
+        "journalctl",
+        "-u",
+        unit + ".service",
+        "-n",
+        str(lines),
+        "-o",
+        "short-iso",
+        "--no-pager",
+        "--no-hostname",
+    ]
+    if follow:
+        argv.append("-f")
+    return shlex.join(argv)
+
+
+# --- the edge ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LogsRequest:
+    unit: str | None = None
+    lines: int = DEFAULT_LINES
+    follow: bool = False
+
+
+def resolve_unit(host: Any, requested: str | None) -> str:
+    """One round trip: the managed units of the host, then ``choose_unit``."""
+    result = host.run(list_units_command(), check=False)
+    return choose_unit(requested, parse_unit_list(result.stdout), host.name)
+
+
+def show_logs(
+    host: Any,  # tgiops.ssh.RemoteHost
+    request: LogsRequest,
+    on_line: Callable[[str], None],
+    *,
+    redactor: LogRedactor | None = None,
+    stop: threading.Event | None = None,
+) -> str:
+    """Send the unit's journal lines, redacted, to ``on_line``; returns the unit's name.
+
+    With ``follow`` this streams until ``stop`` is set, the remote command ends, or the
+    connection drops.
+    """
+    redact = redactor or LogRedactor()
+    unit = resolve_unit(host, request.unit)
+    command = journal_command(unit, lines=request.lines, follow=request.follow)
+    if not request.follow:
+        result = host.run(command, check=True)
+        for line in result.stdout.splitlines():
+            on_line(redact(line))
+        return unit
+    stream_command(host, command, lambda line: on_line(redact(line)), stop=stop)
+    return unit
+
+
+def stream_command(
+    host: Any,
+    command: str,
+    on_line: Callable[[str], None],
+    *,
+    stop: threading.Event | None = None,
+    poll_s: float = 0.2,
+) -> int | None:
+    """Run ``command`` and hand each stdout line to ``on_line`` as it arrives.
+
+    RemoteHost has no streaming call (``run`` returns when the command ends), so this opens its
+    own session channel on the host's transport. Returns the exit status, or None when
+    stopped first (the remote command is then ended by closing the channel: sshd hangs up
+    journalctl's pipe and it exits on its next write).
+    """
+    import paramiko
+
+    transport = host._transport()  # the SSH edge's live connection (see the docstring)
+    host.round_trips += 1
+    stop = stop or threading.Event()
+    try:
+        channel = transport.open_session(timeout=30)
+        try:
+            channel.exec_command(command)
+            channel.shutdown_write()
+            pending = b""
+            while not stop.is_set():
+                select.select([channel], [], [], poll_s)
+                while channel.recv_ready():
+                    pending += channel.recv(65536)
+                    *complete, pending = pending.split(b"\n")
+                    for raw in complete:
+                        on_line(raw.decode("utf-8", "replace"))
+                while channel.recv_stderr_ready():
+                    err = channel.recv_stderr(65536).decode("utf-8", "replace").strip()
+                    if err:
+                        log.warning("%s: %s", host.name, err)
+                if channel.exit_status_ready() and not channel.recv_ready():
+                    break
+            if pending:
+                on_line(pending.decode("utf-8", "replace"))
+            if stop.is_set():
+                return None
+            return channel.recv_exit_status()
+        finally:
+            channel.close()
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        raise SSHConnectError(
+            f"lost the SSH connection to {host.name} while following the journal: "
+            f"{exc or type(exc).__name__}"
+        ) from exc

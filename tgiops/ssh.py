@@ -1,0 +1,639 @@
+"""The SSH edge: one reused connection per host, commands, atomic uploads, tunnels.
+
+Modelled on fabric/invoke (a lazy ``Connection``, ``Result`` objects, a failure that carries the
+command and the tail of its output). Fabric resolves the ssh_config (HostName, User, Port,
+IdentityFile, ProxyJump, ConnectTimeout); commands run on raw paramiko channels, because
+invoke's runner feeds a non-terminal stdin one byte per 10 ms (``invoke/runners.py``
+``handle_stdin`` + ``terminals.bytes_to_read``), which would make ``run_script`` crawl.
+
+Host keys are checked strictly, like OpenSSH's ``StrictHostKeyChecking yes``: fabric's default
+is paramiko's ``AutoAddPolicy`` with no known_hosts loaded (testbed-notes.md, "SSH"), so we load
+the known_hosts file ourselves and install a policy that refuses unknown keys unless the caller
+opted into ``accept-new`` semantics. A changed key is always refused.
+
+paramiko and fabric are imported on first use so that ``tgiops --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import logging
+import os
+import posixpath
+import select
+import shlex
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from tgiops.errors import HostKeyError, RemoteCommandError, SSHConnectError, SSHError
+
+if TYPE_CHECKING:
+    import paramiko
+
+log = logging.getLogger(__name__)
+
+OUTPUT_TAIL_LINES = 20
+_GLOBAL_KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
+_TMP_MARKER = ".tgiops-tmp-"
+
+
+@dataclass(frozen=True)
+class SSHTarget:
+    """Where and how to connect. ``destination`` is a host, an ssh_config alias or user@host."""
+
+    destination: str
+    ssh_config_path: str | None = None
+    user: str | None = None
+    identity: str | None = None
+    port: int | None = None
+    accept_new_host_key: bool = False
+    connect_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """The outcome of one remote command (like invoke's ``Result``)."""
+
+    command: str
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+    def output_tail(self, lines: int = OUTPUT_TAIL_LINES) -> str:
+        """The last ``lines`` lines of stdout then stderr (stderr last: errors live there)."""
+        combined = [*self.stdout.splitlines(), *self.stderr.splitlines()]
+        return "\n".join(combined[-lines:])
+
+
+def fingerprint_key(key: paramiko.PKey) -> str:
+    """OpenSSH's SHA256 fingerprint (``ssh-keygen -l``): unpadded base64 of sha256(key blob)."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
+
+
+def _known_hosts_name(host: str, port: int) -> str:
+    """The name OpenSSH and paramiko file a host key under."""
+    return host if port == 22 else f"[{host}]:{port}"
+
+
+def _make_host_key_policy(known_hosts_path: str, accept_new: bool) -> paramiko.MissingHostKeyPolicy:
+    import paramiko
+
+    class _StrictPolicy(paramiko.MissingHostKeyPolicy):
+        """Refuse unknown keys with an actionable message, or record them (accept-new)."""
+
+        def missing_host_key(self, client: Any, hostname: str, key: paramiko.PKey) -> None:
+            fingerprint = fingerprint_key(key)
+            if not accept_new:
+                raise HostKeyError(
+                    f"host key of {hostname} is not in {known_hosts_path} "
+                    f"({key.get_name()} {fingerprint}). Check that fingerprint out of band, then "
+                    "rerun with --accept-new-host-key, or add it with "
+                    f"`ssh-keyscan -p PORT HOST >> {known_hosts_path}`."
+                )
+            client.get_host_keys().add(hostname, key.get_name(), key)
+            _append_known_host(known_hosts_path, hostname, key)
+            log.warning(
+                "recorded new host key for %s (%s %s) in %s",
+                hostname,
+                key.get_name(),
+                fingerprint,
+                known_hosts_path,
+            )
+
+    return _StrictPolicy()
+
+
+def _append_known_host(path: str, hostname: str, key: paramiko.PKey) -> None:
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "a", encoding="ascii") as handle:
+        handle.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+
+
+class RemoteHost:
+    """One SSH connection to one host, opened on first use and reused; a context manager."""
+
+    def __init__(self, target: SSHTarget) -> None:
+        self._target = target
+        self._conn: Any = None  # fabric.Connection, built lazily
+        self._sftp: Any = None  # paramiko.SFTPClient bound to the current transport
+        self._sftp_transport: Any = None
+        self._lock = threading.RLock()
+        self.round_trips = 0
+
+    # -- identity --------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._target.destination
+
+    def __repr__(self) -> str:
+        return f"RemoteHost({self.name!r})"
+
+    def __enter__(self) -> RemoteHost:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- connection ------------------------------------------------------------------------
+
+    def _connection(self) -> Any:
+        """The fabric Connection with ssh_config applied (not yet connected)."""
+        if self._conn is None:
+            from fabric import Config, Connection
+
+            target = self._target
+            config = Config(runtime_ssh_path=target.ssh_config_path)
+            connect_kwargs: dict[str, Any] = {}
+            try:
+                conn = Connection(
+                    target.destination,
+                    user=target.user,
+                    port=target.port,
+                    config=config,
+                    connect_timeout=max(1, int(target.connect_timeout_s)),
+                    connect_kwargs=connect_kwargs,
+                )
+            except (OSError, ValueError) as exc:  # unreadable ssh_config, bad shorthand
+                raise SSHConnectError(
+                    f"cannot set up SSH to {target.destination!r}: {exc}. Check the destination "
+                    f"and the ssh_config ({target.ssh_config_path or '~/.ssh/config'})."
+                ) from exc
+            if target.identity:
+                # An explicit identity replaces the ssh_config's IdentityFile (fabric merges
+                # both lists; OpenSSH's -i would try both, but the caller asked for this key).
+                conn.connect_kwargs["key_filename"] = [os.path.expanduser(target.identity)]
+            self._conn = conn
+        return self._conn
+
+    def _known_hosts_path(self, conn: Any) -> str:
+        configured = conn.ssh_config.get("userknownhostsfile")
+        if configured:
+            # OpenSSH allows several files; the first is the one it writes new keys to.
+            return os.path.expanduser(configured.split()[0])
+        return os.path.expanduser("~/.ssh/known_hosts")
+
+    def _where(self, conn: Any) -> str:
+        return f"{conn.user}@{conn.host}:{conn.port}"
+
+    def _transport(self) -> paramiko.Transport:
+        """The live transport, connecting (again) when there is none."""
+        with self._lock:
+            conn = self._connection()
+            transport = conn.client.get_transport()
+            if transport is not None and transport.is_active():
+                return transport
+            self._open(conn)
+            transport = conn.client.get_transport()
+            assert transport is not None
+            return transport
+
+    def _open(self, conn: Any) -> None:
+        import paramiko
+
+        known_hosts = self._known_hosts_path(conn)
+        client = paramiko.SSHClient()
+        for path in (_GLOBAL_KNOWN_HOSTS, known_hosts):
+            if os.path.isfile(path):
+                try:
+                    client.get_host_keys().load(path)
+                except OSError as exc:
+                    raise SSHConnectError(
+                        f"cannot read known_hosts file {path}: {exc}. Fix its permissions."
+                    ) from exc
+        client.set_missing_host_key_policy(
+            _make_host_key_policy(known_hosts, self._target.accept_new_host_key)
+        )
+        conn.client = client
+        where = self._where(conn)
+        log.debug("connecting to %s (%s)", where, self.name)
+        try:
+            conn.open()
+        except HostKeyError:
+            client.close()
+            raise
+        except paramiko.BadHostKeyException as exc:
+            client.close()
+            name = _known_hosts_name(conn.host, conn.port)
+            raise HostKeyError(
+                f"host key of {name} CHANGED: {known_hosts} has {exc.expected_key.get_name()} "
+                f"{fingerprint_key(exc.expected_key)}, the server offered {exc.key.get_name()} "
+                f"{fingerprint_key(exc.key)}. This is a man-in-the-middle or a replaced instance "
+                "(a spot relaunch gets new host keys). Refusing to connect. If the change is "
+                f"expected: `ssh-keygen -R '{name}' -f {known_hosts}`, then reconnect with "
+                "--accept-new-host-key."
+            ) from exc
+        except paramiko.AuthenticationException as exc:
+            client.close()
+            raise SSHConnectError(
+                f"SSH authentication to {where} ({self.name}) failed: {exc}. Check the user and "
+                "the key (--ssh-user, --ssh-identity, or User/IdentityFile in the ssh_config)."
+            ) from exc
+        except socket.gaierror as exc:
+            client.close()
+            raise SSHConnectError(
+                f"cannot resolve host {conn.host!r} ({self.name}): {exc}. Check the name, or map "
+                "it with a HostName line in the ssh_config."
+            ) from exc
+        except TimeoutError as exc:
+            client.close()
+            raise SSHConnectError(
+                f"SSH connection to {where} ({self.name}) timed out after "
+                f"{self._target.connect_timeout_s:g} s. Check that the instance is running and "
+                "that its security group allows port "
+                f"{conn.port} from here."
+            ) from exc
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            client.close()
+            raise SSHConnectError(
+                f"cannot connect to {where} ({self.name}): {exc or type(exc).__name__}. Check "
+                "that sshd is running there and the port is right."
+            ) from exc
+        transport = client.get_transport()
+        if transport is not None:
+            # Long health waits keep the connection idle; keepalives stop NAT/firewall drops.
+            transport.set_keepalive(15)
+
+    def close(self) -> None:
+        """Close the connection (a later call reconnects)."""
+        with self._lock:
+            if self._sftp is not None:
+                with contextlib.suppress(Exception):
+                    self._sftp.close()
+                self._sftp = None
+                self._sftp_transport = None
+            if self._conn is not None:
+                with contextlib.suppress(Exception):
+                    self._conn.close()
+
+    # -- commands --------------------------------------------------------------------------
+
+    def run(
+        self,
+        command: str | list[str],
+        *,
+        check: bool = True,
+        timeout_s: float | None = None,
+        stdin: str | None = None,
+    ) -> CommandResult:
+        """Run one command; a list is quoted argument by argument (``shlex.join``).
+
+        Pass data (never secrets via argv) on ``stdin``. ``check`` raises RemoteCommandError
+        with the tail of the output when the command exits non-zero.
+        """
+        text = command if isinstance(command, str) else shlex.join(command)
+        return self._exec(text, shown=text, stdin=stdin, check=check, timeout_s=timeout_s)
+
+    def run_script(
+        self, script: str, *, check: bool = True, timeout_s: float | None = None
+    ) -> CommandResult:
+        """Run a whole bash script in one round trip (sent on stdin to ``bash -s``)."""
+        # The script is not echoed into messages: callers may build it from values they would
+        # rather not see in a log. Its size is enough to recognise it.
+        lines = script.count("\n") + (0 if script.endswith("\n") else 1)
+        shown = f"bash -s  # a {lines}-line script"
+        return self._exec("bash -s", shown=shown, stdin=script, check=check, timeout_s=timeout_s)
+
+    def _exec(
+        self,
+        command: str,
+        *,
+        shown: str,
+        stdin: str | bytes | None,
+        check: bool,
+        timeout_s: float | None,
+    ) -> CommandResult:
+        import paramiko
+
+        transport = self._transport()
+        self.round_trips += 1
+        log.debug("%s: run %s", self.name, shown)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        stdout = bytearray()
+        stderr = bytearray()
+        sender: threading.Thread | None = None
+        send_error: list[BaseException] = []
+        try:
+            channel = transport.open_session(timeout=self._target.connect_timeout_s)
+            try:
+                channel.exec_command(command)
+                if stdin is None:
+                    channel.shutdown_write()
+                else:
+                    data = stdin.encode() if isinstance(stdin, str) else stdin
+                    # A thread feeds stdin so a command that writes a lot before reading all
+                    # of its input cannot deadlock against us.
+                    sender = threading.Thread(
+                        target=_send_all, args=(channel, data, send_error), daemon=True
+                    )
+                    sender.start()
+                while True:
+                    while channel.recv_ready():
+                        stdout += channel.recv(65536)
+                    while channel.recv_stderr_ready():
+                        stderr += channel.recv_stderr(65536)
+                    if channel.exit_status_ready() and not (
+                        channel.recv_ready() or channel.recv_stderr_ready()
+                    ):
+                        break
+                    if channel.closed and channel.eof_received and not channel.recv_ready():
+                        break
+                    wait_s = 0.5
+                    if deadline is not None:
+                        wait_s = min(wait_s, deadline - time.monotonic())
+                        if wait_s <= 0:
+                            raise SSHError(
+                                f"on {self.name}: `{shown}` did not finish within "
+                                f"{timeout_s:g} s (stopped waiting). Output so far:\n"
+                                + _tail(stdout, stderr)
+                            )
+                    select.select([channel], [], [], wait_s)
+                exit_code = channel.recv_exit_status()
+            finally:
+                channel.close()
+                if sender is not None:
+                    sender.join(timeout=5)
+        except SSHError:
+            raise
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise SSHConnectError(
+                f"lost the SSH connection to {self.name} while running `{shown}`: "
+                f"{exc or type(exc).__name__}. Check the host and retry."
+            ) from exc
+        result = CommandResult(
+            command=shown,
+            exit_code=exit_code,
+            stdout=stdout.decode("utf-8", "replace"),
+            stderr=stderr.decode("utf-8", "replace"),
+        )
+        if exit_code == -1:  # paramiko: the channel closed without an exit status
+            raise SSHConnectError(
+                f"on {self.name}: `{shown}` ended without an exit status (the connection or the "
+                "remote shell died). Output so far:\n" + result.output_tail()
+            )
+        if check and exit_code != 0:
+            raise RemoteCommandError(self.name, shown, exit_code, result.output_tail())
+        return result
+
+    # -- files -----------------------------------------------------------------------------
+
+    def _sftp_client(self) -> Any:
+        transport = self._transport()
+        with self._lock:
+            if self._sftp is None or self._sftp_transport is not transport:
+                import paramiko
+
+                self._sftp = paramiko.SFTPClient.from_transport(transport)
+                self._sftp_transport = transport
+            return self._sftp
+
+    def put_file_atomic(
+        self, path: str, data: bytes | str, *, mode: int = 0o644, owner: str | None = None
+    ) -> None:
+        """Replace ``path`` with ``data`` so that no reader ever sees a partial file.
+
+        Three round trips: (1) ``mktemp`` creates ``PATH.tgiops-tmp-XXXXXXXXXX`` in the same
+        directory (mode 0600, O_EXCL), chmod/chown'ed *before* any content is written, so a 0600
+        secret file is never readable by others, not even through a descriptor opened early;
+        (2) SFTP writes the content (pipelined); (3) the temporary file's sha256 is checked,
+        it is fsync'ed and renamed over ``path`` (rename(2): atomic in one directory). The check
+        is needed because paramiko drops the status of pipelined writes (``SFTPFile._write``
+        files them under ``type(None)``), so a full disk would otherwise go unnoticed. On any
+        failure the temporary file is removed and ``path`` is left as it was.
+        """
+        import paramiko
+
+        if not posixpath.isabs(path):
+            raise SSHError(f"put_file_atomic needs an absolute remote path, got {path!r}.")
+        payload = data.encode() if isinstance(data, str) else data
+        create = [
+            "set -e",
+            "umask 077",
+            f"t=$(mktemp -- {shlex.quote(path + _TMP_MARKER)}XXXXXXXXXX)",
+            f'if ! {{ chmod {mode:o} -- "$t"'
+            + (f' && chown {shlex.quote(owner)} -- "$t"' if owner else "")
+            + '; }; then rm -f -- "$t"; exit 1; fi',
+            'printf %s "$t"',
+        ]
+        tmp = self.run_script("\n".join(create) + "\n").stdout.strip()
+        if not tmp.startswith(path + _TMP_MARKER):
+            raise SSHError(f"on {self.name}: mktemp for {path} returned {tmp!r}; nothing written.")
+        try:
+            sftp = self._sftp_client()
+            self.round_trips += 1
+            with sftp.open(tmp, "wb") as handle:  # truncates; keeps mktemp's mode and owner
+                handle.set_pipelined(True)
+                handle.write(payload)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            self._remove_quietly(tmp)
+            raise SSHError(
+                f"uploading {len(payload)} bytes to {self.name}:{path} failed: "
+                f"{exc or type(exc).__name__}. {path} was left unchanged; check free space and "
+                "permissions there."
+            ) from exc
+        expected = hashlib.sha256(payload).hexdigest()
+        install = [
+            f"t={shlex.quote(tmp)}",
+            'sum=$(sha256sum -- "$t" 2>&1) || sum="unreadable: $sum"',
+            f'if [ "${{sum%% *}}" != {expected} ]; then',
+            '  size=$(stat -c %s -- "$t" 2>/dev/null || echo "?"); rm -f -- "$t"',
+            f'  echo "the upload arrived incomplete ($size of {len(payload)} bytes)" >&2',
+            f"  df -h -- {shlex.quote(posixpath.dirname(path))} >&2; exit 3",
+            "fi",
+            'sync -- "$t" 2>/dev/null || true',  # durable before it becomes visible
+            f'mv -f -- "$t" {shlex.quote(path)}',
+        ]
+        try:
+            self.run_script("\n".join(install) + "\n")
+        except RemoteCommandError as exc:
+            self._remove_quietly(tmp)
+            raise SSHError(
+                f"uploading {len(payload)} bytes to {self.name}:{path} failed; {path} was left "
+                f"unchanged. Check free space and permissions there.\n{exc.output_tail}"
+            ) from exc
+        log.debug("%s: installed %s (%d bytes, mode %o)", self.name, path, len(payload), mode)
+
+    def _remove_quietly(self, path: str) -> None:
+        try:
+            self._sftp_client().remove(path)
+        except FileNotFoundError:
+            pass
+        except Exception as exc:  # the connection may be gone: the temp file stays, harmless
+            log.warning("%s: could not remove temporary file %s: %s", self.name, path, exc)
+
+    def read_file(self, path: str) -> bytes | None:
+        """The content of a remote file, or None when it does not exist."""
+        import paramiko
+
+        sftp = self._sftp_client()
+        self.round_trips += 1
+        try:
+            with sftp.open(path, "rb") as handle:
+                handle.prefetch()
+                return handle.read()
+        except FileNotFoundError:
+            return None
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise SSHError(
+                f"cannot read {self.name}:{path}: {exc or type(exc).__name__}. Check permissions "
+                "(tgiops reads system files as the SSH user)."
+            ) from exc
+
+    # -- tunnels ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def hold_lock(self, path: str, *, timeout_s: float) -> Iterator[None]:
+        """Hold an exclusive ``flock`` on ``path`` on the host while the block runs.
+
+        A remote ``flock`` runs ``cat`` on this channel's stdin while it holds the lock: when
+        the block ends we close the channel, and if tgiops dies or the connection drops, sshd
+        closes it for us; either way ``cat`` sees end-of-file and the lock is released, so a
+        crashed deploy never leaves a host locked. Waiting longer than ``timeout_s`` for
+        another holder raises SSHError.
+        """
+        import paramiko
+
+        q = shlex.quote
+        command = (
+            f"mkdir -p {q(posixpath.dirname(path) or '/')} && exec flock -w {max(1, int(timeout_s))} "
+            f"{q(path)} sh -c 'echo locked; exec cat >/dev/null'"
+        )
+        transport = self._transport()
+        self.round_trips += 1
+        try:
+            channel = transport.open_session(timeout=self._target.connect_timeout_s)
+            channel.exec_command(command)
+            received = b""
+            while b"locked" not in received:
+                if channel.exit_status_ready() and not channel.recv_ready():
+                    code = channel.recv_exit_status()
+                    channel.close()
+                    if code == 1:
+                        raise SSHError(
+                            f"{self.name} is locked by another tgiops run ({path}); waited "
+                            f"{timeout_s:g} s. Retry when it has finished."
+                        )
+                    raise SSHError(f"cannot lock {path} on {self.name} (exit {code})")
+                select.select([channel], [], [], 0.5)
+                while channel.recv_ready():
+                    received += channel.recv(1024)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise SSHConnectError(
+                f"lost the SSH connection to {self.name} while locking {path}: {exc}"
+            ) from exc
+        log.debug("%s: holding %s", self.name, path)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                channel.shutdown_write()
+                channel.close()
+
+    @contextlib.contextmanager
+    def forward_local_port(self, remote_port: int, remote_host: str = "127.0.0.1") -> Iterator[int]:
+        """Tunnel a free local port on 127.0.0.1 to ``remote_host:remote_port`` seen from the
+        remote (paramiko ``direct-tcpip``); yields the local port."""
+        transport = self._transport()
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        local_port = listener.getsockname()[1]
+        stop = threading.Event()
+        workers: list[threading.Thread] = []
+
+        def accept_loop() -> None:
+            while not stop.is_set():
+                ready, _, _ = select.select([listener], [], [], 0.2)
+                if not ready:
+                    continue
+                try:
+                    client, peer = listener.accept()
+                except OSError:
+                    return
+                worker = threading.Thread(
+                    target=self._pump,
+                    args=(transport, client, peer, remote_host, remote_port, stop),
+                    daemon=True,
+                )
+                worker.start()
+                workers.append(worker)
+
+        acceptor = threading.Thread(target=accept_loop, daemon=True)
+        acceptor.start()
+        log.debug(
+            "%s: forwarding 127.0.0.1:%d -> %s:%d", self.name, local_port, remote_host, remote_port
+        )
+        try:
+            yield local_port
+        finally:
+            stop.set()
+            acceptor.join(timeout=2)
+            listener.close()
+            for worker in workers:
+                worker.join(timeout=2)
+
+    def _pump(
+        self,
+        transport: paramiko.Transport,
+        client: socket.socket,
+        peer: tuple[str, int],
+        remote_host: str,
+        remote_port: int,
+        stop: threading.Event,
+    ) -> None:
+        try:
+            channel = transport.open_channel(
+                "direct-tcpip", (remote_host, remote_port), peer, timeout=10
+            )
+        except Exception as exc:  # the remote port is closed: the local client sees a reset
+            log.debug("%s: tunnel to %s:%d refused: %s", self.name, remote_host, remote_port, exc)
+            client.close()
+            return
+        try:
+            while not stop.is_set():
+                ready, _, _ = select.select([client, channel], [], [], 0.2)
+                if client in ready:
+                    chunk = client.recv(65536)
+                    if not chunk:
+                        break
+                    channel.sendall(chunk)
+                if channel in ready:
+                    chunk = channel.recv(65536)
+                    if not chunk:
+                        break
+                    client.sendall(chunk)
+        except OSError as exc:
+            log.debug("%s: tunnel connection ended: %s", self.name, exc)
+        finally:
+            channel.close()
+            client.close()
+
+
+def _send_all(channel: Any, data: bytes, errors: list[BaseException]) -> None:
+    try:
+        channel.sendall(data)
+        channel.shutdown_write()
+    except Exception as exc:  # the command may exit before reading all of its input
+        errors.append(exc)
+
+
+def _tail(stdout: bytes | bytearray, stderr: bytes | bytearray) -> str:
+    lines = [
+        *bytes(stdout).decode("utf-8", "replace").splitlines(),
+        *bytes(stderr).decode("utf-8", "replace").splitlines(),
+    ]
+    return "\n".join(lines[-OUTPUT_TAIL_LINES:])
