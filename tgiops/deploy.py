@@ -30,7 +30,7 @@ from typing import Any
 from tgiops import __version__, hardware, probe
 from tgiops.catalog import ModelSpec
 from tgiops.engine import Engine
-from tgiops.errors import DeployError, HealthError, InputError, ProbeError, TgiopsError
+from tgiops.errors import DeployError, HealthError, InputError, ProbeError
 from tgiops.plan import Overrides, Plan, plan
 from tgiops.render import ENV_DIR, UNIT_DIR, UnitOptions, render_env_file, render_unit
 

@@ -507,9 +507,10 @@ class RemoteHost:
         import paramiko
 
         q = shlex.quote
+        wait_s = max(1, int(timeout_s))
         command = (
-            f"mkdir -p {q(posixpath.dirname(path) or '/')} && exec flock -w {max(1, int(timeout_s))} "
-            f"{q(path)} sh -c 'echo locked; exec cat >/dev/null'"
+            f"mkdir -p {q(posixpath.dirname(path) or '/')} && exec flock -w {wait_s} {q(path)} "
+            "sh -c 'echo locked; exec cat >/dev/null'"
         )
         transport = self._transport()
         self.round_trips += 1
