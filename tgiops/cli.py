@@ -486,9 +486,9 @@ def _add_status_parsers(sub: Any) -> None:
     s.add_argument(
         "--parallel",
         type=int,
-        default=16,
+        default=32,
         metavar="N",
-        help="at most N SSH connections at once (default 16)",
+        help="at most N SSH connections at once (default 32)",
     )
     s.set_defaults(func=cmd_status)
 

@@ -148,8 +148,8 @@ def deploy(
             value = get_secret(secret_name)  # type: ignore[misc]
             redact.add(value)
             secrets[env_name] = value
-    env_text = render_env_file(secrets) if secrets else render_env_file({})
-    env_redacted = render_env_file({k: "***REDACTED***" for k in secret_env})
+    env_text = render_env_file(secrets)
+    env_redacted = render_env_file(dict.fromkeys(secret_env, ""), masked=True)
 
     with _locked(host, enabled=not request.dry_run, on_progress=on_progress):
         on_progress(f"probing {host.name}")

@@ -404,7 +404,7 @@ def _up_for(host: Any, facts: Any) -> str | None:
     sd = facts.systemd if facts else None
     if sd is None or sd.since_epoch_s is None or host.now_epoch_s is None:
         return None
-    if sd.state.active_state not in ("active", "activating", "reloading"):
+    if sd.state.active_state != "active":  # ActiveEnterTimestamp is the last activation
         return None
     return format_duration(host.now_epoch_s - sd.since_epoch_s)
 

@@ -141,12 +141,18 @@ def render_unit(
     )
 
 
-def render_env_file(secrets: Mapping[str, str]) -> str:
-    """KEY=value lines for EnvironmentFile= (mode 0600). Values are checked, never echoed."""
+def render_env_file(secrets: Mapping[str, str], *, masked: bool = False) -> str:
+    """KEY=value lines for EnvironmentFile= (mode 0600). Values are checked, never echoed.
+
+    ``masked`` renders ``KEY=***`` instead of the values, for --dry-run.
+    """
     lines = ["# Written by tgiops; root-only. Secrets for the unit, passed to docker by name."]
     for name, value in secrets.items():
         if not _ENV_NAME_RE.fullmatch(name):
             raise InputError(f"environment variable name {name!r} is not valid")
+        if masked:
+            lines.append(f"{name}=***")
+            continue
         if not _TOKEN_RE.fullmatch(value):
             # Never include the value: it is a secret.
             raise InputError(

@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA = "tgiops.status/1"
 VERDICTS = ("healthy", "loading", "degraded", "failed", "not-deployed", "unreachable")
-DEFAULT_MAX_PARALLEL = 16
+DEFAULT_MAX_PARALLEL = 32
 SCRIPT_TIMEOUT_S = 45.0
 # Restarts with the port still closed that make a unit "crash-looping" rather than "loading":
 # one restart may be a relaunch that is loading again; two without ever serving are a loop.
@@ -257,7 +257,10 @@ def status_script(*, units: Sequence[str] = (), unit_dir: str = UNIT_DIR) -> str
     smi_fields = ",".join(probe.NVIDIA_SMI_QUERY_FIELDS)
     only = " ".join(units)
     http = f"--connect-timeout {HTTP_CONNECT_TIMEOUT_S} --max-time {HTTP_MAX_TIME_S}"
-    return f"""set +e
+    # The whole script is one brace group read from /dev/null: bash -s parses it completely
+    # before running anything, so no command can swallow the rest of the script from stdin.
+    return f"""{{
+set +e
 export LC_ALL=C
 s() {{ printf '\\n{_SECTION}%s\\n' "$1"; }}
 s now; date -u +%s
@@ -296,6 +299,7 @@ for f in $files; do
   fi
 done
 s end
+}} </dev/null
 """
 
 
@@ -900,7 +904,11 @@ def status_of_host(
         result = host.run_script(
             status_script(units=request.units), check=False, timeout_s=request.script_timeout_s
         )
-        facts = parse_status_report(result.stdout, redact=LogRedactor())
+        try:
+            facts = parse_status_report(result.stdout, redact=LogRedactor())
+        except ProbeError as exc:
+            tail = LogRedactor()(result.output_tail(5))
+            raise ProbeError(f"{exc} (exit {result.exit_code}; last output: {tail})") from exc
     except TgiopsError as exc:
         reason = f"cannot get the host's status over SSH: {exc}"
         log.info("%s: %s", destination, reason)

@@ -87,12 +87,14 @@ def cache_paths_for(data_dir: str | None, repo_id: str | None) -> tuple[str, ...
 
 def inspect_script(unit_dir: str = UNIT_DIR) -> str:
     q = shlex.quote
-    return f"""set +e
+    return f"""{{
+set +e
 s() {{ printf '\\n{_SECTION}%s\\n' "$1"; }}
 for f in $(grep -l '^{_UNIT_MARKER}' {q(unit_dir)}/*.service 2>/dev/null); do
   u=${{f##*/}}; s "unit ${{u%.service}}"; cat "$f"
 done
 s end
+}} </dev/null
 """
 
 
@@ -132,8 +134,10 @@ def undeploy_script(plan: UndeployPlan, *, purge_cache: bool) -> str:
     # mktemp names of interrupted uploads (tgiops.ssh.put_file_atomic): PATH.tgiops-tmp-XXXX
     temps = " ".join(f"{q(f)}.tgiops-tmp-*" for f in plan.files[::3])
     lines = [
+        "{",  # one brace group from /dev/null: parsed whole, stdin never read by a command
         "set +e",
         f"s() {{ printf '\\n{_SECTION}%s\\n' \"$1\"; }}",
+        f"mkdir -p {q(LOCK_PATH.rsplit('/', 1)[0])}",
         f"exec 9>>{q(LOCK_PATH)}",
         f"if ! flock -w {LOCK_WAIT_S} 9; then",
         f"  echo 'another tgiops operation holds {LOCK_PATH}; try again later' >&2",
@@ -159,6 +163,7 @@ def undeploy_script(plan: UndeployPlan, *, purge_cache: bool) -> str:
         f'for p in {" ".join(q(p) for p in plan.cache_paths)}; do [ -e "$p" ] && echo "$p"; done',
         "s end",
         "exit 0",
+        "} </dev/null",
     ]
     return "\n".join(lines) + "\n"
 
