@@ -206,20 +206,13 @@ def test_a_changed_host_key_is_refused_and_nothing_changes(gpu_host, tmp_path):
     other_key = tmp_path / "other"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other_key)],
                    check=True)  # fmt: skip
-    known = Path(host.info.known_hosts).read_text().splitlines()
-    forged = []
-    for line in known:
-        if line.split()[0].strip("[]").split("]")[0] in (host.address, f"[{host.address}"):
-            fields = line.split()
-            line = " ".join([fields[0], *(other_key.with_suffix(".pub").read_text().split()[:2])])
-        forged.append(line)
-    (tmp_path / "known_hosts").write_text("\n".join(forged) + "\n")
-    config = (
-        Path(host.ssh_config)
-        .read_text()
-        .replace(host.info.known_hosts, str(tmp_path / "known_hosts"))
+    key_type, key = other_key.with_suffix(".pub").read_text().split()[:2]
+    (tmp_path / "known_hosts").write_text(f"{host.address} {key_type} {key}\n")
+    config = Path(host.ssh_config).read_text()
+    assert host.info.known_hosts in config
+    (tmp_path / "ssh_config").write_text(
+        config.replace(host.info.known_hosts, str(tmp_path / "known_hosts"))
     )
-    (tmp_path / "ssh_config").write_text(config)
     proc = tgiops("deploy", "phi-3-mini", "--no-token", "--host", host.name,
                   "--ssh-config", str(tmp_path / "ssh_config"))  # fmt: skip
     assert proc.returncode == 1
