@@ -295,13 +295,13 @@ def _plan_once(
         if hardware_problem:
             return replace(attempt, fits=False, problem=hardware_problem)
         if attempt.fits:
-            if candidate != quantize:
+            if candidate != quantize and first_failure is not None:
                 attempt = replace(
                     attempt,
                     reasons=(
                         *attempt.reasons,
-                        f"quantize: {candidate} on the fly because the 16-bit weights do not fit "
-                        f"{gpu_label}; cost: {_QUANT_COST[candidate or '']}",
+                        f"quantize: {candidate} on the fly, because 16-bit does not fit: "
+                        f"{first_failure.problem}; cost: {_QUANT_COST[candidate or '']}",
                     ),
                 )
             return attempt

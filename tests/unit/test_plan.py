@@ -124,7 +124,7 @@ def test_turing_fallback_sets_non_flash_env_and_one_shard():
     }
     assert result.num_shard == 1
     assert any("non-flash" in r for r in result.reasons)
-    assert any("bitsandbytes" in r and "do not fit" in r for r in result.reasons)
+    assert any("bitsandbytes on the fly" in r and "does not fit" in r for r in result.reasons)
 
 
 @pytest.mark.parametrize(
