@@ -1,0 +1,196 @@
+"""The TGI emulator images (the third test double), built once and saved to the cache.
+
+For every version in ``tgi_emulator.versions.SUPPORTED_VERSIONS`` the image
+``ghcr.io/huggingface/text-generation-inference:VERSION`` is the host root filesystem
+plus the emulator package at /opt/tgi_emulator and its entrypoint at /tgi-entrypoint.sh
+(TGI's own entrypoint path), with ``IMAGE_ENV[VERSION]`` and ``PYTHONPATH=/opt`` baked in:
+``tar -C ROOTFS -c . | docker import -c 'ENV ..' -c 'ENTRYPOINT ["/tgi-entrypoint.sh"]'``.
+No registry is reachable, so images are imported into a throw-away builder dockerd,
+``docker save``d to one tar (one shared layer), and ``docker load``ed into each host.
+The cache key covers the emulator's files, so editing the emulator rebuilds the images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from testbedlib.dockerd import DockerDaemon, docker_client
+from testbedlib.errors import TestbedError
+from testbedlib.kernel import unmount_tree
+from testbedlib.locking import file_lock
+from testbedlib.paths import TestbedPaths
+from testbedlib.processes import marker_env, run_command
+
+log = logging.getLogger(__name__)
+
+RECIPE_VERSION = 2
+TGI_IMAGE = "ghcr.io/huggingface/text-generation-inference"
+ENTRYPOINT = "/tgi-entrypoint.sh"
+SCRIPTS_DIR = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """A saved tar of the emulator images and the tags in it."""
+
+    tar_path: Path
+    tags: tuple[str, ...]
+
+
+def emulator_dir() -> Path:
+    override = os.environ.get("TGIOPS_TESTBED_EMULATOR_DIR")
+    return Path(override) if override else SCRIPTS_DIR / "tgi_emulator"
+
+
+def load_emulator_versions(package_dir: Path) -> tuple[tuple[str, ...], dict[str, dict]]:
+    """SUPPORTED_VERSIONS and IMAGE_ENV from the emulator, read in a fresh interpreter."""
+    code = (
+        "import json, tgi_emulator.versions as v; "
+        "print(json.dumps({'versions': list(v.SUPPORTED_VERSIONS), "
+        "'env': {k: dict(e) for k, e in v.IMAGE_ENV.items()}}))"
+    )
+    env = dict(os.environ, PYTHONPATH=str(package_dir.parent), PYTHONDONTWRITEBYTECODE="1")
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, env=env, check=False, timeout=60
+    )
+    if result.returncode != 0:
+        raise TestbedError(
+            f"cannot read tgi_emulator.versions from {package_dir}: "
+            f"{result.stderr.decode(errors='replace')[-800:]}"
+        )
+    data = json.loads(result.stdout)
+    versions = tuple(data["versions"])
+    missing = [v for v in versions if v not in data["env"]]
+    if missing:
+        raise TestbedError(f"tgi_emulator.versions.IMAGE_ENV lacks {missing}")
+    return versions, data["env"]
+
+
+def _package_files(package_dir: Path) -> list[Path]:
+    files = []
+    for path in sorted(package_dir.rglob("*")):
+        relative = path.relative_to(package_dir)
+        if "__pycache__" in relative.parts or path.suffix == ".pyc" or not path.is_file():
+            continue
+        if relative.parts[0] in ("tests", "test"):
+            continue
+        files.append(path)
+    return files
+
+
+def images_key(rootfs: Path, package_dir: Path, versions, image_env) -> str:
+    digest = hashlib.sha256()
+    digest.update(f"{RECIPE_VERSION}|{rootfs.name}|{versions}|{sorted_env(image_env)}".encode())
+    for path in _package_files(package_dir):
+        digest.update(str(path.relative_to(package_dir)).encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+def sorted_env(image_env: dict[str, dict]) -> list:
+    return [(v, sorted(e.items())) for v, e in sorted(image_env.items())]
+
+
+def dockerfile_env(key: str, value: str) -> str:
+    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'ENV {key}="{escaped}"'
+
+
+def ensure_images(paths: TestbedPaths, rootfs: Path) -> ImageSet:
+    """Return the saved emulator images, building them first if needed (~15 s)."""
+    package_dir = emulator_dir()
+    if not (package_dir / "__init__.py").exists():
+        raise TestbedError(
+            f"the TGI emulator package is missing at {package_dir} (scripts/tgi_emulator); "
+            "set TGIOPS_TESTBED_EMULATOR_DIR to use another copy"
+        )
+    entrypoint = package_dir / "entrypoint.sh"
+    if not entrypoint.exists():
+        raise TestbedError(f"{entrypoint} is missing: the image needs it as {ENTRYPOINT}")
+    versions, image_env = load_emulator_versions(package_dir)
+    key = images_key(rootfs, package_dir, versions, image_env)
+    tar_path = paths.cache_dir / f"images-{key}.tar"
+    tags = tuple(f"{TGI_IMAGE}:{v}" for v in versions)
+    if tar_path.exists():
+        return ImageSet(tar_path, tags)
+    with file_lock(paths.build_lock):
+        if tar_path.exists():
+            return ImageSet(tar_path, tags)
+        started = time.monotonic()
+        log.info("building the TGI emulator images %s", ", ".join(versions))
+        _build(paths, rootfs, package_dir, entrypoint, versions, image_env, tar_path, tags)
+        log.info("emulator images ready in %.1f s: %s", time.monotonic() - started, tar_path)
+        for old in paths.cache_dir.glob("images-*.tar"):
+            if old != tar_path:
+                old.unlink(missing_ok=True)
+    return ImageSet(tar_path, tags)
+
+
+def _build(paths, rootfs, package_dir, entrypoint, versions, image_env, tar_path, tags) -> None:
+    work = paths.cache_dir / "image-build"
+    if work.exists():
+        unmount_tree(work)
+        shutil.rmtree(work)
+    stage = work / "stage"
+    (stage / "opt").mkdir(parents=True)
+    destination = stage / "opt" / "tgi_emulator"
+    destination.mkdir()
+    for path in _package_files(package_dir):
+        target = destination / path.relative_to(package_dir)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+    shutil.copy2(entrypoint, stage / ENTRYPOINT.lstrip("/"))
+    os.chmod(stage / ENTRYPOINT.lstrip("/"), 0o755)
+    rootfs_tar = work / "rootfs.tar"
+    run_command(
+        [
+            "tar",
+            "--numeric-owner",
+            "-C",
+            str(rootfs),
+            "--exclude=./.testbed-rootfs-complete",
+            "-cf",
+            str(rootfs_tar),
+            ".",
+            "-C",
+            str(stage),
+            "opt/tgi_emulator",
+            ENTRYPOINT.lstrip("/"),
+        ],
+        timeout_s=300,
+    )
+    daemon = DockerDaemon(
+        directory=work / "dockerd",
+        socket=work / "dockerd" / "docker.sock",
+        netns=None,
+        bip=None,
+        cgroup_parent=None,
+    )
+    pid = daemon.start(marker_env(paths.state_dir, "__image_builder__"))
+    try:
+        daemon.wait_ready(timeout_s=60, pid=pid)
+        client = docker_client()
+        for version, tag in zip(versions, tags, strict=True):
+            changes = [dockerfile_env(k, v) for k, v in sorted(image_env[version].items())]
+            changes.append(dockerfile_env("PYTHONPATH", "/opt"))
+            changes.append(f'ENTRYPOINT ["{ENTRYPOINT}"]')
+            cmd = [client, "-H", daemon.url, "import"]
+            for change in changes:
+                cmd += ["-c", change]
+            run_command([*cmd, str(rootfs_tar), tag], timeout_s=300)
+        partial = tar_path.with_name(tar_path.name + ".partial")
+        run_command([client, "-H", daemon.url, "save", "-o", str(partial), *tags], timeout_s=300)
+        partial.rename(tar_path)
+    finally:
+        daemon.stop(pid)
+        unmount_tree(work)
+        shutil.rmtree(work, ignore_errors=True)
