@@ -488,10 +488,24 @@ _DIAGNOSES: tuple[tuple[str, str], ...] = (
         "the GPU is older than Ampere (sm80): TGI needs its "
         "non-flash fallback there; plan without forcing flash attention (tgiops plan sets it)",
     ),
-    ("is not supported", "the GPU's compute capability is not supported by this TGI build"),
+    (
+        "GPU with CUDA capability",
+        "the GPU's compute capability is not supported by this TGI build's kernels: TGI needs "
+        "its non-flash fallback there (tgiops plan sets it unless --flash-attention on)",
+    ),
+    (
+        "Found no NVIDIA driver",
+        "the container sees no GPU: check the NVIDIA driver and Container Toolkit (`docker run "
+        "--gpus all ... nvidia-smi`)",
+    ),
     (
         "could not select device driver",
         "docker has no NVIDIA runtime: install the NVIDIA Container Toolkit and restart docker",
+    ),
+    (
+        # The router prints its error's Debug form: `Error: Backend(NotEnoughMemory(N))`.
+        "NotEnoughMemory(",
+        "the KV cache cannot hold max_total_tokens: lower --max-total-tokens, or quantize",
     ),
     (
         "Not enough memory to handle",
@@ -508,11 +522,15 @@ _DIAGNOSES: tuple[tuple[str, str], ...] = (
         "the shard count does not divide the model's heads: let tgiops choose --num-shard",
     ),
     (
+        "requires Flash Attention enabled models",
+        "this model runs on TGI's non-flash path here, which cannot shard: use --num-shard 1",
+    ),
+    (
         "sharded is not supported",
         "this model runs on TGI's non-flash path here, which cannot shard: use --num-shard 1",
     ),
     (
-        "401",
+        "401 Client Error",
         "the Hugging Face token was refused or lacks access: accept the model's licence on "
         "huggingface.co and store a token that has access (`tgiops secret set`)",
     ),

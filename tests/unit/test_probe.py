@@ -13,6 +13,7 @@ from tgiops.probe import (
     NVIDIA_SMI_QUERY_FIELDS,
     UNIT_STATE_PROPERTIES,
     nvidia_smi_query_command,
+    diagnose_journal,
     parse_df_bytes_available,
     parse_nvidia_smi_csv,
     parse_systemctl_show,
@@ -366,3 +367,63 @@ def test_probe_module_is_pure() -> None:
         "datetime",
     }
     assert imported & forbidden == set()
+
+
+# Lines as TGI (and the emulator, which copies them) writes them to the journal.
+JOURNAL_DIAGNOSES = [
+    pytest.param(
+        "ImportError: FlashAttention only supports Ampere GPUs or newer. rank=0",
+        "older than Ampere",
+        id="flash-attention-on-turing",
+    ),
+    pytest.param(
+        "ImportError: GPU with CUDA capability 7 0 is not supported",
+        "compute capability",
+        id="volta-unsupported",
+    ),
+    pytest.param("Error: Backend(NotEnoughMemory(30589))", "max_total_tokens", id="kv-too-small"),
+    pytest.param(
+        "Not enough memory to handle 60000 prefill tokens. You need to decrease "
+        "`--max-batch-prefill-tokens`",
+        "prefill",
+        id="prefill-oom",
+    ),
+    pytest.param(
+        "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB",
+        "weights do not fit",
+        id="weights-oom",
+    ),
+    pytest.param(
+        "NotImplementedError: Sharded Llama requires Flash Attention enabled models.",
+        "cannot shard",
+        id="non-flash-sharding",
+    ),
+    pytest.param(
+        "NotImplementedError: sharded is not supported for AutoModel",
+        "cannot shard",
+        id="automodel-sharding",
+    ),
+    pytest.param(
+        "401 Client Error: Unauthorized for url: https://huggingface.co/api/models/x",
+        "token",
+        id="unauthorized",
+    ),
+    pytest.param(
+        'docker: Error response from daemon: could not select device driver "" with '
+        "capabilities: [[gpu]].",
+        "NVIDIA runtime",
+        id="no-nvidia-runtime",
+    ),
+]
+
+
+@pytest.mark.parametrize("line,needle", JOURNAL_DIAGNOSES)
+def test_diagnose_journal_names_the_cause(line, needle):
+    journal = f"2026-11-25T16:30:38Z INFO text_generation_launcher: Args {{ ... }}\n{line}\n"
+    assert needle in (diagnose_journal(journal) or "")
+
+
+def test_diagnose_journal_prefers_the_newest_line_and_knows_when_it_does_not_know():
+    assert diagnose_journal("all is well\nnothing to see") is None
+    both = "CUDA out of memory\nError: Backend(NotEnoughMemory(10))"
+    assert "max_total_tokens" in diagnose_journal(both)
