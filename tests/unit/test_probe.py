@@ -12,8 +12,8 @@ from tgiops.errors import ProbeError
 from tgiops.probe import (
     NVIDIA_SMI_QUERY_FIELDS,
     UNIT_STATE_PROPERTIES,
-    nvidia_smi_query_command,
     diagnose_journal,
+    nvidia_smi_query_command,
     parse_df_bytes_available,
     parse_nvidia_smi_csv,
     parse_systemctl_show,

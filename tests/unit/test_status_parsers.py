@@ -140,7 +140,7 @@ def test_status_script_is_valid_bash(units):
     script = status.status_script(units=units)
     checked = subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True)
     assert checked.returncode == 0, checked.stderr
-    assert script.rstrip().endswith("s end")
+    assert script.rstrip().endswith("s end\n} </dev/null")
 
 
 def test_status_script_names_only_the_requested_units():
