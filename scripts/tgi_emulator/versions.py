@@ -15,22 +15,28 @@ DEFAULT_VERSION = "3.3.7"
 
 # The environment the official image sets for each release (§6: HF_HOME=/data,
 # HF_HUB_ENABLE_HF_TRANSFER=1, PORT=80 from v2.3.0, commit 952b450a; HUGGINGFACE_HUB_CACHE=/data
-# before), plus the variable that tells the emulator which release it is.
+# before), plus the variable that tells the emulator which release it is. The image's base,
+# nvidia/cuda (§6), sets NVIDIA_VISIBLE_DEVICES=all (`ENV NVIDIA_VISIBLE_DEVICES all` in NVIDIA's
+# CUDA Dockerfiles, as copied by e.g. osrf/rocker's cuda snippet): that value is what triggers
+# the <= 3.3.6 "num_shard = 1" bug when --num-shard is omitted (§3).
 IMAGE_ENV: dict[str, dict[str, str]] = {
     "2.0.4": {
         "HUGGINGFACE_HUB_CACHE": "/data",
+        "NVIDIA_VISIBLE_DEVICES": "all",
         "PORT": "80",
         "TGI_EMULATOR_VERSION": "2.0.4",
     },
     "2.4.1": {
         "HF_HOME": "/data",
         "HF_HUB_ENABLE_HF_TRANSFER": "1",
+        "NVIDIA_VISIBLE_DEVICES": "all",
         "PORT": "80",
         "TGI_EMULATOR_VERSION": "2.4.1",
     },
     "3.3.7": {
         "HF_HOME": "/data",
         "HF_HUB_ENABLE_HF_TRANSFER": "1",
+        "NVIDIA_VISIBLE_DEVICES": "all",
         "PORT": "80",
         "TGI_EMULATOR_VERSION": "3.3.7",
     },

@@ -236,6 +236,7 @@ def test_image_env_and_entrypoint():
     assert versions.SUPPORTED_VERSIONS == ("2.0.4", "2.4.1", "3.3.7")
     assert versions.IMAGE_ENV["2.0.4"] == {
         "HUGGINGFACE_HUB_CACHE": "/data",
+        "NVIDIA_VISIBLE_DEVICES": "all",
         "PORT": "80",
         "TGI_EMULATOR_VERSION": "2.0.4",
     }
@@ -243,6 +244,7 @@ def test_image_env_and_entrypoint():
         assert versions.IMAGE_ENV[v] == {
             "HF_HOME": "/data",
             "HF_HUB_ENABLE_HF_TRANSFER": "1",
+            "NVIDIA_VISIBLE_DEVICES": "all",
             "PORT": "80",
             "TGI_EMULATOR_VERSION": v,
         }
