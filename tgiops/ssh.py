@@ -295,7 +295,9 @@ class RemoteHost:
         with the tail of the output when the command exits non-zero.
         """
         text = command if isinstance(command, str) else shlex.join(command)
-        return self._exec(text, shown=text, stdin=stdin, check=check, timeout_s=timeout_s)
+        return self._exec(
+            self._as_root(text), shown=text, stdin=stdin, check=check, timeout_s=timeout_s
+        )
 
     def run_script(
         self, script: str, *, check: bool = True, timeout_s: float | None = None
@@ -305,7 +307,23 @@ class RemoteHost:
         # rather not see in a log. Its size is enough to recognise it.
         lines = script.count("\n") + (0 if script.endswith("\n") else 1)
         shown = f"bash -s  # a {lines}-line script"
-        return self._exec("bash -s", shown=shown, stdin=script, check=check, timeout_s=timeout_s)
+        command = "sudo -n bash -s" if self._needs_sudo() else "bash -s"
+        return self._exec(command, shown=shown, stdin=script, check=check, timeout_s=timeout_s)
+
+    # -- privilege -------------------------------------------------------------------------
+
+    def _needs_sudo(self) -> bool:
+        """Whether commands go through ``sudo -n``: the login user is not root.
+
+        EC2 images log in as ``ubuntu`` or ``ec2-user`` with passwordless sudo; everything
+        tgiops does on a host (systemctl, journalctl, docker, /etc) needs root.
+        """
+        return (self._connection().user or "root") != "root"
+
+    def _as_root(self, command: str) -> str:
+        if not self._needs_sudo():
+            return command
+        return "sudo -n sh -c " + shlex.quote(command)
 
     def _exec(
         self,
@@ -384,6 +402,12 @@ class RemoteHost:
                 f"on {self.name}: `{shown}` ended without an exit status (the connection or the "
                 "remote shell died). Output so far:\n" + result.output_tail()
             )
+        if exit_code != 0 and "sudo: a password is required" in result.stderr:
+            raise SSHError(
+                f"on {self.name}: {self._connection().user} needs passwordless sudo (tgiops runs "
+                "systemctl, docker and writes /etc as root): add a NOPASSWD sudoers rule, or "
+                "connect as root"
+            )
         if check and exit_code != 0:
             raise RemoteCommandError(self.name, shown, exit_code, result.output_tail())
         return result
@@ -419,6 +443,9 @@ class RemoteHost:
         if not posixpath.isabs(path):
             raise SSHError(f"put_file_atomic needs an absolute remote path, got {path!r}.")
         payload = data.encode() if isinstance(data, str) else data
+        if self._needs_sudo():
+            self._put_file_via_sudo(path, payload, mode=mode, owner=owner)
+            return
         create = [
             "set -e",
             "umask 077",
@@ -466,6 +493,65 @@ class RemoteHost:
             ) from exc
         log.debug("%s: installed %s (%d bytes, mode %o)", self.name, path, len(payload), mode)
 
+    def _put_file_via_sudo(
+        self, path: str, payload: bytes, *, mode: int, owner: str | None
+    ) -> None:
+        """put_file_atomic for a login user who is not root (three round trips as well).
+
+        SFTP runs as the login user, who cannot write root's directories: the content goes to
+        a private staging directory (mode 0700, so a secret is never readable by others), and
+        one ``sudo`` script checks its sha256, copies it into a ``mktemp`` file next to
+        ``path`` with the final mode and owner, and renames that over ``path``.
+        """
+        import paramiko
+
+        q = shlex.quote
+        stage = self._exec(
+            "umask 077 && mktemp -d /tmp/tgiops-stage.XXXXXXXXXX",
+            shown="mktemp -d",
+            stdin=None,
+            check=True,
+            timeout_s=None,
+        ).stdout.strip()
+        if not stage.startswith("/tmp/tgiops-stage."):
+            raise SSHError(f"on {self.name}: mktemp -d returned {stage!r}; nothing written.")
+        staged = f"{stage}/content"
+        try:
+            sftp = self._sftp_client()
+            self.round_trips += 1
+            with sftp.open(staged, "wb") as handle:
+                handle.set_pipelined(True)
+                handle.write(payload)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            self._exec(f"rm -rf -- {q(stage)}", shown="rm", stdin=None, check=False, timeout_s=None)
+            raise SSHError(
+                f"uploading {len(payload)} bytes to {self.name}:{path} failed: "
+                f"{exc or type(exc).__name__}. {path} was left unchanged."
+            ) from exc
+        expected = hashlib.sha256(payload).hexdigest()
+        install = [
+            "set -e",
+            f"stage={q(stage)}",
+            't=""',
+            'trap \'rm -rf -- "$stage"; [ -z "$t" ] || rm -f -- "$t"\' EXIT',
+            f'[ "$(sha256sum -- "$stage/content" | cut -d" " -f1)" = {expected} ] || '
+            '{ echo "the upload arrived incomplete" >&2; exit 3; }',
+            "umask 077",
+            f"t=$(mktemp -- {q(path + _TMP_MARKER)}XXXXXXXXXX)",
+            f'chmod {mode:o} -- "$t"' + (f' && chown {q(owner)} -- "$t"' if owner else ""),
+            'cat -- "$stage/content" > "$t"',
+            'sync -- "$t" 2>/dev/null || true',
+            f'mv -f -- "$t" {q(path)}',
+            't=""',
+        ]
+        try:
+            self.run_script("\n".join(install) + "\n")
+        except RemoteCommandError as exc:
+            raise SSHError(
+                f"installing {path} on {self.name} failed; it was left unchanged.\n"
+                f"{exc.output_tail}"
+            ) from exc
+
     def _remove_quietly(self, path: str) -> None:
         try:
             self._sftp_client().remove(path)
@@ -478,6 +564,12 @@ class RemoteHost:
         """The content of a remote file, or None when it does not exist."""
         import paramiko
 
+        if self._needs_sudo():  # SFTP runs as the login user, who may not read root's files
+            q = shlex.quote
+            result = self.run(
+                f"if [ -e {q(path)} ]; then base64 -w0 -- {q(path)}; else echo -n -; fi"
+            )
+            return None if result.stdout == "-" else base64.b64decode(result.stdout)
         sftp = self._sftp_client()
         self.round_trips += 1
         try:
@@ -508,7 +600,7 @@ class RemoteHost:
 
         q = shlex.quote
         wait_s = max(1, int(timeout_s))
-        command = (
+        command = self._as_root(
             f"mkdir -p {q(posixpath.dirname(path) or '/')} && exec flock -w {wait_s} {q(path)} "
             "sh -c 'echo locked; exec cat >/dev/null'"
         )

@@ -20,6 +20,7 @@ import secrets
 import shutil
 from pathlib import Path
 
+from testbedlib.rootfs import LOGIN_UID, LOGIN_USER
 from testbedlib.sshfiles import generate_host_key
 
 HOSTFILES = Path(__file__).resolve().parent / "hostfiles"
@@ -107,6 +108,15 @@ def write_host_files(
     authorized = ssh_dir / "authorized_keys"
     authorized.write_text(client_public_key.strip() + "\n", encoding="ascii")
     os.chmod(authorized, 0o600)
+    # The EC2-like login user (rootfs.LOGIN_USER, passwordless sudo) takes the same key.
+    home = root / "home" / LOGIN_USER
+    if home.is_dir():
+        user_ssh = home / ".ssh"
+        user_ssh.mkdir(mode=0o700, exist_ok=True)
+        (user_ssh / "authorized_keys").write_text(client_public_key.strip() + "\n", "ascii")
+        for path in (user_ssh, user_ssh / "authorized_keys"):
+            os.chown(path, LOGIN_UID, LOGIN_UID)
+        os.chmod(user_ssh / "authorized_keys", 0o600)
 
     testbed_etc = etc / "testbed"
     testbed_etc.mkdir(parents=True, exist_ok=True)

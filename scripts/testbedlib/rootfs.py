@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 
 SUITE = "bookworm"
 # Bump when the recipe below changes: a new key means a new cache entry.
-RECIPE_VERSION = 3
+RECIPE_VERSION = 4
 PACKAGES = (
     "systemd",
     "systemd-sysv",
@@ -33,7 +34,11 @@ PACKAGES = (
     "openssh-server",
     "ca-certificates",
     "curl",
+    "sudo",
 )
+# An EC2-like login user: Ubuntu AMIs log in as `ubuntu` with passwordless sudo (uid 1000).
+LOGIN_USER = "ubuntu"
+LOGIN_UID = 1000
 # Units that only add boot time or periodic jobs in a throw-away test host.
 DISABLED_UNIT_LINKS = (
     "timers.target.wants/apt-daily.timer",
@@ -184,6 +189,24 @@ def customize_rootfs(root: Path) -> None:
             else:
                 path.unlink(missing_ok=True)
     (root / "var/lib/tgiops/data").mkdir(parents=True, exist_ok=True)
+    run_command(
+        [
+            "chroot",
+            str(root),
+            "useradd",
+            "--create-home",
+            "--shell",
+            "/bin/bash",
+            "--uid",
+            str(LOGIN_UID),
+            "--user-group",
+            LOGIN_USER,
+        ],
+        timeout_s=60,
+    )
+    sudoers = root / "etc/sudoers.d" / LOGIN_USER
+    sudoers.write_text(f"{LOGIN_USER} ALL=(ALL) NOPASSWD:ALL\n", encoding="ascii")
+    os.chmod(sudoers, 0o440)
 
 
 def _remove_tree(path: Path) -> None:

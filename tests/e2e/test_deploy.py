@@ -259,3 +259,20 @@ def test_bad_input_exits_2_and_changes_nothing(gpu_host, args, needle):
     assert needle in proc.stderr
     assert host_files(host) == before
     assert host.run("test -e /tmp/pwned", check=False).returncode != 0
+
+
+def test_deploy_as_an_ec2_style_login_user_with_passwordless_sudo(gpu_host, aws):
+    """EC2 images log in as `ubuntu`: SFTP stages as that user, root work goes through sudo."""
+    host = gpu_host("1xA10G", fresh=True)
+    token, name = planted_token(), secret_name()
+    assert tgiops("secret", "set", "--name", name, stdin=token).returncode == 0
+    with ProcessListRecorder(host) as recorder:
+        proc = deploy(host, "phi-3-mini", "--user", "ubuntu", "--secret-name", name, "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)["healthy"] is True
+    stat = host.run("stat -c '%a %U' /etc/tgiops/tgiops-phi-3-mini.env").stdout.split()
+    assert stat == ["600", "root"]
+    assert host.run("ls /tmp | grep -c tgiops-stage", check=False).stdout.strip() == "0"
+    assert token not in "\n".join(recorder.snapshots) + proc.stdout + proc.stderr
+    again = deploy(host, "phi-3-mini", "--user", "ubuntu", "--secret-name", name, "--json")
+    assert json.loads(again.stdout)["changed"] is False  # the env file compares through sudo
