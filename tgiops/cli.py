@@ -170,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true")
     d.set_defaults(func=cmd_deploy)
     _add_status_parsers(sub)
+    _add_spot_parsers(sub)
 
     sec = sub.add_parser("secret", help="store or check the Hugging Face token in Secrets Manager")
     sec_sub = sec.add_subparsers(
@@ -399,6 +400,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
                     "tgiops:managed": "true",
                     "tgiops:model": request.model.alias,
                     "tgiops:unit": result.unit,
+                    **_record_tags(request, result),
                 },
             )
         results.append(result)
@@ -762,6 +764,435 @@ def cmd_undeploy(args: argparse.Namespace) -> int:
         for r in results:
             print(output.undeploy_as_text(r))
     return 0 if all(r.removed for r in results) else 1
+
+
+# --- spot relaunch: userdata, bootstrap, reconcile, watch-interruption (issue 6) ------------
+
+
+def _add_spot_parsers(sub: Any) -> None:
+    ud = sub.add_parser(
+        "userdata",
+        help="print EC2 user data (cloud-init) that installs tgiops and restores the endpoint "
+        "at every boot",
+    )
+    _add_model_args(ud)
+    _add_plan_overrides(ud)
+    _add_spot_unit_args(ud)
+    inst = ud.add_argument_group("the instances the launch template makes")
+    inst.add_argument(
+        "--eip", metavar="ALLOC_ID", help="Elastic IP to point at the instance once healthy"
+    )
+    inst.add_argument("--region", metavar="REGION", help="AWS region (default: from IMDS)")
+    inst.add_argument(
+        "--efs", metavar="FS_ID", help="EFS file system mounted as the model cache (persistent)"
+    )
+    inst.add_argument(
+        "--data-device", metavar="DEV", help="block device mounted as the model cache"
+    )
+    inst.add_argument(
+        "--pip-spec",
+        default=f"tgiops=={__version__}",
+        metavar="SPEC",
+        help="what pip installs when /opt/tgiops is absent (a version, wheel URL or path)",
+    )
+    inst.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="environment for bootstrap's AWS SDK (e.g. HTTPS_PROXY); never a secret",
+    )
+    inst.add_argument(
+        "--no-watch-interruption",
+        action="store_true",
+        help="do not install the spot interruption watcher",
+    )
+    inst.add_argument(
+        "--on-rebalance",
+        choices=["log", "stop"],
+        default="log",
+        help="what the watcher does on a rebalance recommendation (default: log)",
+    )
+    inst.add_argument("--timeout", type=float, metavar="S", help="bootstrap's health wait")
+    inst.add_argument(
+        "--instance-type", metavar="TYPE", help="check first that the model fits this type"
+    )
+    ud.add_argument(
+        "--iam-policy",
+        action="store_true",
+        help="print the instance role's minimal IAM policy (JSON) instead of the user data",
+    )
+    ud.add_argument("--json", action="store_true", help="user data, policy and config as JSON")
+    ud.set_defaults(func=cmd_userdata)
+
+    bs = sub.add_parser(
+        "bootstrap",
+        help="(on the instance, at boot) restore the recorded TGI deployment on this instance",
+    )
+    bs.add_argument(
+        "--config",
+        default="/etc/tgiops/bootstrap.json",
+        metavar="FILE",
+        help="bootstrap config written by the user data (default /etc/tgiops/bootstrap.json)",
+    )
+    bs.add_argument("--data-dir", metavar="DIR", help="where the records are (data volume)")
+    bs.add_argument("--eip", metavar="ALLOC_ID", help="Elastic IP to point here once healthy")
+    bs.add_argument("--instance-id", metavar="ID", help="this instance (default: from IMDS)")
+    bs.add_argument(
+        "--imds-endpoint",
+        metavar="URL",
+        help="instance metadata endpoint (default $AWS_EC2_METADATA_SERVICE_ENDPOINT or "
+        "http://169.254.169.254)",
+    )
+    bs.add_argument("--timeout", type=float, metavar="S", help="health wait per unit")
+    bs.add_argument("--catalog", action="append", default=[], metavar="FILE")
+    _add_aws_args(bs)
+    bs.add_argument("--json", action="store_true")
+    bs.set_defaults(func=cmd_bootstrap)
+
+    rc = sub.add_parser(
+        "reconcile",
+        help="make the live instances of a group serve the recorded deployment; move the "
+        "Elastic IP and target group registrations to them",
+    )
+    which = rc.add_argument_group("instances (one of)")
+    which.add_argument("--asg", metavar="NAME", help="the InService instances of this group")
+    which.add_argument("--name", dest="name_tag", metavar="TAG", help="running, with this Name")
+    rc.add_argument("--eip", metavar="ALLOC_ID", help="keep this Elastic IP on a healthy one")
+    rc.add_argument(
+        "--target-group", metavar="ARN", help="register healthy instances, deregister gone ones"
+    )
+    rc.add_argument(
+        "--watch", type=float, metavar="SECONDS", help="reconcile every SECONDS until Ctrl-C"
+    )
+    rc.add_argument("--data-dir", default="/var/lib/tgiops/data", metavar="DIR")
+    rc.add_argument("--timeout", type=float, metavar="S", help="health wait per unit")
+    rc.add_argument(
+        "--address",
+        choices=["public", "private"],
+        default="public",
+        help="how to reach instances without an ssh_config entry (default public)",
+    )
+    rc.add_argument("--catalog", action="append", default=[], metavar="FILE")
+    _add_spot_ssh_args(rc)
+    _add_aws_args(rc)
+    rc.add_argument("--json", action="store_true", help="one JSON object per pass")
+    rc.set_defaults(func=cmd_reconcile)
+
+    wi = sub.add_parser(
+        "watch-interruption",
+        help="(on the instance) stop TGI gracefully on a spot interruption notice (IMDSv2)",
+    )
+    wi.add_argument(
+        "--unit", action="append", default=[], metavar="NAME", help="default: recorded units"
+    )
+    wi.add_argument("--data-dir", default="/var/lib/tgiops/data", metavar="DIR")
+    wi.add_argument("--interval", type=float, default=5.0, metavar="S", help="poll every S (5)")
+    wi.add_argument("--on-rebalance", choices=["log", "stop"], default="log")
+    wi.add_argument("--imds-endpoint", metavar="URL")
+    wi.add_argument("--once", action="store_true", help="poll once and exit")
+    wi.add_argument("--json", action="store_true")
+    wi.set_defaults(func=cmd_watch_interruption)
+
+
+def _add_spot_unit_args(parser: argparse.ArgumentParser) -> None:
+    unit = parser.add_argument_group("the unit (as for deploy)")
+    unit.add_argument("--unit", metavar="NAME", help="systemd unit name (default tgiops-ALIAS)")
+    unit.add_argument("--port", type=int, default=8080, help="host port (default 8080)")
+    unit.add_argument("--public", action="store_true", help="bind all addresses")
+    unit.add_argument("--data-dir", default="/var/lib/tgiops/data", metavar="DIR")
+    unit.add_argument("--gpu-devices", metavar="0,1", help="only these GPU indices")
+    unit.add_argument("--secret-name", default="tgiops/hf-token", help="the token's secret")
+    unit.add_argument("--no-token", action="store_true", help="no token (ungated models)")
+    unit.add_argument("--api-key-secret", metavar="NAME", help="secret with TGI's --api-key")
+
+
+def _add_spot_ssh_args(parser: argparse.ArgumentParser) -> None:
+    ssh = parser.add_argument_group("SSH")
+    ssh.add_argument("--ssh-config", metavar="FILE", help="ssh_config to use ($TGIOPS_SSH_CONFIG)")
+    ssh.add_argument("--user", metavar="USER")
+    ssh.add_argument("--identity", metavar="KEY", help="private key file")
+    ssh.add_argument(
+        "--accept-new-host-key",
+        action="store_true",
+        help="record unknown host keys (a replacement instance has new ones)",
+    )
+    ssh.add_argument("--connect-timeout", type=float, default=10.0, metavar="S")
+
+
+def _tgi_unit_template() -> str:
+    from tgiops import resources
+
+    return (resources.shipped_path("unit_templates") / "tgi.service.j2").read_text()
+
+
+def _record_tags(request: Any, result: Any) -> dict[str, str]:
+    """The deployment record as EC2 tags (tgiops.record), for a deploy to an EC2 target."""
+    from tgiops import record
+
+    return record.instance_tags(record.from_deploy(request, result.plan, tgiops_version=""))
+
+
+def cmd_userdata(args: argparse.Namespace) -> int:
+    from tgiops import bootstrap, deploy, hardware, record, resources
+    from tgiops.engine import DEFAULT_TGI_VERSION, Engine
+    from tgiops.plan import plan
+
+    request = deploy.DeployRequest(
+        model=resolve_model(args),
+        engine=Engine.tgi(args.tgi_version or DEFAULT_TGI_VERSION),
+        overrides=overrides_from(args),
+        unit_name=args.unit,
+        port=args.port,
+        public=args.public,
+        data_dir=args.data_dir,
+        gpu_devices=_gpu_devices(args.gpu_devices),
+        token_secret=None if args.no_token else args.secret_name,
+        api_key_secret=args.api_key_secret,
+    )
+    request.unit_options(())  # validates unit name, port and data dir
+    if args.instance_type:
+        checked = plan(
+            request.model,
+            hardware.inventory_for_instance_type(args.instance_type),
+            request.engine,
+            request.overrides,
+            instance_types=hardware.all_instance_types(),
+        )
+        if not checked.fits:
+            raise InputError(
+                f"{request.model.alias} does not fit {args.instance_type}: {checked.problem}. "
+                "Run `tgiops plan` for alternatives."
+            )
+    env: dict[str, str] = {}
+    for pair in args.env:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise InputError(f"--env {pair!r}: give KEY=VALUE")
+        env[key] = value
+    rec = record.DeploymentRecord(
+        spec=record.DeploymentSpec.from_request(request),
+        model_spec=record.model_as_dict(request.model),
+    )
+    options = bootstrap.UserdataOptions(
+        record=rec,
+        elastic_ip=args.eip,
+        region=args.region,
+        timeout_s=args.timeout,
+        pip_spec=args.pip_spec,
+        efs_id=args.efs,
+        data_device=args.data_device,
+        env=env,
+        watch_interruption=not args.no_watch_interruption,
+        on_rebalance=args.on_rebalance,
+    )
+    policy = bootstrap.iam_policy(bootstrap.secret_names(rec), args.eip, region=args.region)
+    if args.iam_policy:
+        print(json.dumps(policy, indent=2))
+        return 0
+    templates = resources.shipped_path("unit_templates")
+    text = bootstrap.render_userdata(
+        options,
+        userdata_template=(templates / "userdata.sh.j2").read_text(),
+        bootstrap_unit_template=(templates / "tgiops-bootstrap.service.j2").read_text(),
+        watch_unit_template=(templates / "tgiops-watch-interruption.service.j2").read_text(),
+    )
+    if args.json:
+        config = bootstrap.config_from_userdata(text, origin="the user data")
+        print(
+            json.dumps(
+                {
+                    "user_data": text,
+                    "iam_policy": policy,
+                    "bootstrap_config": json.loads(config.to_json()) if config else None,
+                },
+                indent=2,
+            )
+        )
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_bootstrap(args: argparse.Namespace) -> int:
+    from tgiops import bootstrap, resources
+    from tgiops.aws import Aws, AwsSettings
+    from tgiops.imds import Imds
+    from tgiops.localhost import LocalHost
+
+    if args.eip:
+        bootstrap.check_elastic_ip(args.eip)
+    if args.timeout is not None and args.timeout <= 0:
+        raise InputError(f"--timeout {args.timeout:g}: give seconds > 0")
+    options = bootstrap.BootstrapOptions(
+        config_path=args.config,
+        data_dir=args.data_dir,
+        elastic_ip=args.eip,
+        region=args.region,
+        profile=args.profile,
+        instance_id=args.instance_id,
+        timeout_s=args.timeout,
+    )
+    with LocalHost() as host:
+        result = bootstrap.bootstrap(
+            host,
+            options,
+            imds=Imds(args.imds_endpoint),
+            make_aws=lambda region: Aws(AwsSettings(region=region, profile=args.profile)),
+            catalog=resources.load_catalog(args.catalog),
+            template_text=_tgi_unit_template(),
+            on_progress=_progress_printer(sys.stderr.isatty() and not args.json),
+        )
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+    else:
+        print(_bootstrap_text(result))
+    return 0 if result.healthy else 1
+
+
+def _restored_line(u: Any) -> str:
+    mode = "offline (HF_HUB_OFFLINE=1)" if u.offline else "online"
+    text = f"  {u.unit} ({u.model}): {u.action}, " + ("healthy" if u.healthy else "NOT healthy")
+    text += f", started {mode}, model cache {u.cache}"
+    if u.boot_to_healthy_s is not None:
+        text += f", healthy {u.boot_to_healthy_s:.1f} s after boot"
+    if u.failure:
+        text += f"\n    why: {u.failure}"
+    return text
+
+
+def _eip_line(e: Any) -> str:
+    where = f"{e.allocation_id}" + (f" ({e.public_ip})" if e.public_ip else "")
+    if e.changed:
+        return f"  Elastic IP {where}: moved from {e.before or 'nowhere'} to {e.after}"
+    return f"  Elastic IP {where}: stays on {e.after}"
+
+
+def _bootstrap_text(result: Any) -> str:
+    lines = [f"{result.instance_id} ({result.region}): record from {result.record_source}"]
+    lines += [_restored_line(u) for u in result.units]
+    if result.elastic_ip:
+        lines.append(_eip_line(result.elastic_ip))
+    lines += [f"  note: {n}" for n in result.notes]
+    lines.append(
+        f"  {'changed' if result.changed else 'nothing changed'}; took {result.elapsed_s:.1f} s"
+    )
+    return "\n".join(lines)
+
+
+def _reconcile_text(result: Any) -> str:
+    lines = [f"{result.selector}: {len(result.instances)} live instance(s)"]
+    for i in result.instances:
+        lines.append(f"{i.instance_id} via {i.destination or '-'}: record from {i.record_source}")
+        lines += [_restored_line(u) for u in i.units]
+        if i.failure:
+            lines.append(f"  failed: {i.failure}")
+    if result.elastic_ip:
+        lines.append(_eip_line(result.elastic_ip))
+    tg = result.target_group
+    if tg:
+        lines.append(
+            f"  target group: registered {', '.join(tg.registered) or 'none'}; "
+            f"deregistered {', '.join(tg.deregistered) or 'none'}"
+        )
+    lines += [f"  note: {n}" for n in result.notes]
+    lines.append(
+        f"  {'changed' if result.changed else 'nothing changed'}; "
+        f"{'healthy' if result.healthy else 'NOT healthy'}; took {result.elapsed_s:.1f} s"
+    )
+    return "\n".join(lines)
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    import time
+
+    from tgiops import reconcile, resources
+
+    if args.watch is not None and args.watch <= 0:
+        raise InputError(f"--watch {args.watch:g}: give a number of seconds > 0")
+    if args.timeout is not None and args.timeout <= 0:
+        raise InputError(f"--timeout {args.timeout:g}: give seconds > 0")
+    options = reconcile.ReconcileOptions(
+        asg_name=args.asg,
+        name_tag=args.name_tag,
+        elastic_ip=args.eip,
+        target_group_arn=args.target_group,
+        data_dir=args.data_dir,
+        timeout_s=args.timeout,
+        address=args.address,
+    )
+    aws = _aws_from(args)
+    template = _ssh_template(args)
+    catalog = resources.load_catalog(args.catalog)
+    show = _progress_printer(sys.stderr.isatty() and not args.json)
+    result = None
+    try:
+        while True:
+            try:
+                result = reconcile.reconcile(
+                    aws,
+                    options,
+                    ssh_template=template,
+                    catalog=catalog,
+                    template_text=_tgi_unit_template(),
+                    on_progress=show,
+                )
+            except InputError:
+                raise
+            except TgiopsError as exc:
+                if not args.watch:
+                    raise
+                print(f"tgiops: error: this pass failed: {exc}", file=sys.stderr, flush=True)
+            else:
+                if args.json:
+                    print(json.dumps(result.as_dict(), indent=None if args.watch else 2))
+                else:
+                    print(_reconcile_text(result), flush=True)
+            if not args.watch:
+                break
+            time.sleep(args.watch)
+    except KeyboardInterrupt:
+        if result is None:
+            raise
+    return 0 if result is not None and result.healthy else 1
+
+
+def cmd_watch_interruption(args: argparse.Namespace) -> int:
+    from tgiops import interruption
+    from tgiops.errors import AWSError
+    from tgiops.imds import Imds
+    from tgiops.localhost import LocalHost
+
+    options = interruption.WatchOptions(
+        data_dir=args.data_dir,
+        units=tuple(u.removesuffix(".service") for u in args.unit),
+        interval_s=args.interval,
+        on_rebalance=args.on_rebalance,
+        once=args.once,
+    )
+    imds = Imds(args.imds_endpoint)
+    try:
+        instance_id: str | None = imds.instance_id()
+    except AWSError as exc:
+        log.warning("no instance id from the metadata service (%s); watching anyway", exc)
+        instance_id = None
+    with LocalHost() as host:
+        result = interruption.watch_interruption(
+            host,
+            imds,
+            options,
+            instance_id=instance_id,
+            on_event=lambda message: print(f"tgiops: {message}", file=sys.stderr, flush=True),
+        )
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+    elif result.reason:
+        print(result.reason)
+        for s in result.stopped:
+            print(f"  {s.unit}: {s.state_after} (drain up to {s.grace_s} s)")
+    else:
+        print("no interruption notice")
+    return 1 if any(s.state_after == "active" for s in result.stopped) else 0
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ Steps (each says what it does through ``on_progress``):
 5. wait until healthy through an SSH tunnel to the loopback port: refused/timeouts while the
    unit lives = loading; a failed or restarting unit = crashed, at once;
 6. on failure roll back to the previous unit (and check it serves again), or stop and disable
-   the new one when there was none, and say why in words.
+   the new one when there was none, and say why in words;
+7. when healthy, write the deployment record on the data volume (tgiops.record), so a
+   replacement instance or ``tgiops reconcile`` can rebuild the same deployment.
 
 The token travels AWS -> memory -> SFTP -> a 0600 file. It is never in argv, a log line,
 an exception or the output; everything shown from the host passes through ``Redactor``.
@@ -27,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from tgiops import __version__, hardware, probe
+from tgiops import __version__, hardware, probe, record
 from tgiops.catalog import ModelSpec
 from tgiops.engine import Engine
 from tgiops.errors import DeployError, HealthError, InputError, ProbeError
@@ -209,6 +211,7 @@ def deploy(
                     report.unit.state if report.unit else None,
                     on_progress,
                 )
+                record.remember_deploy(host, request, the_plan, tgiops_version=__version__)
                 return DeployResult(
                     **base,
                     changed=False,
@@ -241,6 +244,7 @@ def deploy(
                 request.keep_failed,
                 on_progress,
             )
+        record.remember_deploy(host, request, the_plan, tgiops_version=__version__)
         return DeployResult(
             **base,
             changed=True,
