@@ -381,7 +381,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         )
     targets = _targets_from(args)
     template = (resources.shipped_path("unit_templates") / "tgi.service.j2").read_text()
-    aws = _aws_from(args) if (request.token_secret or request.api_key_secret) else None
+    needs_aws = request.token_secret or request.api_key_secret
+    needs_aws = needs_aws or any(t.instance is not None for t in targets)
+    aws = _aws_from(args) if needs_aws else None
     show = _progress_printer(sys.stderr.isatty() and not args.json)
     results = []
     for target in targets:
@@ -715,8 +717,12 @@ def cmd_logs(args: argparse.Namespace) -> int:
     try:
         for target in targets:
             prefix = f"{target.label}: " if many else ""
+
+            def show(line: str, prefix: str = prefix) -> None:
+                print(prefix + line, flush=True)
+
             with RemoteHost(target.ssh) as host:
-                logs.show_logs(host, request, lambda line, p=prefix: print(p + line, flush=True))
+                logs.show_logs(host, request, show)
     except KeyboardInterrupt:
         if not args.follow:
             raise
@@ -920,6 +926,13 @@ def _add_spot_ssh_args(parser: argparse.ArgumentParser) -> None:
     ssh.add_argument("--connect-timeout", type=float, default=10.0, metavar="S")
 
 
+def _require_root(why: str) -> None:
+    import os
+
+    if os.geteuid() != 0:
+        raise InputError(f"run this as root: {why} (on the instance: sudo tgiops ...)")
+
+
 def _tgi_unit_template() -> str:
     from tgiops import resources
 
@@ -933,9 +946,14 @@ def _record_tags(request: Any, result: Any) -> dict[str, str]:
     return record.instance_tags(record.from_deploy(request, result.plan, tgiops_version=""))
 
 
+USERDATA_LIMIT_BYTES = 16384  # EC2: "User data is limited to 16 KB, in raw form"
+
+
 def cmd_userdata(args: argparse.Namespace) -> int:
     from tgiops import bootstrap, deploy, hardware, record, resources
+    from tgiops.catalog import find_model
     from tgiops.engine import DEFAULT_TGI_VERSION, Engine
+    from tgiops.errors import UnknownModelError
     from tgiops.plan import plan
 
     request = deploy.DeployRequest(
@@ -970,9 +988,16 @@ def cmd_userdata(args: argparse.Namespace) -> int:
         if not sep:
             raise InputError(f"--env {pair!r}: give KEY=VALUE")
         env[key] = value
+    # The model's facts travel only for a model the built-in catalog lacks (user data is
+    # limited to 16 KB); their sources stay behind.
+    try:
+        builtin = find_model(resources.load_catalog(environ={}), request.model.alias)
+        carry_model = builtin.repo_id != request.model.repo_id
+    except UnknownModelError:
+        carry_model = True
     rec = record.DeploymentRecord(
         spec=record.DeploymentSpec.from_request(request),
-        model_spec=record.model_as_dict(request.model),
+        model_spec={**record.model_as_dict(request.model), "sources": {}} if carry_model else None,
     )
     options = bootstrap.UserdataOptions(
         record=rec,
@@ -997,6 +1022,12 @@ def cmd_userdata(args: argparse.Namespace) -> int:
         bootstrap_unit_template=(templates / "tgiops-bootstrap.service.j2").read_text(),
         watch_unit_template=(templates / "tgiops-watch-interruption.service.j2").read_text(),
     )
+    if len(text.encode()) > USERDATA_LIMIT_BYTES:
+        print(
+            f"tgiops: warning: the user data is {len(text.encode())} bytes; EC2 takes at most "
+            f"{USERDATA_LIMIT_BYTES} (before base64). Put the model in a catalog on the AMI.",
+            file=sys.stderr,
+        )
     if args.json:
         config = bootstrap.config_from_userdata(text, origin="the user data")
         print(
@@ -1024,6 +1055,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
         bootstrap.check_elastic_ip(args.eip)
     if args.timeout is not None and args.timeout <= 0:
         raise InputError(f"--timeout {args.timeout:g}: give seconds > 0")
+    _require_root("bootstrap installs and starts a systemd unit")
     options = bootstrap.BootstrapOptions(
         config_path=args.config,
         data_dir=args.data_dir,
@@ -1044,7 +1076,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
             on_progress=_progress_printer(sys.stderr.isatty() and not args.json),
         )
     if args.json:
-        print(json.dumps(result.as_dict(), indent=2))
+        print(json.dumps(result.as_dict()))  # one line: it lands in the journal
     else:
         print(_bootstrap_text(result))
     return 0 if result.healthy else 1
@@ -1170,6 +1202,7 @@ def cmd_watch_interruption(args: argparse.Namespace) -> int:
         on_rebalance=args.on_rebalance,
         once=args.once,
     )
+    _require_root("watch-interruption stops systemd units")
     imds = Imds(args.imds_endpoint)
     try:
         instance_id: str | None = imds.instance_id()

@@ -398,10 +398,10 @@ def host_report_script(
     lines += [
         "s gpus",
         f"nvidia-smi --query-gpu={fields} --format=csv,noheader,nounits 2>&1",
-        "s gpus-rc; echo $?",
+        "rc=$?; s gpus-rc; echo $rc",
         "s docker",
         "docker info --format '{{json .Runtimes}}' 2>&1",
-        "s docker-rc; echo $?",
+        "rc=$?; s docker-rc; echo $rc",
         "s disk",
         # The data directory may not exist yet: measure its nearest existing parent.
         f'd={q(data_dir)}; while [ ! -d "$d" ]; do d=$(dirname "$d"); done',

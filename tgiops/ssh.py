@@ -41,6 +41,13 @@ log = logging.getLogger(__name__)
 OUTPUT_TAIL_LINES = 20
 _GLOBAL_KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
 _TMP_MARKER = ".tgiops-tmp-"
+# A cut link must become an error, not a hang: unacknowledged data older than this aborts the
+# socket (TCP_USER_TIMEOUT, RFC 5482; Linux), waking every channel and SFTP call waiting on it.
+_DEAD_LINK_S = 30
+# The remote lock holder gives up after this long without a heartbeat from us, so a client
+# that vanished behind a cut link (sshd never hears of it) cannot lock a host for hours.
+_LOCK_LEASE_S = 90
+_LOCK_HEARTBEAT_S = 15
 
 
 @dataclass(frozen=True)
@@ -132,6 +139,7 @@ class RemoteHost:
         self._sftp_transport: Any = None
         self._lock = threading.RLock()
         self.round_trips = 0
+        self._locked_transport: Any = None  # the transport a remote lock lives on
 
     # -- identity --------------------------------------------------------------------------
 
@@ -196,6 +204,13 @@ class RemoteHost:
             transport = conn.client.get_transport()
             if transport is not None and transport.is_active():
                 return transport
+            if self._locked_transport is not None:
+                # The lock died with the old connection: going on would run unlocked.
+                raise SSHConnectError(
+                    f"lost the SSH connection to {self.name}, and with it the host lock; "
+                    "stopped there. Check the host (is sshd up, is it reachable?) and rerun: "
+                    "tgiops picks up from what is installed."
+                )
             self._open(conn)
             transport = conn.client.get_transport()
             assert transport is not None
@@ -259,13 +274,14 @@ class RemoteHost:
         except (paramiko.SSHException, OSError, EOFError) as exc:
             client.close()
             raise SSHConnectError(
-                f"cannot connect to {where} ({self.name}): {exc or type(exc).__name__}. Check "
+                f"cannot connect to {where} ({self.name}): {str(exc) or type(exc).__name__}. Check "
                 "that sshd is running there and the port is right."
             ) from exc
         transport = client.get_transport()
         if transport is not None:
             # Long health waits keep the connection idle; keepalives stop NAT/firewall drops.
             transport.set_keepalive(15)
+            _set_user_timeout(transport.sock, _DEAD_LINK_S)
 
     def close(self) -> None:
         """Close the connection (a later call reconnects)."""
@@ -308,7 +324,11 @@ class RemoteHost:
         lines = script.count("\n") + (0 if script.endswith("\n") else 1)
         shown = f"bash -s  # a {lines}-line script"
         command = "sudo -n bash -s" if self._needs_sudo() else "bash -s"
-        return self._exec(command, shown=shown, stdin=script, check=check, timeout_s=timeout_s)
+        # bash reads a script from stdin as it runs it: a command in it that reads stdin would
+        # swallow the lines after it. One brace group is parsed whole before it runs, and its
+        # commands get /dev/null as stdin.
+        wrapped = "{\n" + script.rstrip("\n") + "\n} </dev/null\n"
+        return self._exec(command, shown=shown, stdin=wrapped, check=check, timeout_s=timeout_s)
 
     # -- privilege -------------------------------------------------------------------------
 
@@ -389,7 +409,7 @@ class RemoteHost:
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise SSHConnectError(
                 f"lost the SSH connection to {self.name} while running `{shown}`: "
-                f"{exc or type(exc).__name__}. Check the host and retry."
+                f"{str(exc) or type(exc).__name__}. Check the host and retry."
             ) from exc
         result = CommandResult(
             command=shown,
@@ -458,6 +478,7 @@ class RemoteHost:
         tmp = self.run_script("\n".join(create) + "\n").stdout.strip()
         if not tmp.startswith(path + _TMP_MARKER):
             raise SSHError(f"on {self.name}: mktemp for {path} returned {tmp!r}; nothing written.")
+        sftp = None
         try:
             sftp = self._sftp_client()
             self.round_trips += 1
@@ -466,10 +487,17 @@ class RemoteHost:
                 handle.write(payload)
         except (OSError, EOFError, paramiko.SSHException) as exc:
             self._remove_quietly(tmp)
+            transport = sftp.get_channel().get_transport() if sftp is not None else None
+            if transport is not None and not transport.is_active():
+                raise SSHConnectError(
+                    f"lost the SSH connection to {self.name} while uploading {path} "
+                    f"({str(exc) or type(exc).__name__}); {path} was left unchanged. Check the "
+                    "host (is sshd up, is it reachable?) and rerun."
+                ) from exc
             raise SSHError(
                 f"uploading {len(payload)} bytes to {self.name}:{path} failed: "
-                f"{exc or type(exc).__name__}. {path} was left unchanged; check free space and "
-                "permissions there."
+                f"{str(exc) or type(exc).__name__}. {path} was left unchanged; check free space "
+                "and permissions there."
             ) from exc
         expected = hashlib.sha256(payload).hexdigest()
         install = [
@@ -526,7 +554,7 @@ class RemoteHost:
             self._exec(f"rm -rf -- {q(stage)}", shown="rm", stdin=None, check=False, timeout_s=None)
             raise SSHError(
                 f"uploading {len(payload)} bytes to {self.name}:{path} failed: "
-                f"{exc or type(exc).__name__}. {path} was left unchanged."
+                f"{str(exc) or type(exc).__name__}. {path} was left unchanged."
             ) from exc
         expected = hashlib.sha256(payload).hexdigest()
         install = [
@@ -580,8 +608,8 @@ class RemoteHost:
             return None
         except (OSError, EOFError, paramiko.SSHException) as exc:
             raise SSHError(
-                f"cannot read {self.name}:{path}: {exc or type(exc).__name__}. Check permissions "
-                "(tgiops reads system files as the SSH user)."
+                f"cannot read {self.name}:{path}: {str(exc) or type(exc).__name__}. Check "
+                "permissions (tgiops reads system files as the SSH user)."
             ) from exc
 
     # -- tunnels ---------------------------------------------------------------------------
@@ -590,10 +618,13 @@ class RemoteHost:
     def hold_lock(self, path: str, *, timeout_s: float) -> Iterator[None]:
         """Hold an exclusive ``flock`` on ``path`` on the host while the block runs.
 
-        A remote ``flock`` runs ``cat`` on this channel's stdin while it holds the lock: when
-        the block ends we close the channel, and if tgiops dies or the connection drops, sshd
-        closes it for us; either way ``cat`` sees end-of-file and the lock is released, so a
-        crashed deploy never leaves a host locked. Waiting longer than ``timeout_s`` for
+        A remote ``flock`` reads this channel's stdin while it holds the lock: when the block
+        ends we close the channel, and if tgiops dies or the connection drops, sshd closes it
+        for us; either way the reader sees end-of-file and the lock is released, so a crashed
+        deploy never leaves a host locked. A cut link hides our end from sshd, so we also send
+        a heartbeat line every ``_LOCK_HEARTBEAT_S`` and the holder gives up after
+        ``_LOCK_LEASE_S`` without one. While the lock is held, a lost connection is not
+        silently reopened (that would go on unlocked). Waiting longer than ``timeout_s`` for
         another holder raises SSHError.
         """
         import paramiko
@@ -602,7 +633,7 @@ class RemoteHost:
         wait_s = max(1, int(timeout_s))
         command = self._as_root(
             f"mkdir -p {q(posixpath.dirname(path) or '/')} && exec flock -w {wait_s} {q(path)} "
-            "sh -c 'echo locked; exec cat >/dev/null'"
+            f"bash -c 'echo locked; while read -r -t {_LOCK_LEASE_S} _; do :; done'"
         )
         transport = self._transport()
         self.round_trips += 1
@@ -628,9 +659,15 @@ class RemoteHost:
                 f"lost the SSH connection to {self.name} while locking {path}: {exc}"
             ) from exc
         log.debug("%s: holding %s", self.name, path)
+        stop = threading.Event()
+        beat = threading.Thread(target=_heartbeat, args=(channel, stop), daemon=True)
+        beat.start()
+        self._locked_transport = transport
         try:
             yield
         finally:
+            self._locked_transport = None
+            stop.set()
             with contextlib.suppress(Exception):
                 channel.shutdown_write()
                 channel.close()
@@ -714,6 +751,23 @@ class RemoteHost:
         finally:
             channel.close()
             client.close()
+
+
+def _set_user_timeout(sock: Any, seconds: float) -> None:
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)  # Linux only; elsewhere keepalives only
+    if option is None or not isinstance(sock, socket.socket):  # ProxyCommand/ProxyJump: no TCP
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, option, int(seconds * 1000))
+
+
+def _heartbeat(channel: Any, stop: threading.Event) -> None:
+    """Feed the remote lock holder a line now and then (see ``_LOCK_LEASE_S``)."""
+    while not stop.wait(_LOCK_HEARTBEAT_S):
+        try:
+            channel.sendall(b"\n")
+        except Exception:  # the connection is gone; the holder's lease runs out on its own
+            return
 
 
 def _send_all(channel: Any, data: bytes, errors: list[BaseException]) -> None:

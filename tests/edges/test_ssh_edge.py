@@ -77,6 +77,12 @@ def test_run_script_is_one_round_trip(ssh_env: SshEnv) -> None:
     assert marker.exists()
 
 
+def test_a_command_reading_stdin_cannot_swallow_the_rest_of_a_script(ssh_env: SshEnv) -> None:
+    host = ssh_env.host()
+    result = host.run_script("cat >/dev/null\necho still-running\n")
+    assert result.stdout == "still-running\n"
+
+
 def test_run_script_failure_does_not_echo_the_script(ssh_env: SshEnv) -> None:
     host = ssh_env.host()
     with pytest.raises(RemoteCommandError) as info:
