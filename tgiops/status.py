@@ -413,7 +413,8 @@ def parse_unit_plan(unit_text: str) -> UnitPlan:
         source, _, target = spec.partition(":")
         if target.split(":")[0] == "/data":
             data_dir = source
-    container = (options.get("--name") or [None])[0]
+    names = options.get("--name") or []
+    container = names[0] if names else None
     return UnitPlan(
         alias=alias,
         model_id=launcher.get("--model-id") or model_from_header,

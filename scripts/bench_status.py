@@ -1,0 +1,305 @@
+#!/usr/bin/env python3
+"""Benchmark `tgiops status` on 1, 5 and 20 hosts behind a 50 ms round trip (not a test).
+
+Setup: REAL testbed hosts (default 4; scripts/testbed) each serve the emulator's tiny model,
+deployed with `tgiops deploy`. Every benchmark "host" is an SSH destination that reaches one
+of them through its own delay proxy (an asyncio TCP relay that holds each chunk DELAY_MS in
+each direction: +2 x DELAY_MS per round trip; netem is not available here, testbed-notes.md),
+so 20 destinations mean 20 SSH connections, each paying the added latency on every round
+trip. The proxies' host keys are the real hosts' keys, written to a private known_hosts under
+the proxies' names, so strict host-key checking stays on.
+
+Prints, per case: wall time (median of --repeat runs, through the library call the CLI makes),
+the same through relays without delay (what CPUs alone cost), the difference (what the added
+latency costs), this process's CPU time, SSH command round trips per host (tgiops' own counter;
+the SSH handshake comes on top), the verdicts seen; then the ratio 20 hosts / 1 host (goal:
+under 1.5), and a sequential run (--parallel 1) for comparison.
+
+Note: on one machine the remote side of every "host" shares this machine's CPUs (the status
+script runs systemctl, docker, curl and nvidia-smi there), which real fleets do not.
+
+Usage: scripts/bench_status.py [--cases 1,5,20] [--real-hosts 4] [--delay-ms 25] [--repeat 3]
+       [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+TINY_CONFIG = REPO / "scripts" / "tgi_emulator" / "hub" / "tgiops-test--tiny-llama" / "config.json"
+
+
+# --- the delay proxy ---------------------------------------------------------------------------
+
+
+class DelayProxy:
+    """TCP relays on 127.0.0.1 that add ``delay_s`` to every chunk, in each direction, without
+    slowing throughput (chunks queue with their due time and keep their order)."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        self._servers: list[asyncio.AbstractServer] = []
+
+    def add(self, upstream_host: str, upstream_port: int) -> int:
+        """A new listening port relaying to upstream; returns the port."""
+
+        async def start() -> int:
+            server = await asyncio.start_server(
+                lambda r, w: self._relay(r, w, upstream_host, upstream_port), "127.0.0.1", 0
+            )
+            self._servers.append(server)
+            return server.sockets[0].getsockname()[1]
+
+        return asyncio.run_coroutine_threadsafe(start(), self.loop).result(timeout=10)
+
+    async def _relay(self, reader, writer, host: str, port: int) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(host, port)
+        except OSError:
+            writer.close()
+            return
+        await asyncio.gather(
+            self._pump(reader, up_writer), self._pump(up_reader, writer), return_exceptions=True
+        )
+        writer.close()
+        up_writer.close()
+
+    async def _pump(self, reader, writer) -> None:
+        """Copy reader -> writer, each chunk DELAY later; end with a half-close (EOF) so the
+        other direction finishes on its own."""
+        queue: asyncio.Queue = asyncio.Queue()
+
+        async def deliver() -> None:
+            while True:
+                due, chunk = await queue.get()
+                wait = due - self.loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                if chunk is None:
+                    break
+                writer.write(chunk)
+                await writer.drain()
+            if writer.can_write_eof():
+                writer.write_eof()
+
+        sender = asyncio.ensure_future(deliver())
+        try:
+            while chunk := await reader.read(65536):
+                queue.put_nowait((self.loop.time() + self.delay_s, chunk))
+        except ConnectionError:
+            pass
+        queue.put_nowait((self.loop.time() + self.delay_s, None))
+        with contextlib.suppress(ConnectionError):
+            await sender
+
+    def close(self) -> None:
+        """Stop listening. Relays still open die with this process (the loop's thread is a
+        daemon), which is all a benchmark needs."""
+        for server in self._servers:
+            self.loop.call_soon_threadsafe(server.close)
+
+
+# --- setup -------------------------------------------------------------------------------------
+
+
+def testbed(*args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "testbed"), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"scripts/testbed {' '.join(args)} failed:\n{result.stderr[-2000:]}")
+    return result.stdout
+
+
+def boot_and_deploy(names: list[str]) -> list[dict]:
+    hosts = []
+    for name in names:
+        info = json.loads(testbed("up", "--name", name, "--gpus", "1xA10G"))
+        print(f"  {name} up at {info['address']}", file=sys.stderr)
+        deployed = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tgiops.cli",
+                "deploy",
+                "--model-config",
+                str(TINY_CONFIG),
+                "--model-id",
+                "tgiops-test/tiny-llama",
+                "--host",
+                name,
+                "--ssh-config",
+                info["ssh_config"],
+                "--no-token",
+                "--unit",
+                "tgiops-bench",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            check=False,
+        )
+        if deployed.returncode != 0:
+            raise SystemExit(f"deploy on {name} failed:\n{deployed.stderr[-2000:]}")
+        hosts.append(info)
+    return hosts
+
+
+def host_key(known_hosts: str, name: str, address: str) -> str:
+    for line in Path(known_hosts).read_text().splitlines():
+        names, _, key = line.partition(" ")
+        if name in names.split(",") or address in names.split(","):
+            return key
+    raise SystemExit(f"no host key for {name} in {known_hosts}")
+
+
+def write_proxy_config(hosts: list[dict], proxy: DelayProxy, count: int, workdir: Path) -> Path:
+    workdir.mkdir(parents=True, exist_ok=True)
+    known = workdir / "known_hosts"
+    config = workdir / "ssh_config"
+    known_lines, config_lines = [], []
+    for i in range(count):
+        real = hosts[i % len(hosts)]
+        port = proxy.add(real["address"], 22)
+        key = host_key(real["known_hosts"], real["name"], real["address"])
+        known_lines.append(f"[127.0.0.1]:{port} {key}")
+        config_lines += [
+            f"Host bench-{i}",
+            "    HostName 127.0.0.1",
+            f"    Port {port}",
+            f"    User {real['user']}",
+            f"    IdentityFile {real['identity']}",
+            "    IdentitiesOnly yes",
+            f"    UserKnownHostsFile {known}",
+            "    StrictHostKeyChecking yes",
+            "",
+        ]
+    known.write_text("\n".join(known_lines) + "\n")
+    config.write_text("\n".join(config_lines))
+    return config
+
+
+# --- measuring ---------------------------------------------------------------------------------
+
+
+def measure(config: Path, count: int, repeat: int, parallel: int) -> dict:
+    from tgiops.ssh import SSHTarget
+    from tgiops.status import StatusRequest, gather_status
+    from tgiops.targets import Target
+
+    targets = [
+        Target(f"bench-{i}", SSHTarget(destination=f"bench-{i}", ssh_config_path=str(config)))
+        for i in range(count)
+    ]
+    request = StatusRequest(max_parallel=parallel)
+    times, cpu, trips, verdicts = [], [], set(), {}
+    for _ in range(repeat):
+        started, started_cpu = time.monotonic(), time.process_time()
+        report = gather_status(targets, request)
+        times.append(time.monotonic() - started)
+        cpu.append(time.process_time() - started_cpu)
+        trips |= {h.round_trips for h in report.hosts}
+        verdicts = report.counts()
+    return {
+        "hosts": count,
+        "wall_s": statistics.median(times),
+        "runs_s": times,
+        "client_cpu_s": statistics.median(cpu),
+        "round_trips_per_host": sorted(trips),
+        "verdicts": {k: v for k, v in verdicts.items() if v},
+    }
+
+
+def measure_rtt(config: Path) -> float:
+    """One command on an open connection through a proxy: the added round trip, measured."""
+    from tgiops.ssh import RemoteHost, SSHTarget
+
+    with RemoteHost(SSHTarget(destination="bench-0", ssh_config_path=str(config))) as host:
+        host.run("true")
+        samples = []
+        for _ in range(5):
+            started = time.monotonic()
+            host.run("true")
+            samples.append(time.monotonic() - started)
+    return statistics.median(samples)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", default="1,5,20")
+    parser.add_argument("--real-hosts", type=int, default=4)
+    parser.add_argument("--delay-ms", type=float, default=25.0, help="one way (RTT: twice)")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--keep", action="store_true", help="leave the testbed hosts up")
+    args = parser.parse_args()
+    cases = [int(c) for c in args.cases.split(",")]
+    names = [f"bench-{i + 1}" for i in range(args.real_hosts)]
+    print(f"booting {len(names)} testbed hosts and deploying the tiny model ...", file=sys.stderr)
+    hosts = boot_and_deploy(names)
+    proxy = DelayProxy(args.delay_ms / 1000)
+    direct = DelayProxy(0.0)  # same relays, no delay: what the CPUs alone cost
+    try:
+        with tempfile.TemporaryDirectory(prefix="tgiops-bench-") as tmp:
+            config = write_proxy_config(hosts, proxy, max(cases), Path(tmp) / "delayed")
+            config0 = write_proxy_config(hosts, direct, max(cases), Path(tmp) / "direct")
+            rtt = measure_rtt(config)
+            results = [measure(config, n, args.repeat, parallel=32) for n in cases]
+            baseline = {n: measure(config0, n, args.repeat, parallel=32) for n in cases}
+            sequential = measure(config, min(5, max(cases)), 1, parallel=1)
+    finally:
+        proxy.close()
+        direct.close()
+        if not args.keep:
+            for name in names:
+                testbed("down", "--name", name)
+    print(
+        f"tgiops status benchmark: {args.real_hosts} testbed hosts behind per-destination "
+        f"delay proxies (+{2 * args.delay_ms:g} ms per round trip; a command on an open SSH "
+        f"connection measured {rtt * 1000:.0f} ms), median of {args.repeat} runs"
+    )
+    print(
+        f"{'hosts':>5}  {'wall s':>7}  {'no-delay s':>10}  {'latency cost s':>14}  "
+        f"{'client CPU s':>12}  {'round trips/host':>16}  verdicts"
+    )
+    for r in results:
+        trips = ",".join(str(t) for t in r["round_trips_per_host"])
+        plain = baseline[r["hosts"]]["wall_s"]
+        print(
+            f"{r['hosts']:>5}  {r['wall_s']:>7.2f}  {plain:>10.2f}  {r['wall_s'] - plain:>14.2f}  "
+            f"{r['client_cpu_s']:>12.2f}  {trips:>16}  {r['verdicts']}"
+        )
+    by_count = {r["hosts"]: r["wall_s"] for r in results}
+    if 1 in by_count and 20 in by_count:
+        print(f"ratio 20 hosts / 1 host: {by_count[20] / by_count[1]:.2f} (goal < 1.5)")
+        plain = {n: b["wall_s"] for n, b in baseline.items()}
+        print(
+            f"same ratio without the added delay: {plain[20] / plain[1]:.2f} (what this "
+            "machine's shared CPUs cost: every host's status script runs on them too)"
+        )
+    print(f"sequential (--parallel 1), {sequential['hosts']} hosts: {sequential['wall_s']:.2f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
