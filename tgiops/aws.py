@@ -280,7 +280,9 @@ class Aws:
     ) -> AWSError:
         code = exc.response.get("Error", {}).get("Code", "")
         message = _scrub(exc.response.get("Error", {}).get("Message", "") or str(exc), secret)
-        if code in _DENIED_CODES:
+        # botocore files a 403 whose body it cannot parse under the bare status code (moto
+        # answers a JSON-protocol service's AccessDenied in XML; so may a proxy): still a denial.
+        if code in _DENIED_CODES or code == "403":
             return error(
                 f"{what} was denied ({code}): the AWS identity needs the IAM permission "
                 f"{iam_action} in {self.region}. Grant it, or use --profile with one that has it."

@@ -273,7 +273,14 @@ def _lines_of(node: yaml.Node | None) -> tuple[dict[str, int], dict[tuple[str, s
 
 def parse_catalog(text: str, origin: str) -> dict[str, ModelSpec]:
     """Parse catalog YAML text (``models.yaml`` format) into alias -> ModelSpec."""
-    loader = _CatalogLoader(text)
+    try:
+        loader = _CatalogLoader(text)
+    except yaml.reader.ReaderError as exc:  # checked up front: control characters and the like
+        char = exc.character
+        shown = repr(chr(char)) if isinstance(char, int) else repr(char)
+        raise _error(
+            origin, None, None, None, f"not valid YAML: {exc.reason} ({shown}, at {exc.position})"
+        ) from exc
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None

@@ -247,7 +247,8 @@ def resolve_inventory(args: argparse.Namespace):  # -> GpuInventory
             raise InputError("--gpus and --gpu-memory-gib go with --gpu, not --instance-type")
         return hardware.inventory_for_instance_type(args.instance_type)
     if args.gpu:
-        return hardware.inventory_from_spec(args.gpu, args.gpus or 1, args.gpu_memory_gib)
+        gpus = 1 if args.gpus is None else args.gpus  # `--gpus 0` is an error, not 1
+        return hardware.inventory_from_spec(args.gpu, gpus, args.gpu_memory_gib)
     raise InputError(
         "which hardware? Give --instance-type TYPE (e.g. g5.12xlarge) or --gpu NAME --gpus N"
     )
@@ -656,6 +657,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         raise InputError(f"--watch {args.watch:g}: give a refresh interval in seconds > 0")
     if args.parallel < 1:
         raise InputError(f"--parallel {args.parallel}: give at least 1")
+    from tgiops.render import UNIT_NAME_RE
+
+    for unit in args.unit:  # refused here (exit 2), not reported as an unreachable host
+        if not UNIT_NAME_RE.fullmatch(unit.removesuffix(".service")):
+            raise InputError(f"--unit {unit!r} is not a tgiops unit name (e.g. tgiops-phi-3-mini)")
     tty = sys.stdout.isatty() and not args.json
     console = None
     if tty:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import math
 import re
 from dataclasses import dataclass
 
@@ -398,6 +399,7 @@ def inventory_from_spec(gpu: str, count: int, memory_gib: float | None = None) -
         if (
             isinstance(memory_gib, bool)
             or not isinstance(memory_gib, (int, float))
+            or not math.isfinite(memory_gib * MIB_PER_GIB)  # nan, inf: argparse takes them
             or memory_gib <= 0
         ):
             raise PlanInputError(

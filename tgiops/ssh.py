@@ -48,6 +48,7 @@ _DEAD_LINK_S = 30
 # that vanished behind a cut link (sshd never hears of it) cannot lock a host for hours.
 _LOCK_LEASE_S = 90
 _LOCK_HEARTBEAT_S = 15
+_EOF_GRACE_S = 2.0  # after the exit status, how long to wait for the output's end
 
 
 @dataclass(frozen=True)
@@ -271,6 +272,17 @@ class RemoteHost:
                 "that its security group allows port "
                 f"{conn.port} from here."
             ) from exc
+        except paramiko.ssh_exception.NoValidConnectionsError as exc:
+            # Refused or unreachable on every address (its own text says "[Errno None]").
+            client.close()
+            reasons = sorted(
+                {os.strerror(e.errno) if e.errno else str(e) for e in exc.errors.values()}
+            )
+            raise SSHConnectError(
+                f"cannot connect to {where} ({self.name}): {'; '.join(reasons)}. Check that the "
+                f"instance is running, that sshd listens on port {conn.port} and that its "
+                "security group allows it from here."
+            ) from exc
         except (paramiko.SSHException, OSError, EOFError) as exc:
             client.close()
             raise SSHConnectError(
@@ -378,6 +390,7 @@ class RemoteHost:
                         target=_send_all, args=(channel, data, send_error), daemon=True
                     )
                     sender.start()
+                exited_at: float | None = None
                 while True:
                     while channel.recv_ready():
                         stdout += channel.recv(65536)
@@ -386,10 +399,17 @@ class RemoteHost:
                     if channel.exit_status_ready() and not (
                         channel.recv_ready() or channel.recv_stderr_ready()
                     ):
-                        break
+                        # sshd may send the exit status before the last output (RFC 4254
+                        # 6.10): the output is complete at end-of-file. A background child
+                        # holding stdout open would delay that forever, hence the grace.
+                        if channel.eof_received or channel.closed:
+                            break
+                        exited_at = exited_at or time.monotonic()
+                        if time.monotonic() - exited_at > _EOF_GRACE_S:
+                            break
                     if channel.closed and channel.eof_received and not channel.recv_ready():
                         break
-                    wait_s = 0.5
+                    wait_s = 0.5 if exited_at is None else 0.05
                     if deadline is not None:
                         wait_s = min(wait_s, deadline - time.monotonic())
                         if wait_s <= 0:

@@ -1,0 +1,710 @@
+"""`tgiops bootstrap` (on the instance, at boot) and `tgiops userdata` (the launch template side).
+
+Bootstrap flow, run by ``tgiops-bootstrap.service`` (a oneshot the user data installs):
+
+1. Who am I: instance id and region from IMDSv2 (``--instance-id``/``--region`` override).
+2. What to deploy: the first source that has a deployment record (tgiops.record) wins:
+   the data volume (``<data_dir>/tgiops/deployments/*.json``: what last ran, kept with the
+   model cache), then ``/etc/tgiops/bootstrap.json`` (written by the user data), then the user
+   data itself from IMDS, then the instance's tags from IMDS (InstanceMetadataTags=enabled).
+3. For each record (:func:`restore`, shared with ``tgiops reconcile``): look at the host in one
+   round trip (is the model complete in the cache? is a unit installed, loading?), start
+   offline (``HF_HUB_OFFLINE=1``) when the cache is complete and no online unit is installed,
+   wait for an installed unit that is still loading instead of restarting it, then run the
+   regular deploy (lock, probe the GPUs, plan, render, atomic install, health wait): the token
+   comes from Secrets Manager with the instance role; an unchanged, healthy unit is left alone.
+4. When healthy, point the Elastic IP at this instance (unless it already is).
+
+Running it twice changes nothing: the same record renders the same unit, which deploy leaves
+running; the Elastic IP is only re-associated when it points elsewhere; the record on the data
+volume is rewritten only when the deployment differs.
+
+The instance role needs two permissions, plus one optional read (:func:`iam_policy`):
+``secretsmanager:GetSecretValue`` on the token's secret (and ``kms:Decrypt`` when the secret
+uses a customer managed key), ``ec2:AssociateAddress`` on the Elastic IP and the instances,
+and ``ec2:DescribeAddresses`` (optional: without it bootstrap re-associates every boot, which
+AllowReassociation makes harmless).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import re
+import shlex
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tgiops import __version__, probe
+from tgiops.catalog import ModelSpec
+from tgiops.errors import AWSError, HealthError, InputError, TgiopsError
+from tgiops.localhost import seconds_since_boot
+from tgiops.record import DeploymentRecord, first_found, read_records, records_from_tags
+
+log = logging.getLogger(__name__)
+
+CONFIG_PATH = "/etc/tgiops/bootstrap.json"
+CONFIG_FORMAT = "tgiops.bootstrap/1"
+DEFAULT_DATA_DIR = "/var/lib/tgiops/data"
+TGIOPS_BIN = "/opt/tgiops/bin/tgiops"
+USERDATA_JSON_DELIMITER = "TGIOPS_BOOTSTRAP_JSON"
+_EIP_RE = re.compile(r"eipalloc-[0-9a-f]{8,17}")
+_EFS_RE = re.compile(r"fs-[0-9a-f]{8,17}")
+_DEVICE_RE = re.compile(r"/dev/[A-Za-z0-9/_.-]+")
+_ENV_NAME_RE = re.compile(r"[A-Z_][A-Z0-9_]*")
+# User data is readable by anyone allowed ec2:DescribeInstanceAttribute: no secrets in it.
+_SECRET_LOOKING = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|ACCESS_KEY|API_KEY|CREDENTIAL")
+
+Progress = Callable[[str], None]
+
+
+# -- the bootstrap config (user data) ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BootstrapConfig:
+    """``/etc/tgiops/bootstrap.json``: what the user data says to deploy, and where."""
+
+    records: tuple[DeploymentRecord, ...]
+    elastic_ip: str | None = None
+    region: str | None = None
+    timeout_s: float | None = None
+
+    def to_json(self) -> str:
+        data = {
+            "format": CONFIG_FORMAT,
+            "deployments": [r.as_dict() for r in self.records],
+            "elastic_ip": self.elastic_ip,
+            "region": self.region,
+            "timeout_s": self.timeout_s,
+        }
+        return json.dumps(data, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str, *, origin: str) -> BootstrapConfig:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{origin}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+        if not isinstance(data, dict) or data.get("format") != CONFIG_FORMAT:
+            raise InputError(
+                f"{origin}: not a tgiops bootstrap config (format {data.get('format')!r} "
+                f"instead of {CONFIG_FORMAT!r}); regenerate it with `tgiops userdata`"
+                if isinstance(data, dict)
+                else f"{origin}: not a tgiops bootstrap config"
+            )
+        records = tuple(
+            DeploymentRecord.from_dict(d, origin=origin) for d in data.get("deployments") or ()
+        )
+        elastic_ip = data.get("elastic_ip") or None
+        if elastic_ip is not None:
+            check_elastic_ip(str(elastic_ip))
+        timeout = data.get("timeout_s")
+        return cls(
+            records=records,
+            elastic_ip=elastic_ip,
+            region=data.get("region") or None,
+            timeout_s=float(timeout) if timeout else None,
+        )
+
+
+def config_from_userdata(text: str | None, *, origin: str) -> BootstrapConfig | None:
+    """The config embedded in user data printed by ``tgiops userdata`` (a quoted heredoc)."""
+    if not text:
+        return None
+    lines = text.splitlines()
+    start = next(
+        (i for i, line in enumerate(lines) if line.endswith(f"<<'{USERDATA_JSON_DELIMITER}'")),
+        None,
+    )
+    if start is None:
+        return None
+    try:
+        end = lines.index(USERDATA_JSON_DELIMITER, start + 1)
+    except ValueError:
+        return None
+    return BootstrapConfig.from_json("\n".join(lines[start + 1 : end]), origin=origin)
+
+
+def check_elastic_ip(allocation_id: str) -> str:
+    if not _EIP_RE.fullmatch(allocation_id):
+        raise InputError(
+            f"--eip {allocation_id!r} is not an Elastic IP allocation id like eipalloc-0abc1234 "
+            "(`aws ec2 describe-addresses` lists them)"
+        )
+    return allocation_id
+
+
+# -- restoring one deployment on one host (bootstrap and reconcile) ----------------------------
+
+
+@dataclass(frozen=True)
+class HostLook:
+    """What the host says before a restore (one round trip)."""
+
+    cache: str  # complete / partial / absent
+    installed: str  # none / online / offline (an installed unit with HF_HUB_OFFLINE=1)
+    state: probe.UnitState
+
+
+@dataclass(frozen=True)
+class Restored:
+    """The outcome of restoring one record on one host."""
+
+    unit: str
+    model: str
+    port: int
+    action: str  # unchanged / deployed / failed
+    healthy: bool
+    offline: bool
+    cache: str
+    record_source: str
+    deploy: Any = None  # tgiops.deploy.DeployResult, when deploy ran
+    failure: str | None = None
+    waited_for_loading: bool = False
+    boot_to_healthy_s: float | None = None
+
+    @property
+    def changed(self) -> bool:
+        return self.action == "deployed"
+
+    def as_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "unit": self.unit,
+            "model": self.model,
+            "port": self.port,
+            "action": self.action,
+            "changed": self.changed,
+            "healthy": self.healthy,
+            "offline": self.offline,
+            "cache": self.cache,
+            "record_source": self.record_source,
+            "waited_for_loading": self.waited_for_loading,
+            "boot_to_healthy_s": _round(self.boot_to_healthy_s),
+            "failure": self.failure,
+        }
+        if self.deploy is not None:
+            from tgiops import output
+
+            data["deploy"] = output.deploy_as_dict(self.deploy)
+        return data
+
+
+def host_cache_dir(record: DeploymentRecord, model: ModelSpec) -> str:
+    """The model's Hugging Face cache folder on the host (the data dir is /data in TGI)."""
+    from tgiops.engine import Engine
+
+    in_container = Engine.tgi(record.spec.tgi_version).cache_dir_in_container(model.repo_id)
+    return record.spec.data_dir.rstrip("/") + in_container[len("/data") :]
+
+
+def look_script(record: DeploymentRecord, model: ModelSpec) -> str:
+    """Bash that prints ``cache=...``, ``installed=...`` and the unit's systemctl facts.
+
+    The cache counts as complete like TGI's own offline check (utils/hub.py
+    ``_get_cached_revision_directory`` + ``weight_files``): ``refs/<revision>`` names a
+    snapshot that holds ``*.safetensors``; and no ``blobs/*.incomplete`` is left by an
+    interrupted download. Anything less starts online, which still works with network.
+    """
+    from tgiops.render import UNIT_DIR
+
+    q = shlex.quote
+    unit_path = f"{UNIT_DIR}/{record.unit}.service"
+    return f"""set +e
+d={q(host_cache_dir(record, model))}
+rev={q(model.revision or "main")}
+sha="$rev"
+if [ -f "$d/refs/$rev" ]; then sha=$(cat "$d/refs/$rev"); fi
+snap="$d/snapshots/$sha"
+if [ -n "$sha" ] && [ -d "$snap" ] && ls -- "$snap" 2>/dev/null | grep -q '[.]safetensors$' \\
+   && ! ls -- "$d/blobs" 2>/dev/null | grep -q '[.]incomplete$'; then
+  echo cache=complete
+elif [ -d "$d" ]; then echo cache=partial
+else echo cache=absent
+fi
+if [ -f {q(unit_path)} ]; then
+  if grep -q 'HF_HUB_OFFLINE=1' {q(unit_path)}; then echo installed=offline
+  else echo installed=online; fi
+else echo installed=none
+fi
+{probe.systemctl_show_command(record.unit)}
+"""
+
+
+def look(host: Any, record: DeploymentRecord, model: ModelSpec) -> HostLook:
+    out = host.run_script(look_script(record, model), check=False).stdout
+    facts = dict(
+        line.split("=", 1) for line in out.splitlines() if line.startswith(("cache=", "installed="))
+    )
+    state = probe.unit_state_from_show(probe.parse_systemctl_show(out))
+    return HostLook(facts.get("cache", "absent"), facts.get("installed", "none"), state)
+
+
+def restore(
+    host: Any,
+    record: DeploymentRecord,
+    *,
+    catalog: Mapping[str, ModelSpec],
+    get_secret: Callable[[str], str] | None,
+    template_text: str,
+    record_source: str,
+    timeout_s: float | None = None,
+    on_progress: Progress = lambda message: None,
+) -> Restored:
+    """Bring ``record`` up on ``host`` and wait until healthy; never raises a TgiopsError."""
+    from tgiops import deploy
+
+    model_alias = record.spec.model
+    try:
+        model = record.resolve_model(catalog)
+        seen = look(host, record, model)
+        # Keep an installed online unit online: switching it to offline would restart a
+        # healthy endpoint for nothing. A fresh root volume (spot relaunch) starts offline
+        # when the whole model is in the cache.
+        offline = seen.cache == "complete" and seen.installed != "online"
+        request = record.to_request(catalog, offline=offline, timeout_s=timeout_s)
+        waited = False
+        if (
+            seen.installed != "none"
+            and seen.state.active_state in ("active", "activating")
+            and seen.state.sub_state != "auto-restart"  # crash-looping: redeploy at once
+        ):
+            waited = _wait_if_loading(host, record, seen.state, request, on_progress)
+        on_progress(
+            f"{record.unit}: model cache {seen.cache}; starting "
+            + ("offline (HF_HUB_OFFLINE=1)" if offline else "online")
+        )
+        result = deploy.deploy(
+            host,
+            request,
+            get_secret=get_secret,
+            template_text=template_text,
+            on_progress=on_progress,
+        )
+    except TgiopsError as exc:
+        log.error("%s: restoring %s failed: %s", host.name, record.unit, exc)
+        return Restored(
+            unit=record.unit,
+            model=model_alias,
+            port=record.spec.port,
+            action="failed",
+            healthy=False,
+            offline=False,
+            cache="unknown",
+            record_source=record_source,
+            failure=str(exc),
+        )
+    healthy = result.healthy
+    return Restored(
+        unit=record.unit,
+        model=model_alias,
+        port=record.spec.port,
+        action=("deployed" if result.changed else "unchanged") if healthy else "failed",
+        healthy=healthy,
+        offline=offline,
+        cache=seen.cache,
+        record_source=record_source,
+        deploy=result,
+        failure=None if healthy else (result.failure or "not healthy"),
+        waited_for_loading=waited,
+        boot_to_healthy_s=seconds_since_boot(host) if healthy else None,
+    )
+
+
+def _wait_if_loading(
+    host: Any,
+    record: DeploymentRecord,
+    baseline: probe.UnitState,
+    request: Any,
+    on_progress: Progress,
+) -> bool:
+    """An installed unit that is still loading (a reboot, a second bootstrap) is waited for,
+    not restarted: deploy itself only gives an unchanged unit 30 s before restarting it."""
+    from tgiops import deploy, health
+
+    with host.forward_local_port(record.spec.port) as local_port:
+        base_url = f"http://127.0.0.1:{local_port}"
+        if health.probe_health(base_url).state == "ready":
+            return False
+
+        def is_alive() -> bool:
+            out = host.run(probe.systemctl_show_command(record.unit), check=False).stdout
+            state = probe.unit_state_from_show(probe.parse_systemctl_show(out))
+            return state.active_state in ("active", "activating") and (state.n_restarts or 0) <= (
+                baseline.n_restarts or 0
+            )
+
+        on_progress(f"{record.unit} is installed and loading; waiting for it")
+        try:
+            health.wait_until_healthy(
+                base_url,
+                timeout_s=request.timeout_s or deploy.default_timeout_s(request.model),
+                interval_s=2.0,
+                consecutive_successes=1,
+                is_alive=is_alive,
+                on_progress=lambda p, s: on_progress(f"{record.unit}: {p.state} after {s:.0f}s"),
+            )
+        except HealthError as exc:
+            on_progress(f"{record.unit} did not come up by itself ({exc}); redeploying")
+    return True
+
+
+# -- the Elastic IP ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EipOutcome:
+    allocation_id: str
+    public_ip: str | None
+    before: str | None  # the instance it pointed at
+    after: str | None
+    changed: bool
+    note: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "allocation_id": self.allocation_id,
+            "public_ip": self.public_ip,
+            "before": self.before,
+            "after": self.after,
+            "changed": self.changed,
+            "note": self.note,
+        }
+
+
+def point_elastic_ip(aws: Any, allocation_id: str, instance_id: str) -> EipOutcome:
+    """Associate the address with ``instance_id`` unless it already is (DescribeAddresses);
+    without that read permission, associate anyway (AllowReassociation: harmless)."""
+    try:
+        current = aws.describe_elastic_ip(allocation_id)
+    except AWSError as exc:
+        if "DescribeAddresses" not in str(exc):
+            raise
+        log.warning("cannot read Elastic IP %s (%s); associating it anyway", allocation_id, exc)
+        aws.associate_elastic_ip(allocation_id, instance_id)
+        return EipOutcome(allocation_id, None, None, instance_id, True, "no DescribeAddresses")
+    if current["instance_id"] == instance_id:
+        return EipOutcome(allocation_id, current["public_ip"], instance_id, instance_id, False)
+    aws.associate_elastic_ip(allocation_id, instance_id)
+    log.info("Elastic IP %s now points at %s", allocation_id, instance_id)
+    return EipOutcome(
+        allocation_id, current["public_ip"], current["instance_id"], instance_id, True
+    )
+
+
+# -- bootstrap ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BootstrapOptions:
+    config_path: str = CONFIG_PATH
+    data_dir: str | None = None  # where to look for records (default: the config's, or default)
+    elastic_ip: str | None = None
+    region: str | None = None
+    profile: str | None = None
+    instance_id: str | None = None
+    timeout_s: float | None = None
+
+
+@dataclass(frozen=True)
+class BootstrapResult:
+    instance_id: str
+    region: str
+    record_source: str
+    units: tuple[Restored, ...]
+    elastic_ip: EipOutcome | None
+    elapsed_s: float
+    boot_to_healthy_s: float | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def healthy(self) -> bool:
+        return bool(self.units) and all(u.healthy for u in self.units)
+
+    @property
+    def changed(self) -> bool:
+        return any(u.changed for u in self.units) or bool(
+            self.elastic_ip and self.elastic_ip.changed
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "instance_id": self.instance_id,
+            "region": self.region,
+            "record_source": self.record_source,
+            "healthy": self.healthy,
+            "changed": self.changed,
+            "units": [u.as_dict() for u in self.units],
+            "elastic_ip": self.elastic_ip.as_dict() if self.elastic_ip else None,
+            "elapsed_s": _round(self.elapsed_s),
+            "boot_to_healthy_s": _round(self.boot_to_healthy_s),
+            "notes": list(self.notes),
+        }
+
+
+def bootstrap(
+    host: Any,
+    options: BootstrapOptions,
+    *,
+    imds: Any,
+    make_aws: Callable[[str], Any],
+    catalog: Mapping[str, ModelSpec],
+    template_text: str,
+    on_progress: Progress = lambda message: None,
+) -> BootstrapResult:
+    """Restore every recorded deployment on this instance (see the module docstring).
+
+    ``make_aws(region)`` returns a tgiops.aws.Aws; ``imds`` is a tgiops.imds.Imds.
+    Raises InputError when no record is found anywhere (nothing was changed).
+    """
+    started = time.monotonic()
+    config = _read_config(host, options.config_path)
+    instance_id = options.instance_id or imds.instance_id()
+    region = (
+        options.region
+        or (config.region if config else None)
+        or os.environ.get("AWS_REGION")
+        or os.environ.get("AWS_DEFAULT_REGION")
+        or imds.region()
+    )
+    on_progress(f"bootstrap on {instance_id} in {region}")
+    data_dirs = _data_dirs(options, config)
+    sources: list[tuple[str, Callable[[], list[DeploymentRecord]]]] = [
+        (f"the data volume ({d})", functools.partial(read_records, host, d)) for d in data_dirs
+    ]
+    sources.append((options.config_path, lambda: list(config.records) if config else []))
+    sources.append(("the user data (IMDS)", lambda: _userdata_records(imds)))
+    sources.append(("the instance's tags (IMDS)", lambda: _tag_records(imds, instance_id)))
+    found = first_found(sources)
+    if found is None:
+        raise InputError(
+            f"no deployment record on {instance_id}: looked in "
+            + ", ".join(name for name, _ in sources)
+            + ". Deploy once with `tgiops deploy`, or launch with user data from `tgiops userdata`."
+        )
+    aws = make_aws(region)
+    timeout_s = options.timeout_s or (config.timeout_s if config else None)
+    units = tuple(
+        restore(
+            host,
+            record,
+            catalog=catalog,
+            get_secret=aws.get_secret,
+            template_text=template_text,
+            record_source=found.source,
+            timeout_s=timeout_s,
+            on_progress=on_progress,
+        )
+        for record in found.records
+    )
+    notes = [
+        f"the previous {r.unit} stopped: {r.last_stop.reason} ({r.last_stop.at})"
+        for r in found.records
+        if r.last_stop is not None
+    ]
+    allocation = options.elastic_ip or (config.elastic_ip if config else None)
+    eip = None
+    if allocation:
+        if all(u.healthy for u in units):
+            on_progress(f"pointing Elastic IP {allocation} at {instance_id}")
+            eip = point_elastic_ip(aws, allocation, instance_id)
+        else:
+            notes.append(f"Elastic IP {allocation} left alone: the endpoint here is not healthy")
+    healthy = all(u.healthy for u in units)
+    return BootstrapResult(
+        instance_id=instance_id,
+        region=region,
+        record_source=found.source,
+        units=units,
+        elastic_ip=eip,
+        elapsed_s=time.monotonic() - started,
+        boot_to_healthy_s=seconds_since_boot(host) if healthy else None,
+        notes=tuple(notes),
+    )
+
+
+def _read_config(host: Any, path: str) -> BootstrapConfig | None:
+    raw = host.read_file(path)
+    if raw is None:
+        return None
+    return BootstrapConfig.from_json(raw.decode("utf-8", "replace"), origin=path)
+
+
+def _data_dirs(options: BootstrapOptions, config: BootstrapConfig | None) -> list[str]:
+    if options.data_dir:
+        return [options.data_dir]
+    dirs = [r.spec.data_dir for r in config.records] if config else []
+    dirs.append(DEFAULT_DATA_DIR)
+    return list(dict.fromkeys(dirs))
+
+
+def _userdata_records(imds: Any) -> list[DeploymentRecord]:
+    config = config_from_userdata(imds.user_data(), origin="the instance's user data")
+    return list(config.records) if config else []
+
+
+def _tag_records(imds: Any, instance_id: str) -> list[DeploymentRecord]:
+    return records_from_tags(imds.tags(), origin=instance_id)
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+# -- userdata ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UserdataOptions:
+    record: DeploymentRecord
+    elastic_ip: str | None = None
+    region: str | None = None
+    timeout_s: float | None = None
+    pip_spec: str = f"tgiops=={__version__}"
+    efs_id: str | None = None
+    data_device: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    watch_interruption: bool = True
+    on_rebalance: str = "log"
+
+    def __post_init__(self) -> None:
+        if self.elastic_ip:
+            check_elastic_ip(self.elastic_ip)
+        if self.efs_id and self.data_device:
+            raise InputError("give --efs or --data-device, not both")
+        if self.efs_id and not _EFS_RE.fullmatch(self.efs_id):
+            raise InputError(f"--efs {self.efs_id!r} is not an EFS file system id like fs-0abc1234")
+        if self.data_device and not _DEVICE_RE.fullmatch(self.data_device):
+            raise InputError(f"--data-device {self.data_device!r} is not a /dev/... path")
+        if not self.pip_spec.strip() or any(c in self.pip_spec for c in "\n\r\x00"):
+            raise InputError("--pip-spec must be one line (a pip requirement, URL or path)")
+        if self.on_rebalance not in ("log", "stop"):
+            raise InputError(f"--on-rebalance {self.on_rebalance!r}: give log or stop")
+        for name, value in self.env.items():
+            if not _ENV_NAME_RE.fullmatch(name):
+                raise InputError(f"--env {name}=...: not an environment variable name")
+            if _SECRET_LOOKING.search(name):
+                raise InputError(
+                    f"--env {name}: user data is readable by anyone allowed to describe the "
+                    "instance, so it must not carry secrets; the instance role provides AWS "
+                    "credentials and Secrets Manager the token"
+                )
+            if any(c in value for c in "\n\r\x00\"'\\"):
+                raise InputError(f"--env {name}: the value must be one line without quotes")
+
+
+def iam_policy(
+    secret_names: list[str],
+    elastic_ip: str | None,
+    *,
+    region: str | None = None,
+    account: str | None = None,
+) -> dict[str, Any]:
+    """The instance role's minimal policy. Secrets Manager ARNs end in a random 6-character
+    suffix, hence ``NAME-??????`` (AWS Secrets Manager docs, "Resource: secret ARN")."""
+    r, a = region or "REGION", account or "ACCOUNT_ID"
+    statements: list[dict[str, Any]] = []
+    if secret_names:
+        statements.append(
+            {
+                "Sid": "ReadTheTokenSecret",
+                "Effect": "Allow",
+                "Action": "secretsmanager:GetSecretValue",
+                "Resource": [
+                    f"arn:aws:secretsmanager:{r}:{a}:secret:{n}-??????" for n in secret_names
+                ],
+            }
+        )
+    if elastic_ip:
+        statements.append(
+            {
+                "Sid": "PointTheElasticIpHere",
+                "Effect": "Allow",
+                "Action": "ec2:AssociateAddress",
+                "Resource": [
+                    f"arn:aws:ec2:{r}:{a}:elastic-ip/{elastic_ip}",
+                    f"arn:aws:ec2:{r}:{a}:instance/*",
+                    f"arn:aws:ec2:{r}:{a}:network-interface/*",
+                ],
+            }
+        )
+        statements.append(
+            {
+                "Sid": "OptionalSeeWhereTheElasticIpPoints",
+                "Effect": "Allow",
+                "Action": "ec2:DescribeAddresses",
+                "Resource": "*",
+            }
+        )
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def secret_names(record: DeploymentRecord) -> list[str]:
+    return [n for n in (record.spec.token_secret, record.spec.api_key_secret) if n]
+
+
+def render_userdata(
+    options: UserdataOptions,
+    *,
+    userdata_template: str,
+    bootstrap_unit_template: str,
+    watch_unit_template: str,
+) -> str:
+    """The user-data script (bash, for cloud-init) of a launch template."""
+    import jinja2
+
+    env = jinja2.Environment(
+        undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
+    )
+    spec = options.record.spec
+    data_mount = bool(options.efs_id or options.data_device)
+    unit_vars = {
+        "tgiops_version": __version__,
+        "tgiops_bin": TGIOPS_BIN,
+        "data_dir": spec.data_dir,
+        "data_mount": data_mount,
+        "on_rebalance": options.on_rebalance,
+    }
+    bootstrap_unit = env.from_string(bootstrap_unit_template).render(**unit_vars)
+    watch_unit = (
+        env.from_string(watch_unit_template).render(**unit_vars)
+        if options.watch_interruption
+        else ""
+    )
+    config = BootstrapConfig(
+        records=(options.record,),
+        elastic_ip=options.elastic_ip,
+        region=options.region,
+        timeout_s=options.timeout_s,
+    )
+    env_lines = dict(options.env)
+    if options.region and "AWS_REGION" not in env_lines:
+        env_lines["AWS_REGION"] = options.region
+    policy = json.dumps(
+        iam_policy(secret_names(options.record), options.elastic_ip, region=options.region),
+        indent=2,
+    )
+    units = ["tgiops-bootstrap.service"]
+    if options.watch_interruption:
+        units.append("tgiops-watch-interruption.service")
+    return env.from_string(userdata_template).render(
+        tgiops_version=__version__,
+        summary=f"{spec.model} as {spec.unit} on port {spec.port}",
+        iam_policy_lines=policy.splitlines(),
+        tgiops_bin=TGIOPS_BIN,
+        data_dir=spec.data_dir,
+        data_dir_q=shlex.quote(spec.data_dir),
+        pip_spec_q=shlex.quote(options.pip_spec),
+        efs_id=options.efs_id,
+        data_device=options.data_device,
+        data_device_q=shlex.quote(options.data_device or ""),
+        bootstrap_json=config.to_json(),
+        env_text="".join(f"{k}={v}\n" for k, v in sorted(env_lines.items())),
+        bootstrap_unit=bootstrap_unit,
+        watch_unit=watch_unit,
+        units=" ".join(units),
+    )
