@@ -382,8 +382,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         )
     targets = _targets_from(args)
     template = (resources.shipped_path("unit_templates") / "tgi.service.j2").read_text()
-    needs_aws = request.token_secret or request.api_key_secret
-    needs_aws = needs_aws or any(t.instance is not None for t in targets)
+    needs_aws = bool(request.token_secret or request.api_key_secret) or any(
+        t.instance is not None for t in targets
+    )
     aws = _aws_from(args) if needs_aws else None
     show = _progress_printer(sys.stderr.isatty() and not args.json)
     results = []
