@@ -4,7 +4,7 @@ A test double of Hugging Face Text Generation Inference for tgiops' testbed (the
 `ghcr.io/huggingface/text-generation-inference:TAG` is this package plus python3). It takes
 the launcher's flags, logs like the launcher, keeps its port closed while "downloading",
 "loading" and "warming up", fails the way TGI fails, then serves TGI's HTTP API. Facts are
-from /work/shared/reference/tgi-facts.md (cited "§n") and the TGI sources cited there.
+from shared/reference/tgi-facts.md (cited "§n") and the TGI sources cited there.
 
 Run: `PYTHONPATH=scripts python3 -m tgi_emulator --model-id ORG/NAME --port 8080`
 Image: entrypoint.sh (`exec python3 -m tgi_emulator "$@"`), PYTHONPATH=/opt,

@@ -2,7 +2,7 @@
 
 Every difference the emulator models between 2.0.4, 2.4.1 and 3.3.7 lives in one
 `VersionProfile`, so the rest of the package asks the profile instead of comparing version
-strings. Sources are the sections of /work/shared/reference/tgi-facts.md ("§n") and the TGI
+strings. Sources are the sections of shared/reference/tgi-facts.md ("§n") and the TGI
 sources cited there.
 """
 
