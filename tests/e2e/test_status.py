@@ -204,7 +204,7 @@ def test_fleet_status_gives_each_host_its_verdict(gpu_host, aws, cli_env, tmp_pa
     unreachable = by_target[gone]
     assert unreachable["reachable"] is False
     assert only_unit(gone)["verdict"] == "unreachable"
-    assert "unable to connect to port" in only_unit(gone)["reason"].lower()
+    assert "connection refused" in only_unit(gone)["reason"].lower()
 
     # One batched round trip per reachable host; none for the unreachable one.
     assert {by_target[i]["round_trips"] for i in ids.values()} == {1}
