@@ -6,11 +6,13 @@ Pure: returns strings and dicts; the CLI writes them.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tgiops.catalog import ModelSpec
-from tgiops.deploy import DeployResult
 from tgiops.plan import Plan
+
+if TYPE_CHECKING:  # annotations only: `tgiops plan` need not import deploy (start-up time)
+    from tgiops.deploy import DeployResult
 
 MIB_PER_GIB = 1024
 
