@@ -25,15 +25,12 @@ Usage: scripts/bench_status.py [--cases 1,5,20] [--real-hosts 4] [--delay-ms 25]
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -43,80 +40,8 @@ sys.path.insert(0, str(REPO))
 TINY_CONFIG = REPO / "scripts" / "tgi_emulator" / "hub" / "tgiops-test--tiny-llama" / "config.json"
 
 
-# --- the delay proxy ---------------------------------------------------------------------------
-
-
-class DelayProxy:
-    """TCP relays on 127.0.0.1 that add ``delay_s`` to every chunk, in each direction, without
-    slowing throughput (chunks queue with their due time and keep their order)."""
-
-    def __init__(self, delay_s: float) -> None:
-        self.delay_s = delay_s
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self._thread.start()
-        self._servers: list[asyncio.AbstractServer] = []
-
-    def add(self, upstream_host: str, upstream_port: int) -> int:
-        """A new listening port relaying to upstream; returns the port."""
-
-        async def start() -> int:
-            server = await asyncio.start_server(
-                lambda r, w: self._relay(r, w, upstream_host, upstream_port), "127.0.0.1", 0
-            )
-            self._servers.append(server)
-            return server.sockets[0].getsockname()[1]
-
-        return asyncio.run_coroutine_threadsafe(start(), self.loop).result(timeout=10)
-
-    async def _relay(self, reader, writer, host: str, port: int) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(host, port)
-        except OSError:
-            writer.close()
-            return
-        await asyncio.gather(
-            self._pump(reader, up_writer), self._pump(up_reader, writer), return_exceptions=True
-        )
-        writer.close()
-        up_writer.close()
-
-    async def _pump(self, reader, writer) -> None:
-        """Copy reader -> writer, each chunk DELAY later; end with a half-close (EOF) so the
-        other direction finishes on its own."""
-        queue: asyncio.Queue = asyncio.Queue()
-
-        async def deliver() -> None:
-            while True:
-                due, chunk = await queue.get()
-                wait = due - self.loop.time()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                if chunk is None:
-                    break
-                writer.write(chunk)
-                await writer.drain()
-            if writer.can_write_eof():
-                writer.write_eof()
-
-        sender = asyncio.ensure_future(deliver())
-        try:
-            while chunk := await reader.read(65536):
-                queue.put_nowait((self.loop.time() + self.delay_s, chunk))
-        except ConnectionError:
-            pass
-        queue.put_nowait((self.loop.time() + self.delay_s, None))
-        with contextlib.suppress(ConnectionError):
-            await sender
-
-    def close(self) -> None:
-        """Stop listening. Relays still open die with this process (the loop's thread is a
-        daemon), which is all a benchmark needs."""
-        for server in self._servers:
-            self.loop.call_soon_threadsafe(server.close)
-
-
-# --- setup -------------------------------------------------------------------------------------
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from delay_proxy import DelayProxy  # noqa: E402  (the asyncio latency proxy, shared)
 
 
 def testbed(*args: str) -> str:
