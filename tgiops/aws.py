@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -568,6 +568,53 @@ class Aws:
             "public_ip": address.get("PublicIp") or None,
             "instance_id": address.get("InstanceId") or None,
             "association_id": address.get("AssociationId") or None,
+        }
+
+    def world_open_ingress(
+        self, instance_ids: Sequence[str]
+    ) -> dict[str, list[tuple[str, int, int]]]:
+        """instance id -> (group id, from port, to port) of every inbound rule of its security
+        groups that is open to 0.0.0.0/0 or ::/0 (all protocols count as ports 0-65535)."""
+        if not instance_ids:
+            return {}
+        reservations = self._call(
+            "ec2",
+            "describe_instances",
+            what="looking up security groups",
+            iam_action="ec2:DescribeInstances",
+            InstanceIds=list(instance_ids),
+        ).get("Reservations", [])
+        groups_of = {
+            inst["InstanceId"]: [g["GroupId"] for g in inst.get("SecurityGroups", [])]
+            for r in reservations
+            for inst in r.get("Instances", [])
+        }
+        group_ids = sorted({g for groups in groups_of.values() for g in groups})
+        open_rules: dict[str, list[tuple[str, int, int]]] = {}
+        if group_ids:
+            described = self._call(
+                "ec2",
+                "describe_security_groups",
+                what="reading security group rules",
+                iam_action="ec2:DescribeSecurityGroups",
+                GroupIds=group_ids,
+            ).get("SecurityGroups", [])
+            for group in described:
+                for perm in group.get("IpPermissions", []):
+                    world = any(r.get("CidrIp") == "0.0.0.0/0" for r in perm.get("IpRanges", []))
+                    world |= any(r.get("CidrIpv6") == "::/0" for r in perm.get("Ipv6Ranges", []))
+                    if not world:
+                        continue
+                    if perm.get("IpProtocol") == "-1":
+                        low, high = 0, 65535
+                    else:
+                        low, high = perm.get("FromPort", 0), perm.get("ToPort", 65535)
+                    open_rules.setdefault(group["GroupId"], []).append(
+                        (group["GroupId"], low, high)
+                    )
+        return {
+            iid: [rule for g in groups for rule in open_rules.get(g, [])]
+            for iid, groups in groups_of.items()
         }
 
     def spot_price(self, instance_type: str, availability_zone: str) -> float | None:

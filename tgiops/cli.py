@@ -683,6 +683,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             report = status.gather_status(
                 targets, request, aws=_status_aws(args, targets), previous=previous
             )
+            for host in report.hosts:  # diagnostics go to stderr, also with --json
+                for warning in host.ec2.warnings if host.ec2 else ():
+                    print(f"tgiops: warning: {host.target}: {warning}", file=sys.stderr)
             if args.json:
                 data = output.status_as_dict(report)
                 print(json.dumps(data, indent=None if args.watch else 2), flush=True)

@@ -358,6 +358,7 @@ def _ec2_as_dict(e: Any) -> dict[str, Any] | None:
         "price_date": e.price_date,
         "price_source": e.price_source,
         "error": e.error,
+        "warnings": list(e.warnings),
     }
 
 

@@ -185,6 +185,10 @@ class Ec2Facts:
     price_date: str = hardware.PRICE_DATE
     price_source: str = hardware.PRICE_SOURCE
     error: str | None = None
+    # Inbound rules open to the whole internet: (group id, from port, to port). Filled in with
+    # the other EC2 facts; ``warnings`` turns them into words once the units' ports are known.
+    open_ingress: tuple[tuple[str, int, int], ...] = ()
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -932,6 +936,27 @@ def status_of_host(
     )
 
 
+def exposure_warnings(
+    open_ingress: Sequence[tuple[str, int, int]], tgi_ports: Sequence[int]
+) -> tuple[str, ...]:
+    """Warnings for security-group rules that open SSH or a TGI port to 0.0.0.0/0 or ::/0.
+
+    TGI has no authentication unless started with --api-key, and SSH open to the world is
+    scanned within minutes of an instance's launch.
+    """
+    warnings = []
+    for group, low, high in open_ingress:
+        exposed = [("SSH", 22)] + [("TGI", p) for p in sorted(set(tgi_ports))]
+        for what, port in exposed:
+            if low <= port <= high:
+                span = str(low) if low == high else f"{low}-{high}"
+                warnings.append(
+                    f"security group {group} opens port {span} ({what} {port}) to the whole "
+                    "internet; restrict it to your address range"
+                )
+    return tuple(dict.fromkeys(warnings))
+
+
 def gather_ec2(aws: Any, instances: Sequence[Any]) -> dict[str, Ec2Facts]:
     """EC2 facts for ``instances``: one DescribeAddresses for all, one spot-price lookup per
     (type, zone) of the spot ones. AWS failures land in ``Ec2Facts.error``, never raise."""
@@ -943,6 +968,11 @@ def gather_ec2(aws: Any, instances: Sequence[Any]) -> dict[str, Ec2Facts]:
         elastic = elastic_ips_by_instance(aws, [i.instance_id for i in instances])
     except TgiopsError as exc:
         elastic, error = None, f"Elastic IP lookup failed: {exc}"
+    ingress: dict[str, list[tuple[str, int, int]]] = {}
+    try:
+        ingress = aws.world_open_ingress([i.instance_id for i in instances])
+    except TgiopsError as exc:
+        error = f"security group lookup failed: {exc}"
     prices: dict[tuple[str, str], float | None] = {}
     for inst in instances:
         key = (inst.instance_type, inst.availability_zone)
@@ -953,11 +983,14 @@ def gather_ec2(aws: Any, instances: Sequence[Any]) -> dict[str, Ec2Facts]:
                 prices[key] = None
                 error = f"spot price lookup failed: {exc}"
     return {
-        i.instance_id: ec2_facts(
-            i,
-            elastic_ips=elastic,
-            spot_usd_per_hour=prices.get((i.instance_type, i.availability_zone)),
-            error=error,
+        i.instance_id: replace(
+            ec2_facts(
+                i,
+                elastic_ips=elastic,
+                spot_usd_per_hour=prices.get((i.instance_type, i.availability_zone)),
+                error=error,
+            ),
+            open_ingress=tuple(ingress.get(i.instance_id, ())),
         )
         for i in instances
     }
@@ -1039,11 +1072,19 @@ def gather_status(
         if ec2_future is not None:
             ec2 = ec2_future.result()
     hosts = [
-        replace(h, ec2=ec2.get(h.ec2.instance_id, h.ec2)) if h.ec2 is not None else h for h in hosts
+        replace(h, ec2=_with_warnings(ec2.get(h.ec2.instance_id, h.ec2), h))
+        if h.ec2 is not None
+        else h
+        for h in hosts
     ]
     return StatusReport(
         hosts=tuple(hosts), elapsed_s=time.monotonic() - started, generated_at=generated_at
     )
+
+
+def _with_warnings(facts: Ec2Facts, host: HostStatus) -> Ec2Facts:
+    ports = [u.facts.plan.port for u in host.units if u.facts and u.facts.plan.port]
+    return replace(facts, warnings=exposure_warnings(facts.open_ingress, ports or [8080]))
 
 
 # --- the documented --json schema (JSON Schema draft 2020-12; README "Status JSON") ------------
@@ -1103,6 +1144,7 @@ JSON_SCHEMA: dict[str, Any] = {
                                     "price_date": _STR,
                                     "price_source": _STR,
                                     "error": _nullable(_STR),
+                                    "warnings": {"type": "array", "items": _STR},
                                 }
                             )
                         ),

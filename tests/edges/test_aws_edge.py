@@ -292,3 +292,34 @@ def test_unreachable_endpoint(
     with pytest.raises(AWSError, match="cannot reach the AWS endpoint") as info:
         make_aws().find_instances(name_tag="x")
     assert f"127.0.0.1:{port}" in str(info.value)
+
+
+def test_world_open_ingress_finds_rules_open_to_everyone(moto: Moto) -> None:
+    ec2 = boto3.client("ec2")
+    open_group = ec2.create_security_group(GroupName="wide-open", Description="t")["GroupId"]
+    ec2.authorize_security_group_ingress(
+        GroupId=open_group,
+        IpPermissions=[
+            {
+                "IpProtocol": "tcp",
+                "FromPort": 22,
+                "ToPort": 22,
+                "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
+            },
+            {
+                "IpProtocol": "tcp",
+                "FromPort": 8080,
+                "ToPort": 8080,
+                "IpRanges": [{"CidrIp": "10.0.0.0/8"}],
+            },
+        ],
+    )
+    instance = boto3.client("ec2").run_instances(
+        ImageId=AMI,
+        MinCount=1,
+        MaxCount=1,
+        InstanceType="g5.xlarge",
+        SecurityGroupIds=[open_group],
+    )["Instances"][0]["InstanceId"]
+    rules = make_aws().world_open_ingress([instance])
+    assert rules[instance] == [(open_group, 22, 22)]  # the 10.0.0.0/8 rule is not world-open

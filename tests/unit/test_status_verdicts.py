@@ -448,3 +448,22 @@ def test_ec2_facts_on_demand_price_comes_from_the_table():
     table = hardware.find_instance_type("g5.xlarge").on_demand_usd_per_hour
     assert table is not None
     assert got.on_demand_usd_per_hour == table
+
+
+@pytest.mark.parametrize(
+    "rules,ports,expected",
+    [
+        pytest.param([("sg-1", 22, 22)], [8080], ["sg-1 opens port 22 (SSH 22)"], id="ssh"),
+        pytest.param([("sg-1", 8000, 8100)], [8080], ["port 8000-8100 (TGI 8080)"], id="tgi"),
+        pytest.param([("sg-1", 0, 65535)], [9090], ["(SSH 22)", "(TGI 9090)"], id="everything"),
+        pytest.param([("sg-1", 443, 443)], [8080], [], id="https-only-is-fine"),
+        pytest.param([], [8080], [], id="nothing-open"),
+    ],
+)
+def test_exposure_warnings_name_the_group_and_port(rules, ports, expected):
+    from tgiops.status import exposure_warnings
+
+    warnings = exposure_warnings(rules, ports)
+    assert len(warnings) == len(expected)
+    for warning, needle in zip(warnings, expected, strict=True):
+        assert needle in warning and "whole internet" in warning
