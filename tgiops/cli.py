@@ -352,12 +352,13 @@ def _gpu_devices(text: str | None) -> tuple[int, ...]:
     return devices
 
 
-def cmd_deploy(args: argparse.Namespace) -> int:
-    from tgiops import deploy, output, resources
+def deploy_request_from(args: argparse.Namespace, **extra: Any):  # -> DeployRequest
+    """The deploy request the shared model/override/unit options describe, validated (exit 2)
+    before any host or AWS is touched."""
+    from tgiops.deploy import DeployRequest
     from tgiops.engine import DEFAULT_TGI_VERSION, Engine
-    from tgiops.ssh import RemoteHost
 
-    request = deploy.DeployRequest(
+    request = DeployRequest(
         model=resolve_model(args),
         engine=Engine.tgi(args.tgi_version or DEFAULT_TGI_VERSION),
         overrides=overrides_from(args),
@@ -368,12 +369,23 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         gpu_devices=_gpu_devices(args.gpu_devices),
         token_secret=None if args.no_token else args.secret_name,
         api_key_secret=args.api_key_secret,
+        **extra,
+    )
+    request.unit_options(())  # validates unit name, port and data dir
+    return request
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from tgiops import deploy, output, resources
+    from tgiops.ssh import RemoteHost
+
+    request = deploy_request_from(
+        args,
         offline=args.offline,
         dry_run=args.dry_run,
         keep_failed=args.keep_failed,
         timeout_s=args.timeout,
     )
-    request.unit_options(())  # validate unit name, port, paths before touching anything
     if args.public:
         print(
             "tgiops: warning: --public binds TGI on all addresses; it has no authentication "
@@ -960,25 +972,12 @@ USERDATA_LIMIT_BYTES = 16384  # EC2: "User data is limited to 16 KB, in raw form
 
 
 def cmd_userdata(args: argparse.Namespace) -> int:
-    from tgiops import bootstrap, deploy, hardware, record, resources
+    from tgiops import bootstrap, hardware, record, resources
     from tgiops.catalog import find_model
-    from tgiops.engine import DEFAULT_TGI_VERSION, Engine
     from tgiops.errors import UnknownModelError
     from tgiops.plan import plan
 
-    request = deploy.DeployRequest(
-        model=resolve_model(args),
-        engine=Engine.tgi(args.tgi_version or DEFAULT_TGI_VERSION),
-        overrides=overrides_from(args),
-        unit_name=args.unit,
-        port=args.port,
-        public=args.public,
-        data_dir=args.data_dir,
-        gpu_devices=_gpu_devices(args.gpu_devices),
-        token_secret=None if args.no_token else args.secret_name,
-        api_key_secret=args.api_key_secret,
-    )
-    request.unit_options(())  # validates unit name, port and data dir
+    request = deploy_request_from(args)
     if args.instance_type:
         checked = plan(
             request.model,

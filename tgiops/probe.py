@@ -426,7 +426,15 @@ def host_report_script(
     return "\n".join(lines) + "\n"
 
 
-def _split_sections(text: str) -> dict[str, str]:
+SECTION_MARKER = _SECTION  # shared by every batched host script
+
+
+def split_sections(text: str) -> dict[str, str]:
+    """``@@tgiops-section NAME`` blocks of a batched host script -> {NAME: text}.
+
+    Every batched script (deploy's probe, status, undeploy) ends with an ``end`` section, so a
+    report cut short (a dropped connection) is an error, never a silently partial answer.
+    """
     sections: dict[str, str] = {}
     current: str | None = None
     buffer: list[str] = []
@@ -445,7 +453,7 @@ def _split_sections(text: str) -> dict[str, str]:
 
 
 def parse_host_report(text: str, *, unit_name: str | None) -> HostReport:
-    sections = _split_sections(text)
+    sections = split_sections(text)
 
     def code(name: str) -> int:
         value = sections.get(name, "").strip()

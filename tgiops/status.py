@@ -37,6 +37,7 @@ from typing import Any
 
 from tgiops import hardware, probe
 from tgiops.errors import ProbeError, TgiopsError, UnknownHardwareError
+from tgiops.probe import SECTION_MARKER, split_sections
 from tgiops.render import UNIT_DIR
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,6 @@ HTTP_CONNECT_TIMEOUT_S = 2
 HTTP_MAX_TIME_S = 5
 JOURNAL_LINES = 30
 
-_SECTION = "@@tgiops-section "
 _UNIT_MARKER = "# Managed by tgiops"
 SHOW_PROPERTIES: tuple[str, ...] = (
     *probe.UNIT_STATE_PROPERTIES,
@@ -266,7 +266,7 @@ def status_script(*, units: Sequence[str] = (), unit_dir: str = UNIT_DIR) -> str
     return f"""{{
 set +e
 export LC_ALL=C
-s() {{ printf '\\n{_SECTION}%s\\n' "$1"; }}
+s() {{ printf '\\n{SECTION_MARKER}%s\\n' "$1"; }}
 s now; date -u +%s
 s gpus; nvidia-smi --query-gpu={smi_fields} --format=csv,noheader,nounits 2>&1; rc=$?
 s gpus-rc; echo $rc
@@ -305,25 +305,6 @@ done
 s end
 }} </dev/null
 """
-
-
-def split_sections(text: str) -> dict[str, str]:
-    """``@@tgiops-section NAME`` blocks -> {NAME: text}; ProbeError when cut short."""
-    sections: dict[str, str] = {}
-    current: str | None = None
-    buffer: list[str] = []
-    for line in text.splitlines():
-        if line.startswith(_SECTION):
-            if current is not None:
-                sections[current] = "\n".join(buffer).strip("\n")
-            current, buffer = line[len(_SECTION) :].strip(), []
-        elif current is not None:
-            buffer.append(line)
-    if current is not None:
-        sections[current] = "\n".join(buffer).strip("\n")
-    if "end" not in sections:
-        raise ProbeError("the host's status report was cut short (no end marker); try again")
-    return sections
 
 
 # --- pure parsers ------------------------------------------------------------------------------

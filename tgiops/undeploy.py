@@ -21,8 +21,9 @@ from typing import Any
 
 from tgiops.errors import InputError, TgiopsError
 from tgiops.logs import choose_unit
+from tgiops.probe import split_sections
 from tgiops.render import ENV_DIR, UNIT_DIR, UNIT_NAME_RE
-from tgiops.status import UnitPlan, parse_unit_plan, split_sections
+from tgiops.status import UnitPlan, parse_unit_plan
 
 log = logging.getLogger(__name__)
 

@@ -87,7 +87,7 @@ SMI = "0, NVIDIA A10G, 23028, 1024, 37, 8.6, 535.183.01"
 
 
 def section(name: str, body: str) -> str:
-    return f"\n{status._SECTION}{name}\n{body}"
+    return f"\n{status.SECTION_MARKER}{name}\n{body}"
 
 
 def report_text(
