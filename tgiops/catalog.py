@@ -21,25 +21,15 @@ from typing import Any
 
 import yaml
 
+from tgiops.engine import DEFAULT_TGI_VERSION, Engine
 from tgiops.errors import CatalogError, UnknownModelError
 
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 
-# TGI's --quantize values (tgi-facts.md §1, enum Quantization, v2.4.1-v3.3.7).
-TGI_QUANTIZE_VALUES: tuple[str, ...] = (
-    "awq",
-    "compressed-tensors",
-    "eetq",
-    "exl2",
-    "gptq",
-    "marlin",
-    "bitsandbytes",
-    "bitsandbytes-nf4",
-    "bitsandbytes-fp4",
-    "fp8",
-)
+# TGI's --quantize values in its newest release (the engine module keeps them per version).
+TGI_QUANTIZE_VALUES: tuple[str, ...] = Engine.tgi(DEFAULT_TGI_VERSION).accepted_quantize
 # config.json quantization_config.quant_method -> TGI --quantize name. TGI auto-detects exactly
 # these (server/text_generation_server/models/__init__.py@737 l.447-462, tgi-facts.md §1).
 QUANT_METHOD_TO_TGI: Mapping[str, str] = MappingProxyType(

@@ -93,17 +93,20 @@ def _add_target_args(parser: argparse.ArgumentParser) -> None:
     t.add_argument(
         "--asg", metavar="NAME", help="every InService instance of an Auto Scaling group"
     )
+    _add_ssh_args(parser)
+    _add_aws_args(parser)
+
+
+def _add_ssh_args(
+    parser: argparse.ArgumentParser,
+    accept_help: str = "record an unknown host key (a changed key is always refused)",
+) -> None:
     ssh = parser.add_argument_group("SSH")
     ssh.add_argument("--ssh-config", metavar="FILE", help="ssh_config to use ($TGIOPS_SSH_CONFIG)")
     ssh.add_argument("--user", metavar="USER")
     ssh.add_argument("--identity", metavar="KEY", help="private key file")
-    ssh.add_argument(
-        "--accept-new-host-key",
-        action="store_true",
-        help="record an unknown host key (a changed key is always refused)",
-    )
+    ssh.add_argument("--accept-new-host-key", action="store_true", help=accept_help)
     ssh.add_argument("--connect-timeout", type=float, default=10.0, metavar="S")
-    _add_aws_args(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -902,7 +905,7 @@ def _add_spot_parsers(sub: Any) -> None:
         help="how to reach instances without an ssh_config entry (default public)",
     )
     rc.add_argument("--catalog", action="append", default=[], metavar="FILE")
-    _add_spot_ssh_args(rc)
+    _add_ssh_args(rc, "record unknown host keys (a replacement instance has new ones)")
     _add_aws_args(rc)
     rc.add_argument("--json", action="store_true", help="one JSON object per pass")
     rc.set_defaults(func=cmd_reconcile)
@@ -933,19 +936,6 @@ def _add_spot_unit_args(parser: argparse.ArgumentParser) -> None:
     unit.add_argument("--secret-name", default="tgiops/hf-token", help="the token's secret")
     unit.add_argument("--no-token", action="store_true", help="no token (ungated models)")
     unit.add_argument("--api-key-secret", metavar="NAME", help="secret with TGI's --api-key")
-
-
-def _add_spot_ssh_args(parser: argparse.ArgumentParser) -> None:
-    ssh = parser.add_argument_group("SSH")
-    ssh.add_argument("--ssh-config", metavar="FILE", help="ssh_config to use ($TGIOPS_SSH_CONFIG)")
-    ssh.add_argument("--user", metavar="USER")
-    ssh.add_argument("--identity", metavar="KEY", help="private key file")
-    ssh.add_argument(
-        "--accept-new-host-key",
-        action="store_true",
-        help="record unknown host keys (a replacement instance has new ones)",
-    )
-    ssh.add_argument("--connect-timeout", type=float, default=10.0, metavar="S")
 
 
 def _require_root(why: str) -> None:
