@@ -203,7 +203,7 @@ class Aws:
                 self._clients[service] = session.client(service, config=config)
             return self._clients[service]
 
-    def _call(
+    def call(
         self,
         service: str,
         operation: str,
@@ -217,6 +217,9 @@ class Aws:
         **params: Any,
     ) -> Any:
         """Call one API operation; translate botocore failures into ``error``.
+
+        Public for operations without a method of their own (Auto Scaling tags, target
+        groups, bulk Elastic IP lookups): the error messages still name the IAM action.
 
         ``messages`` maps an AWS error code to the message to raise instead of the generic one.
         ``retry_throttling`` adds a bounded exponential backoff (tenacity) on top of botocore's
@@ -305,7 +308,7 @@ class Aws:
 
     def get_secret(self, name: str) -> str:
         """The secret's string value (the Hugging Face token). Throttling is retried."""
-        response = self._call(
+        response = self.call(
             "secretsmanager",
             "get_secret_value",
             what=f"reading secret {name!r}",
@@ -358,7 +361,7 @@ class Aws:
         _redactor.remember(value)
         what = f"storing secret {name!r}"
         try:
-            self._call(
+            self.call(
                 "secretsmanager",
                 "put_secret_value",
                 what=what,
@@ -376,7 +379,7 @@ class Aws:
                 and cause.response.get("Error", {}).get("Code") == "ResourceNotFoundException"
             ):
                 raise
-        self._call(
+        self.call(
             "secretsmanager",
             "create_secret",
             what=what,
@@ -394,7 +397,7 @@ class Aws:
         import botocore.exceptions
 
         try:
-            response = self._call(
+            response = self.call(
                 "secretsmanager",
                 "describe_secret",
                 what=f"looking up secret {name!r}",
@@ -461,7 +464,7 @@ class Aws:
         while True:
             page_params = dict(params, NextToken=next_token) if next_token else params
             try:
-                page = self._call(
+                page = self.call(
                     "ec2",
                     "describe_instances",
                     what=f"looking up instances ({query})",
@@ -491,7 +494,7 @@ class Aws:
         return found
 
     def _asg_in_service_ids(self, asg_name: str) -> list[str]:
-        response = self._call(
+        response = self.call(
             "autoscaling",
             "describe_auto_scaling_groups",
             what=f"looking up Auto Scaling group {asg_name!r}",
@@ -517,7 +520,7 @@ class Aws:
         return in_service
 
     def tag_instance(self, instance_id: str, tags: Mapping[str, str]) -> None:
-        self._call(
+        self.call(
             "ec2",
             "create_tags",
             what=f"tagging instance {instance_id}",
@@ -528,7 +531,7 @@ class Aws:
 
     def associate_elastic_ip(self, allocation_id: str, instance_id: str) -> str:
         """Point the Elastic IP at the instance (re-association allowed); the association id."""
-        response = self._call(
+        response = self.call(
             "ec2",
             "associate_address",
             what=f"associating Elastic IP {allocation_id} with {instance_id}",
@@ -542,7 +545,7 @@ class Aws:
     def describe_elastic_ip(self, allocation_id: str) -> dict[str, str | None]:
         """{"allocation_id", "public_ip", "instance_id", "association_id"} (None when free)."""
         try:
-            response = self._call(
+            response = self.call(
                 "ec2",
                 "describe_addresses",
                 what=f"looking up Elastic IP {allocation_id}",
@@ -577,7 +580,7 @@ class Aws:
         groups that is open to 0.0.0.0/0 or ::/0 (all protocols count as ports 0-65535)."""
         if not instance_ids:
             return {}
-        reservations = self._call(
+        reservations = self.call(
             "ec2",
             "describe_instances",
             what="looking up security groups",
@@ -592,7 +595,7 @@ class Aws:
         group_ids = sorted({g for groups in groups_of.values() for g in groups})
         open_rules: dict[str, list[tuple[str, int, int]]] = {}
         if group_ids:
-            described = self._call(
+            described = self.call(
                 "ec2",
                 "describe_security_groups",
                 what="reading security group rules",
@@ -619,7 +622,7 @@ class Aws:
 
     def spot_price(self, instance_type: str, availability_zone: str) -> float | None:
         """The current Linux spot price in USD/hour, or None when EC2 reports none."""
-        response = self._call(
+        response = self.call(
             "ec2",
             "describe_spot_price_history",
             what=f"looking up the spot price of {instance_type} in {availability_zone}",

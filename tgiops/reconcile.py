@@ -403,8 +403,8 @@ class _GroupRecords:
 class _GroupTags:
     """The record on the Auto Scaling group's tags (not propagated: instances get their own).
 
-    tgiops.aws has no Auto Scaling tag calls yet; these go through its ``_call`` so errors are
-    translated the same way (and name the IAM action)."""
+    They go through ``Aws.call``, so errors are translated the same way (and name the IAM
+    action)."""
 
     def __init__(self, aws: Any, name: str) -> None:
         self._aws = aws
@@ -412,7 +412,7 @@ class _GroupTags:
 
     def read(self) -> dict[str, str] | None:
         """The group's tags; None when the group does not exist (any more)."""
-        response = self._aws._call(
+        response = self._aws.call(
             "autoscaling",
             "describe_auto_scaling_groups",
             what=f"looking up Auto Scaling group {self._name!r}",
@@ -431,7 +431,7 @@ class _GroupTags:
         current = self.read()
         if current is None or not tags_differ(current, wanted):
             return False
-        self._aws._call(
+        self._aws.call(
             "autoscaling",
             "create_or_update_tags",
             what=f"tagging Auto Scaling group {self._name!r} with the deployment record",
@@ -459,7 +459,7 @@ class _TargetGroup:
         self._arn = arn
 
     def _call(self, operation: str, action: str, what: str, **params: Any) -> Any:
-        return self._aws._call(
+        return self._aws.call(
             "elbv2",
             operation,
             what=f"{what} target group {self._arn}",

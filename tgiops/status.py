@@ -980,10 +980,9 @@ def gather_ec2(aws: Any, instances: Sequence[Any]) -> dict[str, Ec2Facts]:
 def elastic_ips_by_instance(aws: Any, instance_ids: Sequence[str]) -> dict[str, str]:
     """instance id -> the Elastic IP associated with it (one DescribeAddresses call).
 
-    tgiops.aws has no call for "the Elastic IPs of these instances" (only one allocation id),
-    so this goes through its error-translating ``_call``.
+    Through ``Aws.call`` (errors translated, naming the IAM action).
     """
-    response = aws._call(
+    response = aws.call(
         "ec2",
         "describe_addresses",
         what="looking up Elastic IPs",
