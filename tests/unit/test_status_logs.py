@@ -10,7 +10,7 @@ from tgiops import logs
 from tgiops.deploy import Redactor
 from tgiops.errors import InputError
 
-TOKEN = "hf_AbCdEfGhIjKlMnOpQrStUvWxYz012345"
+TOKEN = "hf_PLANTEDAbCdEfGhIjKlMnOpQrStUv012345"
 
 
 @pytest.mark.parametrize(
