@@ -102,6 +102,9 @@ def test_planted_token_never_reaches_messages_or_logs(
     free_port: Callable[[], int],
 ) -> None:
     caplog.set_level(logging.DEBUG)  # botocore logs request and response bodies at DEBUG
+    # The CLI quiets botocore's loggers when a test ran it in-process: open them up again.
+    for name in ("botocore", "botocore.parsers", "botocore.endpoint"):
+        caplog.set_level(logging.DEBUG, logger=name)
     edge = make_aws()
     assert edge.put_secret("tgiops/planted", PLANTED) == "created"
     assert edge.put_secret("tgiops/planted", PLANTED) == "updated"
