@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import copy
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,6 @@ from typing import Any
 import pytest
 import yaml
 
-from tgiops import catalog as catalog_module
 from tgiops.catalog import (
     ModelSpec,
     estimate_parameters,
@@ -732,36 +730,3 @@ def test_bad_config_json_names_the_field(
         model_from_hf_config(config, "/tmp/config.json", repo_id=repo_id)
     assert str(caught.value).startswith("/tmp/config.json")
     assert f"field {field!r}" in str(caught.value)
-
-
-# --------------------------------------------------------------------------------------------
-# purity
-# --------------------------------------------------------------------------------------------
-
-FORBIDDEN_IMPORTS = {
-    "os",
-    "pathlib",
-    "socket",
-    "boto3",
-    "paramiko",
-    "fabric",
-    "requests",
-    "subprocess",
-    "time",
-}
-
-
-def imported_modules(module: Any) -> set[str]:
-    tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module.split(".")[0])
-    return names
-
-
-def test_catalog_module_is_pure() -> None:
-    assert imported_modules(catalog_module) & FORBIDDEN_IMPORTS == set()
-    assert "datetime" not in imported_modules(catalog_module)

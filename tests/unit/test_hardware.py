@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
 import pytest
 
-from tgiops import hardware as hardware_module
 from tgiops.errors import PlanInputError, UnknownHardwareError
 from tgiops.hardware import (
     GPU_MODELS,
@@ -287,29 +283,3 @@ def test_empty_inventory() -> None:
     inv = GpuInventory(gpus=())
     assert (inv.count, inv.memory_mib, inv.compute_capability, inv.model) == (0, 0, (0, 0), None)
     assert inv.describe() == "no GPUs"
-
-
-def test_hardware_module_is_pure() -> None:
-    tree = ast.parse(Path(hardware_module.__file__).read_text(encoding="utf-8"))
-    imported = {
-        (node.module or "").split(".")[0]
-        for node in ast.walk(tree)
-        if isinstance(node, ast.ImportFrom)
-    } | {
-        a.name.split(".")[0]
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Import)
-        for a in node.names
-    }
-    forbidden = {
-        "os",
-        "pathlib",
-        "socket",
-        "boto3",
-        "paramiko",
-        "requests",
-        "subprocess",
-        "time",
-        "datetime",
-    }
-    assert imported & forbidden == set()
