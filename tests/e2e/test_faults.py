@@ -54,6 +54,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from delay_proxy import DelayProxy  # noqa: E402
+from private_moto import point_boto3_at, private_moto  # noqa: E402
 from testbedlib.processes import marker_env, pid_alive, spawn_daemon  # noqa: E402
 
 MODEL = "phi-3-mini"
@@ -324,30 +325,8 @@ def is_switch(script: str) -> bool:
 def own_moto(tmp_path):
     """A moto server of this test's own: it can enforce IAM policies (the shared one does not),
     and no other test resets it under a running deploy (the shared one is reset by each)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = open(tmp_path / "moto.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        ["moto_server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log
-    )
-    url = f"http://127.0.0.1:{port}"
-    import requests
-
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                requests.get(url + "/moto-api/data.json", timeout=1)
-                break
-            except requests.ConnectionError:
-                assert time.monotonic() < deadline, (tmp_path / "moto.log").read_text()
-                time.sleep(0.2)
+    with private_moto(tmp_path) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
 
 
 @dataclass(frozen=True)
@@ -363,14 +342,7 @@ class OwnAws:
 @pytest.fixture
 def own_aws(own_moto, tmp_path, monkeypatch) -> OwnAws:
     """``own_moto`` with the environment boto3 reads pointing at it (as conftest's ``aws``)."""
-    for variable in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_REGION"):
-        monkeypatch.delenv(variable, raising=False)
-    settings = {"AWS_ENDPOINT_URL": own_moto, "AWS_ACCESS_KEY_ID": "testing",
-                "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-                "AWS_CONFIG_FILE": str(tmp_path / "aws-none"),
-                "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "aws-none")}  # fmt: skip
-    for key, value in settings.items():
-        monkeypatch.setenv(key, value)
+    point_boto3_at(own_moto, tmp_path, monkeypatch)
     return OwnAws(own_moto)
 
 

@@ -21,15 +21,14 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import threading
-import time
 import traceback
 from pathlib import Path
 
 import pytest
+from private_moto import point_boto3_at, private_moto
 
 from tgiops import deploy, resources
 from tgiops.aws import Aws, AwsSettings
@@ -110,42 +109,13 @@ def test_every_verb_is_swept():
 
 @pytest.fixture
 def private_aws(tmp_path, monkeypatch):
-    """A moto server of this test's own (the shared one is reset by every other test that
-    uses it, and this sweep runs for minutes), with the environment boto3 reads."""
+    """A moto server of this test's own (this sweep runs for minutes), with the environment
+    boto3 reads."""
     import boto3
-    import requests
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = open(tmp_path / "moto.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        ["moto_server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log,
-        env={**os.environ, "MOTO_EC2_LOAD_DEFAULT_AMIS": "false"},
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                requests.get(url + "/moto-api/data.json", timeout=1)
-                break
-            except requests.ConnectionError:
-                assert time.monotonic() < deadline, (tmp_path / "moto.log").read_text()
-                time.sleep(0.2)
-        for variable in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_REGION"):
-            monkeypatch.delenv(variable, raising=False)
-        settings = {"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "testing",
-                    "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-                    "AWS_CONFIG_FILE": str(tmp_path / "aws-none"),
-                    "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "aws-none")}  # fmt: skip
-        for key, value in settings.items():
-            monkeypatch.setenv(key, value)
+    with private_moto(tmp_path, {"MOTO_EC2_LOAD_DEFAULT_AMIS": "false"}) as url:
+        point_boto3_at(url, tmp_path, monkeypatch)
         yield lambda service: boto3.client(service)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
 
 
 def test_a_planted_token_appears_nowhere(gpu_host, private_aws, tmp_path):
