@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from process_lists import ProcessLists
 
 pytestmark = pytest.mark.e2e
 
@@ -58,31 +59,6 @@ def host_files(host) -> str:
     ).stdout
 
 
-class ProcessListRecorder:
-    """Snapshots `ps` on the host and here while a deploy runs (argv must never hold a token)."""
-
-    def __init__(self, host) -> None:
-        self.host = host
-        self.snapshots: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            remote = self.host.run("ps -eo args", check=False).stdout
-            local = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-            self.snapshots += [remote, local]
-            self._stop.wait(0.3)
-
-    def __enter__(self) -> ProcessListRecorder:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-
 def secret_name() -> str:
     """A secret of this test's own (moto is shared by every test of the session)."""
     return "tgiops-test/" + secrets.token_hex(6)
@@ -93,7 +69,7 @@ def test_deploy_70b_awq_on_4xa10g_is_healthy_and_never_shows_the_token(gpu_host,
     token, name = planted_token(), secret_name()
     stored = tgiops("secret", "set", "--name", name, stdin=token + "\n")
     assert stored.returncode == 0, stored.stderr
-    with ProcessListRecorder(host) as recorder:
+    with ProcessLists(host) as recorder:
         proc = tgiops("-vvv", "deploy", "llama-3.1-70b-awq", "--host", host.name,
                       "--ssh-config", host.ssh_config, "--secret-name", name, "--json")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -266,7 +242,7 @@ def test_deploy_as_an_ec2_style_login_user_with_passwordless_sudo(gpu_host, aws)
     host = gpu_host("1xA10G", fresh=True)
     token, name = planted_token(), secret_name()
     assert tgiops("secret", "set", "--name", name, stdin=token).returncode == 0
-    with ProcessListRecorder(host) as recorder:
+    with ProcessLists(host) as recorder:
         proc = deploy(host, "phi-3-mini", "--user", "ubuntu", "--secret-name", name, "--json")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout)["healthy"] is True

@@ -23,12 +23,12 @@ import os
 import secrets
 import subprocess
 import sys
-import threading
 import traceback
 from pathlib import Path
 
 import pytest
 from private_moto import point_boto3_at, private_moto
+from process_lists import ProcessLists
 
 from tgiops import deploy, resources
 from tgiops.aws import Aws, AwsSettings
@@ -55,32 +55,6 @@ SWEPT_VERBS = {
     "secret",
     "models",
 }
-
-
-class ProcessLists:
-    """`ps -eo args` on the host and here, every 0.2 s, while the sweep runs."""
-
-    def __init__(self, host) -> None:
-        self.host = host
-        self.snapshots: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.snapshots.append(self.host.run("ps -eo args", check=False).stdout)
-            self.snapshots.append(
-                subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-            )
-            self._stop.wait(0.2)
-
-    def __enter__(self) -> ProcessLists:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
 
 
 def kill_sessions(host) -> None:
