@@ -28,8 +28,6 @@ import json
 import os
 import re
 import secrets
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -54,6 +52,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from delay_proxy import DelayProxy  # noqa: E402
+from host_faults import kill_sshd  # noqa: E402
 from private_moto import point_boto3_at, private_moto  # noqa: E402
 from testbedlib.processes import marker_env, pid_alive, spawn_daemon  # noqa: E402
 
@@ -205,34 +204,6 @@ def leftovers(host) -> list[str]:
 
 def _record(host):
     return host.testbed._load_record(host.name)
-
-
-def kill_sshd(host) -> None:
-    """SIGKILL every sshd of the host (listener and sessions), by PID; systemd restarts the
-    listener, so the host stays reachable but every SSH connection to it is cut."""
-    ns = f"tgtb-{host.name}"
-    pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout
-    killed = []
-    for pid in (int(p) for p in pids.split()):
-        try:
-            comm = Path(f"/proc/{pid}/comm").read_text().strip()
-        except OSError:
-            continue
-        if comm == "sshd":
-            os.kill(pid, signal.SIGKILL)
-            killed.append(pid)
-    assert killed, f"no sshd found in {ns}"
-    deadline = time.monotonic() + 30
-    while any(pid_alive(pid) for pid in killed):
-        assert time.monotonic() < deadline, f"sshd of {host.name} survived SIGKILL"
-        time.sleep(0.01)
-    while True:  # systemd (Restart=on-failure) brings the listener back
-        try:
-            socket.create_connection((host.address, 22), timeout=1).close()
-            return
-        except OSError:
-            assert time.monotonic() < deadline, f"sshd of {host.name} did not come back"
-            time.sleep(0.05)
 
 
 def set_link(host, up: bool) -> None:

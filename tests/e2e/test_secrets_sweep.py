@@ -27,6 +27,7 @@ import traceback
 from pathlib import Path
 
 import pytest
+from host_faults import kill_sshd
 from private_moto import point_boto3_at, private_moto
 from process_lists import ProcessLists
 
@@ -55,18 +56,6 @@ SWEPT_VERBS = {
     "secret",
     "models",
 }
-
-
-def kill_sessions(host) -> None:
-    """SIGKILL the host's sshd processes by PID (systemd restarts the listener)."""
-    pids = subprocess.run(["ip", "netns", "pids", f"tgtb-{host.name}"], capture_output=True,
-                          text=True).stdout.split()  # fmt: skip
-    for pid in pids:
-        try:
-            if Path(f"/proc/{pid}/comm").read_text().strip() == "sshd":
-                os.kill(int(pid), 9)
-        except OSError:
-            pass
 
 
 def listed_verbs() -> set[str]:
@@ -191,7 +180,7 @@ def test_a_planted_token_appears_nowhere(gpu_host, private_aws, tmp_path):
 
             def on_progress(message: str) -> None:
                 if message.startswith("installing"):
-                    kill_sessions(host)  # the connection is cut mid-deploy
+                    kill_sshd(host)  # the connection is cut mid-deploy
 
             with RemoteHost(target_ssh) as remote:
                 deploy.deploy(

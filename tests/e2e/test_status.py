@@ -13,12 +13,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import jsonschema
 import pytest
+from instance_support import wait_until
 
 from tgiops import hardware
 from tgiops.status import JSON_SCHEMA
@@ -31,15 +30,6 @@ TINY = "tgiops-test/tiny-llama"
 UNIT = "tgiops-tiny"
 AMI = "ami-12345678"
 ZONE = "us-east-1b"
-
-
-def wait_until(check: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"{what} did not happen within {timeout_s:.0f} s")
 
 
 def tgiops(

@@ -16,11 +16,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from instance_support import wait_until
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
@@ -55,16 +54,6 @@ SuccessExitStatus=137 143
 [Install]
 WantedBy=multi-user.target
 """
-
-
-def wait_until(check: Callable[[], bool], timeout_s: float, what: str) -> None:
-    """Poll check() until it is true; fail naming what never happened."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"{what} did not happen within {timeout_s:.0f} s")
 
 
 def run_cli(
