@@ -7,9 +7,9 @@ excluded: nothing waits for TGI to become healthy. Both start from no SSH connec
 timing includes connecting. Every run writes a different unit and env file (a run number in a
 comment), so neither tool can skip an unchanged file.
 
-- tgiops: the exact calls ``tgiops.deploy.deploy`` makes for this part (``put_file_atomic`` of
-  the staged env file and unit, then one ``_switch_script``: keep ``.previous``, move the staged
-  files in, daemon-reload, enable, restart), on a fresh ``RemoteHost``.
+- tgiops: the function ``tgiops.deploy.deploy`` calls for this part (``_install``: one script
+  creates both temporary files, SFTP fills them, one script checks them, keeps ``.previous``,
+  renames them into place, daemon-reloads, enables, restarts), on a fresh ``RemoteHost``.
   "steps" = those calls in this process; "process" = a fresh interpreter that imports tgiops
   and makes them (what `tgiops deploy` would pay to get there).
 - Ansible (ansible-core): a play with ``gather_facts: false``, two ``copy`` tasks (content,
@@ -132,61 +132,22 @@ def render_files(run: int) -> tuple[str, str, object]:
 
 def tgiops_install(ssh_config: str, run: int) -> tuple[float, int, list[float]]:
     """deploy's install path on a fresh connection: (seconds, SSH command round trips,
-    [connect, env file, unit, switch] seconds)."""
-    from tgiops.deploy import _STAGED, _switch_script
+    [connect, stage both files, install script] seconds)."""
+    from tgiops.deploy import _install, _uploads
     from tgiops.ssh import RemoteHost, SSHTarget
 
     unit_text, env_text, options = render_files(run)
+    uploads = _uploads(options, env_text, unit_text)
     started = time.monotonic()
     marks = [started]
     with RemoteHost(SSHTarget("bench", ssh_config_path=ssh_config)) as host:
         host._transport()  # connect (deploy's lock call does this); timed on its own
         marks.append(time.monotonic())
-        host.put_file_atomic(options.env_file + _STAGED, env_text, mode=0o600, owner="root")
-        marks.append(time.monotonic())
-        host.put_file_atomic(options.unit_path + _STAGED, unit_text, mode=0o644, owner="root")
-        marks.append(time.monotonic())
-        host.run_script(_switch_script(options))
+        _install(host, options, uploads, on_progress=lambda _: marks.append(time.monotonic()))
         marks.append(time.monotonic())
         round_trips = host.round_trips
     parts = [b - a for a, b in itertools.pairwise(marks)]
     return time.monotonic() - started, round_trips, parts
-
-
-def one_script_install(ssh_config: str, run: int) -> tuple[float, int]:
-    """PROTOTYPE, not what tgiops does today: the same files and switch in ONE remote script.
-
-    Both files travel inside the script (on stdin, base64 in here-documents: never in argv),
-    each is written to a mktemp file with its mode and owner set first, checked against its
-    sha256, synced and renamed to its staged name; then deploy's own switch script follows.
-    It shows what one round trip for the whole install would cost.
-    """
-    import base64
-    import hashlib
-    import shlex
-
-    from tgiops.deploy import _STAGED, _switch_script
-    from tgiops.ssh import RemoteHost, SSHTarget
-
-    unit_text, env_text, options = render_files(run)
-    lines = ["set -e", "umask 077"]
-    for path, text, mode in ((options.env_file, env_text, "600"),
-                             (options.unit_path, unit_text, "644")):  # fmt: skip
-        data = text.encode()
-        lines += [
-            f"t=$(mktemp -- {shlex.quote(path + '.tgiops-tmp-')}XXXXXXXXXX)",
-            f'chmod {mode} -- "$t"; chown root -- "$t"',
-            f"base64 -d > \"$t\" <<'TGIOPS_EOF'\n{base64.b64encode(data).decode()}\nTGIOPS_EOF",
-            f'[ "$(sha256sum < "$t" | cut -d" " -f1)" = {hashlib.sha256(data).hexdigest()} ]',
-            'sync -- "$t"',
-            f'mv -f -- "$t" {shlex.quote(path + _STAGED)}',
-        ]
-    script = "\n".join(lines) + "\n" + _switch_script(options)
-    started = time.monotonic()
-    with RemoteHost(SSHTarget("bench", ssh_config_path=ssh_config)) as host:
-        host.run_script(script)
-        round_trips = host.round_trips
-    return time.monotonic() - started, round_trips
 
 
 def tgiops_process(ssh_config: str, run: int) -> float:
@@ -337,7 +298,6 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bench-deploy-"))
     rows = []
     breakdown: list[tuple[float, list[float]]] = []
-    prototype: list[tuple[float, float]] = []
     try:
         for delay in delays:
             proxy, port = start_proxy(target.address, delay)
@@ -346,7 +306,6 @@ def main(argv: list[str] | None = None) -> int:
                 write_ansible_files(workdir, port, target)
                 t_steps, t_proc, a_proc, a_steps, trips = [], [], [], [], set()
                 t_parts: list[list[float]] = []
-                one: list[float] = []
                 run = int(delay * 1000)
                 for i in range(args.repeat):
                     # Alternate which tool goes first, so drift on this machine hits both.
@@ -360,8 +319,6 @@ def main(argv: list[str] | None = None) -> int:
                             trips.add(round_trips)
                             run += 1
                             t_proc.append(tgiops_process(config, run))
-                            run += 1
-                            one.append(one_script_install(config, run)[0])
                         else:
                             wall, steps = ansible_install(workdir, port, target, run)
                             a_proc.append(wall)
@@ -374,7 +331,6 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((delay, median(t_steps), median(t_proc), median(a_steps),
                          median(a_proc), sorted(trips), operations))  # fmt: skip
             breakdown.append((delay, [median(column) for column in zip(*t_parts, strict=True)]))
-            prototype.append((delay, median(one)))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         if not args.keep:
@@ -407,13 +363,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{delay:>10g} ms | tgiops {(ts - base[1]) / extra_rtt_s:5.1f} | "
                 f"ansible {(ast - base[3]) / extra_rtt_s:5.1f}"
             )
-    print("\ntgiops steps, median seconds: connect | env file | unit | switch script")
+    print("\ntgiops steps, median seconds: connect | stage both files | install script")
     for delay, parts in breakdown:
         print(f"{delay:>10g} ms | " + " | ".join(f"{p:.3f}" for p in parts))
-    print("\nPROTOTYPE (not in tgiops): the same install as ONE remote script, median seconds")
-    for (delay, seconds), row in zip(prototype, rows, strict=True):
-        ratio = row[3] / seconds
-        print(f"{delay:>10g} ms | {seconds:.3f} | ratio Ansible steps / this {ratio:.1f}")
     print(
         "\nratio = Ansible / tgiops. tgiops RTs: SSH command round trips by tgiops' own counter"
         " (handshake and SFTP session open not counted); ansible SSH ops: `SSH: EXEC` lines of"

@@ -5,8 +5,9 @@ Steps (each says what it does through ``on_progress``):
 1. lock the host (two deploys never interleave), probe it in one round trip;
 2. plan from the probed GPUs, render the unit and the env file;
 3. compare with what is installed: same files and healthy -> "unchanged", nothing restarted;
-4. upload both files atomically (SFTP to a temporary name, then rename), keep the previous
-   ones as ``.previous``, daemon-reload, enable, restart — one round trip for the switch;
+4. upload both files into temporary files beside their final paths (one round trip creates
+   them, SFTP fills them), then one script checks them, keeps the installed ones as
+   ``.previous``, renames the new ones into place, daemon-reloads, enables and restarts;
 5. wait until healthy through an SSH tunnel to the loopback port: refused/timeouts while the
    unit lives = loading; a failed or restarting unit = crashed, at once;
 6. on failure roll back to the previous unit (and check it serves again), or stop and disable
@@ -35,12 +36,12 @@ from tgiops.engine import Engine
 from tgiops.errors import DeployError, HealthError, InputError, ProbeError
 from tgiops.plan import Overrides, Plan, plan
 from tgiops.render import ENV_DIR, UNIT_DIR, UnitOptions, render_env_file, render_unit
+from tgiops.ssh import FileUpload
 
 log = logging.getLogger(__name__)
 
 LOCK_PATH = "/run/lock/tgiops.lock"
 LOCK_TIMEOUT_S = 600
-_STAGED = ".tgiops-new"
 _MIN_DISK_BYTES = 1 << 30
 
 Progress = Callable[[str], None]
@@ -173,7 +174,7 @@ def deploy(
             )
         unit_text = render_unit(the_plan, options, template_text, tgiops_version=__version__)
         endpoint = f"http://{options.bind_address}:{options.port}"
-        switch = _switch_script(options)
+        uploads = _uploads(options, env_text, unit_text)
         base = dict(
             host=host.name,
             unit=options.unit_name,
@@ -184,9 +185,14 @@ def deploy(
         )
         if request.dry_run:
             commands = (
-                f"sftp put {options.env_file} (mode 0600, via {options.env_file}{_STAGED})",
-                f"sftp put {options.unit_path} (via {options.unit_path}{_STAGED})",
-                *switch.strip().splitlines(),
+                *(
+                    f"sftp put {u.path} (mode {u.mode:o}, into a mktemp file beside it)"
+                    for u in uploads
+                ),
+                "check each upload's sha256, fsync",
+                *_keep_previous_script(options).strip().splitlines(),
+                *(f"mv -f -- TEMPORARY_FILE {shlex.quote(u.path)}" for u in uploads),
+                *_restart_script(options).strip().splitlines(),
             )
             return DeployResult(
                 **base,
@@ -223,10 +229,7 @@ def deploy(
                 on_progress(f"installed but not healthy ({exc}); restarting it")
 
         on_progress("uploading the env file and the unit")
-        host.put_file_atomic(options.env_file + _STAGED, env_text, mode=0o600, owner="root")
-        host.put_file_atomic(options.unit_path + _STAGED, unit_text, mode=0o644, owner="root")
-        on_progress(f"installing and restarting {options.unit_name}")
-        host.run_script(switch)
+        _install(host, options, uploads, on_progress)
         baseline = _unit_state(host, options)
         try:
             _wait_healthy(host, options, the_plan, health, timeout_s, baseline, on_progress)
@@ -345,18 +348,38 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _switch_script(options: UnitOptions) -> str:
-    """Keep the previous files, move the staged ones in, reload, enable, restart."""
+def _uploads(options: UnitOptions, env_text: str, unit_text: str) -> list[FileUpload]:
+    return [
+        FileUpload(options.env_file, env_text.encode(), mode=0o600, owner="root"),
+        FileUpload(options.unit_path, unit_text.encode(), mode=0o644, owner="root"),
+    ]
+
+
+def _install(
+    host: Any, options: UnitOptions, uploads: list[FileUpload], on_progress: Progress
+) -> None:
+    """Two command round trips and one SFTP write per file (scripts/bench_deploy.py times it)."""
+    staged = host.stage_files(uploads)
+    on_progress(f"installing and restarting {options.unit_name}")
+    host.install_staged(
+        staged, before=_keep_previous_script(options), after=_restart_script(options)
+    )
+
+
+def _keep_previous_script(options: UnitOptions) -> str:
+    """Keep the installed unit and env file as ``.previous`` (what a rollback restores)."""
     q = shlex.quote
-    unit, env, name = options.unit_path, options.env_file, options.unit_name + ".service"
-    return f"""set -e
-if [ -f {q(unit)} ]; then cp -p {q(unit)} {q(unit + ".previous")}; fi
+    unit, env = options.unit_path, options.env_file
+    return f"""if [ -f {q(unit)} ]; then cp -p {q(unit)} {q(unit + ".previous")}; fi
 if [ -f {q(env)} ]; then cp -p {q(env)} {q(env + ".previous")}; fi
-mv -f {q(env + _STAGED)} {q(env)}
-mv -f {q(unit + _STAGED)} {q(unit)}
-systemctl daemon-reload
-systemctl enable --quiet {q(name)}
-systemctl restart {q(name)}
+"""
+
+
+def _restart_script(options: UnitOptions) -> str:
+    name = shlex.quote(options.unit_name + ".service")
+    return f"""systemctl daemon-reload
+systemctl enable --quiet {name}
+systemctl restart {name}
 """
 
 

@@ -4,8 +4,9 @@
 started at boot), where there is nothing to SSH to: the same deploy code drives this host
 through local processes instead. The contract is RemoteHost's (tgiops.ssh): ``run`` and
 ``run_script`` return ``CommandResult`` and raise ``RemoteCommandError`` on a non-zero exit
-with ``check``; ``put_file_atomic`` never shows a partial file; ``hold_lock`` is an exclusive
-``flock``; ``forward_local_port`` needs no tunnel and yields the port itself.
+with ``check``; ``stage_files`` + ``install_staged`` (and ``put_file_atomic``) never show a
+partial file; ``hold_lock`` is an exclusive ``flock``; ``forward_local_port`` needs no tunnel
+and yields the port itself.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from tgiops.errors import RemoteCommandError, TgiopsError
-from tgiops.ssh import CommandResult
+from tgiops.ssh import CommandResult, FileUpload, StagedFiles
 
 log = logging.getLogger(__name__)
 
@@ -106,34 +107,62 @@ class LocalHost:
 
     # -- files -----------------------------------------------------------------------------
 
-    def put_file_atomic(
-        self, path: str, data: bytes | str, *, mode: int = 0o644, owner: str | None = None
-    ) -> None:
-        """Write a temporary file beside ``path`` (mode and owner set before any content),
-        fsync it, then rename it over ``path``."""
-        if not os.path.isabs(path):
-            raise TgiopsError(f"put_file_atomic needs an absolute path, got {path!r}")
-        payload = data.encode() if isinstance(data, str) else data
-        directory, base = os.path.split(path)
+    def stage_files(self, files: Sequence[FileUpload]) -> StagedFiles:
+        """Nothing to transfer on this machine: the contents stay in memory until installed."""
+        for upload in files:
+            if not os.path.isabs(upload.path):
+                raise TgiopsError(f"uploads need an absolute path, got {upload.path!r}")
+        return StagedFiles(tuple(files))
+
+    def install_staged(
+        self, staged: StagedFiles, *, before: str = "", after: str = ""
+    ) -> CommandResult:
+        """RemoteHost.install_staged's contract: each file in a temporary file beside its path
+        (mode and owner before any content, fsync'ed), ``before``, the renames, ``after``."""
+        temps: list[str] = []
+        try:
+            for upload in staged.files:
+                temps.append(self._write_temporary(upload))
+            if before:
+                self.run_script(before)
+            for upload, tmp in zip(staged.files, temps, strict=True):
+                os.replace(tmp, upload.path)
+                log.debug("%s: installed %s (%d bytes)", self.name, upload.path, len(upload.data))
+        except BaseException as exc:
+            for tmp in temps:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+            if isinstance(exc, OSError):
+                raise TgiopsError(f"cannot install {exc.filename}: {exc}") from exc
+            raise
+        return self.run_script(after) if after else CommandResult("true", 0, "", "")
+
+    def _write_temporary(self, upload: FileUpload) -> str:
+        directory, base = os.path.split(upload.path)
         try:
             fd, tmp = tempfile.mkstemp(prefix=base + ".tgiops-tmp-", dir=directory)
         except OSError as exc:
-            raise TgiopsError(f"cannot write {path}: {exc}") from exc
+            raise TgiopsError(f"cannot write {upload.path}: {exc}") from exc
         try:
             with os.fdopen(fd, "wb") as handle:
-                os.fchmod(handle.fileno(), mode)
-                if owner:
-                    user, _, group = owner.partition(":")
+                os.fchmod(handle.fileno(), upload.mode)
+                if upload.owner:
+                    user, _, group = upload.owner.partition(":")
                     shutil.chown(tmp, user=user, group=group or None)
-                handle.write(payload)
+                handle.write(upload.data)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(tmp, path)
         except (OSError, LookupError) as exc:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            raise TgiopsError(f"cannot write {path}: {exc}; it was left unchanged") from exc
-        log.debug("%s: installed %s (%d bytes, mode %o)", self.name, path, len(payload), mode)
+            raise TgiopsError(f"cannot write {upload.path}: {exc}; it was left unchanged") from exc
+        return tmp
+
+    def put_file_atomic(
+        self, path: str, data: bytes | str, *, mode: int = 0o644, owner: str | None = None
+    ) -> None:
+        payload = data.encode() if isinstance(data, str) else data
+        self.install_staged(self.stage_files([FileUpload(path, payload, mode, owner)]))
 
     def read_file(self, path: str) -> bytes | None:
         try:

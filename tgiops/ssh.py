@@ -27,11 +27,16 @@ import shlex
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tgiops.errors import HostKeyError, RemoteCommandError, SSHConnectError, SSHError
+from tgiops.errors import (
+    HostKeyError,
+    RemoteCommandError,
+    SSHConnectError,
+    SSHError,
+)
 
 if TYPE_CHECKING:
     import paramiko
@@ -41,6 +46,12 @@ log = logging.getLogger(__name__)
 OUTPUT_TAIL_LINES = 20
 _GLOBAL_KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
 _TMP_MARKER = ".tgiops-tmp-"
+# Where uploads wait (``stage_files``): private directories of the login user.
+STAGE_DIR_PREFIX = "/tmp/tgiops-stage."
+STAGE_DIR_GLOB = STAGE_DIR_PREFIX + "*"
+# A staging directory this old was left by a cut connection (uploads take seconds): removed,
+# since it may hold a token. `tgiops undeploy` removes them all.
+_STALE_STAGE_MIN = 60
 # A cut link must become an error, not a hang: unacknowledged data older than this aborts the
 # socket (TCP_USER_TIMEOUT, RFC 5482; Linux), waking every channel and SFTP call waiting on it.
 _DEAD_LINK_S = 30
@@ -49,6 +60,28 @@ _DEAD_LINK_S = 30
 _LOCK_LEASE_S = 90
 _LOCK_HEARTBEAT_S = 15
 _EOF_GRACE_S = 2.0  # after the exit status, how long to wait for the output's end
+# Exit status of an install script that failed before touching any final path.
+_NOTHING_CHANGED_EXIT = 3
+# Install scripts end by removing the staging directory; on failure also the temporary files
+# made so far; a failure while ``staging`` is 1 changed nothing, and exit 3 says so.
+_CLEAN_UP = (
+    'trap \'rc=$?; rm -rf -- "$stage"; if [ "$rc" != 0 ]; then '
+    'rm -f -- "${made[@]}"; [ "$staging" != 1 ] || exit 3; fi\' EXIT'
+)
+# unpack TMP OFFSET SIZE SHA256 PATH: copy PATH's bytes out of the bundle into TMP, and check
+# them (paramiko drops the status of pipelined SFTP writes, ``SFTPFile._write`` files them under
+# ``type(None)``: a full disk would otherwise go unnoticed).
+_UNPACK_FUNCTION = """unpack() {
+  dd if="$stage/bundle" of="$1" bs=1M iflag=skip_bytes,count_bytes skip="$2" count="$3" \\
+    conv=notrunc status=none
+  sum=$(sha256sum -- "$1" 2>&1) || sum="unreadable: $sum"
+  if [ "${sum%% *}" != "$4" ]; then
+    size=$(stat -c %s -- "$1" 2>/dev/null || echo "?")
+    echo "the upload of $5 arrived incomplete ($size of $3 bytes)" >&2
+    df -h -- /tmp "$(dirname -- "$5")" >&2 || true
+    exit 1
+  fi
+}"""
 
 
 @dataclass(frozen=True)
@@ -62,6 +95,24 @@ class SSHTarget:
     port: int | None = None
     accept_new_host_key: bool = False
     connect_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class FileUpload:
+    """One file to install on a host: its final path, content, mode and owner."""
+
+    path: str
+    data: bytes = field(repr=False)  # may hold a secret: kept out of reprs and tracebacks
+    mode: int = 0o644
+    owner: str | None = None
+
+
+@dataclass(frozen=True)
+class StagedFiles:
+    """Uploads waiting on a host (``stage_files``), not yet under their final names."""
+
+    files: tuple[FileUpload, ...]
+    where: str = ""  # RemoteHost: the private staging directory holding their bundle
 
 
 @dataclass(frozen=True)
@@ -457,156 +508,157 @@ class RemoteHost:
     def _sftp_client(self) -> Any:
         transport = self._transport()
         with self._lock:
-            if self._sftp is None or self._sftp_transport is not transport:
-                import paramiko
+            if self._sftp is not None and self._sftp_transport is transport:
+                return self._sftp
+        import paramiko
 
-                self._sftp = paramiko.SFTPClient.from_transport(transport)
-                self._sftp_transport = transport
+        # Opened outside the lock: it takes three round trips (channel, subsystem, version),
+        # which commands on other channels may overlap (``_sftp_soon``).
+        sftp = paramiko.SFTPClient.from_transport(transport)
+        with self._lock:
+            if self._sftp is not None and self._sftp_transport is transport:
+                sftp.close()  # another thread won the race; use its session
+            else:
+                self._sftp, self._sftp_transport = sftp, transport
             return self._sftp
 
-    def put_file_atomic(
-        self, path: str, data: bytes | str, *, mode: int = 0o644, owner: str | None = None
-    ) -> None:
-        """Replace ``path`` with ``data`` so that no reader ever sees a partial file.
+    def _sftp_soon(self) -> Callable[[], Any]:
+        """Start opening the SFTP session on another thread; the returned function waits for it.
 
-        Three round trips: (1) ``mktemp`` creates ``PATH.tgiops-tmp-XXXXXXXXXX`` in the same
-        directory (mode 0600, O_EXCL), chmod/chown'ed *before* any content is written, so a 0600
-        secret file is never readable by others, not even through a descriptor opened early;
-        (2) SFTP writes the content (pipelined); (3) the temporary file's sha256 is checked,
-        it is fsync'ed and renamed over ``path`` (rename(2): atomic in one directory). The check
-        is needed because paramiko drops the status of pipelined writes (``SFTPFile._write``
-        files them under ``type(None)``), so a full disk would otherwise go unnoticed. On any
-        failure the temporary file is removed and ``path`` is left as it was.
+        The caller runs a command meanwhile: the session's three round trips then cost nothing.
+        """
+        self._transport()  # connect here, so that connection errors surface in this thread
+        box: dict[str, Any] = {}
+
+        def open_session() -> None:
+            try:
+                box["sftp"] = self._sftp_client()
+            except BaseException as exc:  # handed to the waiting thread, which raises it
+                box["error"] = exc
+
+        opener = threading.Thread(target=open_session, name="tgiops-sftp-open", daemon=True)
+        opener.start()
+
+        def wait() -> Any:
+            opener.join()
+            if "error" in box:
+                raise box["error"]
+            return box["sftp"]
+
+        return wait
+
+    def stage_files(self, files: Sequence[FileUpload]) -> StagedFiles:
+        """Upload the files' contents to the host; no final path changes yet.
+
+        Two round trips however many files: ``mktemp -d`` makes a private staging directory
+        (0700, as the login user, who may not write root's directories) while the SFTP session
+        opens, then one pipelined SFTP write puts all contents there as one bundle.
+        ``install_staged`` copies each out as root. On failure the directory is removed.
         """
         import paramiko
 
-        if not posixpath.isabs(path):
-            raise SSHError(f"put_file_atomic needs an absolute remote path, got {path!r}.")
-        payload = data.encode() if isinstance(data, str) else data
-        if self._needs_sudo():
-            self._put_file_via_sudo(path, payload, mode=mode, owner=owner)
-            return
-        create = [
-            "set -e",
-            "umask 077",
-            f"t=$(mktemp -- {shlex.quote(path + _TMP_MARKER)}XXXXXXXXXX)",
-            f'if ! {{ chmod {mode:o} -- "$t"'
-            + (f' && chown {shlex.quote(owner)} -- "$t"' if owner else "")
-            + '; }; then rm -f -- "$t"; exit 1; fi',
-            'printf %s "$t"',
-        ]
-        tmp = self.run_script("\n".join(create) + "\n").stdout.strip()
-        if not tmp.startswith(path + _TMP_MARKER):
-            raise SSHError(f"on {self.name}: mktemp for {path} returned {tmp!r}; nothing written.")
-        sftp = None
-        try:
-            sftp = self._sftp_client()
-            self.round_trips += 1
-            with sftp.open(tmp, "wb") as handle:  # truncates; keeps mktemp's mode and owner
-                handle.set_pipelined(True)
-                handle.write(payload)
-        except (OSError, EOFError, paramiko.SSHException) as exc:
-            self._remove_quietly(tmp)
-            transport = sftp.get_channel().get_transport() if sftp is not None else None
-            if transport is not None and not transport.is_active():
-                raise SSHConnectError(
-                    f"lost the SSH connection to {self.name} while uploading {path} "
-                    f"({str(exc) or type(exc).__name__}); {path} was left unchanged. Check the "
-                    "host (is sshd up, is it reachable?) and rerun."
-                ) from exc
-            raise SSHError(
-                f"uploading {len(payload)} bytes to {self.name}:{path} failed: "
-                f"{str(exc) or type(exc).__name__}. {path} was left unchanged; check free space "
-                "and permissions there."
-            ) from exc
-        expected = hashlib.sha256(payload).hexdigest()
-        install = [
-            f"t={shlex.quote(tmp)}",
-            'sum=$(sha256sum -- "$t" 2>&1) || sum="unreadable: $sum"',
-            f'if [ "${{sum%% *}}" != {expected} ]; then',
-            '  size=$(stat -c %s -- "$t" 2>/dev/null || echo "?"); rm -f -- "$t"',
-            f'  echo "the upload arrived incomplete ($size of {len(payload)} bytes)" >&2',
-            f"  df -h -- {shlex.quote(posixpath.dirname(path))} >&2; exit 3",
-            "fi",
-            'sync -- "$t" 2>/dev/null || true',  # durable before it becomes visible
-            f'mv -f -- "$t" {shlex.quote(path)}',
-        ]
-        try:
-            self.run_script("\n".join(install) + "\n")
-        except RemoteCommandError as exc:
-            self._remove_quietly(tmp)
-            raise SSHError(
-                f"uploading {len(payload)} bytes to {self.name}:{path} failed; {path} was left "
-                f"unchanged. Check free space and permissions there.\n{exc.output_tail}"
-            ) from exc
-        log.debug("%s: installed %s (%d bytes, mode %o)", self.name, path, len(payload), mode)
-
-    def _put_file_via_sudo(
-        self, path: str, payload: bytes, *, mode: int, owner: str | None
-    ) -> None:
-        """put_file_atomic for a login user who is not root (three round trips as well).
-
-        SFTP runs as the login user, who cannot write root's directories: the content goes to
-        a private staging directory (mode 0700, so a secret is never readable by others), and
-        one ``sudo`` script checks its sha256, copies it into a ``mktemp`` file next to
-        ``path`` with the final mode and owner, and renames that over ``path``.
-        """
-        import paramiko
-
-        q = shlex.quote
+        for upload in files:
+            if not posixpath.isabs(upload.path):
+                raise SSHError(f"uploads need an absolute remote path, got {upload.path!r}.")
+        sftp_ready = self._sftp_soon()
+        prefix = STAGE_DIR_PREFIX
         stage = self._exec(
-            "umask 077 && mktemp -d /tmp/tgiops-stage.XXXXXXXXXX",
+            f"find /tmp -maxdepth 1 -user \"$(id -u)\" -name '{posixpath.basename(prefix)}*' "
+            f"-mmin +{_STALE_STAGE_MIN} -exec rm -rf -- {{}} + 2>/dev/null; "
+            f"umask 077 && mktemp -d {prefix}XXXXXXXXXX",
             shown="mktemp -d",
             stdin=None,
             check=True,
             timeout_s=None,
         ).stdout.strip()
-        if not stage.startswith("/tmp/tgiops-stage."):
+        if not stage.startswith(prefix):
             raise SSHError(f"on {self.name}: mktemp -d returned {stage!r}; nothing written.")
-        staged = f"{stage}/content"
+        staged = StagedFiles(tuple(files), stage)
         try:
-            sftp = self._sftp_client()
-            self.round_trips += 1
-            with sftp.open(staged, "wb") as handle:
-                handle.set_pipelined(True)
-                handle.write(payload)
+            self._sftp_write(sftp_ready(), f"{stage}/bundle", b"".join(u.data for u in files))
         except (OSError, EOFError, paramiko.SSHException) as exc:
-            self._exec(f"rm -rf -- {q(stage)}", shown="rm", stdin=None, check=False, timeout_s=None)
+            paths = ", ".join(upload.path for upload in files)
+            if not self._transport_alive():
+                raise SSHConnectError(
+                    f"lost the SSH connection to {self.name} while uploading {paths} "
+                    f"({str(exc) or type(exc).__name__}); nothing was changed. Check the host "
+                    "(is sshd up, is it reachable?) and rerun."
+                ) from exc
+            self._exec(f"rm -rf -- {shlex.quote(stage)}", shown="rm", stdin=None, check=False,
+                       timeout_s=None)  # fmt: skip
             raise SSHError(
-                f"uploading {len(payload)} bytes to {self.name}:{path} failed: "
-                f"{str(exc) or type(exc).__name__}. {path} was left unchanged."
+                f"uploading {paths} to {self.name} failed: {str(exc) or type(exc).__name__}. "
+                "Nothing was changed; check free space in /tmp there."
             ) from exc
-        expected = hashlib.sha256(payload).hexdigest()
-        install = [
-            "set -e",
-            f"stage={q(stage)}",
-            't=""',
-            'trap \'rm -rf -- "$stage"; [ -z "$t" ] || rm -f -- "$t"\' EXIT',
-            f'[ "$(sha256sum -- "$stage/content" | cut -d" " -f1)" = {expected} ] || '
-            '{ echo "the upload arrived incomplete" >&2; exit 3; }',
-            "umask 077",
-            f"t=$(mktemp -- {q(path + _TMP_MARKER)}XXXXXXXXXX)",
-            f'chmod {mode:o} -- "$t"' + (f' && chown {q(owner)} -- "$t"' if owner else ""),
-            'cat -- "$stage/content" > "$t"',
-            'sync -- "$t" 2>/dev/null || true',
-            f'mv -f -- "$t" {q(path)}',
-            't=""',
-        ]
-        try:
-            self.run_script("\n".join(install) + "\n")
-        except RemoteCommandError as exc:
-            raise SSHError(
-                f"installing {path} on {self.name} failed; it was left unchanged.\n"
-                f"{exc.output_tail}"
-            ) from exc
+        return staged
 
-    def _remove_quietly(self, path: str) -> None:
+    def _sftp_write(self, sftp: Any, path: str, payload: bytes) -> None:
+        self.round_trips += 1
+        with sftp.open(path, "wb") as handle:  # created inside a 0700 directory
+            handle.set_pipelined(True)
+            handle.write(payload)
+
+    def _transport_alive(self) -> bool:
+        transport = self._conn.client.get_transport() if self._conn is not None else None
+        return transport is not None and transport.is_active()
+
+    def install_staged(
+        self, staged: StagedFiles, *, before: str = "", after: str = ""
+    ) -> CommandResult:
+        """Put the staged files in place, in one remote script (as root).
+
+        For each file: ``mktemp`` creates ``PATH.tgiops-tmp-XXXXXXXXXX`` beside it (same
+        directory: the rename is atomic) with mode and owner set *before* any content, so a
+        0600 secret is never readable by others, not even through a descriptor opened early;
+        its bytes are copied in, checked against their sha256 and fsync'ed. Then ``before``
+        runs, every file is renamed over its path (rename(2)), and ``after`` runs. A failure
+        before the renames removes the temporary files and leaves every path as it was.
+        """
+        q = shlex.quote
+        lines = ["set -e", f"stage={q(staged.where)}", "made=()", "staging=1", _CLEAN_UP]
+        lines += [_UNPACK_FUNCTION, "umask 077"]
+        offset = 0
+        for index, upload in enumerate(staged.files):
+            size, expected = len(upload.data), hashlib.sha256(upload.data).hexdigest()
+            lines += [
+                f"t{index}=$(mktemp -- {q(upload.path + _TMP_MARKER)}XXXXXXXXXX)",
+                f'made+=("$t{index}")',
+                f'chmod {upload.mode:o} -- "$t{index}"',
+                *([f'chown {q(upload.owner)} -- "$t{index}"'] if upload.owner else []),
+                f'unpack "$t{index}" {offset} {size} {expected} {q(upload.path)}',
+            ]
+            offset += size
+        lines.append('sync -- "${made[@]}" 2>/dev/null || true  # durable before visible')
+        lines += ["staging=0", before.rstrip("\n")]
+        lines += [f'mv -f -- "$t{i}" {q(u.path)}' for i, u in enumerate(staged.files)]
+        lines.append(after.rstrip("\n"))
         try:
-            self._sftp_client().remove(path)
-        except FileNotFoundError:
-            pass
-        except Exception as exc:  # the connection may be gone: the temp file stays, harmless
-            log.warning("%s: could not remove temporary file %s: %s", self.name, path, exc)
+            result = self.run_script("\n".join(line for line in lines if line) + "\n")
+        except RemoteCommandError as exc:
+            if exc.remote_exit_code != _NOTHING_CHANGED_EXIT:
+                raise
+            sizes = ", ".join(f"{u.path} ({len(u.data)} bytes)" for u in staged.files)
+            raise SSHError(
+                f"installing {sizes} on {self.name} failed; it was all left unchanged. Check "
+                f"free space and permissions there.\n{exc.output_tail}"
+            ) from exc
+        for upload in staged.files:
+            log.debug(
+                "%s: installed %s (%d bytes, mode %o)",
+                self.name,
+                upload.path,
+                len(upload.data),
+                upload.mode,
+            )
+        return result
+
+    def put_file_atomic(
+        self, path: str, data: bytes | str, *, mode: int = 0o644, owner: str | None = None
+    ) -> None:
+        """Replace ``path`` with ``data`` so that no reader ever sees a partial file
+        (``stage_files`` + ``install_staged``: three round trips)."""
+        payload = data.encode() if isinstance(data, str) else data
+        self.install_staged(self.stage_files([FileUpload(path, payload, mode, owner)]))
 
     def read_file(self, path: str) -> bytes | None:
         """The content of a remote file, or None when it does not exist."""

@@ -23,6 +23,7 @@ from tgiops.errors import InputError, TgiopsError
 from tgiops.logs import choose_unit
 from tgiops.probe import split_sections
 from tgiops.render import ENV_DIR, UNIT_DIR, UNIT_NAME_RE
+from tgiops.ssh import STAGE_DIR_GLOB
 from tgiops.status import UnitPlan, parse_unit_plan
 
 log = logging.getLogger(__name__)
@@ -67,10 +68,8 @@ def unit_files(unit: str, *, unit_dir: str = UNIT_DIR, env_dir: str = ENV_DIR) -
     return (
         unit_path,
         unit_path + ".previous",
-        unit_path + ".tgiops-new",
         env_path,
         env_path + ".previous",
-        env_path + ".tgiops-new",
     )
 
 
@@ -132,8 +131,10 @@ def undeploy_script(plan: UndeployPlan, *, purge_cache: bool) -> str:
     container = plan.plan.container or unit
     purge = purge_cache and not plan.cache_shared_with
     files = " ".join(q(f) for f in plan.files)
-    # mktemp names of interrupted uploads (tgiops.ssh.put_file_atomic): PATH.tgiops-tmp-XXXX
-    temps = " ".join(f"{q(f)}.tgiops-tmp-*" for f in plan.files[::3])
+    # What interrupted uploads leave (tgiops.ssh): temporary files PATH.tgiops-tmp-XXXX, and
+    # staging directories, which may hold a token (no upload runs now: we hold the lock).
+    live = [f for f in plan.files if not f.endswith(".previous")]
+    temps = " ".join(f"{q(f)}.tgiops-tmp-*" for f in live)
     lines = [
         "{",  # one brace group from /dev/null: parsed whole, stdin never read by a command
         "set +e",
@@ -147,6 +148,7 @@ def undeploy_script(plan: UndeployPlan, *, purge_cache: bool) -> str:
         f"systemctl disable --now --quiet {q(service)} 2>&1",
         f"docker rm -f {q(container)} >/dev/null 2>&1",
         f"rm -f -- {files} {temps}",
+        f"rm -rf -- {STAGE_DIR_GLOB}",
         "systemctl daemon-reload",
         f"systemctl reset-failed {q(service)} >/dev/null 2>&1",
     ]

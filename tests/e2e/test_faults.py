@@ -44,7 +44,7 @@ from tgiops.aws import Aws, AwsSettings
 from tgiops.engine import DEFAULT_TGI_VERSION, Engine
 from tgiops.errors import SecretError, SSHConnectError, SSHError, TgiopsError
 from tgiops.plan import Overrides
-from tgiops.ssh import RemoteHost, SSHTarget
+from tgiops.ssh import STAGE_DIR_GLOB, STAGE_DIR_PREFIX, RemoteHost, SSHTarget
 
 pytestmark = pytest.mark.e2e
 
@@ -92,8 +92,8 @@ class FaultyHost(RemoteHost):
             self.after_script(script)
         return result
 
-    def put_file_atomic(self, path: str, data, **kwargs) -> None:  # type: ignore[override]
-        super().put_file_atomic(path, data, **kwargs)
+    def _sftp_write(self, sftp, path: str, payload: bytes) -> None:
+        super()._sftp_write(sftp, path, payload)
         if self.after_upload:
             self.after_upload(path)
 
@@ -282,10 +282,10 @@ def rerun_converges(scenario: Scenario) -> tuple[bytes | None, bytes | None]:
     return live_pair(scenario.host)
 
 
-def is_upload(path: str, script: str) -> bool:
-    """The script that checks the uploaded temporary file and renames it over the staged
-    ``path.tgiops-new`` (deploy stages both files, then one switch script moves them live)."""
-    return "sha256sum" in script and f"{path}.tgiops-new" in script and "mktemp" not in script
+def is_upload(written: str) -> bool:
+    """Whether ``written`` (a file SFTP just filled) is a deploy's upload: the bundle of the
+    env file and the unit in a staging directory."""
+    return written.startswith(STAGE_DIR_PREFIX)
 
 
 def is_switch(script: str) -> bool:
@@ -351,8 +351,7 @@ def test_unreachable_while_reading_the_secret_changes_nothing(served, own_aws):
 @pytest.mark.parametrize(
     "step,expect_new",
     [
-        pytest.param("env-file upload", False, id="env-file-upload"),
-        pytest.param("unit upload", False, id="unit-upload"),
+        pytest.param("upload", False, id="upload"),
         pytest.param("daemon-reload", True, id="daemon-reload"),
         pytest.param("restart", True, id="restart"),
         pytest.param("health wait", True, id="health-wait"),
@@ -364,11 +363,9 @@ def test_cut_connection_leaves_a_whole_unit_and_rerun_converges(served, step, ex
     hooks: dict[str, Callable[[str], None]] = {}
     watchers: list[threading.Thread] = []
     on_step = None
-    if step == "env-file upload":
-        # The env file's content is in its temporary file; the rename has not happened.
-        hooks["before_script"] = lambda s: cut() if is_upload(ENV_PATH, s) else None
-    elif step == "unit upload":
-        hooks["before_script"] = lambda s: cut() if is_upload(UNIT_PATH, s) else None
+    if step == "upload":
+        # The env file and the unit are on the host, in a staging directory; nothing installed.
+        hooks["after_upload"] = lambda p: cut() if is_upload(p) else None
     elif step == "daemon-reload":
         # While the switch script runs: right after the unit file was renamed into place.
         def watch(script: str) -> None:
@@ -397,7 +394,8 @@ def test_cut_connection_leaves_a_whole_unit_and_rerun_converges(served, step, ex
 
     assert cut.fired.is_set(), outcome.messages
     installing = any(m.startswith("installing and restarting") for m in outcome.messages)
-    assert installing == (step not in ("env-file upload", "unit upload")), outcome.messages
+    # "installing" is announced once both files are uploaded, before the install script.
+    assert installing, outcome.messages
     assert isinstance(outcome.error, SSHError), outcome.result
     assert outcome.error.exit_code == 1
     assert "lost the SSH connection" in str(outcome.error) or "without an exit status" in str(
@@ -409,7 +407,10 @@ def test_cut_connection_leaves_a_whole_unit_and_rerun_converges(served, step, ex
     assert state == (after if expect_new else served.before)
     # What a cut upload leaves behind never has a live name, and systemd ignores it.
     for name in leftovers(host):
-        assert name.endswith(".tgiops-new") or ".tgiops-tmp-" in name, name
+        assert ".tgiops-tmp-" in name, name
+    # A cut upload leaves its staging directory (it holds the token): private to its owner.
+    modes = host.run(f"stat -c %a {STAGE_DIR_GLOB} 2>/dev/null || true").stdout.split()
+    assert set(modes) <= {"700"}, modes
     units = host.run("systemctl list-unit-files --no-legend 'tgiops-*'").stdout.splitlines()
     assert [line.split()[0] for line in units] == [f"{UNIT}.service"]
 
@@ -430,7 +431,7 @@ def test_unreachable_mid_upload_fails_instead_of_hanging_and_rerun_converges(ser
             run_deploy(
                 host,
                 total=NEW_TOTAL,
-                before_script=lambda s: cut() if is_upload(ENV_PATH, s) else None,
+                after_upload=lambda p: cut() if is_upload(p) else None,
             )
         ),
         daemon=True,

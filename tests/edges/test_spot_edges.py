@@ -20,7 +20,7 @@ from tgiops.bootstrap import point_elastic_ip
 from tgiops.errors import RemoteCommandError, TgiopsError
 from tgiops.localhost import LocalHost, seconds_since_boot
 from tgiops.reconcile import ReconcileOptions, _GroupTags, _lambda_ssh_config, reconcile
-from tgiops.ssh import SSHTarget
+from tgiops.ssh import FileUpload, SSHTarget
 
 if TYPE_CHECKING:
     from conftest import Moto
@@ -98,6 +98,25 @@ def test_local_host_lock_is_exclusive(tmp_path):
 def test_seconds_since_boot_reads_pid_1():
     age = seconds_since_boot(LocalHost())
     assert age is not None and age > 0
+
+
+def test_local_host_installs_staged_files_between_before_and_after(tmp_path):
+    host = LocalHost()
+    env, unit, log = tmp_path / "x.env", tmp_path / "x.service", tmp_path / "log"
+    env.write_text("OLD\n")
+    staged = host.stage_files(
+        [FileUpload(str(env), b"NEW\n", 0o600), FileUpload(str(unit), b"U\n")]
+    )
+    assert env.read_text() == "OLD\n" and not unit.exists()
+    with pytest.raises(RemoteCommandError):  # a failing `before`: nothing replaced, no leftovers
+        host.install_staged(staged, before="false\n")
+    assert env.read_text() == "OLD\n" and sorted(os.listdir(tmp_path)) == ["x.env"]
+    staged = host.stage_files(
+        [FileUpload(str(env), b"NEW\n", 0o600), FileUpload(str(unit), b"U\n")]
+    )
+    host.install_staged(staged, before=f"cat {env} > {log}\n", after=f"cat {env} {unit} >> {log}\n")
+    assert log.read_text() == "OLD\nNEW\nU\n"
+    assert sorted(os.listdir(tmp_path)) == ["log", "x.env", "x.service"]
 
 
 # -- the record on a data volume --------------------------------------------------------------

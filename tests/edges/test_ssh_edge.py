@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tgiops.errors import HostKeyError, RemoteCommandError, SSHConnectError, SSHError
-from tgiops.ssh import RemoteHost, SSHTarget
+from tgiops.ssh import FileUpload, RemoteHost, SSHTarget, StagedFiles
 
 if TYPE_CHECKING:  # fixtures come from tests/edges/conftest.py
     from collections.abc import Callable
@@ -120,7 +120,10 @@ def test_round_trips_are_counted(ssh_env: SshEnv) -> None:
     host.read_file(str(ssh_env.work / "absent"))
     assert host.round_trips == 2
     host.put_file_atomic(str(ssh_env.work / "f"), "x")
-    assert host.round_trips == 5  # mktemp+chmod, write, rename
+    assert host.round_trips == 5  # mktemp+chmod, write, check+rename
+    files = [FileUpload(str(ssh_env.work / name), b"x") for name in ("a", "b", "c")]
+    host.install_staged(host.stage_files(files))
+    assert host.round_trips == 5 + 3  # mktemp -d, one write (a bundle), one install script
 
 
 # -- files ------------------------------------------------------------------------------------
@@ -184,6 +187,51 @@ def test_put_file_atomic_keeps_the_old_file_when_the_upload_fails(ssh_env: SshEn
         assert tmp_leftovers(small) == []
     finally:
         subprocess.run(["umount", str(small)], check=True)
+
+
+def test_staged_files_appear_together_between_before_and_after(ssh_env: SshEnv) -> None:
+    """``before`` runs with no file replaced yet, ``after`` with all of them in place."""
+    host = ssh_env.host()
+    env, unit = ssh_env.work / "x.env", ssh_env.work / "x.service"
+    env.write_text("OLD\n")
+    log = ssh_env.work / "log"
+    staged = host.stage_files(
+        [
+            FileUpload(str(env), b"HF_TOKEN=hf_planted\n", mode=0o600, owner="root"),
+            FileUpload(str(unit), b"[Unit]\n", mode=0o644),
+        ]
+    )
+    assert env.read_text() == "OLD\n" and not unit.exists()  # staged: nothing visible yet
+    assert tmp_leftovers(ssh_env.work) == []
+    assert stat.S_IMODE(os.stat(staged.where).st_mode) == 0o700  # the bundle's private directory
+    host.install_staged(
+        staged,
+        before=f"cat {env} {unit} > {log} 2>&1 || true\n",
+        after=f"cat {env} {unit} >> {log}\n",
+    )
+    assert log.read_text().startswith(f"OLD\ncat: {unit}: No such file or directory\n")
+    assert log.read_text().endswith("HF_TOKEN=hf_planted\n[Unit]\n")
+    assert stat.S_IMODE(env.stat().st_mode) == 0o600
+    assert tmp_leftovers(ssh_env.work) == [] and not os.path.exists(staged.where)
+
+
+def test_a_failing_before_script_changes_nothing_and_leaves_no_temporary_file(
+    ssh_env: SshEnv,
+) -> None:
+    host = ssh_env.host()
+    path = ssh_env.work / "kept.service"
+    path.write_text("previous\n")
+    staged = host.stage_files([FileUpload(str(path), b"new\n")])
+    with pytest.raises(RemoteCommandError):
+        host.install_staged(staged, before="false\n")
+    assert path.read_text() == "previous\n"
+    assert tmp_leftovers(ssh_env.work) == [] and not os.path.exists(staged.where)
+
+
+def test_a_file_upload_never_shows_its_content_in_a_repr(ssh_env: SshEnv) -> None:
+    upload = FileUpload("/etc/tgiops/x.env", b"HF_TOKEN=hf_planted\n", mode=0o600)
+    assert "hf_planted" not in repr(upload)
+    assert "hf_planted" not in repr(StagedFiles((upload,), "/tmp/tgiops-stage.x"))
 
 
 def test_put_file_atomic_refuses_relative_paths(ssh_env: SshEnv) -> None:
