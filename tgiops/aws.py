@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -233,17 +233,7 @@ class Aws:
             return getattr(client, operation)(**params)
 
         try:
-            if not retry_throttling:
-                return once()
-            from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
-
-            retrying = Retrying(
-                stop=stop_after_attempt(THROTTLE_RETRY_ATTEMPTS),
-                wait=wait_exponential(multiplier=0.5, max=8),
-                retry=retry_if_exception(_is_throttle),
-                reraise=True,
-            )
-            return retrying(once)
+            return retry_when_throttled(once) if retry_throttling else once()
         except botocore.exceptions.ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if messages and code in messages:
@@ -646,6 +636,26 @@ class Aws:
 
 def _timestamp(value: Any) -> float:
     return value.timestamp() if isinstance(value, datetime) else 0.0
+
+
+def retry_when_throttled(
+    operation: Callable[[], Any], *, sleep: Callable[[float], None] | None = None
+) -> Any:
+    """Run ``operation``, again after 0.5, 1, 2, 4 s while AWS answers with a throttling error
+    (botocore's standard mode has already retried inside each attempt); other errors and the
+    last throttling error propagate. ``sleep`` is for tests that record the backoff."""
+    import time
+
+    from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+    retrying = Retrying(
+        stop=stop_after_attempt(THROTTLE_RETRY_ATTEMPTS),
+        wait=wait_exponential(multiplier=0.5, max=8),
+        retry=retry_if_exception(_is_throttle),
+        reraise=True,
+        sleep=sleep or time.sleep,
+    )
+    return retrying(operation)
 
 
 def _is_throttle(exc: BaseException) -> bool:
