@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import re
-import select
 import shlex
 import threading
 from collections.abc import Callable, Iterable
@@ -22,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tgiops.deploy import Redactor
-from tgiops.errors import InputError, SSHConnectError
+from tgiops.errors import InputError
 from tgiops.render import UNIT_DIR
 
 log = logging.getLogger(__name__)
@@ -162,58 +161,5 @@ def show_logs(
         for line in result.stdout.splitlines():
             on_line(redact(line))
         return unit
-    stream_command(host, command, lambda line: on_line(redact(line)), stop=stop)
+    host.stream(command, lambda line: on_line(redact(line)), stop=stop)
     return unit
-
-
-def stream_command(
-    host: Any,
-    command: str,
-    on_line: Callable[[str], None],
-    *,
-    stop: threading.Event | None = None,
-    poll_s: float = 0.2,
-) -> int | None:
-    """Run ``command`` and hand each stdout line to ``on_line`` as it arrives.
-
-    RemoteHost has no streaming call (``run`` returns when the command ends), so this opens its
-    own session channel on the host's transport. Returns the exit status, or None when
-    stopped first (the remote command is then ended by closing the channel: sshd hangs up
-    journalctl's pipe and it exits on its next write).
-    """
-    import paramiko
-
-    transport = host._transport()  # the SSH edge's live connection (see the docstring)
-    host.round_trips += 1
-    stop = stop or threading.Event()
-    try:
-        channel = transport.open_session(timeout=30)
-        try:
-            channel.exec_command(command)
-            channel.shutdown_write()
-            pending = b""
-            while not stop.is_set():
-                select.select([channel], [], [], poll_s)
-                while channel.recv_ready():
-                    pending += channel.recv(65536)
-                    *complete, pending = pending.split(b"\n")
-                    for raw in complete:
-                        on_line(raw.decode("utf-8", "replace"))
-                while channel.recv_stderr_ready():
-                    err = channel.recv_stderr(65536).decode("utf-8", "replace").strip()
-                    if err:
-                        log.warning("%s: %s", host.name, err)
-                if channel.exit_status_ready() and not channel.recv_ready():
-                    break
-            if pending:
-                on_line(pending.decode("utf-8", "replace"))
-            if stop.is_set():
-                return None
-            return channel.recv_exit_status()
-        finally:
-            channel.close()
-    except (paramiko.SSHException, OSError, EOFError) as exc:
-        raise SSHConnectError(
-            f"lost the SSH connection to {host.name} while following the journal: "
-            f"{exc or type(exc).__name__}"
-        ) from exc

@@ -393,6 +393,55 @@ class RemoteHost:
         wrapped = "{\n" + script.rstrip("\n") + "\n} </dev/null\n"
         return self._exec(command, shown=shown, stdin=wrapped, check=check, timeout_s=timeout_s)
 
+    def stream(
+        self,
+        command: str,
+        on_line: Callable[[str], None],
+        *,
+        stop: threading.Event | None = None,
+        poll_s: float = 0.2,
+    ) -> int | None:
+        """Run ``command`` (as root) and hand each stdout line to ``on_line`` as it arrives.
+
+        Returns the exit status, or None when ``stop`` was set first: closing the channel then
+        ends the remote command (sshd hangs up its pipe; it exits on its next write). stderr
+        lines are logged as warnings.
+        """
+        import paramiko
+
+        transport = self._transport()
+        self.round_trips += 1
+        stop = stop or threading.Event()
+        try:
+            channel = transport.open_session(timeout=self._target.connect_timeout_s)
+            try:
+                channel.exec_command(self._as_root(command))
+                channel.shutdown_write()
+                pending = b""
+                while not stop.is_set():
+                    select.select([channel], [], [], poll_s)
+                    while channel.recv_ready():
+                        pending += channel.recv(65536)
+                        *complete, pending = pending.split(b"\n")
+                        for raw in complete:
+                            on_line(raw.decode("utf-8", "replace"))
+                    while channel.recv_stderr_ready():
+                        err = channel.recv_stderr(65536).decode("utf-8", "replace").strip()
+                        if err:
+                            log.warning("%s: %s", self.name, err)
+                    if channel.exit_status_ready() and not channel.recv_ready():
+                        break
+                if pending:
+                    on_line(pending.decode("utf-8", "replace"))
+                return None if stop.is_set() else channel.recv_exit_status()
+            finally:
+                channel.close()
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise SSHConnectError(
+                f"lost the SSH connection to {self.name} while running `{command}`: "
+                f"{str(exc) or type(exc).__name__}"
+            ) from exc
+
     # -- privilege -------------------------------------------------------------------------
 
     def _needs_sudo(self) -> bool:

@@ -589,7 +589,8 @@ class Launcher:
         return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, early_signals: list[int] | None = None) -> int:
+    """Run the launcher; ``early_signals`` lists SIGTERM/SIGINT caught before it started."""
     environ = dict(os.environ)
     try:
         profile = get_profile(environ.get("TGI_EMULATOR_VERSION", DEFAULT_VERSION))
@@ -611,4 +612,6 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if early_signals:
+        launcher.stop.set()
     return launcher.run()

@@ -126,6 +126,24 @@ def test_round_trips_are_counted(ssh_env: SshEnv) -> None:
     assert host.round_trips == 5 + 3  # mktemp -d, one write (a bundle), one install script
 
 
+def test_stream_hands_over_lines_as_they_come_and_stops_on_request(ssh_env: SshEnv) -> None:
+    host = ssh_env.host()
+    seen: list[str] = []
+    assert host.stream("printf 'a\\nb\\n'; printf c", seen.append) == 0
+    assert seen == ["a", "b", "c"]
+
+    stop = threading.Event()
+    lines: list[str] = []
+
+    def on_line(line: str) -> None:  # the first line arrives while the command still runs
+        lines.append(line)
+        stop.set()
+
+    assert host.stream("echo first; sleep 30; echo never", on_line, stop=stop) is None
+    assert lines == ["first"]
+    assert host.run("echo usable").stdout == "usable\n"
+
+
 # -- files ------------------------------------------------------------------------------------
 
 
