@@ -192,6 +192,7 @@ class RemoteHost:
         self._lock = threading.RLock()
         self.round_trips = 0
         self._locked_transport: Any = None  # the transport a remote lock lives on
+        self._spare_session: Callable[[], Any] | None = None  # see _open_session_soon
 
     # -- identity --------------------------------------------------------------------------
 
@@ -349,6 +350,10 @@ class RemoteHost:
     def close(self) -> None:
         """Close the connection (a later call reconnects)."""
         with self._lock:
+            take, self._spare_session = self._spare_session, None
+            spare = take() if take is not None else None
+            if spare is not None:
+                spare.close()
             if self._sftp is not None:
                 with contextlib.suppress(Exception):
                     self._sftp.close()
@@ -477,7 +482,7 @@ class RemoteHost:
         sender: threading.Thread | None = None
         send_error: list[BaseException] = []
         try:
-            channel = transport.open_session(timeout=self._target.connect_timeout_s)
+            channel = self._session(transport)
             try:
                 channel.exec_command(command)
                 if stdin is None:
@@ -554,6 +559,38 @@ class RemoteHost:
 
     # -- files -----------------------------------------------------------------------------
 
+    def _open_session_soon(self) -> None:
+        """Open the session channel of the next command on another thread (one round trip the
+        caller overlaps with other work, e.g. an SFTP write); ``_exec`` takes it."""
+        transport = self._transport()
+        box: dict[str, Any] = {}
+
+        def open_session() -> None:
+            try:
+                box["channel"] = transport.open_session(timeout=self._target.connect_timeout_s)
+            except Exception as exc:  # the command that takes it opens its own instead
+                log.debug("%s: opening a session channel ahead failed: %s", self.name, exc)
+
+        opener = threading.Thread(target=open_session, name="tgiops-session-open", daemon=True)
+        opener.start()
+
+        def take() -> Any:
+            opener.join()
+            return box.get("channel")
+
+        self._spare_session = take
+
+    def _session(self, transport: Any) -> Any:
+        """A new session channel: the one opened ahead if it is there and alive, else a new one."""
+        with self._lock:
+            take, self._spare_session = self._spare_session, None
+        channel = take() if take is not None else None
+        if channel is not None and channel.get_transport() is transport and channel.active:
+            return channel
+        if channel is not None:
+            channel.close()
+        return transport.open_session(timeout=self._target.connect_timeout_s)
+
     def _sftp_client(self) -> Any:
         transport = self._transport()
         with self._lock:
@@ -623,6 +660,7 @@ class RemoteHost:
         if not stage.startswith(prefix):
             raise SSHError(f"on {self.name}: mktemp -d returned {stage!r}; nothing written.")
         staged = StagedFiles(tuple(files), stage)
+        self._open_session_soon()  # for install_staged's script, while the bundle travels
         try:
             self._sftp_write(sftp_ready(), f"{stage}/bundle", b"".join(u.data for u in files))
         except (OSError, EOFError, paramiko.SSHException) as exc:
