@@ -519,6 +519,16 @@ class Aws:
             Tags=[{"Key": key, "Value": value} for key, value in tags.items()],
         )
 
+    def untag_instance(self, instance_id: str, keys: Sequence[str]) -> None:
+        self.call(
+            "ec2",
+            "delete_tags",
+            what=f"removing tags from instance {instance_id}",
+            iam_action="ec2:DeleteTags",
+            Resources=[instance_id],
+            Tags=[{"Key": key} for key in keys],
+        )
+
     def associate_elastic_ip(self, allocation_id: str, instance_id: str) -> str:
         """Point the Elastic IP at the instance (re-association allowed); the association id."""
         response = self.call(

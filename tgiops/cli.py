@@ -783,6 +783,8 @@ def cmd_undeploy(args: argparse.Namespace) -> int:
                     print(f"{target.label}: {plan.unit} left in place", file=sys.stderr)
                     continue
             result = undeploy.undeploy(host, plan, purge_cache=args.purge_cache)
+        if target.instance is not None and result.removed:
+            _forget_instance_tags(args, target.instance, result)
         try:
             state.forget_deployment(target.ssh.destination, result.unit)
         except (OSError, TgiopsError) as exc:
@@ -795,6 +797,18 @@ def cmd_undeploy(args: argparse.Namespace) -> int:
         for r in results:
             print(output.undeploy_as_text(r))
     return 0 if all(r.removed for r in results) else 1
+
+
+def _forget_instance_tags(args: argparse.Namespace, instance: Any, result: Any) -> None:
+    """Remove the unit's record from the instance's tags (reconcile would redeploy it), and
+    the tgiops:managed tag when no tgiops unit is left there."""
+    from tgiops import record
+
+    keys = record.tags_of_unit(instance.tags, result.unit)
+    if not result.other_units and "tgiops:managed" in instance.tags:
+        keys.append("tgiops:managed")
+    if keys:
+        _aws_from(args).untag_instance(instance.instance_id, keys)
 
 
 # --- spot relaunch: userdata, bootstrap, reconcile, watch-interruption (issue 6) ------------

@@ -489,6 +489,16 @@ def instance_tags(record: DeploymentRecord) -> dict[str, str]:
     return tags
 
 
+def tags_of_unit(tags: Mapping[str, str], unit: str) -> list[str]:
+    """The keys of ``tags`` that describe ``unit``: its record (``instance_tags``) and the
+    ``tgiops:unit`` / ``tgiops:model`` pair deploy sets when they name it."""
+    own = f"{TAG_PREFIX}{unit}"
+    keys = [key for key in tags if key == own or key.startswith(own + ":")]
+    if tags.get("tgiops:unit") == unit:
+        keys += [key for key in ("tgiops:unit", "tgiops:model") if key in tags]
+    return sorted(keys)
+
+
 def records_from_tags(tags: Mapping[str, str], *, origin: str) -> list[DeploymentRecord]:
     """The records carried by a resource's tags (instance or Auto Scaling group)."""
     records = []

@@ -22,6 +22,7 @@ from typing import Any
 from tgiops.errors import InputError, TgiopsError
 from tgiops.logs import choose_unit
 from tgiops.probe import split_sections
+from tgiops.record import record_path
 from tgiops.render import ENV_DIR, UNIT_DIR, UNIT_NAME_RE
 from tgiops.ssh import STAGE_DIR_GLOB
 from tgiops.status import UnitPlan, parse_unit_plan
@@ -117,7 +118,8 @@ def plan_undeploy(host_name: str, report: str, requested: str | None) -> Undeplo
         host=host_name,
         unit=unit,
         plan=plan,
-        files=unit_files(unit),
+        # The deployment record goes too: bootstrap and reconcile would bring the unit back.
+        files=unit_files(unit) + ((record_path(plan.data_dir, unit),) if plan.data_dir else ()),
         cache_paths=cache_paths_for(plan.data_dir, plan.model_id),
         cache_shared_with=shared,
         other_units=others,

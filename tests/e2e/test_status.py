@@ -277,6 +277,18 @@ def test_status_all_finds_the_instances_deploy_tagged(gpu_host, aws, cli_env):
     assert targets == [instance]
     assert untagged not in targets
 
+    # undeploy forgets the deployment: the record on the data volume and the instance's tags
+    # (reconcile and bootstrap would otherwise bring the unit back), tgiops:managed included.
+    record_file = f"/var/lib/tgiops/data/tgiops/deployments/{UNIT}.json"
+    assert host.run(f"test -f {record_file}", check=False).returncode == 0
+    gone = tgiops("undeploy", "--instance", instance, "--ssh-config", host.ssh_config, "--yes",
+                  env=cli_env)  # fmt: skip
+    assert gone.returncode == 0, gone.stderr
+    described = ec2.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0]
+    keys = {tag["Key"] for tag in described.get("Tags", [])}
+    assert keys == {"Name"}, keys
+    assert host.run(f"test -f {record_file}", check=False).returncode == 1
+
 
 def test_watch_refreshes_until_interrupted(gpu_host, cli_env):
     host = gpu_host("1xA10G", fresh=True)

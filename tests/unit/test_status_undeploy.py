@@ -38,6 +38,7 @@ def test_plan_names_only_this_units_files():
         "/etc/systemd/system/tgiops-tiny.service.previous",
         "/etc/tgiops/tgiops-tiny.env",
         "/etc/tgiops/tgiops-tiny.env.previous",
+        "/var/lib/tgiops/data/tgiops/deployments/tgiops-tiny.json",  # bootstrap would restore it
     )
     assert plan.cache_paths == (
         "/var/lib/tgiops/data/hub/models--tgiops-test--tiny-llama",
@@ -127,3 +128,30 @@ def test_parse_undeploy_report():
         ("file /etc/tgiops/u.env", "container u"),
         ("/data/hub/models--a--b",),
     )
+
+
+def test_the_tags_of_one_unit_are_its_record_chunks_and_the_unit_pair():
+    from tgiops.record import tags_of_unit
+
+    tags = {
+        "Name": "gpu",
+        "tgiops:managed": "true",
+        "tgiops:unit": "tgiops-tiny",
+        "tgiops:model": "tiny",
+        "tgiops:record:tgiops-tiny": "2",
+        "tgiops:record:tgiops-tiny:0": "{",
+        "tgiops:record:tgiops-tiny:1": "}",
+        "tgiops:record:tgiops-tiny-2": "1",  # another unit whose name starts the same
+        "tgiops:record:tgiops-tiny-2:0": "{}",
+    }
+    assert tags_of_unit(tags, "tgiops-tiny") == [
+        "tgiops:model",
+        "tgiops:record:tgiops-tiny",
+        "tgiops:record:tgiops-tiny:0",
+        "tgiops:record:tgiops-tiny:1",
+        "tgiops:unit",
+    ]
+    assert tags_of_unit(tags, "tgiops-tiny-2") == [
+        "tgiops:record:tgiops-tiny-2",
+        "tgiops:record:tgiops-tiny-2:0",
+    ]
