@@ -38,7 +38,13 @@ def kill_sshd(host) -> None:
     while any(pid_alive(pid) for pid in killed):
         assert time.monotonic() < deadline, f"sshd of {host.name} survived SIGKILL"
         time.sleep(0.01)
-    while True:  # systemd (Restart=on-failure) brings the listener back
+    wait_for_sshd(host, timeout_s=30)  # systemd (Restart=on-failure) brings the listener back
+
+
+def wait_for_sshd(host, timeout_s: float) -> None:
+    """Return once the host's sshd accepts a TCP connection from here (a bound, not a claim)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
         try:
             socket.create_connection((host.address, 22), timeout=1).close()
             return

@@ -52,7 +52,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from delay_proxy import DelayProxy  # noqa: E402
-from host_faults import kill_sshd  # noqa: E402
+from host_faults import kill_sshd, wait_for_sshd  # noqa: E402
 from private_moto import point_boto3_at, private_moto  # noqa: E402
 from testbedlib.processes import marker_env, pid_alive, spawn_daemon  # noqa: E402
 
@@ -217,6 +217,11 @@ def set_link(host, up: bool) -> None:
     if up:  # the link going down took the host's default route with it
         gateway = _record(host).outer_address
         subprocess.run(["ip", "-n", ns, "route", "replace", "default", "via", gateway], check=True)
+        # ARP for the host failed while its link was down, and the kernel answers "No route to
+        # host" from that FAILED neighbour entry for a while: the test's next step must not
+        # race that. Forget the entry and wait until sshd is reachable again.
+        subprocess.run(["ip", "neigh", "flush", "to", host.address], check=True)
+        wait_for_sshd(host, timeout_s=30)
 
 
 def power_off(host) -> None:
