@@ -358,11 +358,12 @@ def _uploads(options: UnitOptions, env_text: str, unit_text: str) -> list[FileUp
 def _install(
     host: Any, options: UnitOptions, uploads: list[FileUpload], on_progress: Progress
 ) -> None:
-    """Two command round trips and one SFTP write per file (scripts/bench_deploy.py times it)."""
-    staged = host.stage_files(uploads)
-    on_progress(f"installing and restarting {options.unit_name}")
-    host.install_staged(
-        staged, before=_keep_previous_script(options), after=_restart_script(options)
+    """Three round trips: two commands and one SFTP write (scripts/bench_deploy.py times it)."""
+    host.install_files(
+        uploads,
+        before=_keep_previous_script(options),
+        after=_restart_script(options),
+        on_uploaded=lambda: on_progress(f"installing and restarting {options.unit_name}"),
     )
 
 

@@ -4,7 +4,7 @@
 started at boot), where there is nothing to SSH to: the same deploy code drives this host
 through local processes instead. The contract is RemoteHost's (tgiops.ssh): ``run`` and
 ``run_script`` return ``CommandResult`` and raise ``RemoteCommandError`` on a non-zero exit
-with ``check``; ``stage_files`` + ``install_staged`` (and ``put_file_atomic``) never show a
+with ``check``; ``install_files`` (and ``put_file_atomic``) never show a
 partial file; ``hold_lock`` is an exclusive ``flock``; ``forward_local_port`` needs no tunnel
 and yields the port itself.
 """
@@ -21,10 +21,10 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from tgiops.errors import RemoteCommandError, TgiopsError
-from tgiops.ssh import CommandResult, FileUpload, StagedFiles
+from tgiops.ssh import CommandResult, FileUpload
 
 log = logging.getLogger(__name__)
 
@@ -107,25 +107,28 @@ class LocalHost:
 
     # -- files -----------------------------------------------------------------------------
 
-    def stage_files(self, files: Sequence[FileUpload]) -> StagedFiles:
-        """Nothing to transfer on this machine: the contents stay in memory until installed."""
+    def install_files(
+        self,
+        files: Sequence[FileUpload],
+        *,
+        before: str = "",
+        after: str = "",
+        on_uploaded: Callable[[], None] | None = None,
+    ) -> CommandResult:
+        """RemoteHost.install_files' contract: each file in a temporary file beside its path
+        (mode and owner before any content, fsync'ed), ``before``, the renames, ``after``."""
         for upload in files:
             if not os.path.isabs(upload.path):
                 raise TgiopsError(f"uploads need an absolute path, got {upload.path!r}")
-        return StagedFiles(tuple(files))
-
-    def install_staged(
-        self, staged: StagedFiles, *, before: str = "", after: str = ""
-    ) -> CommandResult:
-        """RemoteHost.install_staged's contract: each file in a temporary file beside its path
-        (mode and owner before any content, fsync'ed), ``before``, the renames, ``after``."""
         temps: list[str] = []
         try:
-            for upload in staged.files:
+            for upload in files:
                 temps.append(self._write_temporary(upload))
+            if on_uploaded is not None:
+                on_uploaded()
             if before:
                 self.run_script(before)
-            for upload, tmp in zip(staged.files, temps, strict=True):
+            for upload, tmp in zip(files, temps, strict=True):
                 os.replace(tmp, upload.path)
                 log.debug("%s: installed %s (%d bytes)", self.name, upload.path, len(upload.data))
         except BaseException as exc:
@@ -162,7 +165,7 @@ class LocalHost:
         self, path: str, data: bytes | str, *, mode: int = 0o644, owner: str | None = None
     ) -> None:
         payload = data.encode() if isinstance(data, str) else data
-        self.install_staged(self.stage_files([FileUpload(path, payload, mode, owner)]))
+        self.install_files([FileUpload(path, payload, mode, owner)])
 
     def read_file(self, path: str) -> bytes | None:
         try:

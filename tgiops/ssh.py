@@ -22,12 +22,13 @@ import hashlib
 import logging
 import os
 import posixpath
+import queue
 import select
 import shlex
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 OUTPUT_TAIL_LINES = 20
 _GLOBAL_KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
 _TMP_MARKER = ".tgiops-tmp-"
-# Where uploads wait (``stage_files``): private directories of the login user.
+# Where uploads wait (``install_files``): private directories of the login user.
 STAGE_DIR_PREFIX = "/tmp/tgiops-stage."
 STAGE_DIR_GLOB = STAGE_DIR_PREFIX + "*"
 # A staging directory this old was left by a cut connection (uploads take seconds): removed,
@@ -107,12 +108,27 @@ class FileUpload:
     owner: str | None = None
 
 
-@dataclass(frozen=True)
-class StagedFiles:
-    """Uploads waiting on a host (``stage_files``), not yet under their final names."""
+class ScriptGate:
+    """The go-ahead a gated ``run_script`` waits for: ``open()`` runs the script, ``close()``
+    (or nothing within ``WAIT_S``: the caller vanished behind a cut link) drops it."""
 
-    files: tuple[FileUpload, ...]
-    where: str = ""  # RemoteHost: the private staging directory holding their bundle
+    WAIT_S = 600
+
+    def __init__(self) -> None:
+        self._word: queue.Queue[bytes] = queue.Queue()
+
+    def open(self) -> None:
+        self._word.put(b"go\n")
+
+    def close(self) -> None:
+        self._word.put(b"")  # end of input: `read` fails and the script does not run
+
+    def stdin(self, script: str) -> Iterator[bytes]:
+        """What the command reads: the script now, the word when the caller says it."""
+        yield script.encode()
+        word = self._word.get()  # the first word counts; open after close changes nothing
+        if word:
+            yield word
 
 
 @dataclass(frozen=True)
@@ -192,7 +208,6 @@ class RemoteHost:
         self._lock = threading.RLock()
         self.round_trips = 0
         self._locked_transport: Any = None  # the transport a remote lock lives on
-        self._spare_session: Callable[[], Any] | None = None  # see _open_session_soon
 
     # -- identity --------------------------------------------------------------------------
 
@@ -350,10 +365,6 @@ class RemoteHost:
     def close(self) -> None:
         """Close the connection (a later call reconnects)."""
         with self._lock:
-            take, self._spare_session = self._spare_session, None
-            spare = take() if take is not None else None
-            if spare is not None:
-                spare.close()
             if self._sftp is not None:
                 with contextlib.suppress(Exception):
                     self._sftp.close()
@@ -384,9 +395,20 @@ class RemoteHost:
         )
 
     def run_script(
-        self, script: str, *, check: bool = True, timeout_s: float | None = None
+        self,
+        script: str,
+        *,
+        check: bool = True,
+        timeout_s: float | None = None,
+        gate: ScriptGate | None = None,
     ) -> CommandResult:
-        """Run a whole bash script in one round trip (sent on stdin to ``bash -s``)."""
+        """Run a whole bash script in one round trip (sent on stdin to ``bash -s``).
+
+        With a ``gate``, the script travels at once but runs only when the caller opens the
+        gate; closed (or the connection gone, or ``ScriptGate.WAIT_S`` without word), the
+        script does not run and the command exits 3. The caller overlaps the script's round
+        trip with other work (``install_files`` with its upload).
+        """
         # The script is not echoed into messages: callers may build it from values they would
         # rather not see in a log. Its size is enough to recognise it.
         lines = script.count("\n") + (0 if script.endswith("\n") else 1)
@@ -396,7 +418,18 @@ class RemoteHost:
         # swallow the lines after it. One brace group is parsed whole before it runs, and its
         # commands get /dev/null as stdin.
         wrapped = "{\n" + script.rstrip("\n") + "\n} </dev/null\n"
-        return self._exec(command, shown=shown, stdin=wrapped, check=check, timeout_s=timeout_s)
+        if gate is None:
+            return self._exec(command, shown=shown, stdin=wrapped, check=check, timeout_s=timeout_s)
+        # bash reads stdin one byte at a time (it is not seekable), so the `read` on the last
+        # line gets the line the caller sends after the script, and nothing else.
+        gated = (
+            "tgiops_gated() {\n" + wrapped + "}\n"
+            f'if IFS= read -r -t {ScriptGate.WAIT_S} go && [ "$go" = go ]; then tgiops_gated; '
+            f"else exit {_NOTHING_CHANGED_EXIT}; fi\n"
+        )
+        return self._exec(
+            command, shown=shown, stdin=gate.stdin(gated), check=check, timeout_s=timeout_s
+        )
 
     def stream(
         self,
@@ -467,7 +500,7 @@ class RemoteHost:
         command: str,
         *,
         shown: str,
-        stdin: str | bytes | None,
+        stdin: str | bytes | Iterable[bytes] | None,
         check: bool,
         timeout_s: float | None,
     ) -> CommandResult:
@@ -482,17 +515,17 @@ class RemoteHost:
         sender: threading.Thread | None = None
         send_error: list[BaseException] = []
         try:
-            channel = self._session(transport)
+            channel = transport.open_session(timeout=self._target.connect_timeout_s)
             try:
                 channel.exec_command(command)
                 if stdin is None:
                     channel.shutdown_write()
                 else:
-                    data = stdin.encode() if isinstance(stdin, str) else stdin
+                    chunks = [stdin.encode()] if isinstance(stdin, str) else stdin
                     # A thread feeds stdin so a command that writes a lot before reading all
                     # of its input cannot deadlock against us.
                     sender = threading.Thread(
-                        target=_send_all, args=(channel, data, send_error), daemon=True
+                        target=_send_all, args=(channel, chunks, send_error), daemon=True
                     )
                     sender.start()
                 exited_at: float | None = None
@@ -542,6 +575,11 @@ class RemoteHost:
             stdout=stdout.decode("utf-8", "replace"),
             stderr=stderr.decode("utf-8", "replace"),
         )
+        if exit_code == -1 and not self._transport_alive():  # the channel closed with it
+            raise SSHConnectError(
+                f"lost the SSH connection to {self.name} while running `{shown}`. Check the "
+                "host and retry. Output so far:\n" + result.output_tail()
+            )
         if exit_code == -1:  # paramiko: the channel closed without an exit status
             raise SSHConnectError(
                 f"on {self.name}: `{shown}` ended without an exit status (the connection or the "
@@ -558,38 +596,6 @@ class RemoteHost:
         return result
 
     # -- files -----------------------------------------------------------------------------
-
-    def _open_session_soon(self) -> None:
-        """Open the session channel of the next command on another thread (one round trip the
-        caller overlaps with other work, e.g. an SFTP write); ``_exec`` takes it."""
-        transport = self._transport()
-        box: dict[str, Any] = {}
-
-        def open_session() -> None:
-            try:
-                box["channel"] = transport.open_session(timeout=self._target.connect_timeout_s)
-            except Exception as exc:  # the command that takes it opens its own instead
-                log.debug("%s: opening a session channel ahead failed: %s", self.name, exc)
-
-        opener = threading.Thread(target=open_session, name="tgiops-session-open", daemon=True)
-        opener.start()
-
-        def take() -> Any:
-            opener.join()
-            return box.get("channel")
-
-        self._spare_session = take
-
-    def _session(self, transport: Any) -> Any:
-        """A new session channel: the one opened ahead if it is there and alive, else a new one."""
-        with self._lock:
-            take, self._spare_session = self._spare_session, None
-        channel = take() if take is not None else None
-        if channel is not None and channel.get_transport() is transport and channel.active:
-            return channel
-        if channel is not None:
-            channel.close()
-        return transport.open_session(timeout=self._target.connect_timeout_s)
 
     def _sftp_client(self) -> Any:
         transport = self._transport()
@@ -633,13 +639,28 @@ class RemoteHost:
 
         return wait
 
-    def stage_files(self, files: Sequence[FileUpload]) -> StagedFiles:
-        """Upload the files' contents to the host; no final path changes yet.
+    def install_files(
+        self,
+        files: Sequence[FileUpload],
+        *,
+        before: str = "",
+        after: str = "",
+        on_uploaded: Callable[[], None] | None = None,
+    ) -> CommandResult:
+        """Put ``files`` in place atomically, then run ``after`` (both as root).
 
-        Two round trips however many files: ``mktemp -d`` makes a private staging directory
-        (0700, as the login user, who may not write root's directories) while the SFTP session
-        opens, then one pipelined SFTP write puts all contents there as one bundle.
-        ``install_staged`` copies each out as root. On failure the directory is removed.
+        Three round trips however many files. ``mktemp -d`` makes a private staging
+        directory (0700, as the login user, who may not write root's directories) while the
+        SFTP session opens. Then one pipelined SFTP write puts all contents there as one
+        bundle, while the install script travels and waits for the go-ahead (``ScriptGate``),
+        given once the write is acknowledged (after ``on_uploaded``).
+
+        The script, for each file: ``mktemp`` creates ``PATH.tgiops-tmp-XXXXXXXXXX`` beside it
+        (same directory: the rename is atomic) with mode and owner set *before* any content,
+        so a 0600 secret is never readable by others, not even through a descriptor opened
+        early; its bytes are copied in, checked against their sha256 and fsync'ed. Then
+        ``before`` runs, every file is renamed over its path (rename(2)), and ``after`` runs.
+        A failure before the renames leaves every path as it was (SSHError "left unchanged").
         """
         import paramiko
 
@@ -647,6 +668,58 @@ class RemoteHost:
             if not posixpath.isabs(upload.path):
                 raise SSHError(f"uploads need an absolute remote path, got {upload.path!r}.")
         sftp_ready = self._sftp_soon()
+        stage = self._make_stage_dir()
+        gate = ScriptGate()
+        script = _install_script(stage, files, before, after)
+        outcome: dict[str, Any] = {}
+
+        def install() -> None:
+            try:
+                outcome["result"] = self.run_script(script, gate=gate)
+            except BaseException as exc:  # handed to the caller's thread, which raises it
+                outcome["error"] = exc
+
+        installer = threading.Thread(target=install, name="tgiops-install", daemon=True)
+        installer.start()
+        go = False
+        try:
+            try:
+                self._sftp_write(sftp_ready(), f"{stage}/bundle", b"".join(u.data for u in files))
+            except (OSError, EOFError, paramiko.SSHException) as exc:
+                gate.close()
+                installer.join()
+                raise self._upload_failed(files, stage, exc) from exc
+            if on_uploaded is not None:
+                on_uploaded()
+            go = True
+        finally:
+            gate.open() if go else gate.close()
+        installer.join()
+        if "error" in outcome:
+            error = outcome["error"]
+            if (
+                isinstance(error, RemoteCommandError)
+                and error.remote_exit_code == _NOTHING_CHANGED_EXIT
+            ):
+                sizes = ", ".join(f"{u.path} ({len(u.data)} bytes)" for u in files)
+                raise SSHError(
+                    f"installing {sizes} on {self.name} failed; it was all left unchanged. "
+                    f"Check free space and permissions there.\n{error.output_tail}"
+                ) from error
+            raise error
+        for upload in files:
+            log.debug(
+                "%s: installed %s (%d bytes, mode %o)",
+                self.name,
+                upload.path,
+                len(upload.data),
+                upload.mode,
+            )
+        result: CommandResult = outcome["result"]
+        return result
+
+    def _make_stage_dir(self) -> str:
+        """A new private directory for a bundle; stale ones of ours (cut uploads) go first."""
         prefix = STAGE_DIR_PREFIX
         stage = self._exec(
             f"find /tmp -maxdepth 1 -user \"$(id -u)\" -name '{posixpath.basename(prefix)}*' "
@@ -659,25 +732,24 @@ class RemoteHost:
         ).stdout.strip()
         if not stage.startswith(prefix):
             raise SSHError(f"on {self.name}: mktemp -d returned {stage!r}; nothing written.")
-        staged = StagedFiles(tuple(files), stage)
-        self._open_session_soon()  # for install_staged's script, while the bundle travels
-        try:
-            self._sftp_write(sftp_ready(), f"{stage}/bundle", b"".join(u.data for u in files))
-        except (OSError, EOFError, paramiko.SSHException) as exc:
-            paths = ", ".join(upload.path for upload in files)
-            if not self._transport_alive():
-                raise SSHConnectError(
-                    f"lost the SSH connection to {self.name} while uploading {paths} "
-                    f"({str(exc) or type(exc).__name__}); nothing was changed. Check the host "
-                    "(is sshd up, is it reachable?) and rerun."
-                ) from exc
-            self._exec(f"rm -rf -- {shlex.quote(stage)}", shown="rm", stdin=None, check=False,
-                       timeout_s=None)  # fmt: skip
-            raise SSHError(
-                f"uploading {paths} to {self.name} failed: {str(exc) or type(exc).__name__}. "
-                "Nothing was changed; check free space in /tmp there."
-            ) from exc
-        return staged
+        return stage
+
+    def _upload_failed(
+        self, files: Sequence[FileUpload], stage: str, exc: BaseException
+    ) -> SSHError:
+        paths = ", ".join(upload.path for upload in files)
+        if not self._transport_alive():
+            return SSHConnectError(
+                f"lost the SSH connection to {self.name} while uploading {paths} "
+                f"({str(exc) or type(exc).__name__}); nothing was changed. Check the host "
+                "(is sshd up, is it reachable?) and rerun."
+            )
+        self._exec(f"rm -rf -- {shlex.quote(stage)}", shown="rm", stdin=None, check=False,
+                   timeout_s=None)  # fmt: skip
+        return SSHError(
+            f"uploading {paths} to {self.name} failed: {str(exc) or type(exc).__name__}. "
+            "Nothing was changed; check free space in /tmp there."
+        )
 
     def _sftp_write(self, sftp: Any, path: str, payload: bytes) -> None:
         self.round_trips += 1
@@ -689,63 +761,13 @@ class RemoteHost:
         transport = self._conn.client.get_transport() if self._conn is not None else None
         return transport is not None and transport.is_active()
 
-    def install_staged(
-        self, staged: StagedFiles, *, before: str = "", after: str = ""
-    ) -> CommandResult:
-        """Put the staged files in place, in one remote script (as root).
-
-        For each file: ``mktemp`` creates ``PATH.tgiops-tmp-XXXXXXXXXX`` beside it (same
-        directory: the rename is atomic) with mode and owner set *before* any content, so a
-        0600 secret is never readable by others, not even through a descriptor opened early;
-        its bytes are copied in, checked against their sha256 and fsync'ed. Then ``before``
-        runs, every file is renamed over its path (rename(2)), and ``after`` runs. A failure
-        before the renames removes the temporary files and leaves every path as it was.
-        """
-        q = shlex.quote
-        lines = ["set -e", f"stage={q(staged.where)}", "made=()", "staging=1", _CLEAN_UP]
-        lines += [_UNPACK_FUNCTION, "umask 077"]
-        offset = 0
-        for index, upload in enumerate(staged.files):
-            size, expected = len(upload.data), hashlib.sha256(upload.data).hexdigest()
-            lines += [
-                f"t{index}=$(mktemp -- {q(upload.path + _TMP_MARKER)}XXXXXXXXXX)",
-                f'made+=("$t{index}")',
-                f'chmod {upload.mode:o} -- "$t{index}"',
-                *([f'chown {q(upload.owner)} -- "$t{index}"'] if upload.owner else []),
-                f'unpack "$t{index}" {offset} {size} {expected} {q(upload.path)}',
-            ]
-            offset += size
-        lines.append('sync -- "${made[@]}" 2>/dev/null || true  # durable before visible')
-        lines += ["staging=0", before.rstrip("\n")]
-        lines += [f'mv -f -- "$t{i}" {q(u.path)}' for i, u in enumerate(staged.files)]
-        lines.append(after.rstrip("\n"))
-        try:
-            result = self.run_script("\n".join(line for line in lines if line) + "\n")
-        except RemoteCommandError as exc:
-            if exc.remote_exit_code != _NOTHING_CHANGED_EXIT:
-                raise
-            sizes = ", ".join(f"{u.path} ({len(u.data)} bytes)" for u in staged.files)
-            raise SSHError(
-                f"installing {sizes} on {self.name} failed; it was all left unchanged. Check "
-                f"free space and permissions there.\n{exc.output_tail}"
-            ) from exc
-        for upload in staged.files:
-            log.debug(
-                "%s: installed %s (%d bytes, mode %o)",
-                self.name,
-                upload.path,
-                len(upload.data),
-                upload.mode,
-            )
-        return result
-
     def put_file_atomic(
         self, path: str, data: bytes | str, *, mode: int = 0o644, owner: str | None = None
     ) -> None:
         """Replace ``path`` with ``data`` so that no reader ever sees a partial file
-        (``stage_files`` + ``install_staged``: three round trips)."""
+        (``install_files``: three round trips)."""
         payload = data.encode() if isinstance(data, str) else data
-        self.install_staged(self.stage_files([FileUpload(path, payload, mode, owner)]))
+        self.install_files([FileUpload(path, payload, mode, owner)])
 
     def read_file(self, path: str) -> bytes | None:
         """The content of a remote file, or None when it does not exist."""
@@ -929,9 +951,33 @@ def _heartbeat(channel: Any, stop: threading.Event) -> None:
             return
 
 
-def _send_all(channel: Any, data: bytes, errors: list[BaseException]) -> None:
+def _install_script(stage: str, files: Sequence[FileUpload], before: str, after: str) -> str:
+    """``install_files``' root script: see its docstring."""
+    q = shlex.quote
+    lines = ["set -e", f"stage={q(stage)}", "made=()", "staging=1", _CLEAN_UP]
+    lines += [_UNPACK_FUNCTION, "umask 077"]
+    offset = 0
+    for index, upload in enumerate(files):
+        size, expected = len(upload.data), hashlib.sha256(upload.data).hexdigest()
+        lines += [
+            f"t{index}=$(mktemp -- {q(upload.path + _TMP_MARKER)}XXXXXXXXXX)",
+            f'made+=("$t{index}")',
+            f'chmod {upload.mode:o} -- "$t{index}"',
+            *([f'chown {q(upload.owner)} -- "$t{index}"'] if upload.owner else []),
+            f'unpack "$t{index}" {offset} {size} {expected} {q(upload.path)}',
+        ]
+        offset += size
+    lines.append('sync -- "${made[@]}" 2>/dev/null || true  # durable before visible')
+    lines += ["staging=0", before.rstrip("\n")]
+    lines += [f'mv -f -- "$t{i}" {q(u.path)}' for i, u in enumerate(files)]
+    lines.append(after.rstrip("\n"))
+    return "\n".join(line for line in lines if line) + "\n"
+
+
+def _send_all(channel: Any, chunks: bytes | Iterable[bytes], errors: list[BaseException]) -> None:
     try:
-        channel.sendall(data)
+        for chunk in [chunks] if isinstance(chunks, bytes) else chunks:
+            channel.sendall(chunk)
         channel.shutdown_write()
     except Exception as exc:  # the command may exit before reading all of its input
         errors.append(exc)

@@ -104,17 +104,17 @@ def test_local_host_installs_staged_files_between_before_and_after(tmp_path):
     host = LocalHost()
     env, unit, log = tmp_path / "x.env", tmp_path / "x.service", tmp_path / "log"
     env.write_text("OLD\n")
-    staged = host.stage_files(
-        [FileUpload(str(env), b"NEW\n", 0o600), FileUpload(str(unit), b"U\n")]
-    )
-    assert env.read_text() == "OLD\n" and not unit.exists()
+    files = [FileUpload(str(env), b"NEW\n", 0o600), FileUpload(str(unit), b"U\n")]
+    seen: list[bool] = []
     with pytest.raises(RemoteCommandError):  # a failing `before`: nothing replaced, no leftovers
-        host.install_staged(staged, before="false\n")
+        host.install_files(
+            files,
+            before="false\n",
+            on_uploaded=lambda: seen.append(env.read_text() == "OLD\n" and not unit.exists()),
+        )
+    assert seen == [True]  # "uploaded": nothing visible yet
     assert env.read_text() == "OLD\n" and sorted(os.listdir(tmp_path)) == ["x.env"]
-    staged = host.stage_files(
-        [FileUpload(str(env), b"NEW\n", 0o600), FileUpload(str(unit), b"U\n")]
-    )
-    host.install_staged(staged, before=f"cat {env} > {log}\n", after=f"cat {env} {unit} >> {log}\n")
+    host.install_files(files, before=f"cat {env} > {log}\n", after=f"cat {env} {unit} >> {log}\n")
     assert log.read_text() == "OLD\nNEW\nU\n"
     assert sorted(os.listdir(tmp_path)) == ["log", "x.env", "x.service"]
 

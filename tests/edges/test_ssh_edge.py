@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import http.server
 import os
 import stat
 import subprocess
 import threading
+import time
 import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tgiops.errors import HostKeyError, RemoteCommandError, SSHConnectError, SSHError
-from tgiops.ssh import FileUpload, RemoteHost, SSHTarget, StagedFiles
+from tgiops.ssh import STAGE_DIR_GLOB, CommandResult, FileUpload, RemoteHost, ScriptGate, SSHTarget
 
 if TYPE_CHECKING:  # fixtures come from tests/edges/conftest.py
     from collections.abc import Callable
@@ -120,10 +122,10 @@ def test_round_trips_are_counted(ssh_env: SshEnv) -> None:
     host.read_file(str(ssh_env.work / "absent"))
     assert host.round_trips == 2
     host.put_file_atomic(str(ssh_env.work / "f"), "x")
-    assert host.round_trips == 5  # mktemp+chmod, write, check+rename
+    assert host.round_trips == 5  # mktemp -d, one write, one install script
     files = [FileUpload(str(ssh_env.work / name), b"x") for name in ("a", "b", "c")]
-    host.install_staged(host.stage_files(files))
-    assert host.round_trips == 5 + 3  # mktemp -d, one write (a bundle), one install script
+    host.install_files(files)
+    assert host.round_trips == 5 + 3  # as many for three files: they travel as one bundle
 
 
 def test_stream_hands_over_lines_as_they_come_and_stops_on_request(ssh_env: SshEnv) -> None:
@@ -213,24 +215,29 @@ def test_staged_files_appear_together_between_before_and_after(ssh_env: SshEnv) 
     env, unit = ssh_env.work / "x.env", ssh_env.work / "x.service"
     env.write_text("OLD\n")
     log = ssh_env.work / "log"
-    staged = host.stage_files(
+    earlier = set(glob.glob(STAGE_DIR_GLOB))
+    stages: list[str] = []
+
+    def uploaded() -> None:
+        assert env.read_text() == "OLD\n" and not unit.exists()  # uploaded: nothing visible yet
+        assert tmp_leftovers(ssh_env.work) == []
+        stages.extend(set(glob.glob(STAGE_DIR_GLOB)) - earlier)
+        assert len(stages) == 1
+        assert stat.S_IMODE(os.stat(stages[0]).st_mode) == 0o700  # the bundle's own directory
+
+    host.install_files(
         [
             FileUpload(str(env), b"HF_TOKEN=hf_planted\n", mode=0o600, owner="root"),
             FileUpload(str(unit), b"[Unit]\n", mode=0o644),
-        ]
-    )
-    assert env.read_text() == "OLD\n" and not unit.exists()  # staged: nothing visible yet
-    assert tmp_leftovers(ssh_env.work) == []
-    assert stat.S_IMODE(os.stat(staged.where).st_mode) == 0o700  # the bundle's private directory
-    host.install_staged(
-        staged,
+        ],
         before=f"cat {env} {unit} > {log} 2>&1 || true\n",
         after=f"cat {env} {unit} >> {log}\n",
+        on_uploaded=uploaded,
     )
     assert log.read_text().startswith(f"OLD\ncat: {unit}: No such file or directory\n")
     assert log.read_text().endswith("HF_TOKEN=hf_planted\n[Unit]\n")
     assert stat.S_IMODE(env.stat().st_mode) == 0o600
-    assert tmp_leftovers(ssh_env.work) == [] and not os.path.exists(staged.where)
+    assert tmp_leftovers(ssh_env.work) == [] and not os.path.exists(stages[0])
 
 
 def test_a_failing_before_script_changes_nothing_and_leaves_no_temporary_file(
@@ -239,17 +246,47 @@ def test_a_failing_before_script_changes_nothing_and_leaves_no_temporary_file(
     host = ssh_env.host()
     path = ssh_env.work / "kept.service"
     path.write_text("previous\n")
-    staged = host.stage_files([FileUpload(str(path), b"new\n")])
+    earlier = set(glob.glob(STAGE_DIR_GLOB))
     with pytest.raises(RemoteCommandError):
-        host.install_staged(staged, before="false\n")
+        host.install_files([FileUpload(str(path), b"new\n")], before="false\n")
     assert path.read_text() == "previous\n"
-    assert tmp_leftovers(ssh_env.work) == [] and not os.path.exists(staged.where)
+    assert tmp_leftovers(ssh_env.work) == [] and set(glob.glob(STAGE_DIR_GLOB)) == earlier
+
+
+def waiting_scripts() -> int:
+    """How many `bash -s` run here (sshd's children: the loopback host is this machine)."""
+    count = 0
+    for cmdline in glob.glob("/proc/[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            count += Path(cmdline).read_bytes() == b"bash\0-s\0"
+    return count
+
+
+@pytest.mark.parametrize("word", ["open", "close"])
+def test_a_gated_script_runs_only_when_the_gate_opens(ssh_env: SshEnv, word: str) -> None:
+    host = ssh_env.host()
+    ran = ssh_env.work / "ran"
+    gate = ScriptGate()
+    box: list[object] = []
+    runner = threading.Thread(
+        target=lambda: box.append(host.run_script(f"touch {ran}\n", check=False, gate=gate))
+    )
+    runner.start()
+    deadline = time.monotonic() + 30  # a bound: the script reaches the host and waits there
+    while waiting_scripts() == 0:
+        assert time.monotonic() < deadline, "the gated script never started"
+        time.sleep(0.01)
+    assert not ran.exists()
+    getattr(gate, word)()
+    runner.join(timeout=30)
+    result = box[0]
+    assert isinstance(result, CommandResult)
+    assert (result.exit_code, ran.exists()) == ((0, True) if word == "open" else (3, False))
 
 
 def test_a_file_upload_never_shows_its_content_in_a_repr(ssh_env: SshEnv) -> None:
     upload = FileUpload("/etc/tgiops/x.env", b"HF_TOKEN=hf_planted\n", mode=0o600)
     assert "hf_planted" not in repr(upload)
-    assert "hf_planted" not in repr(StagedFiles((upload,), "/tmp/tgiops-stage.x"))
 
 
 def test_put_file_atomic_refuses_relative_paths(ssh_env: SshEnv) -> None:
