@@ -83,7 +83,10 @@ class DelayProxy:
                 stats.reset += 1
                 _reset(writer)
                 return
-            await self._relay(reader, writer, upstream_host, upstream_port)
+            # Ends quietly when close() cancels it: Python 3.11's asyncio logs a traceback for
+            # a cancelled connection handler (its done-callback calls task.exception()).
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._relay(reader, writer, upstream_host, upstream_port)
 
         async def start() -> int:
             server = await asyncio.start_server(handle, self.listen_host, port)

@@ -253,13 +253,14 @@ def test_a_failing_before_script_changes_nothing_and_leaves_no_temporary_file(
     assert tmp_leftovers(ssh_env.work) == [] and set(glob.glob(STAGE_DIR_GLOB)) == earlier
 
 
-def waiting_scripts() -> int:
-    """How many `bash -s` run here (sshd's children: the loopback host is this machine)."""
-    count = 0
+def bash_scripts() -> set[int]:
+    """PIDs of the `bash -s` running here (sshd's children: the loopback host is this machine)."""
+    pids = set()
     for cmdline in glob.glob("/proc/[0-9]*/cmdline"):
         with contextlib.suppress(OSError):
-            count += Path(cmdline).read_bytes() == b"bash\0-s\0"
-    return count
+            if Path(cmdline).read_bytes() == b"bash\0-s\0":
+                pids.add(int(cmdline.split("/")[2]))
+    return pids
 
 
 @pytest.mark.parametrize("word", ["open", "close"])
@@ -271,9 +272,10 @@ def test_a_gated_script_runs_only_when_the_gate_opens(ssh_env: SshEnv, word: str
     runner = threading.Thread(
         target=lambda: box.append(host.run_script(f"touch {ran}\n", check=False, gate=gate))
     )
+    earlier = bash_scripts()
     runner.start()
     deadline = time.monotonic() + 30  # a bound: the script reaches the host and waits there
-    while waiting_scripts() == 0:
+    while not bash_scripts() - earlier:
         assert time.monotonic() < deadline, "the gated script never started"
         time.sleep(0.01)
     assert not ran.exists()
