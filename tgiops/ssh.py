@@ -693,7 +693,10 @@ class RemoteHost:
                 on_uploaded()
             go = True
         finally:
-            gate.open() if go else gate.close()
+            if go:
+                gate.open()
+            else:
+                gate.close()
         installer.join()
         if "error" in outcome:
             error = outcome["error"]
