@@ -233,7 +233,7 @@ class Aws:
             return getattr(client, operation)(**params)
 
         try:
-            return retry_when_throttled(once) if retry_throttling else once()
+            return retry_when_throttled(once, what=what) if retry_throttling else once()
         except botocore.exceptions.ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if messages and code in messages:
@@ -649,30 +649,47 @@ def _timestamp(value: Any) -> float:
 
 
 def retry_when_throttled(
-    operation: Callable[[], Any], *, sleep: Callable[[float], None] | None = None
+    operation: Callable[[], Any],
+    *,
+    what: str = "an AWS call",
+    sleep: Callable[[float], None] | None = None,
 ) -> Any:
     """Run ``operation``, again after 0.5, 1, 2, 4 s while AWS answers with a throttling error
     (botocore's standard mode has already retried inside each attempt); other errors and the
-    last throttling error propagate. ``sleep`` is for tests that record the backoff."""
+    last throttling error propagate. Each wait is logged as a warning naming ``what``, so a
+    pause is never silent. ``sleep`` is for tests that record the backoff."""
     import time
 
     from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+    def say_why(state: Any) -> None:
+        log.warning(
+            "%s was throttled by AWS (%s); retrying in %.1f s (attempt %d of %d)",
+            what,
+            _aws_error_code(state.outcome.exception()),
+            state.next_action.sleep,
+            state.attempt_number + 1,
+            THROTTLE_RETRY_ATTEMPTS,
+        )
 
     retrying = Retrying(
         stop=stop_after_attempt(THROTTLE_RETRY_ATTEMPTS),
         wait=wait_exponential(multiplier=0.5, max=8),
         retry=retry_if_exception(_is_throttle),
+        before_sleep=say_why,
         reraise=True,
         sleep=sleep or time.sleep,
     )
     return retrying(operation)
 
 
-def _is_throttle(exc: BaseException) -> bool:
+def _aws_error_code(exc: BaseException | None) -> str:
     response = getattr(exc, "response", None)
-    if not isinstance(response, dict):
-        return False
-    return response.get("Error", {}).get("Code") in _THROTTLE_CODES
+    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
+
+
+def _is_throttle(exc: BaseException) -> bool:
+    return _aws_error_code(exc) in _THROTTLE_CODES
 
 
 def _client_error_code(exc: BaseException) -> str:

@@ -34,13 +34,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 
 from tgiops import deploy, resources
-from tgiops.aws import Aws, AwsSettings
+from tgiops.aws import THROTTLE_RETRY_ATTEMPTS, Aws, AwsSettings
 from tgiops.engine import DEFAULT_TGI_VERSION, Engine
 from tgiops.errors import SecretError, SSHConnectError, SSHError, TgiopsError
 from tgiops.plan import Overrides
@@ -51,6 +52,7 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from aws_faults import ThrottlingRelay  # noqa: E402
 from delay_proxy import DelayProxy  # noqa: E402
 from host_faults import kill_sshd, wait_for_sshd  # noqa: E402
 from private_moto import point_boto3_at, private_moto  # noqa: E402
@@ -565,6 +567,49 @@ def test_aws_connection_resets_are_retried_then_the_deploy_succeeds(gpu_host, ow
     assert outcome.error is None and outcome.result.healthy, outcome.error
     assert stats.reset == 2 and stats.connections >= 3
     assert "hf_" + "y" * 30 in on_disk(host, ENV_PATH).read_text()
+
+
+def test_secrets_manager_throttling_is_retried_with_backoff_then_deploys(
+    gpu_host, own_aws, monkeypatch, caplog
+):
+    host = gpu_host("1xA10G", fresh=True)
+    name = "tgiops-test/" + secrets.token_hex(6)
+    own_aws.client("secretsmanager").create_secret(Name=name, SecretString="hf_" + "t" * 30)
+    # botocore's standard mode makes 3 attempts per call, so 4 throttled answers need
+    # tgiops' own backoff (tenacity) to get through.
+    with ThrottlingRelay(own_aws.endpoint_url, "secretsmanager.GetSecretValue",
+                         throttle_first=4) as relay:  # fmt: skip
+        monkeypatch.setenv("AWS_ENDPOINT_URL", relay.url)
+        with caplog.at_level("WARNING", logger="tgiops.aws"):
+            outcome = run_deploy(host, total=None, secret_name=name)
+    assert outcome.error is None and outcome.result.healthy, outcome.error
+    assert [status for _, status in relay.answers] == [400, 400, 400, 400, 200]
+    gaps = [later - earlier for (earlier, _), (later, _) in pairwise(relay.answers)]
+    assert max(gaps) >= 0.5, gaps  # tenacity's first wait, after botocore gave up
+    assert f"reading secret '{name}' was throttled by AWS (ThrottlingException); retrying in " \
+        "0.5 s (attempt 2 of 5)" in caplog.messages  # fmt: skip
+    assert "hf_" + "t" * 30 in on_disk(host, ENV_PATH).read_text()
+
+
+def test_throttling_that_does_not_stop_is_a_clear_error_and_changes_nothing(
+    gpu_host, own_aws, monkeypatch
+):
+    host = gpu_host("1xA10G", fresh=True)
+    before = live_pair(host)
+    name = "tgiops-test/" + secrets.token_hex(6)
+    own_aws.client("secretsmanager").create_secret(Name=name, SecretString="hf_" + "u" * 30)
+    with ThrottlingRelay(own_aws.endpoint_url, "secretsmanager.GetSecretValue",
+                         throttle_first=1000) as relay:  # fmt: skip
+        monkeypatch.setenv("AWS_ENDPOINT_URL", relay.url)
+        outcome = run_deploy(host, total=None, secret_name=name)
+    assert isinstance(outcome.error, SecretError) and outcome.error.exit_code == 1
+    assert str(outcome.error) == (
+        f"reading secret '{name}' was throttled by AWS (ThrottlingException) after retries; "
+        "try again shortly."
+    )
+    assert len(relay.answers) >= THROTTLE_RETRY_ATTEMPTS  # every tgiops attempt reached AWS
+    assert not any(m.startswith("locking") for m in outcome.messages)  # the host was not touched
+    assert live_pair(host) == before
 
 
 def test_aws_unreachable_for_good_is_a_clear_error_and_changes_nothing(

@@ -1,7 +1,8 @@
 """Throttling retries (tenacity) around AWS calls a deploy cannot do without.
 
-moto cannot throttle, and a fake AWS is not allowed here, so this checks tgiops' own retry
-policy with botocore's real exception class: what is retried, how long it waits, when it stops.
+tgiops' own retry policy with botocore's real exception class: what is retried, how long it
+waits, when it stops, what it says. End to end (throttling answers injected in front of moto):
+tests/e2e/test_faults.py::test_secrets_manager_throttling_is_retried_with_backoff_then_deploys.
 """
 
 from __future__ import annotations
@@ -32,12 +33,20 @@ class Operation:
         return "value"
 
 
-def test_throttling_for_a_while_is_retried_with_growing_waits_then_succeeds():
+def test_throttling_for_a_while_is_retried_with_growing_waits_then_succeeds(caplog):
     waits: list[float] = []
     operation = Operation("ThrottlingException", "Throttling", "TooManyRequestsException")
-    assert retry_when_throttled(operation, sleep=waits.append) == "value"
+    with caplog.at_level("WARNING", logger="tgiops.aws"):
+        assert retry_when_throttled(operation, what="reading secret 'x'", sleep=waits.append)
     assert operation.calls == 4
     assert waits == [0.5, 1.0, 2.0]
+    assert caplog.messages == [
+        "reading secret 'x' was throttled by AWS (ThrottlingException); retrying in 0.5 s "
+        "(attempt 2 of 5)",
+        "reading secret 'x' was throttled by AWS (Throttling); retrying in 1.0 s (attempt 3 of 5)",
+        "reading secret 'x' was throttled by AWS (TooManyRequestsException); retrying in 2.0 s "
+        "(attempt 4 of 5)",
+    ]
 
 
 def test_throttling_that_does_not_stop_gives_up_after_the_last_attempt():
