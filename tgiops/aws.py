@@ -693,11 +693,7 @@ def _is_throttle(exc: BaseException) -> bool:
 
 
 def _client_error_code(exc: BaseException) -> str:
-    cause = exc.__cause__
-    response = getattr(cause, "response", None)
-    if isinstance(response, dict):
-        return str(response.get("Error", {}).get("Code", ""))
-    return ""
+    return _aws_error_code(exc.__cause__)
 
 
 def _client_error_message(exc: BaseException) -> str:
