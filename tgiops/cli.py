@@ -323,24 +323,15 @@ def _aws_from(args: argparse.Namespace):  # -> tgiops.aws.Aws
 
 
 def _targets_from(args: argparse.Namespace):  # -> list[Target]
-    from tgiops.ssh import SSHTarget
-    from tgiops.targets import TargetSpec, resolve_targets, ssh_config_path
+    from tgiops.targets import TargetSpec, resolve_targets
 
     spec = TargetSpec(
         hosts=args.host, instance_ids=args.instance, name_tag=args.name_tag, asg_name=args.asg
     )
     if spec.empty:
         raise InputError("which host? Give --host DEST, --instance ID, --name TAG or --asg NAME")
-    template = SSHTarget(
-        destination="",
-        ssh_config_path=ssh_config_path(args.ssh_config),
-        user=args.user,
-        identity=args.identity,
-        accept_new_host_key=args.accept_new_host_key,
-        connect_timeout_s=args.connect_timeout,
-    )
     finder = _aws_from(args).find_instances if spec.uses_aws else None
-    return resolve_targets(spec, template, finder)
+    return resolve_targets(spec, _ssh_template(args), finder)
 
 
 def _gpu_devices(text: str | None) -> tuple[int, ...]:
@@ -379,7 +370,7 @@ def deploy_request_from(args: argparse.Namespace, **extra: Any):  # -> DeployReq
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    from tgiops import deploy, output, resources
+    from tgiops import deploy, fleet, output
     from tgiops.ssh import RemoteHost
 
     request = deploy_request_from(
@@ -396,7 +387,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     targets = _targets_from(args)
-    template = (resources.shipped_path("unit_templates") / "tgi.service.j2").read_text()
+    template = _tgi_unit_template()
     needs_aws = bool(request.token_secret or request.api_key_secret) or any(
         t.instance is not None for t in targets
     )
@@ -412,18 +403,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
                 template_text=template,
                 on_progress=show,
             )
-        if target.instance is not None and not request.dry_run and result.healthy and aws:
-            aws.tag_instance(
-                target.instance.instance_id,
-                {
-                    "tgiops:managed": "true",
-                    "tgiops:model": request.model.alias,
-                    "tgiops:unit": result.unit,
-                    **_record_tags(request, result),
-                },
-            )
+        fleet.remember_deploy(target, request, result, aws=aws, port=args.port, region=args.region)
         results.append(result)
-        _record_deployment(target, result, args)
     if args.json:
         payload = [output.deploy_as_dict(r) for r in results]
         print(json.dumps(payload[0] if len(payload) == 1 else payload, indent=2))
@@ -535,42 +516,13 @@ def _add_status_parsers(sub: Any) -> None:
     u.set_defaults(func=cmd_undeploy)
 
 
-def _record_deployment(target: Any, result: Any, args: argparse.Namespace) -> None:
-    """Remember a healthy deploy locally (tgiops.state), for `tgiops status` with no target."""
-    if result.dry_run or not result.healthy:
-        return
-    import os
-    from datetime import datetime, timezone
-
-    from tgiops import state
-
-    ssh_config = target.ssh.ssh_config_path
-    record = state.DeploymentRecord(
-        destination=target.ssh.destination,
-        unit=result.unit,
-        label=target.label,
-        model_alias=result.plan.model.alias,
-        repo_id=result.plan.model.repo_id,
-        port=args.port,
-        instance_id=target.instance.instance_id if target.instance is not None else None,
-        region=args.region,
-        ssh_config_path=os.path.abspath(ssh_config) if ssh_config else None,
-        deployed_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        tgiops_version=__version__,
-    )
-    try:
-        state.record_deployment(record)
-    except (OSError, TgiopsError) as exc:  # the deploy itself succeeded: warn, do not fail
-        log.warning("could not record the deploy in %s: %s", state.state_file(), exc)
-
-
-def _ssh_template(args: argparse.Namespace, ssh_config: str | None = None):  # -> SSHTarget
+def _ssh_template(args: argparse.Namespace):  # -> SSHTarget
     from tgiops.ssh import SSHTarget
     from tgiops.targets import ssh_config_path
 
     return SSHTarget(
         destination="",
-        ssh_config_path=ssh_config_path(args.ssh_config) or ssh_config,
+        ssh_config_path=ssh_config_path(args.ssh_config),
         user=args.user,
         identity=args.identity,
         accept_new_host_key=args.accept_new_host_key,
@@ -584,7 +536,7 @@ def _fleet_targets(args: argparse.Namespace, *, allow_all: bool):
     With no target the hosts of past deploys come from the local record (tgiops.state).
     """
     from tgiops import state
-    from tgiops.targets import Target, TargetSpec, resolve_targets
+    from tgiops.targets import TargetSpec, resolve_targets
 
     spec = TargetSpec(
         hosts=args.host,
@@ -604,49 +556,16 @@ def _fleet_targets(args: argparse.Namespace, *, allow_all: bool):
             f"which hosts? No target given and no deploys recorded in {path}: give --host DEST, "
             "--instance ID, --name TAG, --asg NAME" + (" or --all" if allow_all else "")
         )
-    from dataclasses import replace
-
-    known: dict[str, tuple[str, ...]] = {}
-    first: dict[str, state.DeploymentRecord] = {}
-    for r in records:
-        known[r.destination] = (*known.get(r.destination, ()), r.unit)
-        first.setdefault(r.destination, r)
-    instances = _recorded_instances(args, list(first.values()))
-    targets = []
-    for dest, r in first.items():
-        ssh_config = (
-            r.ssh_config_path if r.ssh_config_path and _is_file(r.ssh_config_path) else None
-        )
-        ssh = replace(_ssh_template(args, ssh_config), destination=dest)
-        targets.append(Target(r.label or dest, ssh, instances.get(r.instance_id or "")))
-    return targets, known, str(path)
-
-
-def _is_file(path: str) -> bool:
-    import os
-
-    return os.path.isfile(path)
-
-
-def _recorded_instances(args: argparse.Namespace, records: list) -> dict:
-    """The EC2 instances of recorded deploys (any state), or {} when AWS cannot say."""
+    from tgiops import fleet
     from tgiops.aws import Aws, AwsSettings
 
-    by_region: dict[str | None, list[str]] = {}
-    for r in records:
-        if r.instance_id:
-            by_region.setdefault(args.region or r.region, []).append(r.instance_id)
-    found = {}
-    for region, ids in by_region.items():
-        try:
-            aws = Aws(AwsSettings(region=region, profile=args.profile))
-            for inst in aws.find_instances(
-                instance_ids=ids, states=("pending", "running", "stopping", "stopped")
-            ):
-                found[inst.instance_id] = inst
-        except TgiopsError as exc:
-            print(f"tgiops: warning: no EC2 facts for {', '.join(ids)}: {exc}", file=sys.stderr)
-    return found
+    instances = fleet.recorded_instances(
+        records,
+        region=args.region,
+        aws_for=lambda region: Aws(AwsSettings(region=region, profile=args.profile)),
+    )
+    targets, known = fleet.recorded_targets(records, template, instances)
+    return targets, known, str(path)
 
 
 def _status_aws(args: argparse.Namespace, targets: list):  # -> Aws | None
@@ -755,7 +674,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_undeploy(args: argparse.Namespace) -> int:
-    from tgiops import output, state, undeploy
+    from tgiops import fleet, output, undeploy
     from tgiops.ssh import RemoteHost
 
     interactive = sys.stdin is not None and sys.stdin.isatty()
@@ -783,12 +702,7 @@ def cmd_undeploy(args: argparse.Namespace) -> int:
                     print(f"{target.label}: {plan.unit} left in place", file=sys.stderr)
                     continue
             result = undeploy.undeploy(host, plan, purge_cache=args.purge_cache)
-        if target.instance is not None and result.removed:
-            _forget_instance_tags(args, target.instance, result)
-        try:
-            state.forget_deployment(target.ssh.destination, result.unit)
-        except (OSError, TgiopsError) as exc:
-            log.warning("could not update the deploy record: %s", exc)
+        fleet.forget_deploy(target, result, aws=lambda: _aws_from(args))
         results.append(result)
     if args.json:
         payload = [output.undeploy_as_dict(r) for r in results]
@@ -797,18 +711,6 @@ def cmd_undeploy(args: argparse.Namespace) -> int:
         for r in results:
             print(output.undeploy_as_text(r))
     return 0 if all(r.removed for r in results) else 1
-
-
-def _forget_instance_tags(args: argparse.Namespace, instance: Any, result: Any) -> None:
-    """Remove the unit's record from the instance's tags (reconcile would redeploy it), and
-    the tgiops:managed tag when no tgiops unit is left there."""
-    from tgiops import record
-
-    keys = record.tags_of_unit(instance.tags, result.unit)
-    if not result.other_units and "tgiops:managed" in instance.tags:
-        keys.append("tgiops:managed")
-    if keys:
-        _aws_from(args).untag_instance(instance.instance_id, keys)
 
 
 # --- spot relaunch: userdata, bootstrap, reconcile, watch-interruption (issue 6) ------------
@@ -963,13 +865,6 @@ def _tgi_unit_template() -> str:
     from tgiops import resources
 
     return (resources.shipped_path("unit_templates") / "tgi.service.j2").read_text()
-
-
-def _record_tags(request: Any, result: Any) -> dict[str, str]:
-    """The deployment record as EC2 tags (tgiops.record), for a deploy to an EC2 target."""
-    from tgiops import record
-
-    return record.instance_tags(record.from_deploy(request, result.plan, tgiops_version=""))
 
 
 USERDATA_LIMIT_BYTES = 16384  # EC2: "User data is limited to 16 KB, in raw form"

@@ -65,3 +65,43 @@ def test_a_broken_record_says_what_to_do(tmp_path, text):
     path.write_text(text)
     with pytest.raises(TgiopsError, match="move it away"):
         state.load_deployments(path)
+
+
+# --- the recorded hosts as targets (tgiops.fleet) ----------------------------------------------
+
+
+def test_recorded_targets_are_one_per_destination_with_every_recorded_unit(tmp_path):
+    from tgiops import fleet
+    from tgiops.ssh import SSHTarget
+
+    config = tmp_path / "ssh_config"
+    config.write_text("Host gpu1\n")
+    records = [
+        record("gpu1", "tgiops-a", ssh_config_path=str(config), instance_id="i-0abc"),
+        record("gpu2", "tgiops-a", ssh_config_path=str(tmp_path / "gone")),
+        record("gpu1", "tgiops-b"),
+    ]
+    instance = object()  # what EC2 said of i-0abc; carried, never looked into
+    targets, known = fleet.recorded_targets(
+        records, SSHTarget(destination="", user="ubuntu"), {"i-0abc": instance}
+    )
+    assert [t.ssh.destination for t in targets] == ["gpu1", "gpu2"]
+    assert known == {"gpu1": ("tgiops-a", "tgiops-b"), "gpu2": ("tgiops-a",)}
+    assert targets[0].ssh.ssh_config_path == str(config)  # the record's, as it still exists
+    assert targets[1].ssh.ssh_config_path is None  # a vanished file is not used
+    assert [t.ssh.user for t in targets] == ["ubuntu", "ubuntu"]  # the command line's options
+    assert targets[0].instance is instance and targets[1].instance is None
+
+
+def test_an_ssh_config_given_now_wins_over_the_recorded_one(tmp_path):
+    from tgiops import fleet
+    from tgiops.ssh import SSHTarget
+
+    recorded, given = tmp_path / "recorded", tmp_path / "given"
+    recorded.write_text("")
+    targets, _ = fleet.recorded_targets(
+        [record("gpu1", ssh_config_path=str(recorded))],
+        SSHTarget(destination="", ssh_config_path=str(given)),
+        {},
+    )
+    assert targets[0].ssh.ssh_config_path == str(given)
