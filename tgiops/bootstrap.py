@@ -558,6 +558,27 @@ def _round(value: float | None) -> float | None:
 # -- userdata ----------------------------------------------------------------------------------
 
 
+def userdata_record(request: Any, builtin_catalog: Mapping[str, ModelSpec]) -> DeploymentRecord:
+    """The deployment record that user data carries for ``request`` (a DeployRequest).
+
+    The model's facts travel only for a model the built-in catalog lacks, or has under
+    another repo (user data is limited to 16 KB); their sources stay behind.
+    """
+    from tgiops import record
+    from tgiops.catalog import find_model
+    from tgiops.errors import UnknownModelError
+
+    try:
+        builtin = find_model(builtin_catalog, request.model.alias)
+        carry_model = builtin.repo_id != request.model.repo_id
+    except UnknownModelError:
+        carry_model = True
+    return DeploymentRecord(
+        spec=record.DeploymentSpec.from_request(request),
+        model_spec={**record.model_as_dict(request.model), "sources": {}} if carry_model else None,
+    )
+
+
 @dataclass(frozen=True)
 class UserdataOptions:
     record: DeploymentRecord

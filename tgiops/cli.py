@@ -871,9 +871,7 @@ USERDATA_LIMIT_BYTES = 16384  # EC2: "User data is limited to 16 KB, in raw form
 
 
 def cmd_userdata(args: argparse.Namespace) -> int:
-    from tgiops import bootstrap, hardware, record, resources
-    from tgiops.catalog import find_model
-    from tgiops.errors import UnknownModelError
+    from tgiops import bootstrap, hardware, resources
     from tgiops.plan import plan
 
     request = deploy_request_from(args)
@@ -896,17 +894,7 @@ def cmd_userdata(args: argparse.Namespace) -> int:
         if not sep:
             raise InputError(f"--env {pair!r}: give KEY=VALUE")
         env[key] = value
-    # The model's facts travel only for a model the built-in catalog lacks (user data is
-    # limited to 16 KB); their sources stay behind.
-    try:
-        builtin = find_model(resources.load_catalog(environ={}), request.model.alias)
-        carry_model = builtin.repo_id != request.model.repo_id
-    except UnknownModelError:
-        carry_model = True
-    rec = record.DeploymentRecord(
-        spec=record.DeploymentSpec.from_request(request),
-        model_spec={**record.model_as_dict(request.model), "sources": {}} if carry_model else None,
-    )
+    rec = bootstrap.userdata_record(request, resources.load_catalog(environ={}))
     options = bootstrap.UserdataOptions(
         record=rec,
         elastic_ip=args.eip,

@@ -203,3 +203,29 @@ def test_cli_userdata_json_and_iam_policy():
     assert deployment["model_spec"] is None  # a catalog model travels by name
     policy = tgiops("userdata", "phi-3-mini", "--eip", "eipalloc-0abc12345", "--iam-policy")
     assert json.loads(policy.stdout)["Statement"][1]["Action"] == "ec2:AssociateAddress"
+
+
+@pytest.mark.parametrize(
+    ("change", "travels"),
+    [
+        pytest.param({}, False, id="catalog-model-by-name"),
+        pytest.param({"alias": "my-finetune"}, True, id="model-the-catalog-lacks"),
+        pytest.param({"repo_id": "me/phi-3-mini-tuned"}, True, id="same-alias-other-repo"),
+    ],
+)
+def test_user_data_carries_a_models_facts_only_when_the_catalog_cannot_supply_them(change, travels):
+    from dataclasses import replace
+
+    from tgiops.deploy import DeployRequest
+    from tgiops.engine import Engine
+
+    model = replace(find_model(CATALOG, "phi-3-mini"), **change)
+    request = DeployRequest(model=model, engine=Engine.tgi("3.3.7"))
+    carried = bootstrap.userdata_record(request, CATALOG)
+    assert carried.spec.repo_id == model.repo_id and carried.spec.model == model.alias
+    if travels:
+        assert carried.model_spec is not None
+        assert carried.model_spec["repo_id"] == model.repo_id
+        assert carried.model_spec["sources"] == {}  # 16 KB of user data: sources stay behind
+    else:
+        assert carried.model_spec is None
