@@ -567,3 +567,59 @@ def undeploy_as_text(result: Any) -> str:
         else ""
     )
     return f"{head}; {cache}{others}"
+
+
+# --- spot relaunch: bootstrap and reconcile ---------------------------------------------------
+
+
+def _restored_line(u: Any) -> str:
+    mode = "offline (HF_HUB_OFFLINE=1)" if u.offline else "online"
+    text = f"  {u.unit} ({u.model}): {u.action}, " + ("healthy" if u.healthy else "NOT healthy")
+    text += f", started {mode}, model cache {u.cache}"
+    if u.boot_to_healthy_s is not None:
+        text += f", healthy {u.boot_to_healthy_s:.1f} s after boot"
+    if u.failure:
+        text += f"\n    why: {u.failure}"
+    return text
+
+
+def _eip_line(e: Any) -> str:
+    where = f"{e.allocation_id}" + (f" ({e.public_ip})" if e.public_ip else "")
+    if e.changed:
+        return f"  Elastic IP {where}: moved from {e.before or 'nowhere'} to {e.after}"
+    return f"  Elastic IP {where}: stays on {e.after}"
+
+
+def bootstrap_as_text(result: Any) -> str:
+    lines = [f"{result.instance_id} ({result.region}): record from {result.record_source}"]
+    lines += [_restored_line(u) for u in result.units]
+    if result.elastic_ip:
+        lines.append(_eip_line(result.elastic_ip))
+    lines += [f"  note: {n}" for n in result.notes]
+    lines.append(
+        f"  {'changed' if result.changed else 'nothing changed'}; took {result.elapsed_s:.1f} s"
+    )
+    return "\n".join(lines)
+
+
+def reconcile_as_text(result: Any) -> str:
+    lines = [f"{result.selector}: {len(result.instances)} live instance(s)"]
+    for i in result.instances:
+        lines.append(f"{i.instance_id} via {i.destination or '-'}: record from {i.record_source}")
+        lines += [_restored_line(u) for u in i.units]
+        if i.failure:
+            lines.append(f"  failed: {i.failure}")
+    if result.elastic_ip:
+        lines.append(_eip_line(result.elastic_ip))
+    tg = result.target_group
+    if tg:
+        lines.append(
+            f"  target group: registered {', '.join(tg.registered) or 'none'}; "
+            f"deregistered {', '.join(tg.deregistered) or 'none'}"
+        )
+    lines += [f"  note: {n}" for n in result.notes]
+    lines.append(
+        f"  {'changed' if result.changed else 'nothing changed'}; "
+        f"{'healthy' if result.healthy else 'NOT healthy'}; took {result.elapsed_s:.1f} s"
+    )
+    return "\n".join(lines)
