@@ -40,10 +40,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tgiops import __version__, probe
-from tgiops.catalog import ModelSpec
-from tgiops.errors import AWSError, HealthError, InputError, TgiopsError
+from tgiops.catalog import ModelSpec, find_model
+from tgiops.errors import AWSError, HealthError, InputError, TgiopsError, UnknownModelError
 from tgiops.localhost import seconds_since_boot
-from tgiops.record import DeploymentRecord, first_found, read_records, records_from_tags
+from tgiops.record import (
+    DeploymentRecord,
+    DeploymentSpec,
+    first_found,
+    model_as_dict,
+    read_records,
+    records_from_tags,
+)
 
 log = logging.getLogger(__name__)
 
@@ -564,18 +571,14 @@ def userdata_record(request: Any, builtin_catalog: Mapping[str, ModelSpec]) -> D
     The model's facts travel only for a model the built-in catalog lacks, or has under
     another repo (user data is limited to 16 KB); their sources stay behind.
     """
-    from tgiops import record
-    from tgiops.catalog import find_model
-    from tgiops.errors import UnknownModelError
-
     try:
         builtin = find_model(builtin_catalog, request.model.alias)
         carry_model = builtin.repo_id != request.model.repo_id
     except UnknownModelError:
         carry_model = True
     return DeploymentRecord(
-        spec=record.DeploymentSpec.from_request(request),
-        model_spec={**record.model_as_dict(request.model), "sources": {}} if carry_model else None,
+        spec=DeploymentSpec.from_request(request),
+        model_spec={**model_as_dict(request.model), "sources": {}} if carry_model else None,
     )
 
 

@@ -24,8 +24,6 @@ from tgiops.targets import Target
 
 log = logging.getLogger(__name__)
 
-MANAGED_TAG = "tgiops:managed"
-
 
 def remember_deploy(
     target: Target, request: Any, result: Any, *, aws: Any, port: int, region: str | None
@@ -35,15 +33,7 @@ def remember_deploy(
         return
     if target.instance is not None and aws is not None:
         the_record = record.from_deploy(request, result.plan, tgiops_version="")
-        aws.tag_instance(
-            target.instance.instance_id,
-            {
-                MANAGED_TAG: "true",
-                "tgiops:model": request.model.alias,
-                "tgiops:unit": result.unit,
-                **record.instance_tags(the_record),
-            },
-        )
+        aws.tag_instance(target.instance.instance_id, record.instance_tags(the_record))
     ssh_config = target.ssh.ssh_config_path
     entry = state.DeploymentRecord(
         destination=target.ssh.destination,
@@ -71,8 +61,8 @@ def forget_deploy(target: Target, result: Any, *, aws: Callable[[], Any]) -> Non
     instance = target.instance
     if instance is not None and result.removed:
         keys = record.tags_of_unit(instance.tags, result.unit)
-        if not result.other_units and MANAGED_TAG in instance.tags:
-            keys.append(MANAGED_TAG)
+        if not result.other_units and record.MANAGED_TAG in instance.tags:
+            keys.append(record.MANAGED_TAG)
         if keys:
             aws().untag_instance(instance.instance_id, keys)
     try:

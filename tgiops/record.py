@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 FORMAT = "tgiops.deployment/1"
 RECORD_SUBDIR = "tgiops/deployments"
 TAG_PREFIX = "tgiops:record:"
+MANAGED_TAG = "tgiops:managed"  # on every instance tgiops deployed to (`status --all`)
 TAG_VALUE_MAX_CHARS = 256  # EC2 tag values (and Auto Scaling group tag values)
 _FORMAT_RE = re.compile(r"tgiops\.deployment/(\d+)")
 _UNIT_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")  # as render.UNIT_NAME_RE
@@ -479,7 +480,7 @@ def instance_tags(record: DeploymentRecord) -> dict[str, str]:
     text = spec_json(record.spec)
     chunks = [text[i : i + TAG_VALUE_MAX_CHARS] for i in range(0, len(text), TAG_VALUE_MAX_CHARS)]
     tags = {
-        "tgiops:managed": "true",
+        MANAGED_TAG: "true",
         "tgiops:model": record.spec.model,
         "tgiops:unit": record.unit,
         f"{TAG_PREFIX}{record.unit}": str(len(chunks)),

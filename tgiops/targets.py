@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from tgiops.errors import InputError, TargetNotFoundError
+from tgiops.record import MANAGED_TAG
 from tgiops.ssh import SSHTarget
 
 SSH_CONFIG_ENV_VAR = "TGIOPS_SSH_CONFIG"
@@ -59,7 +60,7 @@ def resolve_targets(
     if spec.uses_aws:
         if find_instances is None:
             raise InputError("EC2 targets need AWS settings")
-        tag_filters = {"tgiops:managed": "true"} if spec.managed else None
+        tag_filters = {MANAGED_TAG: "true"} if spec.managed else None
         instances = find_instances(
             instance_ids=tuple(spec.instance_ids),
             name_tag=spec.name_tag,
