@@ -35,7 +35,7 @@ import os
 import re
 import shlex
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,11 +46,16 @@ from tgiops.localhost import seconds_since_boot
 from tgiops.record import (
     DeploymentRecord,
     DeploymentSpec,
+    Entry,
+    Found,
+    OperatorSettings,
+    Unreadable,
     first_found,
     model_as_dict,
-    read_records,
-    records_from_tags,
+    read_entries,
+    tag_entries,
 )
+from tgiops.render import comment_safe
 
 log = logging.getLogger(__name__)
 
@@ -202,11 +207,13 @@ class Restored:
 
 
 def host_cache_dir(record: DeploymentRecord, model: ModelSpec) -> str:
-    """The model's Hugging Face cache folder on the host (the data dir is /data in TGI)."""
+    """The model's Hugging Face cache folder on the host (``<data_dir>/cache`` is /data in
+    TGI: tgiops.render.cache_dir)."""
     from tgiops.engine import Engine
+    from tgiops.render import CONTAINER_DATA, cache_dir
 
     in_container = Engine.tgi(record.spec.tgi_version).cache_dir_in_container(model.repo_id)
-    return record.spec.data_dir.rstrip("/") + in_container[len("/data") :]
+    return cache_dir(record.spec.data_dir) + in_container[len(CONTAINER_DATA) :]
 
 
 def look_script(record: DeploymentRecord, model: ModelSpec) -> str:
@@ -292,8 +299,10 @@ def restore(
             template_text=template_text,
             on_progress=on_progress,
         )
-    except TgiopsError as exc:
-        log.error("%s: restoring %s failed: %s", host.name, record.unit, exc)
+    except Exception as exc:  # one unit's failure never stops the others (issue 12)
+        failure = str(exc) if isinstance(exc, TgiopsError) else f"{type(exc).__name__}: {exc}"
+        log.error("%s: restoring %s failed: %s", host.name, record.unit, failure)
+        log.debug("restoring %s", record.unit, exc_info=not isinstance(exc, TgiopsError))
         return Restored(
             unit=record.unit,
             model=model_alias,
@@ -303,7 +312,7 @@ def restore(
             offline=False,
             cache="unknown",
             record_source=record_source,
-            failure=str(exc),
+            failure=failure,
         )
     healthy = result.healthy
     return Restored(
@@ -320,6 +329,38 @@ def restore(
         waited_for_loading=waited,
         boot_to_healthy_s=seconds_since_boot(host) if healthy else None,
     )
+
+
+def refused(entry: Unreadable, record_source: str) -> Restored:
+    """A record the decoder refused, reported as its unit's failure (nothing was changed)."""
+    return Restored(
+        unit=entry.unit,
+        model="",
+        port=0,
+        action="failed",
+        healthy=False,
+        offline=False,
+        cache="unknown",
+        record_source=record_source,
+        failure=f"refused the deployment record: {entry.reason}",
+    )
+
+
+def restore_found(
+    host: Any,
+    found: Found,
+    settings_for: Callable[[str], OperatorSettings] | None,
+    **restore_kwargs: Any,
+) -> tuple[tuple[DeploymentRecord, ...], tuple[Restored, ...]]:
+    """Restore every record of ``found`` (under the operator's settings when its source is
+    not the operator's: ``settings_for(unit)``), then report the refused ones."""
+    records = tuple(
+        r.under(settings_for(r.unit)) if settings_for is not None else r for r in found.records
+    )
+    units = tuple(
+        restore(host, record, record_source=found.source, **restore_kwargs) for record in records
+    )
+    return records, units + tuple(refused(u, found.source) for u in found.unreadable)
 
 
 def _wait_if_loading(
@@ -480,8 +521,8 @@ def bootstrap(
     )
     on_progress(f"bootstrap on {instance_id} in {region}")
     data_dirs = _data_dirs(options, config)
-    sources: list[tuple[str, Callable[[], list[DeploymentRecord]]]] = [
-        (f"the data volume ({d})", functools.partial(read_records, host, d)) for d in data_dirs
+    sources: list[tuple[str, Callable[[], Sequence[Entry]]]] = [
+        (f"the data volume ({d})", functools.partial(read_entries, host, d)) for d in data_dirs
     ]
     sources.append((options.config_path, lambda: list(config.records) if config else []))
     sources.append(("the user data (IMDS)", lambda: _userdata_records(imds)))
@@ -493,24 +534,23 @@ def bootstrap(
             + ", ".join(name for name, _ in sources)
             + ". Deploy once with `tgiops deploy`, or launch with user data from `tgiops userdata`."
         )
+    operator_held = found.source in (options.config_path, "the user data (IMDS)")
+    settings_for = None if operator_held else _operator_settings(options, config, imds)
     aws = make_aws(region)
     timeout_s = options.timeout_s or (config.timeout_s if config else None)
-    units = tuple(
-        restore(
-            host,
-            record,
-            catalog=catalog,
-            get_secret=aws.get_secret,
-            template_text=template_text,
-            record_source=found.source,
-            timeout_s=timeout_s,
-            on_progress=on_progress,
-        )
-        for record in found.records
+    records, units = restore_found(
+        host,
+        found,
+        settings_for,
+        catalog=catalog,
+        get_secret=aws.get_secret,
+        template_text=template_text,
+        timeout_s=timeout_s,
+        on_progress=on_progress,
     )
     notes = [
         f"the previous {r.unit} stopped: {r.last_stop.reason} ({r.last_stop.at})"
-        for r in found.records
+        for r in records
         if r.last_stop is not None
     ]
     allocation = options.elastic_ip or (config.elastic_ip if config else None)
@@ -549,13 +589,34 @@ def _data_dirs(options: BootstrapOptions, config: BootstrapConfig | None) -> lis
     return list(dict.fromkeys(dirs))
 
 
+def _operator_settings(
+    options: BootstrapOptions, config: BootstrapConfig | None, imds: Any
+) -> Callable[[str], OperatorSettings]:
+    """Where a record from the data volume or the tags gets its secret names, data dir and
+    ``public``: the operator's bootstrap config (the same unit's, else its first record's),
+    else the user data's, else the defaults (with --data-dir)."""
+    if config is None:
+        try:
+            config = config_from_userdata(imds.user_data(), origin="the instance's user data")
+        except TgiopsError as exc:
+            log.warning("no operator settings from the user data: %s", exc)
+    own = list(config.records) if config else []
+    fallback = OperatorSettings(data_dir=options.data_dir or DEFAULT_DATA_DIR)
+
+    def settings_for(unit: str) -> OperatorSettings:
+        same = [r for r in own if r.unit == unit] or own
+        return OperatorSettings.of(same[0].spec) if same else fallback
+
+    return settings_for
+
+
 def _userdata_records(imds: Any) -> list[DeploymentRecord]:
     config = config_from_userdata(imds.user_data(), origin="the instance's user data")
     return list(config.records) if config else []
 
 
-def _tag_records(imds: Any, instance_id: str) -> list[DeploymentRecord]:
-    return records_from_tags(imds.tags(), origin=instance_id)
+def _tag_records(imds: Any, instance_id: str) -> list[Entry]:
+    return tag_entries(imds.tags(), origin=instance_id)
 
 
 def _round(value: float | None) -> float | None:
@@ -717,7 +778,7 @@ def render_userdata(
         units.append("tgiops-watch-interruption.service")
     return env.from_string(userdata_template).render(
         tgiops_version=__version__,
-        summary=f"{spec.model} as {spec.unit} on port {spec.port}",
+        summary=comment_safe(f"{spec.model} as {spec.unit} on port {spec.port}"),
         iam_policy_lines=policy.splitlines(),
         tgiops_bin=TGIOPS_BIN,
         data_dir=spec.data_dir,

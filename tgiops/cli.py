@@ -813,6 +813,11 @@ def _add_spot_parsers(sub: Any) -> None:
         "--watch", type=float, metavar="SECONDS", help="reconcile every SECONDS until Ctrl-C"
     )
     rc.add_argument("--data-dir", default="/var/lib/tgiops/data", metavar="DIR")
+    # What only the operator decides; records and tags never do (tgiops.record, "Trust").
+    rc.add_argument("--secret-name", default="tgiops/hf-token", help="the token's secret")
+    rc.add_argument("--no-token", action="store_true", help="no token (ungated models)")
+    rc.add_argument("--api-key-secret", metavar="NAME", help="secret with TGI's --api-key")
+    rc.add_argument("--public", action="store_true", help="bind all addresses")
     rc.add_argument("--timeout", type=float, metavar="S", help="health wait per unit")
     rc.add_argument(
         "--address",
@@ -995,6 +1000,9 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         timeout_s=args.timeout,
         address=args.address,
+        token_secret=None if args.no_token else args.secret_name,
+        api_key_secret=args.api_key_secret,
+        public=args.public,
     )
     aws = _aws_from(args)
     template = _ssh_template(args)

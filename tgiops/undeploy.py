@@ -23,7 +23,7 @@ from tgiops.errors import InputError, TgiopsError
 from tgiops.logs import choose_unit
 from tgiops.probe import split_sections
 from tgiops.record import record_path
-from tgiops.render import ENV_DIR, UNIT_DIR, UNIT_NAME_RE
+from tgiops.render import ENV_DIR, UNIT_DIR, UNIT_NAME_RE, data_dir_of_mount
 from tgiops.ssh import STAGE_DIR_GLOB
 from tgiops.status import UnitPlan, parse_unit_plan
 
@@ -119,7 +119,8 @@ def plan_undeploy(host_name: str, report: str, requested: str | None) -> Undeplo
         unit=unit,
         plan=plan,
         # The deployment record goes too: bootstrap and reconcile would bring the unit back.
-        files=unit_files(unit) + ((record_path(plan.data_dir, unit),) if plan.data_dir else ()),
+        files=unit_files(unit)
+        + ((record_path(data_dir_of_mount(plan.data_dir), unit),) if plan.data_dir else ()),
         cache_paths=cache_paths_for(plan.data_dir, plan.model_id),
         cache_shared_with=shared,
         other_units=others,
