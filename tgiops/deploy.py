@@ -36,11 +36,10 @@ from tgiops.engine import Engine
 from tgiops.errors import DeployError, HealthError, InputError, ProbeError
 from tgiops.plan import Overrides, Plan, plan
 from tgiops.render import ENV_DIR, UNIT_DIR, UnitOptions, render_env_file, render_unit
-from tgiops.ssh import FileUpload
+from tgiops.ssh import LOCK_PATH, FileUpload
 
 log = logging.getLogger(__name__)
 
-LOCK_PATH = "/run/lock/tgiops.lock"
 LOCK_TIMEOUT_S = 600
 _MIN_DISK_BYTES = 1 << 30
 

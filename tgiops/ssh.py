@@ -56,6 +56,13 @@ _STALE_STAGE_MIN = 60
 # A cut link must become an error, not a hang: unacknowledged data older than this aborts the
 # socket (TCP_USER_TIMEOUT, RFC 5482; Linux), waking every channel and SFTP call waiting on it.
 _DEAD_LINK_S = 30
+# The host lock deploy and undeploy hold (``hold_lock``): in a directory only root can enter.
+# Not /run/lock: that is world-writable (1777) and flock(1) locks through a read-only
+# descriptor, so any local user could hold /run/lock/tgiops.lock and block every deploy.
+LOCK_DIR = "/run/tgiops"
+LOCK_PATH = f"{LOCK_DIR}/lock"
+# Made (or put back to) 0700 before each lock: install(1) -d sets the mode of an existing one.
+LOCK_DIR_SETUP = f"install -d -m 0700 -- {LOCK_DIR}"
 # The remote lock holder gives up after this long without a heartbeat from us, so a client
 # that vanished behind a cut link (sshd never hears of it) cannot lock a host for hours.
 _LOCK_LEASE_S = 90
@@ -800,7 +807,8 @@ class RemoteHost:
 
     @contextlib.contextmanager
     def hold_lock(self, path: str, *, timeout_s: float) -> Iterator[None]:
-        """Hold an exclusive ``flock`` on ``path`` on the host while the block runs.
+        """Hold an exclusive ``flock`` on ``path`` (``LOCK_PATH``) on the host while the block
+        runs. Its directory is tgiops' own: made 0700 first (``LOCK_DIR_SETUP``).
 
         A remote ``flock`` reads this channel's stdin while it holds the lock: when the block
         ends we close the channel, and if tgiops dies or the connection drops, sshd closes it
@@ -816,7 +824,8 @@ class RemoteHost:
         q = shlex.quote
         wait_s = max(1, int(timeout_s))
         command = self._as_root(
-            f"mkdir -p {q(posixpath.dirname(path) or '/')} && exec flock -w {wait_s} {q(path)} "
+            f"install -d -m 0700 -- {q(posixpath.dirname(path) or '/')} && "
+            f"exec flock -w {wait_s} {q(path)} "
             f"bash -c 'echo locked; while read -r -t {_LOCK_LEASE_S} _; do :; done'"
         )
         transport = self._transport()
