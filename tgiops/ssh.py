@@ -291,10 +291,11 @@ class RemoteHost:
             assert transport is not None
             return transport
 
-    def _open(self, conn: Any) -> None:
+    def _strict_client(self, known_hosts: str) -> paramiko.SSHClient:
+        """A client that knows the known_hosts keys and refuses unknown ones (or records
+        them with accept-new); a changed key is always refused (paramiko BadHostKeyException)."""
         import paramiko
 
-        known_hosts = self._known_hosts_path(conn)
         client = paramiko.SSHClient()
         for path in (_GLOBAL_KNOWN_HOSTS, known_hosts):
             if os.path.isfile(path):
@@ -307,7 +308,30 @@ class RemoteHost:
         client.set_missing_host_key_policy(
             _make_host_key_policy(known_hosts, self._target.accept_new_host_key)
         )
-        conn.client = client
+        return client
+
+    def _hops(self, conn: Any) -> list[Any]:
+        """``conn`` and its ProxyJump gateways (fabric Connections), nearest hop last."""
+        from fabric import Connection
+
+        hops = [conn]
+        while isinstance(hops[-1].gateway, Connection):
+            hops.append(hops[-1].gateway)
+        return hops
+
+    def _open(self, conn: Any) -> None:
+        import paramiko
+
+        known_hosts = self._known_hosts_path(conn)
+        # Every hop is checked like the target: fabric builds a ProxyJump gateway with
+        # paramiko's AutoAddPolicy and no known_hosts (fabric/connection.py, Connection
+        # __init__ and get_gateway), i.e. it would trust any bastion (issue 12).
+        hops = self._hops(conn)
+        for hop in hops:
+            with contextlib.suppress(Exception):
+                hop.client.close()
+            hop.client = self._strict_client(self._known_hosts_path(hop))
+        client = conn.client
         where = self._where(conn)
         log.debug("connecting to %s (%s)", where, self.name)
         try:
@@ -317,7 +341,9 @@ class RemoteHost:
             raise
         except paramiko.BadHostKeyException as exc:
             client.close()
-            name = _known_hosts_name(conn.host, conn.port)
+            hop = next((h for h in reversed(hops) if h.host == exc.hostname), conn)
+            name = _known_hosts_name(hop.host, hop.port)
+            known_hosts = self._known_hosts_path(hop)
             raise HostKeyError(
                 f"host key of {name} CHANGED: {known_hosts} has {exc.expected_key.get_name()} "
                 f"{fingerprint_key(exc.expected_key)}, the server offered {exc.key.get_name()} "
@@ -378,8 +404,9 @@ class RemoteHost:
                 self._sftp = None
                 self._sftp_transport = None
             if self._conn is not None:
-                with contextlib.suppress(Exception):
-                    self._conn.close()
+                for hop in self._hops(self._conn):  # fabric closes no gateway of its own
+                    with contextlib.suppress(Exception):
+                        hop.close()
 
     # -- commands --------------------------------------------------------------------------
 
