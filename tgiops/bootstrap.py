@@ -643,13 +643,74 @@ def userdata_record(request: Any, builtin_catalog: Mapping[str, ModelSpec]) -> D
     )
 
 
+PUBLIC_INDEX_HOSTS = ("pypi.org", "pypi.python.org", "files.pythonhosted.org")
+_INDEX_OPTIONS = ("-i", "--index-url", "--extra-index-url", "-f", "--find-links")
+HOW_TO_INSTALL = (
+    "user data runs as root at every boot, so tgiops must come from somewhere you control: "
+    "--preinstalled (an AMI with tgiops baked in under /opt/tgiops), --pip-requirements FILE "
+    "(a lock file with a --hash= on every requirement, e.g. from `pip-compile "
+    "--generate-hashes`; installed with --require-hashes), or --pip-spec with a private index "
+    "(`--index-url https://pypi.internal/simple tgiops==X -c https://.../constraints.txt`) or a "
+    "wheel by absolute path on the AMI; the public index is not a default"
+)
+
+
+def check_pip_spec(spec: str) -> list[str]:
+    """pip's arguments of ``--pip-spec``, when they name a source the operator controls: a
+    private index (never a public one, not even as an extra index) or a local wheel."""
+    if not spec.strip() or any(c in spec for c in "\n\r\x00"):
+        raise InputError("--pip-spec must be one line (pip arguments)")
+    try:
+        args = shlex.split(spec)
+    except ValueError as exc:
+        raise InputError(f"--pip-spec {spec!r}: {exc}") from exc
+    indexes = []
+    for i, arg in enumerate(args):
+        name, eq, value = arg.partition("=")
+        if name in _INDEX_OPTIONS:
+            indexes.append(value if eq else (args[i + 1] if i + 1 < len(args) else ""))
+    public = [u for u in indexes if _host_of(u) in PUBLIC_INDEX_HOSTS or not _host_of(u)]
+    wheel = any(a.startswith("/") and a.endswith(".whl") for a in args)
+    private = bool(indexes) and not public
+    if public or not (wheel or private):
+        why = f" ({', '.join(public)} is public)" if public else ""
+        raise InputError(f"--pip-spec {spec!r} is refused{why}: {HOW_TO_INSTALL}")
+    return args
+
+
+def check_pip_requirements(text: str) -> str:
+    """A hash-pinned requirements file: every requirement carries ``--hash=``."""
+    logical = re.sub(r"\\\n", " ", text).splitlines()
+    requirements = [ln.strip() for ln in logical if ln.strip() and not ln.strip().startswith("#")]
+    unpinned = [r for r in requirements if not r.startswith("-") and "--hash=" not in r]
+    if not requirements or unpinned or "TGIOPS_REQUIREMENTS" in text or "\x00" in text:
+        shown = f": {unpinned[0]!r} has no --hash=" if unpinned else ""
+        raise InputError(
+            f"--pip-requirements is not a hash-pinned lock file{shown}. {HOW_TO_INSTALL}"
+        )
+    return text if text.endswith("\n") else text + "\n"
+
+
+def _host_of(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    try:
+        return (urlsplit(url).hostname or "").lower()
+    except ValueError:
+        return ""
+
+
 @dataclass(frozen=True)
 class UserdataOptions:
     record: DeploymentRecord
     elastic_ip: str | None = None
     region: str | None = None
     timeout_s: float | None = None
-    pip_spec: str = f"tgiops=={__version__}"
+    # How tgiops gets onto the instance: exactly one (HOW_TO_INSTALL).
+    pip_spec: str | None = None
+    pip_requirements: str | None = None
+    preinstalled: bool = False
+    asg_name: str | None = None  # scopes the role's AssociateAddress to the group's instances
     efs_id: str | None = None
     data_device: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
@@ -665,8 +726,6 @@ class UserdataOptions:
             raise InputError(f"--efs {self.efs_id!r} is not an EFS file system id like fs-0abc1234")
         if self.data_device and not _DEVICE_RE.fullmatch(self.data_device):
             raise InputError(f"--data-device {self.data_device!r} is not a /dev/... path")
-        if not self.pip_spec.strip() or any(c in self.pip_spec for c in "\n\r\x00"):
-            raise InputError("--pip-spec must be one line (a pip requirement, URL or path)")
         if self.on_rebalance not in ("log", "stop"):
             raise InputError(f"--on-rebalance {self.on_rebalance!r}: give log or stop")
         for name, value in self.env.items():
@@ -680,6 +739,19 @@ class UserdataOptions:
                 )
             if any(c in value for c in "\n\r\x00\"'\\"):
                 raise InputError(f"--env {name}: the value must be one line without quotes")
+        sources = [self.pip_spec is not None, self.pip_requirements is not None, self.preinstalled]
+        if sum(sources) != 1:
+            raise InputError(
+                ("give only one of --pip-spec, --pip-requirements, --preinstalled"
+                 if sum(sources) > 1 else "how does tgiops get onto the instance?")
+                + f": {HOW_TO_INSTALL}"
+            )  # fmt: skip
+        if self.pip_spec is not None:
+            check_pip_spec(self.pip_spec)
+        if self.pip_requirements is not None:
+            check_pip_requirements(self.pip_requirements)
+        if self.asg_name is not None and not re.fullmatch(r"[\x20-\x7e]{1,255}", self.asg_name):
+            raise InputError(f"--asg {self.asg_name!r} is not an Auto Scaling group name")
 
 
 def iam_policy(
@@ -688,6 +760,7 @@ def iam_policy(
     *,
     region: str | None = None,
     account: str | None = None,
+    asg_name: str | None = None,
 ) -> dict[str, Any]:
     """The instance role's minimal policy. Secrets Manager ARNs end in a random 6-character
     suffix, hence ``NAME-??????`` (AWS Secrets Manager docs, "Resource: secret ARN")."""
@@ -705,16 +778,31 @@ def iam_policy(
             }
         )
     if elastic_ip:
+        # AssociateAddress authorizes the address and the instance separately (Service
+        # Authorization Reference, "Actions, resources, and condition keys for Amazon EC2",
+        # ec2:AssociateAddress: resource types elastic-ip* and instance, whose condition keys
+        # include aws:ResourceTag/${TagKey}). So: this one address, and only instances of
+        # the group: Auto Scaling tags them aws:autoscaling:groupName, a key no one can
+        # set by hand (the aws: prefix is reserved), unlike any tag of our own.
         statements.append(
             {
-                "Sid": "PointTheElasticIpHere",
+                "Sid": "PointTheElasticIp",
                 "Effect": "Allow",
                 "Action": "ec2:AssociateAddress",
-                "Resource": [
-                    f"arn:aws:ec2:{r}:{a}:elastic-ip/{elastic_ip}",
-                    f"arn:aws:ec2:{r}:{a}:instance/*",
-                    f"arn:aws:ec2:{r}:{a}:network-interface/*",
-                ],
+                "Resource": f"arn:aws:ec2:{r}:{a}:elastic-ip/{elastic_ip}",
+            }
+        )
+        statements.append(
+            {
+                "Sid": "AtAnInstanceOfTheGroup",
+                "Effect": "Allow",
+                "Action": "ec2:AssociateAddress",
+                "Resource": f"arn:aws:ec2:{r}:{a}:instance/*",
+                "Condition": {
+                    "StringEquals": {
+                        "aws:ResourceTag/aws:autoscaling:groupName": asg_name or "ASG_NAME"
+                    }
+                },
             }
         )
         statements.append(
@@ -770,7 +858,12 @@ def render_userdata(
     if options.region and "AWS_REGION" not in env_lines:
         env_lines["AWS_REGION"] = options.region
     policy = json.dumps(
-        iam_policy(secret_names(options.record), options.elastic_ip, region=options.region),
+        iam_policy(
+            secret_names(options.record),
+            options.elastic_ip,
+            region=options.region,
+            asg_name=options.asg_name,
+        ),
         indent=2,
     )
     units = ["tgiops-bootstrap.service"]
@@ -783,7 +876,11 @@ def render_userdata(
         tgiops_bin=TGIOPS_BIN,
         data_dir=spec.data_dir,
         data_dir_q=shlex.quote(spec.data_dir),
-        pip_spec_q=shlex.quote(options.pip_spec),
+        preinstalled=options.preinstalled,
+        pip_args=" ".join(shlex.quote(a) for a in check_pip_spec(options.pip_spec))
+        if options.pip_spec is not None
+        else "",
+        pip_requirements=options.pip_requirements or "",
         efs_id=options.efs_id,
         data_device=options.data_device,
         data_device_q=shlex.quote(options.data_device or ""),

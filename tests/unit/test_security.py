@@ -170,3 +170,72 @@ def test_the_user_data_summary_is_one_comment_line():
         watch_unit_template=(TEMPLATES / "tgiops-watch-interruption.service.j2").read_text(),
     )
     assert "\nrm -rf /" not in text
+
+
+# -- 2: tgiops never comes from the public index by default -------------------------------
+
+
+def _userdata(**changes) -> str:
+    spec = record.DeploymentSpec(
+        model="phi-3-mini", repo_id="microsoft/Phi-3-mini-4k-instruct", tgi_version="3.3.7",
+        unit="tgiops-phi-3-mini",
+    )  # fmt: skip
+    return bootstrap.render_userdata(
+        bootstrap.UserdataOptions(record=record.DeploymentRecord(spec=spec), **changes),
+        userdata_template=(TEMPLATES / "userdata.sh.j2").read_text(),
+        bootstrap_unit_template=(TEMPLATES / "tgiops-bootstrap.service.j2").read_text(),
+        watch_unit_template=(TEMPLATES / "tgiops-watch-interruption.service.j2").read_text(),
+    )
+
+
+LOCK = (
+    "tgiops==0.1.0 \\\n    --hash=sha256:"
+    + "a" * 64
+    + "\nboto3==1.35.0 --hash=sha256:"
+    + "b" * 64
+    + "\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("changes", "needle"),
+    [
+        pytest.param({}, "how does tgiops get onto the instance", id="nothing"),
+        pytest.param({"pip_spec": "tgiops==0.1.0"}, "is refused", id="public-default"),
+        pytest.param({"pip_spec": "-i https://pypi.org/simple tgiops"}, "pypi.org", id="pypi"),
+        pytest.param(
+            {
+                "pip_spec": "-i https://pypi.internal/simple --extra-index-url "
+                "https://pypi.org/simple tgiops"
+            },
+            "public",
+            id="extra-public-index",
+        ),
+        pytest.param({"pip_spec": "./tgiops.whl"}, "is refused", id="relative-wheel"),
+        pytest.param({"pip_requirements": "tgiops==0.1.0\n"}, "has no --hash=", id="unhashed"),
+        pytest.param({"pip_requirements": LOCK + "requests\n"}, "'requests'", id="one-unhashed"),
+        pytest.param({"preinstalled": True, "pip_spec": "/w/t.whl"}, "only one of", id="two"),
+    ],
+)
+def test_user_data_refuses_to_install_from_the_public_index(changes, needle):
+    with pytest.raises(InputError, match=re.escape(needle)):
+        _userdata(**changes)
+
+
+def _bash_ok(text: str) -> bool:
+    import subprocess
+
+    return subprocess.run(["bash", "-n"], input=text, text=True).returncode == 0
+
+
+def test_the_operators_sources_are_installed_as_given():
+    text = _userdata(pip_spec="--index-url https://pypi.internal/simple tgiops==0.1.0")
+    assert _bash_ok(text)
+    assert 'pip" install --quiet --index-url https://pypi.internal/simple tgiops==0.1.0\n' in text
+    text = _userdata(pip_requirements=LOCK)
+    assert _bash_ok(text)
+    assert '--require-hashes -r "$TGIOPS_HOME/requirements.txt"' in text and LOCK in text
+    text = _userdata(pip_spec="/opt/wheels/tgiops-0.1.0-py3-none-any.whl")
+    assert "install --quiet /opt/wheels/tgiops-0.1.0-py3-none-any.whl\n" in text
+    text = _userdata(preinstalled=True)
+    assert "pip" not in text.split("# 1.", 1)[1].split("# 2.", 1)[0].replace("pipefail", "")
