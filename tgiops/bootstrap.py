@@ -292,6 +292,7 @@ def restore(
             f"{record.unit}: model cache {seen.cache}; starting "
             + ("offline (HF_HUB_OFFLINE=1)" if offline else "online")
         )
+        expected_id = _check_image(host, record, request, on_progress)
         result = deploy.deploy(
             host,
             request,
@@ -299,6 +300,8 @@ def restore(
             template_text=template_text,
             on_progress=on_progress,
         )
+        if expected_id is not None and result.healthy:
+            _check_image(host, record, request, on_progress)
     except Exception as exc:  # one unit's failure never stops the others (issue 12)
         failure = str(exc) if isinstance(exc, TgiopsError) else f"{type(exc).__name__}: {exc}"
         log.error("%s: restoring %s failed: %s", host.name, record.unit, failure)
@@ -329,6 +332,39 @@ def restore(
         waited_for_loading=waited,
         boot_to_healthy_s=seconds_since_boot(host) if healthy else None,
     )
+
+
+def _check_image(
+    host: Any, record: DeploymentRecord, request: Any, on_progress: Progress
+) -> str | None:
+    """Issue 12.8: the image a restore runs is the one the deploy ran. With a registry digest
+    the unit pins ``repo@sha256:...`` (render.image_ref). Without one (an image built or
+    loaded locally), the recorded image ID is compared with the local image: a tag that now
+    names another image is refused. Returns the ID still to check after the deploy pulled the
+    image by tag (None: nothing to check)."""
+    from tgiops.errors import DeployError
+    from tgiops.record import inspect_image
+
+    deployed = record.deployed
+    if request.image_digest is not None:
+        on_progress(f"{record.unit}: image pinned to {request.image_digest[:19]}...")
+        return None
+    if deployed is None or deployed.image_id is None or deployed.image != request.engine.image:
+        on_progress(
+            f"{record.unit}: no image digest or ID recorded; using the tag {request.engine.image}"
+        )
+        return None
+    found, _ = inspect_image(host, deployed.image)
+    if found is None:
+        on_progress(f"{record.unit}: no registry digest known; pulling {deployed.image} by tag")
+        return deployed.image_id
+    if found != deployed.image_id:
+        raise DeployError(
+            f"{deployed.image} here is image {found}, but the recorded deploy ran "
+            f"{deployed.image_id}: the tag now names another image. Not starting it; check the "
+            "image, then `tgiops deploy` again to accept it."
+        )
+    return None
 
 
 def refused(entry: Unreadable, record_source: str) -> Restored:

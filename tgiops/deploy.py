@@ -78,6 +78,7 @@ class DeployRequest:
     dry_run: bool = False
     keep_failed: bool = False
     timeout_s: float | None = None  # default: from the model size
+    image_digest: str | None = None  # pin the image (tgiops.record: recorded at deploy)
 
     def unit_options(self, secret_env: tuple[str, ...]) -> UnitOptions:
         name = self.unit_name or default_unit_name(self.model.alias)
@@ -89,6 +90,7 @@ class DeployRequest:
             gpu_devices=self.gpu_devices,
             extra_env={"HF_HUB_OFFLINE": "1"} if self.offline else {},
             secret_env=secret_env,
+            image_digest=self.image_digest,
         )
 
 

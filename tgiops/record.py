@@ -456,7 +456,17 @@ class DeploymentRecord:
             api_key_secret=spec.api_key_secret,
             offline=offline,
             timeout_s=timeout_s,
+            image_digest=self.pinned_digest(),
         )
+
+    def pinned_digest(self) -> str | None:
+        """The registry digest to pin when it is the same release the spec asks for."""
+        from tgiops.engine import Engine
+
+        deployed = self.deployed
+        if deployed is None or deployed.image != Engine.tgi(self.spec.tgi_version).image:
+            return None
+        return deployed.image_digest
 
 
 def check_format(value: Any, origin: str) -> None:
@@ -675,10 +685,49 @@ def _same_model(a: DeploymentRecord, b: DeploymentRecord) -> bool:
     return a.model_spec == b.model_spec or a.model_spec is None or b.model_spec is None
 
 
-def remember_deploy(host: Any, request: Any, the_plan: Plan, *, tgiops_version: str) -> None:
-    """After a healthy deploy: record it on the data volume. Never fails the deploy."""
+def inspect_image(host: Any, image: str) -> tuple[str | None, str | None]:
+    """(image ID, registry digest) of ``image`` on the host: ``docker image inspect``'s
+    ``.Id`` and the ``RepoDigests`` entry of its repository. An image that was built, loaded
+    or imported locally has no RepoDigests (the testbed's): (ID, None). (None, None) when
+    docker cannot say."""
+    out = host.run(
+        ["docker", "image", "inspect", "--format", "{{.Id}} {{json .RepoDigests}}", "--", image],
+        check=False,
+    )
     try:
-        save_on_host(host, from_deploy(request, the_plan, tgiops_version=tgiops_version))
+        image_id, _, digests_json = out.stdout.strip().partition(" ")
+        digests = json.loads(digests_json or "null") or []
+    except json.JSONDecodeError:
+        return None, None
+    if out.exit_code != 0 or not _DIGEST_RE.fullmatch(image_id):
+        return None, None
+    name, _, tag = image.split("@")[0].rpartition(":")
+    repo = name if "@" not in image and name and "/" not in tag else image.split("@")[0]
+    found = [
+        d.partition("@")[2] for d in digests if isinstance(d, str) and d.startswith(repo + "@")
+    ]
+    digest = next((d for d in found if _DIGEST_RE.fullmatch(d)), None)
+    return image_id, digest
+
+
+def remember_deploy(host: Any, request: Any, the_plan: Plan, *, tgiops_version: str) -> None:
+    """After a healthy deploy: record it on the data volume, with the image's ID and registry
+    digest (a restore pins the digest, or checks the ID: tgiops.bootstrap.restore). Never
+    fails the deploy."""
+    try:
+        the_record = from_deploy(request, the_plan, tgiops_version=tgiops_version)
+        image_id, digest = inspect_image(host, the_plan.image)
+        if the_record.deployed is not None:
+            if digest is None:
+                log.info(
+                    "%s: %s has no registry digest (built or loaded locally); a restore "
+                    "checks its image ID instead",
+                    host.name,
+                    the_plan.image,
+                )
+            deployed = replace(the_record.deployed, image_id=image_id, image_digest=digest)
+            the_record = replace(the_record, deployed=deployed)
+        save_on_host(host, the_record)
     except TgiopsError as exc:
         log.warning("deployed, but could not write the deployment record on %s: %s", host.name, exc)
 

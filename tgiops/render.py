@@ -50,6 +50,9 @@ class UnitOptions:
     extra_env: Mapping[str, str] = field(default_factory=dict)  # e.g. HF_HUB_OFFLINE=1
     secret_env: tuple[str, ...] = ()  # names read from the env file (token, API key)
     stop_timeout_s: int = 90  # TGI's own graceful-termination default (tgi-facts §1)
+    # The registry digest of the image the deployment ran (tgiops.record), so a new
+    # instance runs that image and not whatever the tag points to by then; None: the tag.
+    image_digest: str | None = None
 
     def __post_init__(self) -> None:
         if not UNIT_NAME_RE.fullmatch(self.unit_name):
@@ -63,6 +66,10 @@ class UnitOptions:
         for name in [*self.extra_env, *self.secret_env]:
             if not _ENV_NAME_RE.fullmatch(name):
                 raise InputError(f"environment variable name {name!r} is not valid")
+        if self.image_digest is not None and not re.fullmatch(
+            r"sha256:[0-9a-f]{64}", self.image_digest
+        ):
+            raise InputError(f"image digest {self.image_digest!r} is not sha256:<64 hex digits>")
 
     @property
     def container(self) -> str:
@@ -126,6 +133,16 @@ def systemd_quote(arg: str) -> str:
     return '"' + escaped.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def image_ref(image: str, digest: str | None) -> str:
+    """``repo@sha256:...`` when the digest is known (docker pulls exactly that image), else the
+    tag as planned."""
+    if digest is None:
+        return image
+    name, _, tag = image.rpartition(":")
+    repo = name if name and "/" not in tag else image
+    return f"{repo}@{digest}"
+
+
 def docker_run_args(plan: Plan, options: UnitOptions) -> list[str]:
     """The `docker run` command line of the unit (no secret values: names only)."""
     gpus = (
@@ -152,7 +169,7 @@ def docker_run_args(plan: Plan, options: UnitOptions) -> list[str]:
         args += ["-e", name]  # by name: docker copies the value from its own environment
     for name, value in sorted({**plan.env, **options.extra_env}.items()):
         args += ["-e", f"{name}={value}"]
-    args.append(plan.image)
+    args.append(image_ref(plan.image, options.image_digest))
     args += plan.launcher_args
     return args
 
@@ -165,7 +182,8 @@ def render_unit(
     env = jinja2.Environment(
         undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
     )
-    pull = f"docker image inspect {plan.image} >/dev/null 2>&1 || exec docker pull {plan.image}"
+    image = image_ref(plan.image, options.image_digest)
+    pull = f"docker image inspect {image} >/dev/null 2>&1 || exec docker pull {image}"
     summary = (
         f"num_shard={plan.num_shard} quantize={plan.quantize or 'none'} dtype={plan.dtype} "
         f"max_total_tokens={plan.max_total_tokens}"

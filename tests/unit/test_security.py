@@ -239,3 +239,48 @@ def test_the_operators_sources_are_installed_as_given():
     assert "install --quiet /opt/wheels/tgiops-0.1.0-py3-none-any.whl\n" in text
     text = _userdata(preinstalled=True)
     assert "pip" not in text.split("# 1.", 1)[1].split("# 2.", 1)[0].replace("pipefail", "")
+
+
+# -- 8: the image is pinned by digest when one is known ------------------------------------
+
+DIGEST = "sha256:" + "c" * 64
+
+
+def test_a_recorded_digest_pins_the_image_in_the_unit():
+    from tgiops.render import render_unit
+
+    data = a_record_dict()
+    data["deployed"].update(image_id="sha256:" + "d" * 64, image_digest=DIGEST)
+    rec = record.DeploymentRecord.from_dict(data, origin="x.json")
+    request = rec.to_request(CATALOG, offline=True)
+    assert request.image_digest == DIGEST
+    the_plan = plan(
+        request.model, inventory_for_instance_type("g5.xlarge"), request.engine, request.overrides
+    )
+    unit = render_unit(
+        the_plan,
+        request.unit_options(("HF_TOKEN",)),
+        (TEMPLATES / "tgi.service.j2").read_text(),
+        tgiops_version="0",
+    )
+    pinned = f"ghcr.io/huggingface/text-generation-inference@{DIGEST}"
+    exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+    pull = next(line for line in unit.splitlines() if "docker pull" in line)
+    assert pinned in exec_start and pinned in pull
+    assert ":3.3.7" not in exec_start
+
+
+def test_no_digest_or_another_release_falls_back_to_the_tag():
+    data = a_record_dict()
+    rec = record.DeploymentRecord.from_dict(data, origin="x.json")
+    assert rec.to_request(CATALOG, offline=False).image_digest is None  # none recorded
+    data["deployed"].update(
+        image_digest=DIGEST, image="ghcr.io/huggingface/text-generation-inference:3.3.5"
+    )
+    rec = record.DeploymentRecord.from_dict(data, origin="x.json")
+    assert rec.to_request(CATALOG, offline=False).image_digest is None  # another release
+
+
+def test_a_bad_digest_is_refused():
+    with pytest.raises(InputError, match="digest"):
+        UnitOptions("u", image_digest="sha256:xyz")
