@@ -67,7 +67,13 @@ from datetime import datetime, timezone
 from typing import Any, TypeGuard
 
 from tgiops.catalog import ALIAS_RE, ENTRY_FIELDS, REPO_RE, ModelSpec, find_model
-from tgiops.errors import InputError, TgiopsError, UnknownModelError
+from tgiops.errors import (
+    HostKeyError,
+    InputError,
+    SSHConnectError,
+    TgiopsError,
+    UnknownModelError,
+)
 from tgiops.plan import Overrides, Plan
 from tgiops.render import DEFAULT_DATA_DIR, UNIT_NAME_RE, check_data_dir, comment_safe
 
@@ -837,10 +843,13 @@ class Found:
 
 def first_found(sources: list[tuple[str, Callable[[], Sequence[Entry]]]]) -> Found | None:
     """The records of the first source that has any (refused ones count: they are reported,
-    not skipped for an older source); a failing source is logged and skipped."""
+    not skipped for an older source); a failing source is logged and skipped, but a host that
+    cannot be reached (or whose key is refused) is the caller's failure, not "no record"."""
     for name, read in sources:
         try:
             found = read()
+        except (HostKeyError, SSHConnectError):
+            raise
         except TgiopsError as exc:
             log.warning("could not read deployment records from %s: %s", name, exc)
             continue

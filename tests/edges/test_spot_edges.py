@@ -256,3 +256,32 @@ def test_cli_reconcile_says_in_words_that_nothing_is_live(moto: Moto, tmp_path):
     assert proc.returncode == 1, proc.stderr
     assert proc.stdout.startswith("Auto Scaling group empty: 0 live instance(s)")
     assert "no InService instance" in proc.stdout and "NOT healthy" in proc.stdout
+
+
+def test_a_lambda_refuses_unknown_host_keys_and_ignores_the_event(
+    moto: Moto, ssh_env, tmp_path, monkeypatch
+):
+    """Issue 12.4: the function accepted new host keys by default, and an invoking event could
+    override every TGIOPS_* setting (here: turn accept-new back on, point at another group)."""
+    from tgiops.reconcile import lambda_handler
+
+    make_group("llm", desired=1)
+    make_group("other", desired=0)
+    [instance] = Aws(AwsSettings()).find_instances(asg_name="llm")
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("")
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        f"Host {instance.instance_id}\n    HostName 127.0.0.1\n    Port {ssh_env.sshd.port}\n"
+        f"    User {ssh_env.sshd.user}\n    IdentityFile {ssh_env.sshd.client_key}\n"
+        f"    UserKnownHostsFile {known_hosts}\n"
+    )
+    monkeypatch.setenv("TGIOPS_ASG", "llm")
+    monkeypatch.setenv("TGIOPS_SSH_CONFIG", str(config))
+    monkeypatch.delenv("TGIOPS_ACCEPT_NEW_HOST_KEY", raising=False)
+    event = {"tgiops": {"accept_new_host_key": "1", "asg": "other"}}
+    result = lambda_handler(event, None)
+    assert result["selector"] == "Auto Scaling group llm"
+    [outcome] = result["instances"]
+    assert "is not in" in outcome["failure"] and ssh_env.sshd.host_fingerprint in outcome["failure"]
+    assert known_hosts.read_text() == ""  # nothing recorded
