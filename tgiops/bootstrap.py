@@ -64,6 +64,7 @@ CONFIG_FORMAT = "tgiops.bootstrap/1"
 DEFAULT_DATA_DIR = "/var/lib/tgiops/data"
 TGIOPS_BIN = "/opt/tgiops/bin/tgiops"
 USERDATA_JSON_DELIMITER = "TGIOPS_BOOTSTRAP_JSON"
+MANAGED_MARKER = "# Managed by tgiops"  # the first line of every unit tgiops writes
 _EIP_RE = re.compile(r"eipalloc-[0-9a-f]{8,17}")
 _EFS_RE = re.compile(r"fs-[0-9a-f]{8,17}")
 _DEVICE_RE = re.compile(r"/dev/[A-Za-z0-9/_.-]+")
@@ -159,7 +160,9 @@ class HostLook:
     """What the host says before a restore (one round trip)."""
 
     cache: str  # complete / partial / absent
-    installed: str  # none / online / offline (an installed unit with HF_HUB_OFFLINE=1)
+    # none / online / offline (an installed unit with HF_HUB_OFFLINE=1) / foreign (a unit of
+    # that name that tgiops did not write: never replaced)
+    installed: str
     state: probe.UnitState
 
 
@@ -240,9 +243,12 @@ if [ -n "$sha" ] && [ -d "$snap" ] && ls -- "$snap" 2>/dev/null | grep -q '[.]sa
 elif [ -d "$d" ]; then echo cache=partial
 else echo cache=absent
 fi
+load=$(systemctl show -p LoadState --value -- {q(record.unit + ".service")} 2>/dev/null)
 if [ -f {q(unit_path)} ]; then
-  if grep -q 'HF_HUB_OFFLINE=1' {q(unit_path)}; then echo installed=offline
+  if ! grep -q '^{MANAGED_MARKER}' {q(unit_path)}; then echo installed=foreign
+  elif grep -q 'HF_HUB_OFFLINE=1' {q(unit_path)}; then echo installed=offline
   else echo installed=online; fi
+elif [ -n "$load" ] && [ "$load" != not-found ]; then echo installed=foreign
 else echo installed=none
 fi
 {probe.systemctl_show_command(record.unit)}
@@ -276,6 +282,13 @@ def restore(
     try:
         model = record.resolve_model(catalog)
         seen = look(host, record, model)
+        if seen.installed == "foreign":
+            from tgiops.errors import DeployError
+
+            raise DeployError(
+                f"{record.unit}.service exists on {host.name} and is not tgiops' (no "
+                f"'{MANAGED_MARKER}' line): a record may not replace it. Nothing was changed."
+            )
         # Keep an installed online unit online: switching it to offline would restart a
         # healthy endpoint for nothing. A fresh root volume (spot relaunch) starts offline
         # when the whole model is in the cache.

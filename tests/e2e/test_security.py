@@ -142,6 +142,9 @@ def test_records_and_the_container_cannot_choose_secrets_paths_or_exposure(
     write(host_a, RECORD, {**record, "spec": {**spec, "overrides": {"max_total_tokens": "x"}}})
     evil = {**record, "spec": {**spec, "unit": "tgiops-evil", "data_dir": "/", "public": True}}
     write(host_a, "/var/lib/tgiops/data/tgiops/deployments/tgiops-evil.json", evil)
+    # A valid record naming a unit tgiops did not write (the host's sshd).
+    write(host_a, "/var/lib/tgiops/data/tgiops/deployments/ssh.json",
+          {**record, "spec": {**spec, "unit": "ssh"}})  # fmt: skip
     container_b = started_at(host_b)
 
     proc = tgiops(cli_env, "reconcile", "--asg", name, "--eip", eip, "--secret-name",
@@ -157,6 +160,9 @@ def test_records_and_the_container_cannot_choose_secrets_paths_or_exposure(
     assert "max_total_tokens" in failed[UNIT]["failure"]
     assert "not a place for a model cache" in failed["tgiops-evil"]["failure"]
     assert host_a.run("test -e /etc/systemd/system/tgiops-evil.service", check=False).returncode
+    assert "is not tgiops'" in failed["ssh"]["failure"]
+    assert host_a.run("test -e /etc/systemd/system/ssh.service", check=False).returncode
+    assert host_a.run("systemctl is-active ssh").stdout.strip() == "active"
     # B: restored under the operator's settings, which are what is installed: unchanged.
     [unit_b] = outcomes[b]["units"]
     assert outcomes[b]["healthy"] and unit_b["action"] == "unchanged", outcomes[b]
