@@ -69,6 +69,7 @@ _EIP_RE = re.compile(r"eipalloc-[0-9a-f]{8,17}")
 _EFS_RE = re.compile(r"fs-[0-9a-f]{8,17}")
 _DEVICE_RE = re.compile(r"/dev/[A-Za-z0-9/_.-]+")
 _ENV_NAME_RE = re.compile(r"[A-Z_][A-Z0-9_]*")
+_REGION_RE = re.compile(r"[a-z]{2}(-[a-z]+)+-\d")
 # User data is readable by anyone allowed ec2:DescribeInstanceAttribute: no secrets in it.
 _SECRET_LOOKING = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|ACCESS_KEY|API_KEY|CREDENTIAL")
 
@@ -117,10 +118,19 @@ class BootstrapConfig:
         if elastic_ip is not None:
             check_elastic_ip(str(elastic_ip))
         timeout = data.get("timeout_s")
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0
+        ):
+            raise InputError(f"{origin}: timeout_s is {timeout!r}; want seconds > 0 or null")
+        region = data.get("region") or None
+        if region is not None and not (
+            isinstance(region, str) and _REGION_RE.fullmatch(region)
+        ):
+            raise InputError(f"{origin}: region is {region!r}; want e.g. us-east-1 or null")
         return cls(
             records=records,
             elastic_ip=elastic_ip,
-            region=data.get("region") or None,
+            region=region,
             timeout_s=float(timeout) if timeout else None,
         )
 
@@ -769,6 +779,8 @@ class UserdataOptions:
     def __post_init__(self) -> None:
         if self.elastic_ip:
             check_elastic_ip(self.elastic_ip)
+        if self.region is not None and not _REGION_RE.fullmatch(self.region):
+            raise InputError(f"--region {self.region!r} is not an AWS region like us-east-1")
         if self.efs_id and self.data_device:
             raise InputError("give --efs or --data-device, not both")
         if self.efs_id and not _EFS_RE.fullmatch(self.efs_id):

@@ -284,3 +284,18 @@ def test_no_digest_or_another_release_falls_back_to_the_tag():
 def test_a_bad_digest_is_refused():
     with pytest.raises(InputError, match="digest"):
         UnitOptions("u", image_digest="sha256:xyz")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("timeout_s", "x"), ("timeout_s", -1), ("region", "us-east-1\nx")]
+)
+def test_a_badly_typed_bootstrap_config_is_an_input_error(field, value):
+    """Issue 12.3 in bootstrap: a float("x") used to end in a traceback."""
+    text = json.dumps({"format": "tgiops.bootstrap/1", "deployments": [], field: value})
+    with pytest.raises(InputError, match=field):
+        bootstrap.BootstrapConfig.from_json(text, origin="/etc/tgiops/bootstrap.json")
+
+
+def test_a_region_cannot_add_a_line_to_the_bootstrap_environment():
+    with pytest.raises(InputError, match="region"):
+        _userdata(preinstalled=True, region="us-east-1\nLD_PRELOAD=/tmp/x.so")
