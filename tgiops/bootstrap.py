@@ -123,9 +123,7 @@ class BootstrapConfig:
         ):
             raise InputError(f"{origin}: timeout_s is {timeout!r}; want seconds > 0 or null")
         region = data.get("region") or None
-        if region is not None and not (
-            isinstance(region, str) and _REGION_RE.fullmatch(region)
-        ):
+        if region is not None and not (isinstance(region, str) and _REGION_RE.fullmatch(region)):
             raise InputError(f"{origin}: region is {region!r}; want e.g. us-east-1 or null")
         return cls(
             records=records,
