@@ -430,7 +430,13 @@ class DeploymentRecord:
         except UnknownModelError:
             pass
         if self.model_spec is not None:
-            return model_from_dict(self.model_spec, origin=f"the record of {self.unit}")
+            model = model_from_dict(self.model_spec, origin=f"the record of {self.unit}")
+            if model.repo_id != self.spec.repo_id:
+                raise InputError(
+                    f"the record of {self.unit} names {self.spec.repo_id} but carries the facts "
+                    f"of {model.repo_id}; deploy it again with `tgiops deploy`"
+                )
+            return model
         raise InputError(
             f"the record of {self.unit} names model {self.spec.model!r} ({self.spec.repo_id}), "
             "which is not in this machine's catalog and the record does not carry the model's "

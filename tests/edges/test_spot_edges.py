@@ -34,8 +34,9 @@ def _data_dirs_under_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     data dirs only under DATA_DIR_PREFIXES (issue 12), so the test's own directory joins them."""
     from tgiops import render
 
-    monkeypatch.setattr(render, "DATA_DIR_PREFIXES", (*render.DATA_DIR_PREFIXES, f"{tmp_path}/"))
-    monkeypatch.setattr(render, "DATA_DIR_MOUNT_POINTS", (str(tmp_path),))
+    prefixes = (*getattr(render, "DATA_DIR_PREFIXES", ()), f"{tmp_path}/")
+    monkeypatch.setattr(render, "DATA_DIR_PREFIXES", prefixes, raising=False)
+    monkeypatch.setattr(render, "DATA_DIR_MOUNT_POINTS", (str(tmp_path),), raising=False)
 
 
 def a_record(data_dir: str, **spec_changes) -> record.DeploymentRecord:

@@ -299,3 +299,12 @@ def test_a_badly_typed_bootstrap_config_is_an_input_error(field, value):
 def test_a_region_cannot_add_a_line_to_the_bootstrap_environment():
     with pytest.raises(InputError, match="region"):
         _userdata(preinstalled=True, region="us-east-1\nLD_PRELOAD=/tmp/x.so")
+
+
+def test_the_model_facts_must_be_of_the_recorded_repository():
+    data = a_record_dict()
+    data["spec"]["model"] = "not-in-the-catalog"
+    data["model_spec"] = {**data["model_spec"], "alias": "not-in-the-catalog", "repo_id": "evil/x"}
+    rec = record.DeploymentRecord.from_dict(data, origin="x.json")
+    with pytest.raises(InputError, match="carries the facts of evil/x"):
+        rec.resolve_model(CATALOG)
