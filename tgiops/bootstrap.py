@@ -839,10 +839,11 @@ def iam_policy(
     if elastic_ip:
         # AssociateAddress authorizes the address and the instance separately (Service
         # Authorization Reference, "Actions, resources, and condition keys for Amazon EC2",
-        # ec2:AssociateAddress: resource types elastic-ip* and instance, whose condition keys
-        # include aws:ResourceTag/${TagKey}). So: this one address, and only instances of
-        # the group: Auto Scaling tags them aws:autoscaling:groupName, a key no one can
-        # set by hand (the aws: prefix is reserved), unlike any tag of our own.
+        # ec2:AssociateAddress: resource types elastic-ip, instance, network-interface, each
+        # with the condition key aws:ResourceTag/${TagKey}; see README). So: this one
+        # address, and only instances of the group: Auto Scaling tags them
+        # aws:autoscaling:groupName, a key no one can set by hand (the aws: prefix is
+        # reserved), unlike any tag of our own.
         statements.append(
             {
                 "Sid": "PointTheElasticIp",
