@@ -146,14 +146,14 @@ def select_gpus(request: str, gpus: list[dict]) -> list[dict]:
     return selected
 
 
-def rewrite_volume(spec: str, outer_root: str, outer_socket: str) -> str:
+def rewrite_volume(spec: str, outer_root: str) -> str:
     source, sep, rest = spec.partition(":")
     if not sep or not source.startswith("/"):
         return spec
-    return rewrite_path(source, outer_root, outer_socket) + sep + rest
+    return rewrite_path(source, outer_root) + sep + rest
 
 
-def rewrite_mount(spec: str, outer_root: str, outer_socket: str) -> str:
+def rewrite_mount(spec: str, outer_root: str) -> str:
     fields = next(csv.reader([spec]), [])
     keys = {f.partition("=")[0].strip() for f in fields}
     if any(k.startswith("volume-opt") or k == "volume-driver" for k in keys):
@@ -167,14 +167,13 @@ def rewrite_mount(spec: str, outer_root: str, outer_socket: str) -> str:
         if key.strip() in ("source", "src"):
             if not value.startswith("/"):
                 raise Refused(f"--mount {spec!r}: a bind source must be an absolute path")
-            field = key + sep + rewrite_path(value, outer_root, outer_socket)
+            field = key + sep + rewrite_path(value, outer_root)
         out.append(field)
     return ",".join(out)
 
 
-def rewrite_path(source: str, outer_root: str, outer_socket: str = "") -> str:
-    """``source`` as the outer machine must see it to mean the host's ``source``.
-    (``outer_socket`` is no longer used: the docker socket is never handed out.)"""
+def rewrite_path(source: str, outer_root: str) -> str:
+    """``source`` as the outer machine must see it to mean the host's ``source``."""
     paths = [os.path.normpath(source)]
     if not (paths[0] + "/").startswith(PRIVATE_PREFIXES):
         try:
@@ -203,7 +202,6 @@ def check_option(name: str, value: str) -> None:
 def rewrite_run(options: list[str], host: dict, gpus: list[dict]) -> list[str]:
     """Rewrite the option part of `docker run` (everything up to the image)."""
     outer_root = host["outer_root"]
-    outer_socket = host["outer_docker_socket"]
     out: list[str] = []
     gpu_request: str | None = None
     index = 0
@@ -229,9 +227,9 @@ def rewrite_run(options: list[str], host: dict, gpus: list[dict]) -> list[str]:
                 continue
             check_option(name, value)
             if name == "--volume":
-                value = rewrite_volume(value, outer_root, outer_socket)
+                value = rewrite_volume(value, outer_root)
             elif name == "--mount":
-                value = rewrite_mount(value, outer_root, outer_socket)
+                value = rewrite_mount(value, outer_root)
             out.extend([name, value] if not has_value else [f"{name}={value}"])
             continue
         # Short options: a cluster of booleans (-it, -dit) or one option with a value
@@ -255,7 +253,7 @@ def rewrite_run(options: list[str], host: dict, gpus: list[dict]) -> list[str]:
             value = options[index + 1] if index + 1 < len(options) else ""
             index += 2
         if letter == "v":
-            value = rewrite_volume(value, outer_root, outer_socket)
+            value = rewrite_volume(value, outer_root)
         prefix = "-" + letters[:position] if position else ""
         if prefix:
             out.append(prefix)
