@@ -35,7 +35,7 @@ import os
 import re
 import shlex
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,11 +46,16 @@ from tgiops.localhost import seconds_since_boot
 from tgiops.record import (
     DeploymentRecord,
     DeploymentSpec,
+    Entry,
+    Found,
+    OperatorSettings,
+    Unreadable,
     first_found,
     model_as_dict,
-    read_records,
-    records_from_tags,
+    read_entries,
+    tag_entries,
 )
+from tgiops.render import comment_safe
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +64,12 @@ CONFIG_FORMAT = "tgiops.bootstrap/1"
 DEFAULT_DATA_DIR = "/var/lib/tgiops/data"
 TGIOPS_BIN = "/opt/tgiops/bin/tgiops"
 USERDATA_JSON_DELIMITER = "TGIOPS_BOOTSTRAP_JSON"
+MANAGED_MARKER = "# Managed by tgiops"  # the first line of every unit tgiops writes
 _EIP_RE = re.compile(r"eipalloc-[0-9a-f]{8,17}")
 _EFS_RE = re.compile(r"fs-[0-9a-f]{8,17}")
 _DEVICE_RE = re.compile(r"/dev/[A-Za-z0-9/_.-]+")
 _ENV_NAME_RE = re.compile(r"[A-Z_][A-Z0-9_]*")
+_REGION_RE = re.compile(r"[a-z]{2}(-[a-z]+)+-\d")
 # User data is readable by anyone allowed ec2:DescribeInstanceAttribute: no secrets in it.
 _SECRET_LOOKING = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|ACCESS_KEY|API_KEY|CREDENTIAL")
 
@@ -111,10 +118,17 @@ class BootstrapConfig:
         if elastic_ip is not None:
             check_elastic_ip(str(elastic_ip))
         timeout = data.get("timeout_s")
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0
+        ):
+            raise InputError(f"{origin}: timeout_s is {timeout!r}; want seconds > 0 or null")
+        region = data.get("region") or None
+        if region is not None and not (isinstance(region, str) and _REGION_RE.fullmatch(region)):
+            raise InputError(f"{origin}: region is {region!r}; want e.g. us-east-1 or null")
         return cls(
             records=records,
             elastic_ip=elastic_ip,
-            region=data.get("region") or None,
+            region=region,
             timeout_s=float(timeout) if timeout else None,
         )
 
@@ -154,7 +168,9 @@ class HostLook:
     """What the host says before a restore (one round trip)."""
 
     cache: str  # complete / partial / absent
-    installed: str  # none / online / offline (an installed unit with HF_HUB_OFFLINE=1)
+    # none / online / offline (an installed unit with HF_HUB_OFFLINE=1) / foreign (a unit of
+    # that name that tgiops did not write: never replaced)
+    installed: str
     state: probe.UnitState
 
 
@@ -202,11 +218,13 @@ class Restored:
 
 
 def host_cache_dir(record: DeploymentRecord, model: ModelSpec) -> str:
-    """The model's Hugging Face cache folder on the host (the data dir is /data in TGI)."""
+    """The model's Hugging Face cache folder on the host (``<data_dir>/cache`` is /data in
+    TGI: tgiops.render.cache_dir)."""
     from tgiops.engine import Engine
+    from tgiops.render import CONTAINER_DATA, cache_dir
 
     in_container = Engine.tgi(record.spec.tgi_version).cache_dir_in_container(model.repo_id)
-    return record.spec.data_dir.rstrip("/") + in_container[len("/data") :]
+    return cache_dir(record.spec.data_dir) + in_container[len(CONTAINER_DATA) :]
 
 
 def look_script(record: DeploymentRecord, model: ModelSpec) -> str:
@@ -233,9 +251,12 @@ if [ -n "$sha" ] && [ -d "$snap" ] && ls -- "$snap" 2>/dev/null | grep -q '[.]sa
 elif [ -d "$d" ]; then echo cache=partial
 else echo cache=absent
 fi
+load=$(systemctl show -p LoadState --value -- {q(record.unit + ".service")} 2>/dev/null)
 if [ -f {q(unit_path)} ]; then
-  if grep -q 'HF_HUB_OFFLINE=1' {q(unit_path)}; then echo installed=offline
+  if ! grep -q '^{MANAGED_MARKER}' {q(unit_path)}; then echo installed=foreign
+  elif grep -q 'HF_HUB_OFFLINE=1' {q(unit_path)}; then echo installed=offline
   else echo installed=online; fi
+elif [ -n "$load" ] && [ "$load" != not-found ]; then echo installed=foreign
 else echo installed=none
 fi
 {probe.systemctl_show_command(record.unit)}
@@ -269,6 +290,13 @@ def restore(
     try:
         model = record.resolve_model(catalog)
         seen = look(host, record, model)
+        if seen.installed == "foreign":
+            from tgiops.errors import DeployError
+
+            raise DeployError(
+                f"{record.unit}.service exists on {host.name} and is not tgiops' (no "
+                f"'{MANAGED_MARKER}' line): a record may not replace it. Nothing was changed."
+            )
         # Keep an installed online unit online: switching it to offline would restart a
         # healthy endpoint for nothing. A fresh root volume (spot relaunch) starts offline
         # when the whole model is in the cache.
@@ -285,6 +313,7 @@ def restore(
             f"{record.unit}: model cache {seen.cache}; starting "
             + ("offline (HF_HUB_OFFLINE=1)" if offline else "online")
         )
+        expected_id = _check_image(host, record, request, on_progress)
         result = deploy.deploy(
             host,
             request,
@@ -292,8 +321,12 @@ def restore(
             template_text=template_text,
             on_progress=on_progress,
         )
-    except TgiopsError as exc:
-        log.error("%s: restoring %s failed: %s", host.name, record.unit, exc)
+        if expected_id is not None and result.healthy:
+            _check_image(host, record, request, on_progress)
+    except Exception as exc:  # one unit's failure never stops the others (issue 12)
+        failure = str(exc) if isinstance(exc, TgiopsError) else f"{type(exc).__name__}: {exc}"
+        log.error("%s: restoring %s failed: %s", host.name, record.unit, failure)
+        log.debug("restoring %s", record.unit, exc_info=not isinstance(exc, TgiopsError))
         return Restored(
             unit=record.unit,
             model=model_alias,
@@ -303,7 +336,7 @@ def restore(
             offline=False,
             cache="unknown",
             record_source=record_source,
-            failure=str(exc),
+            failure=failure,
         )
     healthy = result.healthy
     return Restored(
@@ -320,6 +353,71 @@ def restore(
         waited_for_loading=waited,
         boot_to_healthy_s=seconds_since_boot(host) if healthy else None,
     )
+
+
+def _check_image(
+    host: Any, record: DeploymentRecord, request: Any, on_progress: Progress
+) -> str | None:
+    """Issue 12.8: the image a restore runs is the one the deploy ran. With a registry digest
+    the unit pins ``repo@sha256:...`` (render.image_ref). Without one (an image built or
+    loaded locally), the recorded image ID is compared with the local image: a tag that now
+    names another image is refused. Returns the ID still to check after the deploy pulled the
+    image by tag (None: nothing to check)."""
+    from tgiops.errors import DeployError
+    from tgiops.record import inspect_image
+
+    deployed = record.deployed
+    if request.image_digest is not None:
+        on_progress(f"{record.unit}: image pinned to {request.image_digest[:19]}...")
+        return None
+    if deployed is None or deployed.image_id is None or deployed.image != request.engine.image:
+        on_progress(
+            f"{record.unit}: no image digest or ID recorded; using the tag {request.engine.image}"
+        )
+        return None
+    found, _ = inspect_image(host, deployed.image)
+    if found is None:
+        on_progress(f"{record.unit}: no registry digest known; pulling {deployed.image} by tag")
+        return deployed.image_id
+    if found != deployed.image_id:
+        raise DeployError(
+            f"{deployed.image} here is image {found}, but the recorded deploy ran "
+            f"{deployed.image_id}: the tag now names another image. Not starting it; check the "
+            "image, then `tgiops deploy` again to accept it."
+        )
+    return None
+
+
+def refused(entry: Unreadable, record_source: str) -> Restored:
+    """A record the decoder refused, reported as its unit's failure (nothing was changed)."""
+    return Restored(
+        unit=entry.unit,
+        model="",
+        port=0,
+        action="failed",
+        healthy=False,
+        offline=False,
+        cache="unknown",
+        record_source=record_source,
+        failure=f"refused the deployment record: {entry.reason}",
+    )
+
+
+def restore_found(
+    host: Any,
+    found: Found,
+    settings_for: Callable[[str], OperatorSettings] | None,
+    **restore_kwargs: Any,
+) -> tuple[tuple[DeploymentRecord, ...], tuple[Restored, ...]]:
+    """Restore every record of ``found`` (under the operator's settings when its source is
+    not the operator's: ``settings_for(unit)``), then report the refused ones."""
+    records = tuple(
+        r.under(settings_for(r.unit)) if settings_for is not None else r for r in found.records
+    )
+    units = tuple(
+        restore(host, record, record_source=found.source, **restore_kwargs) for record in records
+    )
+    return records, units + tuple(refused(u, found.source) for u in found.unreadable)
 
 
 def _wait_if_loading(
@@ -480,8 +578,8 @@ def bootstrap(
     )
     on_progress(f"bootstrap on {instance_id} in {region}")
     data_dirs = _data_dirs(options, config)
-    sources: list[tuple[str, Callable[[], list[DeploymentRecord]]]] = [
-        (f"the data volume ({d})", functools.partial(read_records, host, d)) for d in data_dirs
+    sources: list[tuple[str, Callable[[], Sequence[Entry]]]] = [
+        (f"the data volume ({d})", functools.partial(read_entries, host, d)) for d in data_dirs
     ]
     sources.append((options.config_path, lambda: list(config.records) if config else []))
     sources.append(("the user data (IMDS)", lambda: _userdata_records(imds)))
@@ -493,24 +591,23 @@ def bootstrap(
             + ", ".join(name for name, _ in sources)
             + ". Deploy once with `tgiops deploy`, or launch with user data from `tgiops userdata`."
         )
+    operator_held = found.source in (options.config_path, "the user data (IMDS)")
+    settings_for = None if operator_held else _operator_settings(options, config, imds)
     aws = make_aws(region)
     timeout_s = options.timeout_s or (config.timeout_s if config else None)
-    units = tuple(
-        restore(
-            host,
-            record,
-            catalog=catalog,
-            get_secret=aws.get_secret,
-            template_text=template_text,
-            record_source=found.source,
-            timeout_s=timeout_s,
-            on_progress=on_progress,
-        )
-        for record in found.records
+    records, units = restore_found(
+        host,
+        found,
+        settings_for,
+        catalog=catalog,
+        get_secret=aws.get_secret,
+        template_text=template_text,
+        timeout_s=timeout_s,
+        on_progress=on_progress,
     )
     notes = [
         f"the previous {r.unit} stopped: {r.last_stop.reason} ({r.last_stop.at})"
-        for r in found.records
+        for r in records
         if r.last_stop is not None
     ]
     allocation = options.elastic_ip or (config.elastic_ip if config else None)
@@ -549,13 +646,34 @@ def _data_dirs(options: BootstrapOptions, config: BootstrapConfig | None) -> lis
     return list(dict.fromkeys(dirs))
 
 
+def _operator_settings(
+    options: BootstrapOptions, config: BootstrapConfig | None, imds: Any
+) -> Callable[[str], OperatorSettings]:
+    """Where a record from the data volume or the tags gets its secret names, data dir and
+    ``public``: the operator's bootstrap config (the same unit's, else its first record's),
+    else the user data's, else the defaults (with --data-dir)."""
+    if config is None:
+        try:
+            config = config_from_userdata(imds.user_data(), origin="the instance's user data")
+        except TgiopsError as exc:
+            log.warning("no operator settings from the user data: %s", exc)
+    own = list(config.records) if config else []
+    fallback = OperatorSettings(data_dir=options.data_dir or DEFAULT_DATA_DIR)
+
+    def settings_for(unit: str) -> OperatorSettings:
+        same = [r for r in own if r.unit == unit] or own
+        return OperatorSettings.of(same[0].spec) if same else fallback
+
+    return settings_for
+
+
 def _userdata_records(imds: Any) -> list[DeploymentRecord]:
     config = config_from_userdata(imds.user_data(), origin="the instance's user data")
     return list(config.records) if config else []
 
 
-def _tag_records(imds: Any, instance_id: str) -> list[DeploymentRecord]:
-    return records_from_tags(imds.tags(), origin=instance_id)
+def _tag_records(imds: Any, instance_id: str) -> list[Entry]:
+    return tag_entries(imds.tags(), origin=instance_id)
 
 
 def _round(value: float | None) -> float | None:
@@ -582,13 +700,74 @@ def userdata_record(request: Any, builtin_catalog: Mapping[str, ModelSpec]) -> D
     )
 
 
+PUBLIC_INDEX_HOSTS = ("pypi.org", "pypi.python.org", "files.pythonhosted.org")
+_INDEX_OPTIONS = ("-i", "--index-url", "--extra-index-url", "-f", "--find-links")
+HOW_TO_INSTALL = (
+    "user data runs as root at every boot, so tgiops must come from somewhere you control: "
+    "--preinstalled (an AMI with tgiops baked in under /opt/tgiops), --pip-requirements FILE "
+    "(a lock file with a --hash= on every requirement, e.g. from `pip-compile "
+    "--generate-hashes`; installed with --require-hashes), or --pip-spec with a private index "
+    "(`--index-url https://pypi.internal/simple tgiops==X -c https://.../constraints.txt`) or a "
+    "wheel by absolute path on the AMI; the public index is not a default"
+)
+
+
+def check_pip_spec(spec: str) -> list[str]:
+    """pip's arguments of ``--pip-spec``, when they name a source the operator controls: a
+    private index (never a public one, not even as an extra index) or a local wheel."""
+    if not spec.strip() or any(c in spec for c in "\n\r\x00"):
+        raise InputError("--pip-spec must be one line (pip arguments)")
+    try:
+        args = shlex.split(spec)
+    except ValueError as exc:
+        raise InputError(f"--pip-spec {spec!r}: {exc}") from exc
+    indexes = []
+    for i, arg in enumerate(args):
+        name, eq, value = arg.partition("=")
+        if name in _INDEX_OPTIONS:
+            indexes.append(value if eq else (args[i + 1] if i + 1 < len(args) else ""))
+    public = [u for u in indexes if _host_of(u) in PUBLIC_INDEX_HOSTS or not _host_of(u)]
+    wheel = any(a.startswith("/") and a.endswith(".whl") for a in args)
+    private = bool(indexes) and not public
+    if public or not (wheel or private):
+        why = f" ({', '.join(public)} is public)" if public else ""
+        raise InputError(f"--pip-spec {spec!r} is refused{why}: {HOW_TO_INSTALL}")
+    return args
+
+
+def check_pip_requirements(text: str) -> str:
+    """A hash-pinned requirements file: every requirement carries ``--hash=``."""
+    logical = re.sub(r"\\\n", " ", text).splitlines()
+    requirements = [ln.strip() for ln in logical if ln.strip() and not ln.strip().startswith("#")]
+    unpinned = [r for r in requirements if not r.startswith("-") and "--hash=" not in r]
+    if not requirements or unpinned or "TGIOPS_REQUIREMENTS" in text or "\x00" in text:
+        shown = f": {unpinned[0]!r} has no --hash=" if unpinned else ""
+        raise InputError(
+            f"--pip-requirements is not a hash-pinned lock file{shown}. {HOW_TO_INSTALL}"
+        )
+    return text if text.endswith("\n") else text + "\n"
+
+
+def _host_of(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    try:
+        return (urlsplit(url).hostname or "").lower()
+    except ValueError:
+        return ""
+
+
 @dataclass(frozen=True)
 class UserdataOptions:
     record: DeploymentRecord
     elastic_ip: str | None = None
     region: str | None = None
     timeout_s: float | None = None
-    pip_spec: str = f"tgiops=={__version__}"
+    # How tgiops gets onto the instance: exactly one (HOW_TO_INSTALL).
+    pip_spec: str | None = None
+    pip_requirements: str | None = None
+    preinstalled: bool = False
+    asg_name: str | None = None  # scopes the role's AssociateAddress to the group's instances
     efs_id: str | None = None
     data_device: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
@@ -598,14 +777,14 @@ class UserdataOptions:
     def __post_init__(self) -> None:
         if self.elastic_ip:
             check_elastic_ip(self.elastic_ip)
+        if self.region is not None and not _REGION_RE.fullmatch(self.region):
+            raise InputError(f"--region {self.region!r} is not an AWS region like us-east-1")
         if self.efs_id and self.data_device:
             raise InputError("give --efs or --data-device, not both")
         if self.efs_id and not _EFS_RE.fullmatch(self.efs_id):
             raise InputError(f"--efs {self.efs_id!r} is not an EFS file system id like fs-0abc1234")
         if self.data_device and not _DEVICE_RE.fullmatch(self.data_device):
             raise InputError(f"--data-device {self.data_device!r} is not a /dev/... path")
-        if not self.pip_spec.strip() or any(c in self.pip_spec for c in "\n\r\x00"):
-            raise InputError("--pip-spec must be one line (a pip requirement, URL or path)")
         if self.on_rebalance not in ("log", "stop"):
             raise InputError(f"--on-rebalance {self.on_rebalance!r}: give log or stop")
         for name, value in self.env.items():
@@ -619,6 +798,19 @@ class UserdataOptions:
                 )
             if any(c in value for c in "\n\r\x00\"'\\"):
                 raise InputError(f"--env {name}: the value must be one line without quotes")
+        sources = [self.pip_spec is not None, self.pip_requirements is not None, self.preinstalled]
+        if sum(sources) != 1:
+            raise InputError(
+                ("give only one of --pip-spec, --pip-requirements, --preinstalled"
+                 if sum(sources) > 1 else "how does tgiops get onto the instance?")
+                + f": {HOW_TO_INSTALL}"
+            )  # fmt: skip
+        if self.pip_spec is not None:
+            check_pip_spec(self.pip_spec)
+        if self.pip_requirements is not None:
+            check_pip_requirements(self.pip_requirements)
+        if self.asg_name is not None and not re.fullmatch(r"[\x20-\x7e]{1,255}", self.asg_name):
+            raise InputError(f"--asg {self.asg_name!r} is not an Auto Scaling group name")
 
 
 def iam_policy(
@@ -627,6 +819,7 @@ def iam_policy(
     *,
     region: str | None = None,
     account: str | None = None,
+    asg_name: str | None = None,
 ) -> dict[str, Any]:
     """The instance role's minimal policy. Secrets Manager ARNs end in a random 6-character
     suffix, hence ``NAME-??????`` (AWS Secrets Manager docs, "Resource: secret ARN")."""
@@ -644,16 +837,32 @@ def iam_policy(
             }
         )
     if elastic_ip:
+        # AssociateAddress authorizes the address and the instance separately (Service
+        # Authorization Reference, "Actions, resources, and condition keys for Amazon EC2",
+        # ec2:AssociateAddress: resource types elastic-ip, instance, network-interface, each
+        # with the condition key aws:ResourceTag/${TagKey}; see README). So: this one
+        # address, and only instances of the group: Auto Scaling tags them
+        # aws:autoscaling:groupName, a key no one can set by hand (the aws: prefix is
+        # reserved), unlike any tag of our own.
         statements.append(
             {
-                "Sid": "PointTheElasticIpHere",
+                "Sid": "PointTheElasticIp",
                 "Effect": "Allow",
                 "Action": "ec2:AssociateAddress",
-                "Resource": [
-                    f"arn:aws:ec2:{r}:{a}:elastic-ip/{elastic_ip}",
-                    f"arn:aws:ec2:{r}:{a}:instance/*",
-                    f"arn:aws:ec2:{r}:{a}:network-interface/*",
-                ],
+                "Resource": f"arn:aws:ec2:{r}:{a}:elastic-ip/{elastic_ip}",
+            }
+        )
+        statements.append(
+            {
+                "Sid": "AtAnInstanceOfTheGroup",
+                "Effect": "Allow",
+                "Action": "ec2:AssociateAddress",
+                "Resource": f"arn:aws:ec2:{r}:{a}:instance/*",
+                "Condition": {
+                    "StringEquals": {
+                        "aws:ResourceTag/aws:autoscaling:groupName": asg_name or "ASG_NAME"
+                    }
+                },
             }
         )
         statements.append(
@@ -709,7 +918,12 @@ def render_userdata(
     if options.region and "AWS_REGION" not in env_lines:
         env_lines["AWS_REGION"] = options.region
     policy = json.dumps(
-        iam_policy(secret_names(options.record), options.elastic_ip, region=options.region),
+        iam_policy(
+            secret_names(options.record),
+            options.elastic_ip,
+            region=options.region,
+            asg_name=options.asg_name,
+        ),
         indent=2,
     )
     units = ["tgiops-bootstrap.service"]
@@ -717,12 +931,16 @@ def render_userdata(
         units.append("tgiops-watch-interruption.service")
     return env.from_string(userdata_template).render(
         tgiops_version=__version__,
-        summary=f"{spec.model} as {spec.unit} on port {spec.port}",
+        summary=comment_safe(f"{spec.model} as {spec.unit} on port {spec.port}"),
         iam_policy_lines=policy.splitlines(),
         tgiops_bin=TGIOPS_BIN,
         data_dir=spec.data_dir,
         data_dir_q=shlex.quote(spec.data_dir),
-        pip_spec_q=shlex.quote(options.pip_spec),
+        preinstalled=options.preinstalled,
+        pip_args=" ".join(shlex.quote(a) for a in check_pip_spec(options.pip_spec))
+        if options.pip_spec is not None
+        else "",
+        pip_requirements=options.pip_requirements or "",
         efs_id=options.efs_id,
         data_device=options.data_device,
         data_device_q=shlex.quote(options.data_device or ""),

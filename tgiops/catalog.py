@@ -171,8 +171,11 @@ _CONFIG_SOURCE_FIELDS: tuple[str, ...] = (
 )
 _SOURCE_KEYS = frozenset(ENTRY_FIELDS) - {"sources", "notes"} | {"config"}
 _TOP_LEVEL_KEYS = ("schema_version", "models")
-_ALIAS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+# Used with fullmatch only: ``re.match(r"...$")`` also accepts a trailing newline, which
+# would carry a new line into the unit comments and the user-data script root runs at boot.
+ALIAS_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+REPO_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
+_ALIAS_RE, _REPO_RE = ALIAS_RE, REPO_RE
 _MAX_PARAMETERS_B = 10_000.0  # a bigger value is almost surely a raw count, not billions
 
 
@@ -328,7 +331,7 @@ def parse_catalog(text: str, origin: str) -> dict[str, ModelSpec]:
     alias_lines, field_lines = _lines_of(node)
     catalog: dict[str, ModelSpec] = {}
     for alias, entry in models.items():
-        if not isinstance(alias, str) or not _ALIAS_RE.match(alias):
+        if not isinstance(alias, str) or not _ALIAS_RE.fullmatch(alias):
             raise _error(
                 origin,
                 alias_lines.get(str(alias)),
@@ -358,7 +361,7 @@ def _check_kind(value: Any, kind: str, fail: Any) -> Any:
             raise fail(f"must be a non-empty string, {got}.")
         return value
     if kind == "repo":
-        if not isinstance(value, str) or not _REPO_RE.match(value):
+        if not isinstance(value, str) or not _REPO_RE.fullmatch(value):
             raise fail(f"must be a Hugging Face repository id like org/name, {got}.")
         return value
     if kind in ("bool", "opt_bool"):
@@ -725,9 +728,9 @@ def model_from_hf_config(
     repo = repo_id
     if repo is None:
         name_or_path = config.get("_name_or_path")
-        if isinstance(name_or_path, str) and _REPO_RE.match(name_or_path):
+        if isinstance(name_or_path, str) and _REPO_RE.fullmatch(name_or_path):
             repo = name_or_path
-    if repo is None or not _REPO_RE.match(repo):
+    if repo is None or not _REPO_RE.fullmatch(repo):
         raise _error(
             origin,
             None,

@@ -736,12 +736,29 @@ def _add_spot_parsers(sub: Any) -> None:
     inst.add_argument(
         "--data-device", metavar="DEV", help="block device mounted as the model cache"
     )
-    inst.add_argument(
-        "--pip-spec",
-        default=f"tgiops=={__version__}",
-        metavar="SPEC",
-        help="what pip installs when /opt/tgiops is absent (a version, wheel URL or path)",
+    how = ud.add_argument_group(
+        "how tgiops gets onto the instance (one is required; never the public package index: "
+        "root runs it at every boot)"
     )
+    how.add_argument(
+        "--preinstalled", action="store_true", help="the AMI has tgiops baked in under /opt/tgiops"
+    )
+    how.add_argument(
+        "--pip-requirements",
+        metavar="FILE",
+        help="a lock file with --hash= on every requirement (pip-compile --generate-hashes), "
+        "installed with pip --require-hashes",
+    )
+    how.add_argument(
+        "--pip-spec",
+        metavar="ARGS",
+        help="pip arguments naming a private index (--index-url https://pypi.internal/simple "
+        "tgiops==X -c CONSTRAINTS) or a wheel by absolute path on the AMI",
+    )
+    inst.add_argument(
+        "--asg", metavar="NAME", help="the Auto Scaling group: --iam-policy lets the role move "
+        "the Elastic IP only to its instances"
+    )  # fmt: skip
     inst.add_argument(
         "--env",
         action="append",
@@ -813,6 +830,11 @@ def _add_spot_parsers(sub: Any) -> None:
         "--watch", type=float, metavar="SECONDS", help="reconcile every SECONDS until Ctrl-C"
     )
     rc.add_argument("--data-dir", default="/var/lib/tgiops/data", metavar="DIR")
+    # What only the operator decides; records and tags never do (tgiops.record, "Trust").
+    rc.add_argument("--secret-name", default="tgiops/hf-token", help="the token's secret")
+    rc.add_argument("--no-token", action="store_true", help="no token (ungated models)")
+    rc.add_argument("--api-key-secret", metavar="NAME", help="secret with TGI's --api-key")
+    rc.add_argument("--public", action="store_true", help="bind all addresses")
     rc.add_argument("--timeout", type=float, metavar="S", help="health wait per unit")
     rc.add_argument(
         "--address",
@@ -870,6 +892,14 @@ def _tgi_unit_template() -> str:
 USERDATA_LIMIT_BYTES = 16384  # EC2: "User data is limited to 16 KB, in raw form"
 
 
+def _read_text(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {path}: {exc}") from exc
+
+
 def cmd_userdata(args: argparse.Namespace) -> int:
     from tgiops import bootstrap, hardware, resources
     from tgiops.plan import plan
@@ -901,13 +931,18 @@ def cmd_userdata(args: argparse.Namespace) -> int:
         region=args.region,
         timeout_s=args.timeout,
         pip_spec=args.pip_spec,
+        pip_requirements=_read_text(args.pip_requirements) if args.pip_requirements else None,
+        preinstalled=args.preinstalled,
+        asg_name=args.asg,
         efs_id=args.efs,
         data_device=args.data_device,
         env=env,
         watch_interruption=not args.no_watch_interruption,
         on_rebalance=args.on_rebalance,
     )
-    policy = bootstrap.iam_policy(bootstrap.secret_names(rec), args.eip, region=args.region)
+    policy = bootstrap.iam_policy(
+        bootstrap.secret_names(rec), args.eip, region=args.region, asg_name=args.asg
+    )
     if args.iam_policy:
         print(json.dumps(policy, indent=2))
         return 0
@@ -995,6 +1030,9 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         timeout_s=args.timeout,
         address=args.address,
+        token_secret=None if args.no_token else args.secret_name,
+        api_key_secret=args.api_key_secret,
+        public=args.public,
     )
     aws = _aws_from(args)
     template = _ssh_template(args)

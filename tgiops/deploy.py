@@ -36,11 +36,10 @@ from tgiops.engine import Engine
 from tgiops.errors import DeployError, HealthError, InputError, ProbeError
 from tgiops.plan import Overrides, Plan, plan
 from tgiops.render import ENV_DIR, UNIT_DIR, UnitOptions, render_env_file, render_unit
-from tgiops.ssh import FileUpload
+from tgiops.ssh import LOCK_PATH, FileUpload
 
 log = logging.getLogger(__name__)
 
-LOCK_PATH = "/run/lock/tgiops.lock"
 LOCK_TIMEOUT_S = 600
 _MIN_DISK_BYTES = 1 << 30
 
@@ -79,6 +78,7 @@ class DeployRequest:
     dry_run: bool = False
     keep_failed: bool = False
     timeout_s: float | None = None  # default: from the model size
+    image_digest: str | None = None  # pin the image (tgiops.record: recorded at deploy)
 
     def unit_options(self, secret_env: tuple[str, ...]) -> UnitOptions:
         name = self.unit_name or default_unit_name(self.model.alias)
@@ -90,6 +90,7 @@ class DeployRequest:
             gpu_devices=self.gpu_devices,
             extra_env={"HF_HUB_OFFLINE": "1"} if self.offline else {},
             secret_env=secret_env,
+            image_digest=self.image_digest,
         )
 
 

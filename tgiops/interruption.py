@@ -192,7 +192,21 @@ def watch_interruption(
 def _units(host: Any, options: WatchOptions) -> list[str]:
     if options.units:
         return list(options.units)
-    return [r.unit for r in read_records(host, options.data_dir)]
+    recorded = [r.unit for r in read_records(host, options.data_dir)]
+    if not recorded:
+        return []
+    # A record names a unit; only one tgiops wrote is stopped (the records are not the
+    # operator's: tgiops.record, "Trust").
+    from tgiops.bootstrap import MANAGED_MARKER
+    from tgiops.render import UNIT_DIR
+
+    paths = " ".join(shlex.quote(f"{UNIT_DIR}/{u}.service") for u in recorded)
+    out = host.run_script(f"grep -l '^{MANAGED_MARKER}' {paths} 2>/dev/null; true", check=False)
+    managed = set(out.stdout.split())
+    kept = [u for u in recorded if f"{UNIT_DIR}/{u}.service" in managed]
+    for unit in sorted(set(recorded) - set(kept)):
+        log.warning("not stopping %s: the record names it, but tgiops did not write it", unit)
+    return kept
 
 
 def _stop_all(

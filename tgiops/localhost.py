@@ -181,7 +181,9 @@ class LocalHost:
     @contextlib.contextmanager
     def hold_lock(self, path: str, *, timeout_s: float) -> Iterator[None]:
         """An exclusive ``flock`` on ``path`` (the same lock a remote deploy takes)."""
-        os.makedirs(os.path.dirname(path) or "/", exist_ok=True)
+        directory = os.path.dirname(path) or "/"
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        os.chmod(directory, 0o700)  # root's alone (tgiops.ssh.LOCK_DIR): no one else may lock
         deadline = time.monotonic() + timeout_s
         with open(path, "a") as handle:
             while True:

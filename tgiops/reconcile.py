@@ -29,7 +29,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -39,16 +39,19 @@ from tgiops.bootstrap import (
     Restored,
     check_elastic_ip,
     point_elastic_ip,
-    restore,
+    restore_found,
 )
 from tgiops.catalog import ModelSpec
 from tgiops.errors import InputError, TargetNotFoundError, TgiopsError
 from tgiops.record import (
+    DEFAULT_TOKEN_SECRET,
     DeploymentRecord,
+    Entry,
+    OperatorSettings,
     first_found,
     instance_tags,
-    read_records,
-    records_from_tags,
+    read_entries,
+    tag_entries,
     tags_differ,
 )
 
@@ -70,8 +73,17 @@ class ReconcileOptions:
     data_dir: str = DEFAULT_DATA_DIR
     timeout_s: float | None = None
     address: str = "public"  # how to reach an instance without an ssh_config alias
+    # The operator's, never a record's or a tag's (tgiops.record.OperatorSettings):
+    token_secret: str | None = DEFAULT_TOKEN_SECRET
+    api_key_secret: str | None = None
+    public: bool = False
+
+    @property
+    def settings(self) -> OperatorSettings:
+        return OperatorSettings(self.token_secret, self.api_key_secret, self.data_dir, self.public)
 
     def __post_init__(self) -> None:
+        _ = self.settings  # validates the secret names and the data dir
         if bool(self.asg_name) == bool(self.name_tag):
             raise InputError(
                 "which instances? Give exactly one of --asg NAME (an Auto Scaling group) or "
@@ -207,18 +219,23 @@ def reconcile(
     group = _GroupRecords(aws, options, exclude={i.instance_id for i in live})
     outcomes = []
     for instance in live:
-        outcome = _reconcile_instance(
-            aws,
-            instance,
-            options,
-            group,
-            ssh_template,
-            aliases,
-            catalog,
-            template_text,
-            connect,
-            on_progress,
-        )
+        try:
+            outcome = _reconcile_instance(
+                aws,
+                instance,
+                options,
+                group,
+                ssh_template,
+                aliases,
+                catalog,
+                template_text,
+                connect,
+                on_progress,
+            )
+        except Exception as exc:  # one instance's failure never stops the others (issue 12)
+            log.debug("reconciling %s", instance.instance_id, exc_info=True)
+            failure = str(exc) if isinstance(exc, TgiopsError) else f"{type(exc).__name__}: {exc}"
+            outcome = InstanceOutcome(instance.instance_id, None, failure=failure)
         outcomes.append(outcome)
     group_tags_written = False
     healthy_records = [r for o in outcomes if o.healthy for r in group.records_of(o.instance_id)]
@@ -276,11 +293,8 @@ def _reconcile_instance(
         with connect(replace(ssh_template, destination=destination)) as host:
             found = first_found(
                 [
-                    (f"the data volume of {iid}", lambda: read_records(host, options.data_dir)),
-                    (
-                        f"the tags of {iid}",
-                        lambda: records_from_tags(instance.tags, origin=iid),
-                    ),
+                    (f"the data volume of {iid}", lambda: read_entries(host, options.data_dir)),
+                    (f"the tags of {iid}", lambda: tag_entries(instance.tags, origin=iid)),
                     *group.sources(),
                 ]
             )
@@ -294,23 +308,22 @@ def _reconcile_instance(
                         "with `tgiops deploy --instance ID ...`"
                     ),
                 )
-            units = tuple(
-                restore(
-                    host,
-                    record,
-                    catalog=catalog,
-                    get_secret=aws.get_secret,
-                    template_text=template_text,
-                    record_source=found.source,
-                    timeout_s=options.timeout_s,
-                    on_progress=_prefixed(on_progress, iid),
-                )
-                for record in found.records
+            # Records and tags say what to serve; secrets, data dir and public are the
+            # operator's (tgiops.record, "Trust").
+            records, units = restore_found(
+                host,
+                found,
+                lambda unit: options.settings,
+                catalog=catalog,
+                get_secret=aws.get_secret,
+                template_text=template_text,
+                timeout_s=options.timeout_s,
+                on_progress=_prefixed(on_progress, iid),
             )
     except TgiopsError as exc:
         log.error("%s: %s", iid, exc)
         return InstanceOutcome(iid, destination, failure=str(exc))
-    healthy = [r for r, u in zip(found.records, units, strict=True) if u.healthy]
+    healthy = [r for r, u in zip(records, units, strict=False) if u.healthy]
     group.remember(iid, healthy)
     tags_written = False
     if healthy:
@@ -365,22 +378,20 @@ class _GroupRecords:
     def records_of(self, instance_id: str) -> list[DeploymentRecord]:
         return self._healthy.get(instance_id, [])
 
-    def sources(self) -> list[tuple[str, Callable[[], list[DeploymentRecord]]]]:
-        sources: list[tuple[str, Callable[[], list[DeploymentRecord]]]] = []
+    def sources(self) -> list[tuple[str, Callable[[], Sequence[Entry]]]]:
+        sources: list[tuple[str, Callable[[], Sequence[Entry]]]] = []
         if self._options.asg_name:
             name = self._options.asg_name
             sources.append(
                 (
                     f"the tags of Auto Scaling group {name}",
-                    lambda: records_from_tags(
-                        _GroupTags(self._aws, name).read() or {}, origin=name
-                    ),
+                    lambda: tag_entries(_GroupTags(self._aws, name).read() or {}, origin=name),
                 )
             )
         sources.append(("the tags of earlier instances of the group", self._earlier))
         return sources
 
-    def _earlier(self) -> list[DeploymentRecord]:
+    def _earlier(self) -> list[Entry]:
         options = self._options
         tag_filters = (
             {"aws:autoscaling:groupName": options.asg_name}
@@ -394,7 +405,7 @@ class _GroupRecords:
         for instance in reversed(instances):  # newest first
             if instance.instance_id in self._exclude:
                 continue
-            found = records_from_tags(instance.tags, origin=instance.instance_id)
+            found = tag_entries(instance.tags, origin=instance.instance_id)
             if found:
                 return found
         return []
@@ -531,14 +542,17 @@ def lambda_handler(event: Mapping[str, Any] | None, context: Any) -> dict[str, A
     """One reconcile pass per invocation (an EventBridge rule on "EC2 Spot Instance
     Interruption Warning" / "EC2 Instance Launch Successful", or a schedule).
 
-    Settings come from the function's environment (an event's ``"tgiops"`` object overrides):
-    ``TGIOPS_ASG`` or ``TGIOPS_NAME``, ``TGIOPS_EIP``, ``TGIOPS_TARGET_GROUP``,
+    Settings come from the function's environment only (an invoking event cannot change
+    them: whoever may invoke the function must not point it at other instances, keys or
+    secrets): ``TGIOPS_ASG`` or ``TGIOPS_NAME``, ``TGIOPS_EIP``, ``TGIOPS_TARGET_GROUP``,
     ``TGIOPS_SSH_KEY_SECRET`` (a Secrets Manager secret holding the SSH private key),
     ``TGIOPS_SSH_USER``, ``TGIOPS_SSH_CONFIG`` (an ssh_config of your own instead),
     ``TGIOPS_SSH_ADDRESS`` (private by default: the function runs in the VPC),
-    ``TGIOPS_TIMEOUT``. New instances have new host keys, and a function keeps no
-    known_hosts between cold starts, so keys are accepted on first sight unless
-    ``TGIOPS_ACCEPT_NEW_HOST_KEY=0`` (then give an ssh_config with a known_hosts file).
+    ``TGIOPS_TIMEOUT``, and what only the operator decides for a restored unit:
+    ``TGIOPS_SECRET_NAME`` (the token's secret, default tgiops/hf-token; empty: no token),
+    ``TGIOPS_API_KEY_SECRET``, ``TGIOPS_DATA_DIR``, ``TGIOPS_PUBLIC=1``. Unknown host keys are
+    refused unless ``TGIOPS_ACCEPT_NEW_HOST_KEY=1`` (a function keeps no known_hosts between
+    cold starts: give an ssh_config whose known_hosts lists the group's host keys, or opt in).
     Returns the result as a dict (it lands in the function's response and logs).
     """
     from tgiops import resources
@@ -546,19 +560,26 @@ def lambda_handler(event: Mapping[str, Any] | None, context: Any) -> dict[str, A
     from tgiops.ssh import SSHTarget
 
     settings = dict(os.environ)
-    overrides = (event or {}).get("tgiops") if isinstance(event, Mapping) else None
-    if isinstance(overrides, Mapping):
-        settings.update({f"TGIOPS_{k.upper()}": str(v) for k, v in overrides.items()})
+    if isinstance(event, Mapping) and "tgiops" in event:
+        log.warning('ignoring the event\'s "tgiops" settings: only the environment decides')
     if isinstance(event, Mapping) and event.get("detail-type"):
         log.info("reconcile for %s (%s)", event.get("detail-type"), event.get("resources"))
     timeout = settings.get("TGIOPS_TIMEOUT")
+    try:
+        timeout_s = float(timeout) if timeout else None
+    except ValueError as exc:
+        raise InputError(f"TGIOPS_TIMEOUT={timeout!r} is not a number of seconds") from exc
     options = ReconcileOptions(
         asg_name=settings.get("TGIOPS_ASG") or None,
         name_tag=settings.get("TGIOPS_NAME") or None,
         elastic_ip=settings.get("TGIOPS_EIP") or None,
         target_group_arn=settings.get("TGIOPS_TARGET_GROUP") or None,
-        timeout_s=float(timeout) if timeout else None,
+        timeout_s=timeout_s,
         address=settings.get("TGIOPS_SSH_ADDRESS", "private"),
+        data_dir=settings.get("TGIOPS_DATA_DIR") or DEFAULT_DATA_DIR,
+        token_secret=settings.get("TGIOPS_SECRET_NAME", DEFAULT_TOKEN_SECRET) or None,
+        api_key_secret=settings.get("TGIOPS_API_KEY_SECRET") or None,
+        public=settings.get("TGIOPS_PUBLIC") == "1",
     )
     aws = Aws(AwsSettings(region=settings.get("TGIOPS_REGION") or None))
     ssh_config = settings.get("TGIOPS_SSH_CONFIG") or _lambda_ssh_config(aws, settings)
@@ -566,7 +587,7 @@ def lambda_handler(event: Mapping[str, Any] | None, context: Any) -> dict[str, A
         destination="",
         ssh_config_path=ssh_config,
         user=settings.get("TGIOPS_SSH_USER") or None,
-        accept_new_host_key=settings.get("TGIOPS_ACCEPT_NEW_HOST_KEY", "1") != "0",
+        accept_new_host_key=settings.get("TGIOPS_ACCEPT_NEW_HOST_KEY") == "1",
     )
     result = reconcile(
         aws,

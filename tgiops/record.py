@@ -23,6 +23,20 @@ Where it lives (``tgiops.state`` is something else: the operator's local list of
   metadata tags too (IMDS refuses keys with ``/`` or spaces).
 - the user data printed by ``tgiops userdata`` (``tgiops.bootstrap``), as the bootstrap config.
 
+Trust (issue 12): the data volume and the tags are not the operator's. Anyone allowed
+``ec2:CreateTags`` writes tags, and a shared data volume outlives the instance that wrote it.
+So a record read from either says only *what* to serve (model, release, overrides, unit,
+port, GPUs); what decides *who may see what* -- the secret names the token is read from, the
+data dir, ``public`` -- comes only from the operator (:class:`OperatorSettings`: the CLI
+flags of ``reconcile``, the Lambda's environment, the bootstrap config the operator's user
+data wrote) and :meth:`DeploymentRecord.under` replaces the record's values with those.
+Tags no longer carry them at all. The engine's container does not see the records: it gets
+only ``<data_dir>/cache`` as /data (tgiops.render.CACHE_SUBDIR). Every record is decoded by
+one validating decoder (:meth:`DeploymentRecord.from_dict`): wrong types, out-of-range
+numbers, unknown fields in the spec and paths outside the allowed data-dir prefixes are
+refused with the field's name; a record that fails becomes an :class:`Unreadable`, reported
+as that unit's failure while the other units and instances go on.
+
 File format (``format`` names the version; readers refuse other majors)::
 
     {
@@ -47,14 +61,21 @@ import logging
 import posixpath
 import re
 import shlex
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeGuard
 
-from tgiops.catalog import ModelSpec, find_model
-from tgiops.errors import InputError, TgiopsError, UnknownModelError
+from tgiops.catalog import ALIAS_RE, ENTRY_FIELDS, REPO_RE, ModelSpec, find_model
+from tgiops.errors import (
+    HostKeyError,
+    InputError,
+    SSHConnectError,
+    TgiopsError,
+    UnknownModelError,
+)
 from tgiops.plan import Overrides, Plan
+from tgiops.render import DEFAULT_DATA_DIR, UNIT_NAME_RE, check_data_dir, comment_safe
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +84,35 @@ RECORD_SUBDIR = "tgiops/deployments"
 TAG_PREFIX = "tgiops:record:"
 MANAGED_TAG = "tgiops:managed"  # on every instance tgiops deployed to (`status --all`)
 TAG_VALUE_MAX_CHARS = 256  # EC2 tag values (and Auto Scaling group tag values)
+DEFAULT_TOKEN_SECRET = "tgiops/hf-token"
 _FORMAT_RE = re.compile(r"tgiops\.deployment/(\d+)")
-_UNIT_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")  # as render.UNIT_NAME_RE
-_DATA_DIR_RE = re.compile(r"/[A-Za-z0-9_./-]*")  # as render.UnitOptions checks --data-dir
+# Secrets Manager names: 1-512 of letters, digits and /_+=.@- (AWS Secrets Manager API
+# reference, CreateSecret "Name").
+SECRET_NAME_RE = re.compile(r"[A-Za-z0-9/_+=.@-]{1,512}")
+_IMAGE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@-]{0,300}")
+_DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 _OVERRIDE_NAMES = tuple(f.name for f in fields(Overrides))
 _OVERRIDE_DEFAULTS = Overrides()
+_MAX_TOKENS = 10_000_000
+# What each override may hold: (kind, minimum, maximum); None is always allowed but for
+# full_length_requests.
+_OVERRIDE_KINDS: dict[str, tuple[str, float, float]] = {
+    "num_shard": ("int", 1, 64),
+    "quantize": ("name", 0, 0),
+    "dtype": ("name", 0, 0),
+    "max_input_tokens": ("int", 1, _MAX_TOKENS),
+    "max_total_tokens": ("int", 1, _MAX_TOKENS),
+    "max_batch_prefill_tokens": ("int", 1, _MAX_TOKENS),
+    "cuda_memory_fraction": ("float", 0.01, 1.0),
+    "flash_attention": ("bool", 0, 0),
+    "full_length_requests": ("int", 1, 4096),
+}
+_SPEC_KEYS = frozenset(
+    ("model", "repo_id", "tgi_version", "unit", "port", "public", "data_dir", "gpu_devices",
+     "token_secret", "api_key_secret", "overrides")
+)  # fmt: skip
+# Fields only the operator decides (OperatorSettings); tags never carry them.
+OPERATOR_FIELDS = ("token_secret", "api_key_secret", "data_dir", "public")
 
 
 @dataclass(frozen=True)
@@ -87,21 +132,52 @@ class DeploymentSpec:
     overrides: Mapping[str, Any] = field(default_factory=dict)  # only what differs from default
 
     def __post_init__(self) -> None:
-        if not _UNIT_RE.fullmatch(self.unit):
+        where = f"deployment record for {self.unit!r}"
+        if not isinstance(self.unit, str) or not UNIT_NAME_RE.fullmatch(self.unit):
             raise InputError(f"deployment record: unit name {self.unit!r} is not usable")
-        if not _DATA_DIR_RE.fullmatch(self.data_dir) or ".." in self.data_dir:
-            raise InputError(
-                f"deployment record for {self.unit}: data dir {self.data_dir!r} is not an "
-                "absolute path of letters, digits and _ . / -"
-            )
-        unknown = sorted(set(self.overrides) - set(_OVERRIDE_NAMES))
+        _check(isinstance(self.model, str) and ALIAS_RE.fullmatch(self.model), where, "model",
+               self.model, "a catalog alias (letters, digits, . _ -)")  # fmt: skip
+        _check(isinstance(self.repo_id, str) and REPO_RE.fullmatch(self.repo_id), where,
+               "repo_id", self.repo_id, "a Hugging Face repository id like org/name")  # fmt: skip
+        from tgiops.engine import parse_version
+
+        _check(isinstance(self.tgi_version, str), where, "tgi_version", self.tgi_version,
+               "a version like 3.3.7")  # fmt: skip
+        parse_version(self.tgi_version)
+        _check(_is_int(self.port) and 1 <= self.port <= 65535, where, "port", self.port,
+               "a port number 1-65535")  # fmt: skip
+        _check(isinstance(self.public, bool), where, "public", self.public, "true or false")
+        check_data_dir(self.data_dir, f"{where}: data dir")
+        devices = tuple(self.gpu_devices)
+        _check(all(_is_int(d) and 0 <= d < 64 for d in devices) and len(set(devices)) ==
+               len(devices), where, "gpu_devices", self.gpu_devices,
+               "distinct GPU indices 0-63")  # fmt: skip
+        for name in ("token_secret", "api_key_secret"):
+            value = getattr(self, name)
+            _check(value is None or (isinstance(value, str) and SECRET_NAME_RE.fullmatch(value)),
+                   where, name, value, "a Secrets Manager secret name or null")  # fmt: skip
+        _check(isinstance(self.overrides, Mapping), where, "overrides", self.overrides,
+               "an object")  # fmt: skip
+        unknown = sorted(str(k) for k in set(self.overrides) - set(_OVERRIDE_NAMES))
         if unknown:
             raise InputError(
                 f"deployment record for {self.unit}: unknown override(s) {', '.join(unknown)}; "
                 "was it written by a newer tgiops? Upgrade tgiops on this machine."
             )
+        for name, value in self.overrides.items():
+            _check_override(name, value, where)
         object.__setattr__(self, "overrides", dict(sorted(self.overrides.items())))
-        object.__setattr__(self, "gpu_devices", tuple(int(d) for d in self.gpu_devices))
+        object.__setattr__(self, "gpu_devices", devices)
+
+    def under(self, settings: OperatorSettings) -> DeploymentSpec:
+        """This spec with the operator's values for what only the operator decides."""
+        return replace(
+            self,
+            token_secret=settings.token_secret,
+            api_key_secret=settings.api_key_secret,
+            data_dir=settings.data_dir,
+            public=settings.public,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -120,27 +196,31 @@ class DeploymentSpec:
 
     @classmethod
     def from_dict(cls, data: Any, *, origin: str) -> DeploymentSpec:
+        """The validating decoder of a spec: no conversion, every field's type and range."""
         if not isinstance(data, Mapping):
             raise InputError(f"{origin}: the deployment spec is not a JSON object")
         missing = [k for k in ("model", "repo_id", "tgi_version", "unit") if not data.get(k)]
         if missing:
             raise InputError(f"{origin}: the deployment spec lacks {', '.join(missing)}")
+        unknown = sorted(str(k) for k in set(data) - _SPEC_KEYS)
+        if unknown:
+            raise InputError(f"{origin}: the deployment spec has unknown field(s) {unknown}")
         try:
             return cls(
-                model=str(data["model"]),
-                repo_id=str(data["repo_id"]),
-                tgi_version=str(data["tgi_version"]),
-                unit=str(data["unit"]),
-                port=int(data.get("port", 8080)),
-                public=bool(data.get("public", False)),
-                data_dir=str(data.get("data_dir") or "/var/lib/tgiops/data"),
-                gpu_devices=tuple(data.get("gpu_devices") or ()),
-                token_secret=_optional_str(data.get("token_secret")),
-                api_key_secret=_optional_str(data.get("api_key_secret")),
-                overrides=dict(data.get("overrides") or {}),
+                model=data["model"],
+                repo_id=data["repo_id"],
+                tgi_version=data["tgi_version"],
+                unit=data["unit"],
+                port=data.get("port", 8080),
+                public=data.get("public", False),
+                data_dir=data.get("data_dir") or DEFAULT_DATA_DIR,
+                gpu_devices=_sequence(data.get("gpu_devices") or (), origin, "gpu_devices"),
+                token_secret=data.get("token_secret", DEFAULT_TOKEN_SECRET) or None,
+                api_key_secret=data.get("api_key_secret") or None,
+                overrides=data.get("overrides") or {},
             )
-        except (TypeError, ValueError) as exc:
-            raise InputError(f"{origin}: the deployment spec is not valid ({exc})") from exc
+        except InputError as exc:
+            raise InputError(f"{origin}: {exc}") from exc
 
     @classmethod
     def from_request(cls, request: Any) -> DeploymentSpec:
@@ -181,6 +261,42 @@ class Deployed:
     offline: bool
     at: str = ""  # ISO 8601, UTC
     tgiops_version: str = ""
+    # The image the unit ran, as docker knows it (``sha256:...`` of ``docker image inspect
+    # .Id``), and its registry digest when the image came from a registry (RepoDigests);
+    # None when unknown (an image built or imported locally has no registry digest).
+    image_id: str | None = None
+    image_digest: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: Any, *, origin: str) -> Deployed:
+        where = f"{origin}: deployed"
+        if not isinstance(data, Mapping):
+            raise InputError(f"{where} is not a JSON object")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(str(k) for k in set(data) - known)
+        if unknown:
+            raise InputError(f"{where} has unknown field(s) {unknown}")
+        _check(isinstance(data.get("image"), str) and _IMAGE_RE.fullmatch(data["image"]),
+               where, "image", data.get("image"), "an image reference")  # fmt: skip
+        for name in ("num_shard", "max_input_tokens", "max_total_tokens"):
+            value = data.get(name)
+            _check(_is_int(value) and 1 <= value <= _MAX_TOKENS, where, name, value,
+                   "a positive integer")  # fmt: skip
+        for name in ("image_id", "image_digest"):
+            value = data.get(name)
+            _check(value is None or (isinstance(value, str) and _DIGEST_RE.fullmatch(value)),
+                   where, name, value, "sha256:<64 hex digits> or null")  # fmt: skip
+        _check(isinstance(data.get("offline"), bool), where, "offline", data.get("offline"),
+               "true or false")  # fmt: skip
+        for name in ("quantize", "dtype", "hardware", "at", "tgiops_version"):
+            value = data.get(name)
+            optional = name in ("quantize", "at", "tgiops_version")
+            _check((optional and value is None) or _short_line(value), where, name, value,
+                   "one short line of text")  # fmt: skip
+        values = {k: v for k, v in data.items() if k in known}
+        for name in ("at", "tgiops_version"):
+            values[name] = values.get(name) or ""
+        return cls(**values)
 
     def essentials(self) -> Deployed:
         """Without the timestamp and version: what a redeploy must reproduce to be 'the same'."""
@@ -199,6 +315,22 @@ class LastStop:
     instance_id: str | None = None
     action: str | None = None  # terminate / stop / hibernate / rebalance
     action_time: str | None = None  # when EC2 said it will act
+
+    @classmethod
+    def from_dict(cls, data: Any, *, origin: str) -> LastStop:
+        where = f"{origin}: last_stop"
+        if not isinstance(data, Mapping):
+            raise InputError(f"{where} is not a JSON object")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(str(k) for k in set(data) - known)
+        if unknown:
+            raise InputError(f"{where} has unknown field(s) {unknown}")
+        for name in known:
+            value = data.get(name)
+            required = name in ("reason", "at")
+            _check((value is None and not required) or _short_line(value, 1000), where, name,
+                   value, "one line of text")  # fmt: skip
+        return cls(**{k: v for k, v in data.items() if k in known})
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -232,18 +364,23 @@ class DeploymentRecord:
         if not isinstance(data, Mapping):
             raise InputError(f"{origin}: a deployment record is a JSON object")
         check_format(data.get("format"), origin)
+        unknown = sorted(str(k) for k in set(data) - {"format", "spec", "model_spec",
+                                                       "deployed", "last_stop"})  # fmt: skip
+        if unknown:
+            raise InputError(f"{origin}: the deployment record has unknown field(s) {unknown}")
         deployed = data.get("deployed")
         last_stop = data.get("last_stop")
         model_spec = data.get("model_spec")
-        try:
-            return cls(
-                spec=DeploymentSpec.from_dict(data.get("spec"), origin=origin),
-                model_spec=dict(model_spec) if isinstance(model_spec, Mapping) else None,
-                deployed=Deployed(**deployed) if isinstance(deployed, Mapping) else None,
-                last_stop=LastStop(**last_stop) if isinstance(last_stop, Mapping) else None,
-            )
-        except TypeError as exc:
-            raise InputError(f"{origin}: the deployment record is not valid ({exc})") from exc
+        if model_spec is not None:
+            if not isinstance(model_spec, Mapping):
+                raise InputError(f"{origin}: model_spec is not a JSON object")
+            model_from_dict(model_spec, origin=origin)  # the same checks as a catalog entry
+        return cls(
+            spec=DeploymentSpec.from_dict(data.get("spec"), origin=origin),
+            model_spec=dict(model_spec) if model_spec is not None else None,
+            deployed=None if deployed is None else Deployed.from_dict(deployed, origin=origin),
+            last_stop=None if last_stop is None else LastStop.from_dict(last_stop, origin=origin),
+        )
 
     @classmethod
     def from_json(cls, text: str, *, origin: str) -> DeploymentRecord:
@@ -255,6 +392,23 @@ class DeploymentRecord:
                 "deploy again with `tgiops deploy`"
             ) from exc
         return cls.from_dict(data, origin=origin)
+
+    def under(self, settings: OperatorSettings) -> DeploymentRecord:
+        """This record with the operator's secret names, data dir and ``public``; the
+        differences are logged (a record that asks for more than the operator gave)."""
+        spec = self.spec.under(settings)
+        for name in OPERATOR_FIELDS:
+            asked, given = getattr(self.spec, name), getattr(spec, name)
+            if asked != given:
+                log.warning(
+                    "%s: the record says %s=%r; using the operator's %r (records and tags do "
+                    "not decide secrets, data dir or public)",
+                    self.unit,
+                    name,
+                    asked,
+                    given,
+                )
+        return replace(self, spec=spec)
 
     def same_deployment(self, other: DeploymentRecord | None) -> bool:
         """Same inputs and same outcome (timestamps and tgiops version aside)."""
@@ -276,7 +430,13 @@ class DeploymentRecord:
         except UnknownModelError:
             pass
         if self.model_spec is not None:
-            return model_from_dict(self.model_spec, origin=f"the record of {self.unit}")
+            model = model_from_dict(self.model_spec, origin=f"the record of {self.unit}")
+            if model.repo_id != self.spec.repo_id:
+                raise InputError(
+                    f"the record of {self.unit} names {self.spec.repo_id} but carries the facts "
+                    f"of {model.repo_id}; deploy it again with `tgiops deploy`"
+                )
+            return model
         raise InputError(
             f"the record of {self.unit} names model {self.spec.model!r} ({self.spec.repo_id}), "
             "which is not in this machine's catalog and the record does not carry the model's "
@@ -308,7 +468,17 @@ class DeploymentRecord:
             api_key_secret=spec.api_key_secret,
             offline=offline,
             timeout_s=timeout_s,
+            image_digest=self.pinned_digest(),
         )
+
+    def pinned_digest(self) -> str | None:
+        """The registry digest to pin when it is the same release the spec asks for."""
+        from tgiops.engine import Engine
+
+        deployed = self.deployed
+        if deployed is None or deployed.image != Engine.tgi(self.spec.tgi_version).image:
+            return None
+        return deployed.image_digest
 
 
 def check_format(value: Any, origin: str) -> None:
@@ -322,8 +492,75 @@ def check_format(value: Any, origin: str) -> None:
         )
 
 
-def _optional_str(value: Any) -> str | None:
-    return None if value is None or value == "" else str(value)
+def _is_int(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _short_line(value: Any, limit: int = 300) -> bool:
+    return isinstance(value, str) and len(value) <= limit and comment_safe(value) == value
+
+
+def _check(ok: Any, where: str, name: str, value: Any, wanted: str) -> None:
+    if not ok:
+        shown = repr(value)
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        raise InputError(f"{where}: {name} is {shown} ({type(value).__name__}); want {wanted}")
+
+
+def _check_override(name: str, value: Any, where: str) -> None:
+    kind, low, high = _OVERRIDE_KINDS[name]
+    if value is None and name != "full_length_requests":
+        return
+    if kind == "int":
+        ok = _is_int(value) and low <= value <= high
+        wanted = f"an integer {low:g}-{high:g}"
+    elif kind == "float":
+        ok = (_is_int(value) or isinstance(value, float)) and low <= value <= high
+        wanted = f"a number {low:g}-{high:g}"
+    elif kind == "bool":
+        ok, wanted = isinstance(value, bool), "true, false or null"
+    else:
+        ok = isinstance(value, str) and bool(re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", value))
+        wanted = "a name like awq or bfloat16"
+    _check(ok, where, f"override {name}", value, wanted)
+
+
+def _sequence(value: Any, origin: str, name: str) -> tuple[Any, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise InputError(f"{origin}: {name} is {value!r}; want a list")
+    return tuple(value)
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    """What only the operator decides for a restored deployment (see the module docstring):
+    from ``reconcile``'s flags, the Lambda's environment, or the bootstrap config."""
+
+    token_secret: str | None = DEFAULT_TOKEN_SECRET
+    api_key_secret: str | None = None
+    data_dir: str = DEFAULT_DATA_DIR
+    public: bool = False
+
+    def __post_init__(self) -> None:
+        check_data_dir(self.data_dir, "--data-dir")
+        for name in ("token_secret", "api_key_secret"):
+            value = getattr(self, name)
+            if value is not None and not SECRET_NAME_RE.fullmatch(value):
+                raise InputError(f"{name} {value!r} is not a Secrets Manager secret name")
+
+    @classmethod
+    def of(cls, spec: DeploymentSpec) -> OperatorSettings:
+        """The settings an operator-written spec (the bootstrap config) carries."""
+        return cls(spec.token_secret, spec.api_key_secret, spec.data_dir, spec.public)
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A record that was found but refused by the decoder: reported as its unit's failure."""
+
+    unit: str  # the unit it names (from the file or tag name), for the report
+    where: str
+    reason: str
 
 
 # -- the model's facts ---------------------------------------------------------------------
@@ -337,14 +574,20 @@ def model_as_dict(model: ModelSpec) -> dict[str, Any]:
 
 
 def model_from_dict(data: Mapping[str, Any], *, origin: str) -> ModelSpec:
-    known = {f.name for f in fields(ModelSpec)}
-    values = {k: v for k, v in data.items() if k in known}
-    values["notes"] = tuple(values.get("notes") or ())
-    values["sources"] = dict(values.get("sources") or {})
-    try:
-        return ModelSpec(**values)
-    except TypeError as exc:
-        raise InputError(f"{origin}: the stored model facts are incomplete ({exc})") from exc
+    """The stored model facts, checked like a catalog entry (tgiops.catalog)."""
+    from tgiops.catalog import _spec_from_entry, validate_model
+
+    alias = data.get("alias")
+    if not isinstance(alias, str) or not ALIAS_RE.fullmatch(alias):
+        raise InputError(f"{origin}: the stored model facts have no usable alias ({alias!r})")
+    unknown = sorted(str(k) for k in set(data) - set(ENTRY_FIELDS) - {"alias", "origin"})
+    if unknown:
+        raise InputError(f"{origin}: the stored model facts have unknown field(s) {unknown}")
+    entry = {k: v for k, v in data.items() if k in ENTRY_FIELDS and v is not None}
+    entry["sources"] = {}  # provenance is for people; it does not travel into a restore
+    spec = _spec_from_entry(alias, entry, f"{origin} (model_spec)", {}, {})
+    validate_model(spec)
+    return spec
 
 
 # -- from a deploy ---------------------------------------------------------------------------
@@ -388,27 +631,35 @@ _BEGIN = "@@tgiops-record "
 _END = "@@tgiops-record-end"
 
 
-def read_records(host: Any, data_dir: str) -> list[DeploymentRecord]:
-    """Every record on the host's data volume (one round trip), sorted by unit.
+Entry = DeploymentRecord | Unreadable
 
-    A record that cannot be read is logged and skipped: one bad file must not hide the others.
-    """
+
+def read_entries(host: Any, data_dir: str) -> list[Entry]:
+    """Every record on the host's data volume (one round trip), sorted by unit; a file the
+    decoder refuses is an Unreadable (one bad file must not hide the others)."""
     directory = shlex.quote(record_dir(data_dir))
     script = (
         f'for f in {directory}/*.json; do [ -f "$f" ] || continue; '
         f'echo "{_BEGIN}$f"; cat -- "$f"; echo; echo "{_END}"; done\n'
     )
     out = host.run_script(script, check=False).stdout
-    records = []
+    entries: list[Entry] = []
     for chunk in out.split(_BEGIN)[1:]:
         path, _, rest = chunk.partition("\n")
         text = rest.rsplit(_END, 1)[0]
         origin = f"{host.name}:{path}"
         try:
-            records.append(DeploymentRecord.from_json(text, origin=origin))
+            entries.append(DeploymentRecord.from_json(text, origin=origin))
         except InputError as exc:
-            log.warning("skipping an unreadable deployment record: %s", exc)
-    return sorted(records, key=lambda r: r.unit)
+            log.warning("refusing a deployment record: %s", exc)
+            unit = posixpath.basename(path).removesuffix(".json")
+            entries.append(Unreadable(comment_safe(unit)[:63], origin, str(exc)))
+    return sorted(entries, key=lambda e: e.unit)
+
+
+def read_records(host: Any, data_dir: str) -> list[DeploymentRecord]:
+    """The valid records of ``read_entries`` (refused ones are logged)."""
+    return [e for e in read_entries(host, data_dir) if isinstance(e, DeploymentRecord)]
 
 
 def read_record(host: Any, data_dir: str, unit: str) -> DeploymentRecord | None:
@@ -446,10 +697,49 @@ def _same_model(a: DeploymentRecord, b: DeploymentRecord) -> bool:
     return a.model_spec == b.model_spec or a.model_spec is None or b.model_spec is None
 
 
-def remember_deploy(host: Any, request: Any, the_plan: Plan, *, tgiops_version: str) -> None:
-    """After a healthy deploy: record it on the data volume. Never fails the deploy."""
+def inspect_image(host: Any, image: str) -> tuple[str | None, str | None]:
+    """(image ID, registry digest) of ``image`` on the host: ``docker image inspect``'s
+    ``.Id`` and the ``RepoDigests`` entry of its repository. An image that was built, loaded
+    or imported locally has no RepoDigests (the testbed's): (ID, None). (None, None) when
+    docker cannot say."""
+    out = host.run(
+        ["docker", "image", "inspect", "--format", "{{.Id}} {{json .RepoDigests}}", "--", image],
+        check=False,
+    )
     try:
-        save_on_host(host, from_deploy(request, the_plan, tgiops_version=tgiops_version))
+        image_id, _, digests_json = out.stdout.strip().partition(" ")
+        digests = json.loads(digests_json or "null") or []
+    except json.JSONDecodeError:
+        return None, None
+    if out.exit_code != 0 or not _DIGEST_RE.fullmatch(image_id):
+        return None, None
+    name, _, tag = image.split("@")[0].rpartition(":")
+    repo = name if "@" not in image and name and "/" not in tag else image.split("@")[0]
+    found = [
+        d.partition("@")[2] for d in digests if isinstance(d, str) and d.startswith(repo + "@")
+    ]
+    digest = next((d for d in found if _DIGEST_RE.fullmatch(d)), None)
+    return image_id, digest
+
+
+def remember_deploy(host: Any, request: Any, the_plan: Plan, *, tgiops_version: str) -> None:
+    """After a healthy deploy: record it on the data volume, with the image's ID and registry
+    digest (a restore pins the digest, or checks the ID: tgiops.bootstrap.restore). Never
+    fails the deploy."""
+    try:
+        the_record = from_deploy(request, the_plan, tgiops_version=tgiops_version)
+        image_id, digest = inspect_image(host, the_plan.image)
+        if the_record.deployed is not None:
+            if digest is None:
+                log.info(
+                    "%s: %s has no registry digest (built or loaded locally); a restore "
+                    "checks its image ID instead",
+                    host.name,
+                    the_plan.image,
+                )
+            deployed = replace(the_record.deployed, image_id=image_id, image_digest=digest)
+            the_record = replace(the_record, deployed=deployed)
+        save_on_host(host, the_record)
     except TgiopsError as exc:
         log.warning("deployed, but could not write the deployment record on %s: %s", host.name, exc)
 
@@ -468,10 +758,13 @@ def note_stop(host: Any, data_dir: str, unit: str, stop: LastStop) -> bool:
 
 
 def spec_json(spec: DeploymentSpec) -> str:
-    """The compact JSON that goes into tags (nulls and empty values left out)."""
-    data = {k: v for k, v in spec.as_dict().items() if v not in (None, [], {})}
-    if data.get("token_secret") is None and spec.token_secret is None:
-        data["token_secret"] = None  # "no token" must survive (absent means the default)
+    """The compact JSON that goes into tags: what to serve, never the operator's fields
+    (secret names, data dir, public: OPERATOR_FIELDS), which a tag writer must not decide."""
+    data = {
+        k: v
+        for k, v in spec.as_dict().items()
+        if v not in (None, [], {}) and k not in OPERATOR_FIELDS
+    }
     return json.dumps(data, separators=(",", ":"), sort_keys=True)
 
 
@@ -500,15 +793,17 @@ def tags_of_unit(tags: Mapping[str, str], unit: str) -> list[str]:
     return sorted(keys)
 
 
-def records_from_tags(tags: Mapping[str, str], *, origin: str) -> list[DeploymentRecord]:
-    """The records carried by a resource's tags (instance or Auto Scaling group)."""
-    records = []
+def tag_entries(tags: Mapping[str, str], *, origin: str) -> list[Entry]:
+    """The records carried by a resource's tags (instance or Auto Scaling group), with the
+    default operator fields (callers apply the operator's: ``DeploymentRecord.under``)."""
+    entries: list[Entry] = []
     for key, value in sorted(tags.items()):
         if not key.startswith(TAG_PREFIX):
             continue
         unit = key[len(TAG_PREFIX) :]
-        if ":" in unit or not value.isdigit():
+        if ":" in unit or not value.isdigit() or not 1 <= int(value) <= 40:
             continue
+        where = f"{origin} tag {key}"
         parts = [tags.get(f"{key}:{i}") for i in range(1, int(value) + 1)]
         if any(p is None for p in parts):
             log.warning("%s: tag %s names %s chunks, some are missing", origin, key, value)
@@ -516,14 +811,23 @@ def records_from_tags(tags: Mapping[str, str], *, origin: str) -> list[Deploymen
         text = "".join(p for p in parts if p is not None)
         try:
             data = json.loads(text)
-            if isinstance(data, dict) and "token_secret" not in data:
-                data["token_secret"] = DeploymentSpec.__dataclass_fields__["token_secret"].default
-            spec = DeploymentSpec.from_dict(data, origin=f"{origin} tag {key}")
-        except (json.JSONDecodeError, InputError) as exc:
-            log.warning("%s: tag %s does not hold a deployment spec: %s", origin, key, exc)
+            if isinstance(data, dict):
+                data = {k: v for k, v in data.items() if k not in OPERATOR_FIELDS}
+            spec = DeploymentSpec.from_dict(data, origin=where)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            entries.append(Unreadable(comment_safe(unit)[:63], where, f"{where}: not JSON ({exc})"))
             continue
-        records.append(DeploymentRecord(spec=spec))
-    return records
+        except InputError as exc:
+            log.warning("%s: tag %s does not hold a deployment spec: %s", origin, key, exc)
+            entries.append(Unreadable(comment_safe(unit)[:63], where, str(exc)))
+            continue
+        entries.append(DeploymentRecord(spec=spec))
+    return entries
+
+
+def records_from_tags(tags: Mapping[str, str], *, origin: str) -> list[DeploymentRecord]:
+    """The valid records of ``tag_entries``."""
+    return [e for e in tag_entries(tags, origin=origin) if isinstance(e, DeploymentRecord)]
 
 
 def tags_differ(current: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
@@ -535,23 +839,29 @@ def tags_differ(current: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
 
 @dataclass(frozen=True)
 class Found:
-    """Records and where they came from, in words (``data volume``, ``instance tags`` ...)."""
+    """Records and where they came from, in words (``data volume``, ``instance tags`` ...);
+    ``unreadable``: records that source holds but the decoder refused."""
 
     records: tuple[DeploymentRecord, ...]
     source: str
+    unreadable: tuple[Unreadable, ...] = ()
 
 
-def first_found(
-    sources: list[tuple[str, Callable[[], list[DeploymentRecord]]]],
-) -> Found | None:
-    """The records of the first source that has any; a failing source is logged and skipped."""
+def first_found(sources: list[tuple[str, Callable[[], Sequence[Entry]]]]) -> Found | None:
+    """The records of the first source that has any (refused ones count: they are reported,
+    not skipped for an older source); a failing source is logged and skipped, but a host that
+    cannot be reached (or whose key is refused) is the caller's failure, not "no record"."""
     for name, read in sources:
         try:
             found = read()
+        except (HostKeyError, SSHConnectError):
+            raise
         except TgiopsError as exc:
             log.warning("could not read deployment records from %s: %s", name, exc)
             continue
         if found:
-            log.info("deployment record(s) %s from %s", ", ".join(r.unit for r in found), name)
-            return Found(tuple(found), name)
+            records = tuple(e for e in found if isinstance(e, DeploymentRecord))
+            refused = tuple(e for e in found if isinstance(e, Unreadable))
+            log.info("deployment record(s) %s from %s", ", ".join(e.unit for e in found), name)
+            return Found(records, name, refused)
     return None

@@ -20,6 +20,19 @@ _SAFE_ARG_RE = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
 _ENV_NAME_RE = re.compile(r"[A-Z_][A-Z0-9_]*")
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_.\-]{8,512}")
 DEFAULT_DATA_DIR = "/var/lib/tgiops/data"
+# The container sees only the model cache, ``<data_dir>/cache``, as /data (HF_HOME=/data from
+# TGI 2.3, HUGGINGFACE_HUB_CACHE=/data before: tgi-facts.md §6, Engine.cache_dir_in_container).
+# The deployment records (``<data_dir>/tgiops/deployments``, tgiops.record) stay outside it:
+# the engine's container must not be able to rewrite what bootstrap and reconcile restore.
+CACHE_SUBDIR = "cache"
+CONTAINER_DATA = "/data"
+# Where a data dir may live: below these (or one of the mount points /data, /mnt, /srv
+# itself). Never /, /etc, /usr, /root, /home, /boot, /var/lib/docker ... and never tgiops' own
+# installation (/opt/tgiops), which root runs at boot.
+DATA_DIR_PREFIXES = ("/var/lib/", "/mnt/", "/data/", "/opt/", "/srv/")
+DATA_DIR_MOUNT_POINTS = ("/data", "/mnt", "/srv")
+_DATA_DIR_REFUSED = ("/var/lib/docker", "/var/lib/containerd", "/var/lib/dpkg", "/var/lib/apt",
+                     "/var/lib/systemd", "/opt/tgiops")  # fmt: skip
 ENV_DIR = "/etc/tgiops"
 UNIT_DIR = "/etc/systemd/system"
 CONTAINER_PORT = 80  # the image sets PORT=80 (tgi-facts §1, Dockerfile l.147-149)
@@ -37,6 +50,9 @@ class UnitOptions:
     extra_env: Mapping[str, str] = field(default_factory=dict)  # e.g. HF_HUB_OFFLINE=1
     secret_env: tuple[str, ...] = ()  # names read from the env file (token, API key)
     stop_timeout_s: int = 90  # TGI's own graceful-termination default (tgi-facts §1)
+    # The registry digest of the image the deployment ran (tgiops.record), so a new
+    # instance runs that image and not whatever the tag points to by then; None: the tag.
+    image_digest: str | None = None
 
     def __post_init__(self) -> None:
         if not UNIT_NAME_RE.fullmatch(self.unit_name):
@@ -46,14 +62,14 @@ class UnitOptions:
             )
         if not 1 <= self.port <= 65535:
             raise InputError(f"--port {self.port} must be between 1 and 65535")
-        if not re.fullmatch(r"/[A-Za-z0-9_./-]*", self.data_dir) or ".." in self.data_dir:
-            raise InputError(
-                f"--data-dir {self.data_dir!r} must be an absolute path of letters, digits and "
-                "_ . / - (e.g. /var/lib/tgiops/data)"
-            )
+        check_data_dir(self.data_dir, "--data-dir")
         for name in [*self.extra_env, *self.secret_env]:
             if not _ENV_NAME_RE.fullmatch(name):
                 raise InputError(f"environment variable name {name!r} is not valid")
+        if self.image_digest is not None and not re.fullmatch(
+            r"sha256:[0-9a-f]{64}", self.image_digest
+        ):
+            raise InputError(f"image digest {self.image_digest!r} is not sha256:<64 hex digits>")
 
     @property
     def container(self) -> str:
@@ -68,6 +84,41 @@ class UnitOptions:
         return f"{ENV_DIR}/{self.unit_name}.env"
 
 
+def check_data_dir(path: str, what: str) -> str:
+    """``path`` when it is a usable data dir (see DATA_DIR_PREFIXES), else InputError."""
+    if (
+        not isinstance(path, str)
+        or not re.fullmatch(r"/[A-Za-z0-9_./-]*", path)
+        or (".." in path or "//" in path)
+    ):
+        raise InputError(
+            f"{what} {path!r} must be an absolute path of letters, digits and _ . / - "
+            "(e.g. /var/lib/tgiops/data)"
+        )
+    clean = path.rstrip("/") or "/"
+    under = any(clean.startswith(p) and len(clean) > len(p) for p in DATA_DIR_PREFIXES)
+    refused = any(clean == r or clean.startswith(r + "/") for r in _DATA_DIR_REFUSED)
+    if refused or not (under or clean in DATA_DIR_MOUNT_POINTS):
+        raise InputError(
+            f"{what} {path!r} is not a place for a model cache: use a directory under "
+            + ", ".join(p.rstrip("/") for p in DATA_DIR_PREFIXES)
+            + " (e.g. /var/lib/tgiops/data), not a system directory"
+        )
+    return path
+
+
+def cache_dir(data_dir: str) -> str:
+    """The host directory the container gets as /data: the model cache, nothing else."""
+    return f"{data_dir.rstrip('/')}/{CACHE_SUBDIR}"
+
+
+def data_dir_of_mount(source: str) -> str:
+    """The data dir of a unit's ``-v SOURCE:/data`` (``cache_dir``'s inverse); units written
+    before the cache moved mounted the data dir itself."""
+    head, _, tail = source.rstrip("/").rpartition("/")
+    return (head or "/") if tail == CACHE_SUBDIR else source
+
+
 def systemd_quote(arg: str) -> str:
     """Quote one argument for an Exec*= line (systemd.service(5), "Command lines").
 
@@ -80,6 +131,16 @@ def systemd_quote(arg: str) -> str:
     if escaped and _SAFE_ARG_RE.fullmatch(escaped):
         return escaped
     return '"' + escaped.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def image_ref(image: str, digest: str | None) -> str:
+    """``repo@sha256:...`` when the digest is known (docker pulls exactly that image), else the
+    tag as planned."""
+    if digest is None:
+        return image
+    name, _, tag = image.rpartition(":")
+    repo = name if name and "/" not in tag else image
+    return f"{repo}@{digest}"
 
 
 def docker_run_args(plan: Plan, options: UnitOptions) -> list[str]:
@@ -102,13 +163,13 @@ def docker_run_args(plan: Plan, options: UnitOptions) -> list[str]:
         "-p",
         f"{options.bind_address}:{options.port}:{CONTAINER_PORT}",
         "-v",
-        f"{options.data_dir}:/data",
+        f"{cache_dir(options.data_dir)}:{CONTAINER_DATA}",
     ]
     for name in options.secret_env:
         args += ["-e", name]  # by name: docker copies the value from its own environment
     for name, value in sorted({**plan.env, **options.extra_env}.items()):
         args += ["-e", f"{name}={value}"]
-    args.append(plan.image)
+    args.append(image_ref(plan.image, options.image_digest))
     args += plan.launcher_args
     return args
 
@@ -121,16 +182,17 @@ def render_unit(
     env = jinja2.Environment(
         undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
     )
-    pull = f"docker image inspect {plan.image} >/dev/null 2>&1 || exec docker pull {plan.image}"
+    image = image_ref(plan.image, options.image_digest)
+    pull = f"docker image inspect {image} >/dev/null 2>&1 || exec docker pull {image}"
     summary = (
         f"num_shard={plan.num_shard} quantize={plan.quantize or 'none'} dtype={plan.dtype} "
         f"max_total_tokens={plan.max_total_tokens}"
     )
     return env.from_string(template_text).render(
         tgiops_version=tgiops_version,
-        alias=_comment_safe(plan.model.alias),
-        repo_id=_comment_safe(plan.model.repo_id),
-        hardware=_comment_safe(plan.inventory.describe()),
+        alias=comment_safe(plan.model.alias),
+        repo_id=comment_safe(plan.model.repo_id),
+        hardware=comment_safe(plan.inventory.describe()),
         plan_summary=summary,
         token_env_var=plan.engine.token_env_var,
         env_file=options.env_file,
@@ -164,5 +226,6 @@ def render_env_file(secrets: Mapping[str, str], *, masked: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _comment_safe(text: str) -> str:
-    return re.sub(r"[\r\n]", " ", text)
+def comment_safe(text: str) -> str:
+    """One line: every line break (str.splitlines' set) and control character -> a space."""
+    return re.sub(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]", " ", text)

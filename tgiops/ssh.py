@@ -56,6 +56,13 @@ _STALE_STAGE_MIN = 60
 # A cut link must become an error, not a hang: unacknowledged data older than this aborts the
 # socket (TCP_USER_TIMEOUT, RFC 5482; Linux), waking every channel and SFTP call waiting on it.
 _DEAD_LINK_S = 30
+# The host lock deploy and undeploy hold (``hold_lock``): in a directory only root can enter.
+# Not /run/lock: that is world-writable (1777) and flock(1) locks through a read-only
+# descriptor, so any local user could hold /run/lock/tgiops.lock and block every deploy.
+LOCK_DIR = "/run/tgiops"
+LOCK_PATH = f"{LOCK_DIR}/lock"
+# Made (or put back to) 0700 before each lock: install(1) -d sets the mode of an existing one.
+LOCK_DIR_SETUP = f"install -d -m 0700 -- {LOCK_DIR}"
 # The remote lock holder gives up after this long without a heartbeat from us, so a client
 # that vanished behind a cut link (sshd never hears of it) cannot lock a host for hours.
 _LOCK_LEASE_S = 90
@@ -284,10 +291,11 @@ class RemoteHost:
             assert transport is not None
             return transport
 
-    def _open(self, conn: Any) -> None:
+    def _strict_client(self, known_hosts: str) -> paramiko.SSHClient:
+        """A client that knows the known_hosts keys and refuses unknown ones (or records
+        them with accept-new); a changed key is always refused (paramiko BadHostKeyException)."""
         import paramiko
 
-        known_hosts = self._known_hosts_path(conn)
         client = paramiko.SSHClient()
         for path in (_GLOBAL_KNOWN_HOSTS, known_hosts):
             if os.path.isfile(path):
@@ -300,7 +308,30 @@ class RemoteHost:
         client.set_missing_host_key_policy(
             _make_host_key_policy(known_hosts, self._target.accept_new_host_key)
         )
-        conn.client = client
+        return client
+
+    def _hops(self, conn: Any) -> list[Any]:
+        """``conn`` and its ProxyJump gateways (fabric Connections), nearest hop last."""
+        from fabric import Connection
+
+        hops = [conn]
+        while isinstance(hops[-1].gateway, Connection):
+            hops.append(hops[-1].gateway)
+        return hops
+
+    def _open(self, conn: Any) -> None:
+        import paramiko
+
+        known_hosts = self._known_hosts_path(conn)
+        # Every hop is checked like the target: fabric builds a ProxyJump gateway with
+        # paramiko's AutoAddPolicy and no known_hosts (fabric/connection.py, Connection
+        # __init__ and get_gateway), i.e. it would trust any bastion (issue 12).
+        hops = self._hops(conn)
+        for hop in hops:
+            with contextlib.suppress(Exception):
+                hop.client.close()
+            hop.client = self._strict_client(self._known_hosts_path(hop))
+        client = conn.client
         where = self._where(conn)
         log.debug("connecting to %s (%s)", where, self.name)
         try:
@@ -310,7 +341,9 @@ class RemoteHost:
             raise
         except paramiko.BadHostKeyException as exc:
             client.close()
-            name = _known_hosts_name(conn.host, conn.port)
+            hop = next((h for h in reversed(hops) if h.host == exc.hostname), conn)
+            name = _known_hosts_name(hop.host, hop.port)
+            known_hosts = self._known_hosts_path(hop)
             raise HostKeyError(
                 f"host key of {name} CHANGED: {known_hosts} has {exc.expected_key.get_name()} "
                 f"{fingerprint_key(exc.expected_key)}, the server offered {exc.key.get_name()} "
@@ -371,8 +404,9 @@ class RemoteHost:
                 self._sftp = None
                 self._sftp_transport = None
             if self._conn is not None:
-                with contextlib.suppress(Exception):
-                    self._conn.close()
+                for hop in self._hops(self._conn):  # fabric closes no gateway of its own
+                    with contextlib.suppress(Exception):
+                        hop.close()
 
     # -- commands --------------------------------------------------------------------------
 
@@ -800,7 +834,8 @@ class RemoteHost:
 
     @contextlib.contextmanager
     def hold_lock(self, path: str, *, timeout_s: float) -> Iterator[None]:
-        """Hold an exclusive ``flock`` on ``path`` on the host while the block runs.
+        """Hold an exclusive ``flock`` on ``path`` (``LOCK_PATH``) on the host while the block
+        runs. Its directory is tgiops' own: made 0700 first (``LOCK_DIR_SETUP``).
 
         A remote ``flock`` reads this channel's stdin while it holds the lock: when the block
         ends we close the channel, and if tgiops dies or the connection drops, sshd closes it
@@ -816,7 +851,8 @@ class RemoteHost:
         q = shlex.quote
         wait_s = max(1, int(timeout_s))
         command = self._as_root(
-            f"mkdir -p {q(posixpath.dirname(path) or '/')} && exec flock -w {wait_s} {q(path)} "
+            f"install -d -m 0700 -- {q(posixpath.dirname(path) or '/')} && "
+            f"exec flock -w {wait_s} {q(path)} "
             f"bash -c 'echo locked; while read -r -t {_LOCK_LEASE_S} _; do :; done'"
         )
         transport = self._transport()

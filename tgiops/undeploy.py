@@ -2,7 +2,7 @@
 
 Two round trips: (1) read the host's tgiops unit files (which unit, its data directory and
 model, whether another unit shares that model's cache); (2) under the same host lock as
-deploy (``flock`` on /run/lock/tgiops.lock), ``systemctl disable --now``, remove the
+deploy (``flock`` on tgiops.ssh.LOCK_PATH), ``systemctl disable --now``, remove the
 container, the unit file, the env file and their ``.previous`` / staged copies,
 ``daemon-reload``, ``reset-failed``, optionally remove this model's cache directory, and
 then report whatever is still there, so the result says what was checked, not what was hoped.
@@ -23,13 +23,12 @@ from tgiops.errors import InputError, TgiopsError
 from tgiops.logs import choose_unit
 from tgiops.probe import split_sections
 from tgiops.record import record_path
-from tgiops.render import ENV_DIR, UNIT_DIR, UNIT_NAME_RE
-from tgiops.ssh import STAGE_DIR_GLOB
+from tgiops.render import ENV_DIR, UNIT_DIR, UNIT_NAME_RE, data_dir_of_mount
+from tgiops.ssh import LOCK_DIR_SETUP, LOCK_PATH, STAGE_DIR_GLOB
 from tgiops.status import UnitPlan, parse_unit_plan
 
 log = logging.getLogger(__name__)
 
-LOCK_PATH = "/run/lock/tgiops.lock"  # the lock deploy holds (tgiops.deploy.LOCK_PATH)
 LOCK_WAIT_S = 60
 SCRIPT_TIMEOUT_S = 240.0  # `docker stop --time 90` + systemd's TimeoutStopSec margin
 _SECTION = "@@tgiops-section "
@@ -119,7 +118,8 @@ def plan_undeploy(host_name: str, report: str, requested: str | None) -> Undeplo
         unit=unit,
         plan=plan,
         # The deployment record goes too: bootstrap and reconcile would bring the unit back.
-        files=unit_files(unit) + ((record_path(plan.data_dir, unit),) if plan.data_dir else ()),
+        files=unit_files(unit)
+        + ((record_path(data_dir_of_mount(plan.data_dir), unit),) if plan.data_dir else ()),
         cache_paths=cache_paths_for(plan.data_dir, plan.model_id),
         cache_shared_with=shared,
         other_units=others,
@@ -141,7 +141,7 @@ def undeploy_script(plan: UndeployPlan, *, purge_cache: bool) -> str:
         "{",  # one brace group from /dev/null: parsed whole, stdin never read by a command
         "set +e",
         f"s() {{ printf '\\n{_SECTION}%s\\n' \"$1\"; }}",
-        f"mkdir -p {q(LOCK_PATH.rsplit('/', 1)[0])}",
+        LOCK_DIR_SETUP,
         f"exec 9>>{q(LOCK_PATH)}",
         f"if ! flock -w {LOCK_WAIT_S} 9; then",
         f"  echo 'another tgiops operation holds {LOCK_PATH}; try again later' >&2",

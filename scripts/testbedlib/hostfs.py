@@ -72,8 +72,10 @@ test doubles are:
 - /usr/bin/docker: a shim in front of the real client (/usr/libexec/testbed/docker).
   For `docker run` / `docker create` only, it drops --gpus, adds
   -e TGI_EMULATOR_GPUS=<the GPUs --gpus selects, as json> and
-  --env-file /etc/testbed/emulator.env, and rewrites absolute -v/--mount bind sources to
-  this host's files as the outer machine sees them (dockerd runs there). Everything
+  --env-file /etc/testbed/emulator.env, and confines absolute -v/--mount bind sources to
+  this host's files as the outer machine sees them (dockerd runs there; symlinks are
+  resolved in this host, / is this host's root), refusing /tmp, /run, /dev, /proc, /sys,
+  the docker socket, --privileged, --cap-add, --device and host namespaces. Everything
   else passes through unchanged.
 - ghcr.io/huggingface/text-generation-inference:* images: the TGI emulator.
 

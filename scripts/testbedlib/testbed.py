@@ -45,8 +45,8 @@ from testbedlib.sshfiles import SshEntry, ensure_client_key, write_ssh_files
 
 log = logging.getLogger(__name__)
 
-NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,22}[a-z0-9])?$")
-ALIAS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+NAME_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,22}[a-z0-9])?")  # fullmatch: no trailing \n
+ALIAS_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 DEFAULT_NAME = "testbed"
 DEFAULT_GPUS = "1xA10G"
 DOCKER_BIP = "192.168.231.1/24"
@@ -208,7 +208,7 @@ class Testbed:
 
     def alias(self, name: str, alias: str) -> HostInfo:
         """Make ALIAS (e.g. an EC2 instance id) reach host NAME through the ssh_config."""
-        if not ALIAS_RE.match(alias):
+        if not ALIAS_RE.fullmatch(alias):
             raise TestbedInputError(f"bad alias {alias!r}: letters, digits, '.', '_', '-'")
         with self._locked():
             record = self._load_record(name)
@@ -686,7 +686,7 @@ class Testbed:
 
     @staticmethod
     def _check_name(name: str) -> None:
-        if not NAME_RE.match(name or ""):
+        if not NAME_RE.fullmatch(name or ""):
             raise TestbedInputError(
                 f"bad host name {name!r}: 1-24 of a-z, 0-9, '-' (not at either end)"
             )

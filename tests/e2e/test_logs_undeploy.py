@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 TINY_CONFIG = REPO / "scripts" / "tgi_emulator" / "hub" / "tgiops-test--tiny-llama" / "config.json"
 TINY = "tgiops-test/tiny-llama"
-CACHE = "/var/lib/tgiops/data/hub/models--tgiops-test--tiny-llama"
+CACHE = "/var/lib/tgiops/data/cache/hub/models--tgiops-test--tiny-llama"
 PLANTED = "hf_PLANTEDtokenDoNotLeak0123456789abcdef"
 
 

@@ -145,7 +145,7 @@ def test_a_planted_token_appears_nowhere(gpu_host, private_aws, tmp_path):
         tgiops("logs", "logs", *target, "-n", "1000", expect=(0,))
         for flags in ([], ["--json"], ["--iam-policy"]):
             tgiops(f"userdata {flags}", "userdata", "phi-3-mini", "--secret-name", name,
-                   *flags, expect=(0,))  # fmt: skip
+                   "--preinstalled", *flags, expect=(0,))  # fmt: skip
         tgiops("reconcile", "reconcile", "--name", name.replace("/", "-"), "--ssh-config",
                host.ssh_config, "--json", expect=(0, 1))  # fmt: skip
         tgiops("bootstrap", "bootstrap", "--config", str(tmp_path / "absent.json"),

@@ -180,8 +180,10 @@ def test_reconcile_brings_the_endpoint_back_on_the_replacement(gpu_host, aws, cl
     host_b = gpu_host("1xA10G", name=f"{name}-b", data_dir=data_dir)
     booted = time.monotonic()
     host_b.alias(b)
+    # The secret name is the operator's to give (issue 12), never taken from a record.
     args = ("reconcile", "--asg", name, "--eip", group["eip"], "--target-group",
-            group["target_group"], "--ssh-config", host_b.ssh_config, "--json")  # fmt: skip
+            group["target_group"], "--secret-name", group["secret"],
+            "--ssh-config", host_b.ssh_config, "--json")  # fmt: skip
     first = tgiops(cli_env, *args)
     healthy = time.monotonic()
     assert first.returncode == 0, first.stderr[-3000:]
@@ -231,12 +233,17 @@ def test_reconcile_from_a_lambda_changes_nothing_when_all_is_well(
         "TGIOPS_EIP": group["eip"],
         "TGIOPS_TARGET_GROUP": group["target_group"],
         "TGIOPS_SSH_CONFIG": host_a.ssh_config,
-        "TGIOPS_ACCEPT_NEW_HOST_KEY": "0",
+        "TGIOPS_SECRET_NAME": group["secret"],
         "TGIOPS_REGION": aws.region,
         "HOME": str(tmp_path / "home"),
     }.items():
         monkeypatch.setenv(key, value)
-    event = {"detail-type": "EC2 Instance Launch Successful", "resources": [group["a"]]}
+    # An invoking event cannot change the settings (issue 12.4): it points at nothing here.
+    event = {
+        "detail-type": "EC2 Instance Launch Successful",
+        "resources": [group["a"]],
+        "tgiops": {"asg": "someone-elses-group", "ssh_config": "/dev/null", "secret_name": "x"},
+    }
     first = reconcile.lambda_handler(event, None)
     assert first["healthy"] is True, first
     assert token not in json.dumps(first)
@@ -259,7 +266,7 @@ def test_bootstrap_from_the_user_data_brings_the_endpoint_back(gpu_host, aws, cl
     # The user data the launch template carries: the host reaches moto and the metadata
     # stand-in through tunnels at fixed ports of its own loopback.
     printed = tgiops(cli_env, "userdata", MODEL, "--secret-name", secret, "--region", aws.region,
-                     "--eip", eip,
+                     "--eip", eip, "--preinstalled",
                      "--env", f"AWS_ENDPOINT_URL=http://127.0.0.1:{MOTO_ON_HOST}",
                      "--env", f"AWS_EC2_METADATA_SERVICE_ENDPOINT=http://127.0.0.1:{IMDS_ON_HOST}",
                      "--json")  # fmt: skip

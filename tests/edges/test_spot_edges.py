@@ -28,6 +28,17 @@ if TYPE_CHECKING:
 CATALOG = resources.load_catalog(environ={})
 
 
+@pytest.fixture(autouse=True)
+def _data_dirs_under_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests keep the "data volume" in pytest's tmp_path on this machine; tgiops allows
+    data dirs only under DATA_DIR_PREFIXES (issue 12), so the test's own directory joins them."""
+    from tgiops import render
+
+    prefixes = (*getattr(render, "DATA_DIR_PREFIXES", ()), f"{tmp_path}/")
+    monkeypatch.setattr(render, "DATA_DIR_PREFIXES", prefixes, raising=False)
+    monkeypatch.setattr(render, "DATA_DIR_MOUNT_POINTS", (str(tmp_path),), raising=False)
+
+
 def a_record(data_dir: str, **spec_changes) -> record.DeploymentRecord:
     spec = record.DeploymentSpec(
         model="phi-3-mini",
@@ -172,12 +183,14 @@ def make_group(name: str, desired: int) -> None:
 def test_the_record_round_trips_through_ec2_and_group_tags(moto: Moto, tmp_path):
     make_group("llm", desired=1)
     aws = Aws(AwsSettings())
-    rec = a_record("/var/lib/tgiops/data", token_secret="s" * 400)
+    rec = a_record("/var/lib/tgiops/data")  # an alias long enough for several chunks:
+    rec = replace(rec, spec=replace(rec.spec, model="my-" + "long-alias-" * 20))
     [instance] = aws.find_instances(asg_name="llm")
     aws.tag_instance(instance.instance_id, record.instance_tags(rec))
     [found] = aws.find_instances(tag_filters={"tgiops:managed": "true"})
+    assert int(found.tags["tgiops:record:tgiops-phi-3-mini"]) >= 2
     [back] = record.records_from_tags(found.tags, origin=found.instance_id)
-    assert back.spec == rec.spec
+    assert back.spec == rec.spec  # the operator's fields are the defaults here
     group = _GroupTags(aws, "llm")
     assert group.ensure([rec]) is True
     assert group.ensure([rec]) is False  # already there: no write
@@ -244,3 +257,32 @@ def test_cli_reconcile_says_in_words_that_nothing_is_live(moto: Moto, tmp_path):
     assert proc.returncode == 1, proc.stderr
     assert proc.stdout.startswith("Auto Scaling group empty: 0 live instance(s)")
     assert "no InService instance" in proc.stdout and "NOT healthy" in proc.stdout
+
+
+def test_a_lambda_refuses_unknown_host_keys_and_ignores_the_event(
+    moto: Moto, ssh_env, tmp_path, monkeypatch
+):
+    """Issue 12.4: the function accepted new host keys by default, and an invoking event could
+    override every TGIOPS_* setting (here: turn accept-new back on, point at another group)."""
+    from tgiops.reconcile import lambda_handler
+
+    make_group("llm", desired=1)
+    make_group("other", desired=0)
+    [instance] = Aws(AwsSettings()).find_instances(asg_name="llm")
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("")
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        f"Host {instance.instance_id}\n    HostName 127.0.0.1\n    Port {ssh_env.sshd.port}\n"
+        f"    User {ssh_env.sshd.user}\n    IdentityFile {ssh_env.sshd.client_key}\n"
+        f"    UserKnownHostsFile {known_hosts}\n"
+    )
+    monkeypatch.setenv("TGIOPS_ASG", "llm")
+    monkeypatch.setenv("TGIOPS_SSH_CONFIG", str(config))
+    monkeypatch.delenv("TGIOPS_ACCEPT_NEW_HOST_KEY", raising=False)
+    event = {"tgiops": {"accept_new_host_key": "1", "asg": "other"}}
+    result = lambda_handler(event, None)
+    assert result["selector"] == "Auto Scaling group llm"
+    [outcome] = result["instances"]
+    assert "is not in" in outcome["failure"] and ssh_env.sshd.host_fingerprint in outcome["failure"]
+    assert known_hosts.read_text() == ""  # nothing recorded

@@ -11,6 +11,7 @@ import subprocess
 import threading
 import time
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -425,3 +426,58 @@ def test_forward_to_a_closed_remote_port_fails_the_client_connection(
         with pytest.raises(OSError):
             urllib.request.urlopen(f"http://127.0.0.1:{local_port}/", timeout=10)
         assert host.run("echo alive").stdout == "alive\n"  # the SSH connection survives
+
+
+# -- the ProxyJump gateway (issue 12.5) -----------------------------------------------------
+
+
+def _via_bastion(ssh_env: SshEnv, bastion_key_line: str | None) -> SSHTarget:
+    """``behind`` reached through ProxyJump ``bastion``: the same real sshd under two names
+    (the bastion as ``localhost``, the target as 127.0.0.1), so their known_hosts entries
+    differ. ``bastion_key_line``: what known_hosts says of the bastion (None: nothing)."""
+    sshd = ssh_env.sshd
+    lines = [f"{ssh_env.known_hosts_name} {sshd.host_key_line}\n"]
+    if bastion_key_line is not None:
+        lines.append(f"[localhost]:{sshd.port} {bastion_key_line}\n")
+    ssh_env.known_hosts.write_text("".join(lines))
+    config = ssh_env.ssh_config.parent / "ssh_config_bastion"
+    common = (
+        f"    Port {sshd.port}\n    User {sshd.user}\n    IdentityFile {sshd.client_key}\n"
+        f"    UserKnownHostsFile {ssh_env.known_hosts}\n"
+    )
+    config.write_text(
+        f"Host bastion\n    HostName localhost\n{common}"
+        f"Host behind\n    HostName 127.0.0.1\n    ProxyJump bastion\n{common}"
+    )
+    return SSHTarget(destination="behind", ssh_config_path=str(config))
+
+
+def test_a_proxyjump_bastion_with_a_known_key_works(ssh_env: SshEnv) -> None:
+    with RemoteHost(_via_bastion(ssh_env, ssh_env.sshd.host_key_line)) as host:
+        assert host.run("echo ok").stdout == "ok\n"
+
+
+def test_a_changed_bastion_key_is_refused(ssh_env: SshEnv, tmp_path: Path) -> None:
+    """OpenSSH refuses a bastion whose key changed; tgiops used to connect through it (fabric
+    builds the gateway with AutoAddPolicy and no known_hosts) and report healthy."""
+    other = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    kind, blob = other.with_suffix(".pub").read_text().split()[:2]
+    target = _via_bastion(ssh_env, f"{kind} {blob}")
+    before = ssh_env.known_hosts.read_text()
+    with pytest.raises(HostKeyError, match="CHANGED") as info:
+        RemoteHost(replace(target, accept_new_host_key=True)).run("true")
+    assert f"[localhost]:{ssh_env.sshd.port}" in str(info.value)
+    assert ssh_env.sshd.host_fingerprint in str(info.value)
+    assert ssh_env.known_hosts.read_text() == before
+
+
+def test_an_unknown_bastion_key_is_refused_unless_accept_new(ssh_env: SshEnv) -> None:
+    target = _via_bastion(ssh_env, None)
+    with pytest.raises(HostKeyError, match="localhost"):
+        RemoteHost(target).run("true")
+    with RemoteHost(replace(target, accept_new_host_key=True)) as host:
+        assert host.run("echo ok").stdout == "ok\n"
+    assert f"[localhost]:{ssh_env.sshd.port} {ssh_env.sshd.host_key_line}" in (
+        ssh_env.known_hosts.read_text()
+    )

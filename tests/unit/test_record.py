@@ -104,7 +104,7 @@ def test_same_deployment_ignores_time_and_version_but_not_the_outcome():
         pytest.param(
             '{"format": "tgiops.deployment/1", "spec": {"model": "m", "repo_id": "o/m", '
             '"tgi_version": "3.3.5", "unit": "u", "data_dir": "/d/$(id)"}}',
-            "is not an absolute path",
+            "must be an absolute path",
             id="data-dir-metacharacters",
         ),
     ],
@@ -114,25 +114,42 @@ def test_bad_records_are_input_errors(text, needle):
         record.DeploymentRecord.from_json(text, origin="/data/tgiops/deployments/x.json")
 
 
+def long_spec_record() -> record.DeploymentRecord:
+    rec = a_record()
+    return replace(rec, spec=replace(rec.spec, model="my-" + "long-alias-" * 12))
+
+
 def test_tags_carry_the_spec_in_chunks_ec2_accepts():
-    rec = a_record(token_secret="a/" + "very-long-secret-name-" * 12)
+    rec = long_spec_record()
     tags = record.instance_tags(rec)
     assert all(len(v) <= 256 for v in tags.values())
     # Keys readable through instance metadata tags too: no "/" or spaces.
     assert all(re.fullmatch(r"[A-Za-z0-9+=.,_:@-]{1,128}", k) for k in tags)
     assert int(tags["tgiops:record:tgiops-llama-3.1-70b-awq"]) >= 2
     [back] = record.records_from_tags({**tags, "Name": "llm"}, origin="i-1")
-    assert back.spec == rec.spec
+    assert back.spec == rec.spec.under(record.OperatorSettings())
 
 
-def test_no_token_survives_the_tags():
-    rec = a_record(token_secret=None, api_key_secret=None)
-    [back] = record.records_from_tags(record.instance_tags(rec), origin="i-1")
-    assert back.spec.token_secret is None
+def test_tags_never_carry_what_only_the_operator_decides():
+    """Anyone with ec2:CreateTags writes tags: secret names, data dir and public stay out of
+    them, and are ignored when a tag carries them anyway (issue 12)."""
+    rec = a_record()
+    text = "".join(record.instance_tags(rec).values())
+    for value in ("team/hf-token", "team/tgi-key", "/srv/cache", "public"):
+        assert value not in text
+    planted = json.loads(record.spec_json(rec.spec))
+    planted.update(token_secret="other/secret", data_dir="/", public=True)
+    tags = {"tgiops:record:u": "1", "tgiops:record:u:1": json.dumps(planted)}
+    [back] = record.records_from_tags(tags, origin="i-1")
+    assert (back.spec.token_secret, back.spec.data_dir, back.spec.public) == (
+        "tgiops/hf-token",
+        "/var/lib/tgiops/data",
+        False,
+    )
 
 
 def test_a_record_with_a_missing_chunk_is_skipped():
-    tags = record.instance_tags(a_record(token_secret="s" * 600))
+    tags = record.instance_tags(long_spec_record())
     del tags["tgiops:record:tgiops-llama-3.1-70b-awq:2"]
     assert record.records_from_tags(tags, origin="i-1") == []
 

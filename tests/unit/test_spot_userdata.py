@@ -65,7 +65,10 @@ def tgiops(*args: str) -> subprocess.CompletedProcess[str]:
 )
 def test_user_data_is_valid_bash_and_carries_the_record(changes):
     rec = a_record()
-    text = render(bootstrap.UserdataOptions(record=rec, region="eu-west-1", **changes))
+    options = bootstrap.UserdataOptions(
+        record=rec, region="eu-west-1", preinstalled=True, **changes
+    )
+    text = render(options)
     assert text.startswith("#!/bin/bash\n")
     syntax = subprocess.run(["bash", "-n"], input=text, capture_output=True, text=True)
     assert syntax.returncode == 0, syntax.stderr
@@ -92,24 +95,38 @@ def test_user_data_is_valid_bash_and_carries_the_record(changes):
     ],
 )
 def test_bad_user_data_options_are_input_errors(changes, needle):
+    changes = {"preinstalled": "pip_spec" not in changes, **changes}
     with pytest.raises(InputError, match=needle):
         bootstrap.UserdataOptions(record=a_record(), **changes)
 
 
 def test_iam_policy_is_minimal():
-    policy = bootstrap.iam_policy(["team/hf-token"], "eipalloc-0abc12345", region="us-east-2")
+    policy = bootstrap.iam_policy(
+        ["team/hf-token"], "eipalloc-0abc12345", region="us-east-2", asg_name="llm"
+    )
     actions = [s["Action"] for s in policy["Statement"]]
     assert actions == [
         "secretsmanager:GetSecretValue",
         "ec2:AssociateAddress",
+        "ec2:AssociateAddress",
         "ec2:DescribeAddresses",
     ]
+    # Issue 12.9: the address only to instances of the group, not to every instance.
+    at_instance = policy["Statement"][2]
+    assert at_instance["Resource"] == "arn:aws:ec2:us-east-2:ACCOUNT_ID:instance/*"
+    assert at_instance["Condition"] == {
+        "StringEquals": {"aws:ResourceTag/aws:autoscaling:groupName": "llm"}
+    }
+    assert all(
+        s.get("Condition") or "instance/" not in json.dumps(s["Resource"])
+        for s in policy["Statement"]
+    )
     assert policy["Statement"][0]["Resource"] == [
         "arn:aws:secretsmanager:us-east-2:ACCOUNT_ID:secret:team/hf-token-??????"
     ]
     assert (
-        "arn:aws:ec2:us-east-2:ACCOUNT_ID:elastic-ip/eipalloc-0abc12345"
-        in (policy["Statement"][1]["Resource"])
+        policy["Statement"][1]["Resource"]
+        == "arn:aws:ec2:us-east-2:ACCOUNT_ID:elastic-ip/eipalloc-0abc12345"
     )
     assert bootstrap.iam_policy([], None)["Statement"] == []
 
@@ -178,13 +195,20 @@ def test_bad_reconcile_options_are_input_errors(kwargs, needle):
         pytest.param(["reconcile", "--asg", "g", "--eip", "1.2.3.4"], "allocation", id="eip"),
         pytest.param(["bootstrap", "--eip", "nope"], "allocation id", id="bootstrap-eip"),
         pytest.param(["userdata"], "which model?", id="userdata-no-model"),
-        pytest.param(["userdata", "phi-3-mini", "--efs", "x"], "EFS", id="userdata-efs"),
+        pytest.param(
+            ["userdata", "phi-3-mini", "--efs", "x", "--preinstalled"], "EFS", id="userdata-efs"
+        ),
         pytest.param(
             ["userdata", "llama-3.1-70b", "--instance-type", "g4dn.xlarge"],
             "does not fit g4dn.xlarge",
             id="userdata-does-not-fit",
         ),
         pytest.param(["userdata", "phi-3-mini", "--env", "NOEQUALS"], "KEY=VALUE", id="env"),
+        # Issue 12.2: no public-index default; the error says how to do it instead.
+        pytest.param(["userdata", "phi-3-mini"], "--preinstalled", id="userdata-no-source"),
+        pytest.param(
+            ["userdata", "phi-3-mini", "--pip-spec", "tgiops==0.1.0"], "is refused", id="pypi"
+        ),
     ],
 )
 def test_cli_bad_input_exits_2_and_says_why(args, needle):
@@ -194,14 +218,16 @@ def test_cli_bad_input_exits_2_and_says_why(args, needle):
 
 
 def test_cli_userdata_json_and_iam_policy():
-    proc = tgiops("userdata", "phi-3-mini", "--secret-name", "team/hf", "--json")
+    proc = tgiops("userdata", "phi-3-mini", "--secret-name", "team/hf", "--preinstalled", "--json")
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["user_data"].startswith("#!/bin/bash")
     [deployment] = data["bootstrap_config"]["deployments"]
     assert deployment["spec"]["token_secret"] == "team/hf"
     assert deployment["model_spec"] is None  # a catalog model travels by name
-    policy = tgiops("userdata", "phi-3-mini", "--eip", "eipalloc-0abc12345", "--iam-policy")
+    policy = tgiops(
+        "userdata", "phi-3-mini", "--eip", "eipalloc-0abc12345", "--preinstalled", "--iam-policy"
+    )
     assert json.loads(policy.stdout)["Statement"][1]["Action"] == "ec2:AssociateAddress"
 
 

@@ -15,17 +15,32 @@ for those, before the image argument, it:
    when no ``--gpus`` was given (a container started without it sees no GPU);
 3. adds ``--env-file /etc/testbed/emulator.env`` (TGI_EMULATOR_LOAD_SECONDS etc., from
    ``scripts/testbed up --tgi-load-seconds``); the caller's own ``-e`` still wins;
-4. rewrites absolute bind sources (``-v /SRC:/DST[:opts]``, ``--volume``, ``--mount
-   type=bind,source=/SRC,...``) to the host's filesystem as seen from the outer machine
-   (``<outer_root>/SRC``, outer_root from /etc/testbed/host.json), because dockerd resolves
-   them there. /var/lib/tgiops/data is bind-mounted at that outer path too, so
-   ``-v /var/lib/tgiops/data:/data`` reaches the host's data directory. The docker socket
-   (/run/docker.sock, /var/run/docker.sock) maps to the outer socket. Sources under /run,
-   /tmp, /dev, /proc and /sys stay unchanged (they are private mounts of the host, not
-   visible outside). Named volumes and relative paths stay unchanged.
+4. confines every bind mount to the host: dockerd runs on the outer machine and resolves
+   bind sources there, so an unconfined ``-v /:/data`` would be the machine's own root
+   (issue 12, "the testbed must not be a way out"). Each absolute source
+   (``-v /SRC:/DST[:opts]``, ``--volume``, ``--mount type=bind,source=/SRC,...``) is first
+   resolved *inside the host* (``os.path.realpath``: the shim runs in the host, so a
+   symlink to ``/`` means the host's root), then rewritten to the host's filesystem as
+   the outer machine sees it (``<outer_root>/SRC``, outer_root from
+   /etc/testbed/host.json); ``/`` becomes outer_root. /var/lib/tgiops/data is
+   bind-mounted at that outer path too, so ``-v /var/lib/tgiops/data/cache:/data`` reaches
+   the host's data directory. Refused (exit 125, like docker's own usage errors): sources
+   that resolve under /run, /var/run, /tmp, /dev, /proc or /sys (private mounts of the
+   host: the same path outside is the machine's), the docker socket (the outer dockerd is
+   root on the machine), ``--mount type=volume`` with ``volume-opt`` (the local driver's
+   bind), and the options that hand a container the machine: ``--privileged``,
+   ``--cap-add``, ``--device``, ``--security-opt``, ``--pid``/``--ipc``/``--uts``/
+   ``--userns``/``--cgroupns`` ``host``, ``--volumes-from`` is allowed (those volumes were
+   confined when made). ``docker volume create`` with driver options and
+   ``docker exec --privileged`` are refused too. Named volumes and relative paths stay.
 
 Every other argument and every other command passes through unchanged, and the real
 client is exec'd (same PID, same exit status, same output).
+
+Not covered (the testbed's known limit): root on a testbed host can run the real client
+(/usr/libexec/testbed/docker) against /run/docker.sock directly, bypassing this shim. The
+shim confines what tgiops and the tests run through ``docker``; confining a deliberately
+hostile root would need an authorization plugin on the outer dockerd.
 """
 
 from __future__ import annotations
@@ -71,8 +86,21 @@ RUN_BOOL_LONG = {
     "--tty",
 }
 RUN_BOOL_SHORT = set("diPqt")
-UNCHANGED_PREFIXES = ("/run/", "/var/run/", "/tmp/", "/dev/", "/proc/", "/sys/")
+PRIVATE_PREFIXES = ("/run/", "/var/run/", "/tmp/", "/dev/", "/proc/", "/sys/")
 SOCKET_PATHS = ("/run/docker.sock", "/var/run/docker.sock")
+# Options of `docker run`/`create` that give a container the outer machine.
+REFUSED_OPTIONS = {
+    "--privileged",
+    "--cap-add",
+    "--device",
+    "--security-opt",
+    "--device-cgroup-rule",
+}
+HOST_NAMESPACE_OPTIONS = {"--pid", "--ipc", "--uts", "--userns", "--cgroupns"}
+
+
+class Refused(Exception):
+    """A docker argument the testbed will not pass to the outer dockerd."""
 
 
 def load_json(path: str) -> dict:
@@ -118,39 +146,62 @@ def select_gpus(request: str, gpus: list[dict]) -> list[dict]:
     return selected
 
 
-def rewrite_volume(spec: str, outer_root: str, outer_socket: str) -> str:
+def rewrite_volume(spec: str, outer_root: str) -> str:
     source, sep, rest = spec.partition(":")
     if not sep or not source.startswith("/"):
         return spec
-    return rewrite_path(source, outer_root, outer_socket) + sep + rest
+    return rewrite_path(source, outer_root) + sep + rest
 
 
-def rewrite_mount(spec: str, outer_root: str, outer_socket: str) -> str:
+def rewrite_mount(spec: str, outer_root: str) -> str:
     fields = next(csv.reader([spec]), [])
-    if not any(f.strip() in ("type=bind",) for f in fields):
-        return spec
+    keys = {f.partition("=")[0].strip() for f in fields}
+    if any(k.startswith("volume-opt") or k == "volume-driver" for k in keys):
+        raise Refused(f"--mount {spec!r}: volume driver options (a bind in disguise)")
+    kinds = {f.strip() for f in fields if f.strip().startswith("type=")}
+    if kinds and kinds != {"type=bind"}:
+        return spec  # volume (no options), tmpfs, npipe
     out = []
     for field in fields:
         key, sep, value = field.partition("=")
-        if key.strip() in ("source", "src") and value.startswith("/"):
-            field = key + sep + rewrite_path(value, outer_root, outer_socket)
+        if key.strip() in ("source", "src"):
+            if not value.startswith("/"):
+                raise Refused(f"--mount {spec!r}: a bind source must be an absolute path")
+            field = key + sep + rewrite_path(value, outer_root)
         out.append(field)
     return ",".join(out)
 
 
-def rewrite_path(source: str, outer_root: str, outer_socket: str) -> str:
-    normalized = os.path.normpath(source)
-    if normalized in SOCKET_PATHS:
-        return outer_socket
-    if (normalized + "/").startswith(UNCHANGED_PREFIXES) or normalized == "/":
-        return source
-    return outer_root.rstrip("/") + normalized
+def rewrite_path(source: str, outer_root: str) -> str:
+    """``source`` as the outer machine must see it to mean the host's ``source``."""
+    paths = [os.path.normpath(source)]
+    if not (paths[0] + "/").startswith(PRIVATE_PREFIXES):
+        try:
+            paths.append(os.path.realpath(source, strict=False))  # in the host: its symlinks
+        except OSError as exc:
+            raise Refused(f"bind source {source}: cannot resolve it in the host ({exc})") from exc
+    resolved = paths[-1]
+    for path in paths:
+        if path in SOCKET_PATHS:
+            raise Refused(f"bind source {source}: the docker socket is the outer machine's")
+        if (path + "/").startswith(PRIVATE_PREFIXES):
+            raise Refused(
+                f"bind source {source} ({path}) is a private mount of the host; the same path "
+                "outside is the test machine's own"
+            )
+    return outer_root.rstrip("/") + (resolved if resolved != "/" else "")
+
+
+def check_option(name: str, value: str) -> None:
+    if name in REFUSED_OPTIONS:
+        raise Refused(f"{name}: it would hand the container the test machine")
+    if name in HOST_NAMESPACE_OPTIONS and value.strip().lower() == "host":
+        raise Refused(f"{name}=host: the outer machine's namespace")
 
 
 def rewrite_run(options: list[str], host: dict, gpus: list[dict]) -> list[str]:
     """Rewrite the option part of `docker run` (everything up to the image)."""
     outer_root = host["outer_root"]
-    outer_socket = host["outer_docker_socket"]
     out: list[str] = []
     gpu_request: str | None = None
     index = 0
@@ -162,6 +213,8 @@ def rewrite_run(options: list[str], host: dict, gpus: list[dict]) -> list[str]:
         name, has_value, value = arg.partition("=")
         if arg.startswith("--"):
             if name in RUN_BOOL_LONG:
+                if name == "--privileged" and value.lower() != "false":
+                    raise Refused("--privileged: it would hand the container the test machine")
                 out.append(arg)
                 index += 1
                 continue
@@ -172,10 +225,11 @@ def rewrite_run(options: list[str], host: dict, gpus: list[dict]) -> list[str]:
             if name == "--gpus":
                 gpu_request = value
                 continue
+            check_option(name, value)
             if name == "--volume":
-                value = rewrite_volume(value, outer_root, outer_socket)
+                value = rewrite_volume(value, outer_root)
             elif name == "--mount":
-                value = rewrite_mount(value, outer_root, outer_socket)
+                value = rewrite_mount(value, outer_root)
             out.extend([name, value] if not has_value else [f"{name}={value}"])
             continue
         # Short options: a cluster of booleans (-it, -dit) or one option with a value
@@ -199,7 +253,7 @@ def rewrite_run(options: list[str], host: dict, gpus: list[dict]) -> list[str]:
             value = options[index + 1] if index + 1 < len(options) else ""
             index += 2
         if letter == "v":
-            value = rewrite_volume(value, outer_root, outer_socket)
+            value = rewrite_volume(value, outer_root)
         prefix = "-" + letters[:position] if position else ""
         if prefix:
             out.append(prefix)
@@ -226,12 +280,27 @@ def rewrite_argv(argv: list[str], host: dict, gpus: list[dict]) -> list[str]:
     return argv[:start] + rewrite_run(argv[start:], host, gpus)
 
 
+def check_other_commands(argv: list[str]) -> None:
+    """`docker volume create -o ...` (a local-driver bind) and `docker exec --privileged`."""
+    words = [a for a in argv if not a.startswith("-")]
+    flags = [a.split("=", 1)[0] for a in argv if a.startswith("-")]
+    if words[:2] == ["volume", "create"] and ({"-o", "--opt", "-d", "--driver"} & set(flags)):
+        raise Refused("docker volume create with driver options (a bind in disguise)")
+    if words[:1] in (["exec"], ["container"]) and "--privileged" in flags:
+        raise Refused("docker exec --privileged: it would hand the container the test machine")
+
+
 def main(argv: list[str]) -> None:
     args = list(argv)
-    if find_command(args) is not None:
-        host = load_json(HOST_CONFIG)
-        gpus = load_json(GPUS_JSON)["gpus"]
-        args = rewrite_argv(args, host, gpus)
+    try:
+        check_other_commands(args)
+        if find_command(args) is not None:
+            host = load_json(HOST_CONFIG)
+            gpus = load_json(GPUS_JSON)["gpus"]
+            args = rewrite_argv(args, host, gpus)
+    except Refused as exc:
+        print(f"docker (testbed shim): refused: {exc}", file=sys.stderr)
+        sys.exit(125)
     os.execv(REAL_DOCKER, [REAL_DOCKER, *args])
 
 
