@@ -55,6 +55,7 @@ from typing import Any
 from tgiops.catalog import ModelSpec, find_model
 from tgiops.errors import InputError, TgiopsError, UnknownModelError
 from tgiops.plan import Overrides, Plan
+from tgiops.render import UNIT_NAME_RE
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ TAG_PREFIX = "tgiops:record:"
 MANAGED_TAG = "tgiops:managed"  # on every instance tgiops deployed to (`status --all`)
 TAG_VALUE_MAX_CHARS = 256  # EC2 tag values (and Auto Scaling group tag values)
 _FORMAT_RE = re.compile(r"tgiops\.deployment/(\d+)")
-_UNIT_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")  # as render.UNIT_NAME_RE
+_UNIT_RE = UNIT_NAME_RE  # the one unit-name pattern (tgiops-NAME)
 _DATA_DIR_RE = re.compile(r"/[A-Za-z0-9_./-]*")  # as render.UnitOptions checks --data-dir
 _OVERRIDE_NAMES = tuple(f.name for f in fields(Overrides))
 _OVERRIDE_DEFAULTS = Overrides()
