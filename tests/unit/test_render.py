@@ -143,7 +143,9 @@ def test_systemd_quote(arg, quoted):
     [
         pytest.param({"unit_name": "x; rm -rf /"}, "unit name", id="unit-name-metachar"),
         pytest.param({"unit_name": "tgiops-ok", "port": 70000}, "--port", id="port-range"),
-        pytest.param({"unit_name": "tgiops-ok", "data_dir": "relative/dir"}, "--data-dir", id="relative"),
+        pytest.param(
+            {"unit_name": "tgiops-ok", "data_dir": "relative/dir"}, "--data-dir", id="relative"
+        ),
         pytest.param(
             {"unit_name": "tgiops-ok", "data_dir": "/a/$(id)"}, "--data-dir", id="data-dir-metachar"
         ),
@@ -158,4 +160,6 @@ def test_missing_template_variable_is_an_error():
     import jinja2
 
     with pytest.raises(jinja2.UndefinedError):
-        render_unit(make_plan(), UnitOptions("tgiops-x"), TEMPLATE + "{{ nope }}", tgiops_version="t")
+        render_unit(
+            make_plan(), UnitOptions("tgiops-x"), TEMPLATE + "{{ nope }}", tgiops_version="t"
+        )
