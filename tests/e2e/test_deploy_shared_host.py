@@ -110,6 +110,17 @@ def test_units_on_one_host_get_their_own_port_and_gpu_and_bad_input_is_refused_o
         ("tgiops-a", "healthy"),
         ("tgiops-b", "healthy"),
     ]
+    # Deploying to several hosts: concurrently, one JSON object with a summary (the same host
+    # twice: serialised by its lock, nothing to change).
+    fleet = tgiops("deploy", *TINY, "--no-token", "--unit", "tgiops-b", "--json", *on(host),
+                   "--host", host.name, "--parallel", "2")  # fmt: skip
+    assert fleet.returncode == 0, fleet.stderr[-2000:]
+    both = json.loads(fleet.stdout)
+    assert both["summary"] == {"hosts": 2, "healthy": 2, "failed": 0, "refused": 0, "errors": 0}
+    assert [(h["target"], h["changed"], h["port"]) for h in both["hosts"]] == [
+        (host.name, False, 8081),
+        (host.name, False, 8081),
+    ]
     before = traces(host)
 
     refusals = [
@@ -132,3 +143,21 @@ def test_units_on_one_host_get_their_own_port_and_gpu_and_bad_input_is_refused_o
     assert missing.returncode == 2, missing.stderr[-2000:]
     assert "--secret-name tgiops/absent" in missing.stderr and "secret set" in missing.stderr
     assert traces(host) == before
+
+
+def test_progress_reads_the_newest_journal_line(gpu_host):
+    """systemd 252 (the testbed's Debian 12): ``--since @T -n 1`` gives the first line after T;
+    deploy's query must give the newest."""
+    from tgiops.deploy import newest_journal_line_command
+
+    host = gpu_host("1xA10G")
+    since = int(host.run("date +%s").stdout) - 1
+    unit = "tgiops-progress-probe"
+    host.run(f"systemd-run --unit {unit} -q sh -c "
+             "'for i in 1 2 3 4 5; do echo line-$i; sleep 0.3; done; sleep 600'")  # fmt: skip
+    try:
+        host.run("sleep 3")
+        newest = host.run(newest_journal_line_command(unit, since)).stdout.strip()
+        assert newest == "line-5"
+    finally:
+        host.run(f"systemctl stop {unit}; systemctl reset-failed {unit}", check=False)
