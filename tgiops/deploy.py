@@ -804,7 +804,9 @@ def _wait_previous(host: Any, options: UnitOptions, health: Any, on_progress: Pr
             interval_s=1.0,
             consecutive_successes=2,
             is_alive=is_alive,
-            on_progress=lambda p, s: on_progress(f"previous unit: {p.state} after {s:.0f}s"),
+            on_progress=lambda p, s: on_progress(
+                progress.Tick(options.unit_name, s, p.state, phase="restarting the previous unit")
+            ),
         )
 
 
