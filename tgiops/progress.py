@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 # (substring of a TGI log line, phase); the last matching line of a poll decides.
 _PHASES: tuple[tuple[str, str], ...] = (
@@ -50,22 +49,32 @@ def phase_of(line: str) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class Tick:
+class Tick(str):
     """One look at a unit that is starting (deploy's health wait sends one per poll).
 
-    ``str(tick)`` is a plain progress message, for callers that only log strings.
+    A ``str`` (``"loading after 12s: <newest journal line>"``) for callers that handle
+    progress as plain messages; ``Printer`` reads its fields.
     """
 
     unit: str
     elapsed_s: float
     state: str  # the /health probe's state: loading / unhealthy / ready
-    line: str = ""  # the unit's newest journal line
-    phase: str = "starting"
+    line: str  # the unit's newest journal line
+    phase: str
 
-    def __str__(self) -> str:
-        tail = f": {self.line[:120]}" if self.line else ""
-        return f"{self.unit} {self.phase} ({self.state}) after {self.elapsed_s:.0f}s{tail}"
+    def __new__(
+        cls, unit: str, elapsed_s: float, state: str, line: str = "", phase: str = "starting"
+    ) -> Tick:
+        tail = f": {line[:120]}" if line else ""
+        self = super().__new__(cls, f"{state} after {elapsed_s:.0f}s{tail}")
+        self.unit, self.elapsed_s, self.state, self.line, self.phase = (
+            unit,
+            elapsed_s,
+            state,
+            line,
+            phase,
+        )
+        return self
 
 
 class Printer:
