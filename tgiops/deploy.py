@@ -2,16 +2,19 @@
 
 Steps (each says what it does through ``on_progress``):
 
-1. lock the host (two deploys never interleave), probe it in one round trip;
-2. plan from the probed GPUs, render the unit and the env file;
+1. lock the host (two deploys never interleave; a waiter is told who holds it), probe it in one
+   round trip (nothing changes: a refused deploy leaves no trace);
+2. refuse (InputError, exit 2) a unit file tgiops did not write (``check_owned``), a port or
+   GPUs other tgiops units hold (``choose_port``, ``choose_gpus``: without --port/--gpu-devices
+   the free ones are picked), then plan from the GPUs left and render the unit and env file;
 3. compare with what is installed: same files and healthy -> "unchanged", nothing restarted;
 4. upload both files into temporary files beside their final paths (one round trip creates
    them, SFTP fills them), then one script checks them, keeps the installed ones as
    ``.previous``, renames the new ones into place, daemon-reloads, enables and restarts;
 5. wait until healthy through an SSH tunnel to the loopback port: refused/timeouts while the
    unit lives = loading; a failed or restarting unit = crashed, at once;
-6. on failure roll back to the previous unit (and check it serves again), or stop and disable
-   the new one when there was none, and say why in words;
+6. on failure roll back to the previous unit (and check it serves again), or remove the new
+   unit, env file and container when there was none (the host is as before), and say why;
 7. when healthy, write the deployment record on the data volume (tgiops.record), so a
    replacement instance or ``tgiops reconcile`` can rebuild the same deployment.
 
