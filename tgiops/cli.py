@@ -137,8 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_target_args(d)
     _add_plan_overrides(d)
     unit = d.add_argument_group("the unit")
-    unit.add_argument("--unit", metavar="NAME", help="systemd unit name (default tgiops-ALIAS)")
-    unit.add_argument("--port", type=int, default=8080, help="host port (default 8080)")
+    unit.add_argument(
+        "--unit", metavar="NAME", help="systemd unit name, tgiops-NAME (default tgiops-ALIAS)"
+    )
+    unit.add_argument(
+        "--port",
+        type=int,
+        help="host port (default: the unit's current one, else the first free from 8080)",
+    )
     unit.add_argument(
         "--public",
         action="store_true",
@@ -170,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--dry-run", action="store_true", help="show the plan, unit and commands only")
     d.add_argument("--keep-failed", action="store_true", help="no rollback of a failed unit")
     d.add_argument("--timeout", type=float, metavar="S", help="health wait (default from size)")
+    d.add_argument(
+        "--parallel", type=int, default=32, metavar="N", help="at most N hosts at once (32)"
+    )
     d.add_argument("--json", action="store_true")
     d.set_defaults(func=cmd_deploy)
     _add_status_parsers(sub)
@@ -370,7 +379,7 @@ def deploy_request_from(args: argparse.Namespace, **extra: Any):  # -> DeployReq
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    from tgiops import deploy, fleet, output
+    from tgiops import deploy, fleet, output, progress
     from tgiops.ssh import RemoteHost
 
     request = deploy_request_from(
@@ -386,38 +395,71 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             "unless --api-key-secret is given",
             file=sys.stderr,
         )
+    if args.connect_timeout <= 0:
+        raise InputError(
+            f"--connect-timeout {args.connect_timeout:g}: give the SSH connect timeout in "
+            "seconds (> 0), e.g. 10"
+        )
     targets = _targets_from(args)
     template = _tgi_unit_template()
     needs_aws = bool(request.token_secret or request.api_key_secret) or any(
         t.instance is not None for t in targets
     )
     aws = _aws_from(args) if needs_aws else None
-    show = _progress_printer(sys.stderr.isatty() and not args.json)
-    results = []
-    for target in targets:
-        with RemoteHost(target.ssh) as host:
-            result = deploy.deploy(
-                host,
-                request,
-                get_secret=aws.get_secret if aws else None,
-                template_text=template,
-                on_progress=show,
-            )
-        fleet.remember_deploy(target, request, result, aws=aws, port=args.port, region=args.region)
-        results.append(result)
-    if args.json:
-        payload = [output.deploy_as_dict(r) for r in results]
-        print(json.dumps(payload[0] if len(payload) == 1 else payload, indent=2))
+    many = len(targets) > 1
+
+    def run_one(target: Any) -> deploy.DeployResult:
+        show = progress.stderr_printer(
+            tty=sys.stderr.isatty() and not many, prefix=f"{target.label}: " if many else ""
+        )
+        try:
+            with RemoteHost(target.ssh) as host:
+                return deploy.deploy(
+                    host,
+                    request,
+                    get_secret=aws.get_secret if aws else None,
+                    secret_exists=aws.secret_exists if aws else None,
+                    template_text=template,
+                    on_progress=show,
+                )
+        finally:
+            show.close()
+
+    if not many:
+        outcomes = [deploy.HostOutcome(targets[0].label, run_one(targets[0]))]
     else:
-        for r in results:
-            print(output.deploy_as_text(r))
+        outcomes = deploy.deploy_fleet(
+            targets, run_one, max_parallel=args.parallel, label=lambda t: t.label
+        )
+    for target, outcome in zip(targets, outcomes, strict=True):
+        if outcome.result is not None:
+            r = outcome.result
+            fleet.remember_deploy(target, deploy.resolved_request(request, r), r, aws=aws,
+                                  port=r.port, region=args.region)  # fmt: skip
+    results = [o.result for o in outcomes if o.result is not None]
+    if args.json:
+        if many:
+            print(json.dumps(deploy.fleet_as_dict(outcomes, output.deploy_as_dict), indent=2))
+        else:
+            print(json.dumps(output.deploy_as_dict(results[0]), indent=2))
+    else:
+        for o in outcomes:
+            print(output.deploy_as_text(o.result) if o.result else f"{o.label}: {o.error}")
+        if many:
+            print(deploy.fleet_summary_text(outcomes))
+    for r in results:
+        for warning in r.warnings:
+            print(f"tgiops: warning: {r.host}: {warning}", file=sys.stderr)
     failed = [r for r in results if not r.dry_run and not r.healthy]
     for r in failed:
         print(
             f"tgiops: error: deploy of {r.unit} on {r.host} failed; now serving: {r.restored}",
             file=sys.stderr,
         )
-    return 1 if failed else 0
+    for o in outcomes:
+        if o.error:
+            print(f"tgiops: error: {o.label}: {o.error}", file=sys.stderr)
+    return deploy.fleet_exit_code(outcomes)
 
 
 def cmd_secret(args: argparse.Namespace) -> int:

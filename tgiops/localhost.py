@@ -23,8 +23,8 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 
-from tgiops.errors import RemoteCommandError, TgiopsError
-from tgiops.ssh import CommandResult, FileUpload
+from tgiops.errors import InputError, RemoteCommandError, TgiopsError
+from tgiops.ssh import REFUSED_EXIT, CommandResult, FileUpload, lock_holder_identity
 
 log = logging.getLogger(__name__)
 
@@ -111,15 +111,28 @@ class LocalHost:
         self,
         files: Sequence[FileUpload],
         *,
+        guard: str = "",
         before: str = "",
         after: str = "",
         on_uploaded: Callable[[], None] | None = None,
     ) -> CommandResult:
-        """RemoteHost.install_files' contract: each file in a temporary file beside its path
-        (mode and owner before any content, fsync'ed), ``before``, the renames, ``after``."""
+        """RemoteHost.install_files' contract: ``guard`` (exit 4: refused, InputError), each
+        file in a temporary file beside its path (mode and owner before any content,
+        fsync'ed), ``before``, the renames, ``after``."""
         for upload in files:
             if not os.path.isabs(upload.path):
                 raise TgiopsError(f"uploads need an absolute path, got {upload.path!r}")
+        if guard:
+            checked = self.run_script(guard, check=False)
+            if checked.exit_code == REFUSED_EXIT:
+                reason = checked.output_tail().strip().splitlines()
+                raise InputError(
+                    f"{self.name}: {reason[-1] if reason else 'refused'}; nothing was changed"
+                )
+            if checked.exit_code != 0:
+                raise RemoteCommandError(
+                    self.name, checked.command, checked.exit_code, checked.output_tail()
+                )
         temps: list[str] = []
         try:
             for upload in files:
@@ -179,28 +192,56 @@ class LocalHost:
     # -- lock and "tunnel" -----------------------------------------------------------------
 
     @contextlib.contextmanager
-    def hold_lock(self, path: str, *, timeout_s: float) -> Iterator[None]:
-        """An exclusive ``flock`` on ``path`` (the same lock a remote deploy takes)."""
+    def hold_lock(
+        self,
+        path: str,
+        *,
+        timeout_s: float,
+        holder: str | None = None,
+        on_wait: Callable[[str], None] | None = None,
+    ) -> Iterator[None]:
+        """An exclusive ``flock`` on ``path``: the same lock, file content and removal on
+        release as a remote deploy's (``tgiops.ssh.lock_script``)."""
         directory = os.path.dirname(path) or "/"
         os.makedirs(directory, mode=0o700, exist_ok=True)
         os.chmod(directory, 0o700)  # root's alone (tgiops.ssh.LOCK_DIR): no one else may lock
         deadline = time.monotonic() + timeout_s
-        with open(path, "a") as handle:
-            while True:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise TgiopsError(
-                            f"{self.name} is locked by another tgiops run ({path}); waited "
-                            f"{timeout_s:g} s. Retry when it has finished."
-                        ) from None
-                    time.sleep(0.2)
+        told = False
+        while True:
+            handle = open(path, "a+")  # noqa: SIM115 - closed below, or kept while held
             try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not told and on_wait is not None:
+                    handle.seek(0)
+                    on_wait(handle.read(200).strip() or "another tgiops run")
+                    told = True
+                handle.close()
+                if time.monotonic() >= deadline:
+                    raise TgiopsError(
+                        f"{self.name} is locked by another tgiops run ({path}); waited "
+                        f"{timeout_s:g} s. Retry when it has finished."
+                    ) from None
+                time.sleep(0.2)
+                continue
+            try:
+                now = os.stat(path)
+            except FileNotFoundError:
+                now = None
+            mine = os.fstat(handle.fileno())
+            if now is not None and (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino):
+                break
+            handle.close()  # we locked a file its holder removed on release: again
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write((holder or lock_holder_identity()) + "\n")
+            handle.flush()
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            handle.close()
 
     @contextlib.contextmanager
     def forward_local_port(self, remote_port: int, remote_host: str = "127.0.0.1") -> Iterator[int]:

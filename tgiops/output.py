@@ -151,6 +151,10 @@ def deploy_as_dict(result: DeployResult) -> dict[str, Any]:
         "failure": result.failure,
         "diagnosis": result.diagnosis,
         "plan": plan_as_dict(result.plan),
+        "port": result.port,
+        "gpu_devices": list(result.gpu_devices),
+        "replaced": result.replaced.as_dict() if result.replaced else None,
+        "warnings": list(result.warnings),
     }
     if result.dry_run:
         data["unit_text"] = result.unit_text

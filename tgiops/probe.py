@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 from tgiops.errors import ProbeError
 from tgiops.hardware import Gpu, GpuInventory, lookup_gpu_model
+from tgiops.render import MANAGED_MARKER
 
 logger = logging.getLogger(__name__)
 
@@ -351,7 +352,11 @@ def parse_df_bytes_available(text: str) -> int:
 # --- the batched host report (one SSH round trip for every fact deploy and status need) --------
 
 _SECTION = "@@tgiops-section "
-_UNIT_MARKER = "# Managed by tgiops"
+_UNIT_MARKER = MANAGED_MARKER
+# `--gpus all` / `--gpus "device=0,1"` and `-p ADDR:PORT:80` on a unit's ExecStart= line, as
+# render.docker_run_args writes them.
+_GPUS_ARG = re.compile(r'(?:^|\s)--gpus[ =][\\"]*(?:device=)?([0-9,]+|all)[\\"]*(?:\s|$)')
+_PUBLISH_ARG = re.compile(r'(?:^|\s)-p[ =][\\"]*(?:[0-9.]+:)?(\d+):\d+')
 
 
 @dataclass(frozen=True)
@@ -364,6 +369,51 @@ class UnitReport:
     has_previous: bool  # a .previous copy exists (rollback target)
     state: UnitState
 
+    @property
+    def is_managed(self) -> bool:
+        """The installed unit file carries tgiops' marker (or there is none to protect)."""
+        return self.unit_text is None or is_managed_unit_text(self.unit_text)
+
+
+def is_managed_unit_text(text: str) -> bool:
+    return any(line.startswith(_UNIT_MARKER) for line in text.splitlines())
+
+
+@dataclass(frozen=True)
+class OtherUnit:
+    """Another tgiops unit on the host: the port and GPUs it holds (from its ExecStart=)."""
+
+    name: str
+    port: int | None
+    gpu_devices: tuple[int, ...] | None  # None: every GPU (`--gpus all`); (): none found
+
+    def uses_gpu(self, index: int) -> bool:
+        return self.gpu_devices is None or index in self.gpu_devices
+
+
+def parse_exec_start(name: str, exec_start: str) -> OtherUnit:
+    """Port and GPU devices from a tgiops unit's ``ExecStart=`` line (render.docker_run_args)."""
+    gpus = _GPUS_ARG.search(exec_start)
+    devices: tuple[int, ...] | None = ()
+    if gpus is not None:
+        value = gpus.group(1)
+        devices = None if value == "all" else tuple(int(d) for d in value.split(",") if d)
+    publish = _PUBLISH_ARG.search(exec_start)
+    return OtherUnit(name=name, port=int(publish.group(1)) if publish else None,
+                     gpu_devices=devices)  # fmt: skip
+
+
+def parse_listening_ports(text: str) -> frozenset[int]:
+    """TCP ports in LISTEN state from ``ss -ltnH`` (columns: State Recv-Q Send-Q Local Peer)."""
+    ports = set()
+    for line in text.splitlines():
+        cells = line.split()
+        if len(cells) >= 4:
+            _, _, port = cells[3].rpartition(":")
+            if port.isdigit():
+                ports.add(int(port))
+    return frozenset(ports)
+
 
 @dataclass(frozen=True)
 class HostReport:
@@ -374,6 +424,9 @@ class HostReport:
     disk_available_bytes: int | None
     managed_units: tuple[str, ...]  # every unit file with tgiops' marker
     unit: UnitReport | None  # the unit this operation is about, when one was named
+    other_units: tuple[OtherUnit, ...] = ()  # the other tgiops TGI units (ports, GPUs)
+    listening_ports: frozenset[int] | None = None  # None: `ss` could not tell
+    record_text: str = ""  # the unit's deployment record (JSON), when asked for and present
 
 
 def systemctl_show_command(unit_name: str) -> str:
@@ -382,18 +435,22 @@ def systemctl_show_command(unit_name: str) -> str:
 
 
 def host_report_script(
-    *, data_dir: str, unit_name: str | None, unit_dir: str, env_dir: str, prepare: bool
+    *,
+    data_dir: str,
+    unit_name: str | None,
+    unit_dir: str,
+    env_dir: str,
+    record_path: str | None = None,
 ) -> str:
-    """A bash script printing every fact in marked sections. ``prepare`` also creates the
-    env and data directories (deploy, not --dry-run, not status). Values are quoted."""
+    """A bash script printing every fact in marked sections; it changes nothing on the host
+    (a refused deploy must leave no trace: the directories are made by the install).
+    Values are quoted."""
     q = shlex.quote
     lines = [
         "set +e",
         "export LC_ALL=C",
         f"s() {{ printf '\\n{_SECTION}%s\\n' \"$1\"; }}",
     ]
-    if prepare:
-        lines.append(f"install -d -m 0700 {q(env_dir)} && install -d -m 0755 {q(data_dir)}")
     fields = ",".join(NVIDIA_SMI_QUERY_FIELDS)
     lines += [
         "s gpus",
@@ -408,6 +465,12 @@ def host_report_script(
         'df --output=avail -B1 "$d" 2>/dev/null | tail -n 1',
         "s managed",
         f"grep -l '^{_UNIT_MARKER}' {q(unit_dir)}/*.service 2>/dev/null",
+        # Every tgiops unit's ExecStart= (ports and GPUs it holds), one line each.
+        "s exec-starts",
+        f"for f in $(grep -l '^{_UNIT_MARKER}' {q(unit_dir)}/*.service 2>/dev/null); do "
+        'u=${f##*/}; printf \'%s %s\\n\' "${u%.service}" "$(grep -m1 \'^ExecStart=\' "$f")"; done',
+        "s listening",
+        "ss -ltnH 2>/dev/null || echo '@@no-ss'",
     ]
     if unit_name:
         unit_path = f"{unit_dir}/{unit_name}.service"
@@ -422,6 +485,8 @@ def host_report_script(
             "s state",
             systemctl_show_command(unit_name),
         ]
+    if record_path:
+        lines += ["s record", f"head -c 65536 {q(record_path)} 2>/dev/null"]
     lines.append("s end")
     return "\n".join(lines) + "\n"
 
@@ -465,6 +530,13 @@ def parse_host_report(text: str, *, unit_name: str | None) -> HostReport:
         for line in sections.get("managed", "").splitlines()
         if line.strip()
     )
+    others = []
+    for line in sections.get("exec-starts", "").splitlines():
+        name, _, exec_start = line.strip().partition(" ")
+        if name and name != unit_name and exec_start.startswith("ExecStart="):
+            others.append(parse_exec_start(name, exec_start))
+    listening_text = sections.get("listening", "")
+    listening = None if "@@no-ss" in listening_text else parse_listening_ports(listening_text)
     unit = None
     if unit_name:
         unit_text = sections.get("unit", "")
@@ -484,6 +556,9 @@ def parse_host_report(text: str, *, unit_name: str | None) -> HostReport:
         disk_available_bytes=int(disk) if disk.isdigit() else None,
         managed_units=managed,
         unit=unit,
+        other_units=tuple(others),
+        listening_ports=listening,
+        record_text=sections.get("record", ""),
     )
 
 

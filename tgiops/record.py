@@ -237,7 +237,8 @@ class DeploymentSpec:
             repo_id=request.model.repo_id,
             tgi_version=request.engine.version_text,
             unit=request.unit_name or default_unit_name(request.model.alias),
-            port=request.port,
+            # None before deploy chose one (deploy records the resolved request)
+            port=request.port if request.port is not None else 8080,
             public=request.public,
             data_dir=request.data_dir,
             gpu_devices=tuple(request.gpu_devices),

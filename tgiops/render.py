@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 from tgiops.errors import InputError
 from tgiops.plan import Plan
 
-UNIT_NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
+# Every unit tgiops writes is named tgiops-*: a name outside that pattern (docker, sshd) is
+# never tgiops' to write, stop or delete. One pattern, used by deploy, undeploy, status, records.
+UNIT_PREFIX = "tgiops-"
+UNIT_NAME_RE = re.compile(r"tgiops-[a-zA-Z0-9][a-zA-Z0-9_.-]{0,55}")
+# tgiops' own units on an instance (`tgiops userdata`): never a TGI unit's name.
+RESERVED_UNITS = frozenset({"tgiops-bootstrap", "tgiops-watch-interruption"})
+# The first line of every unit file tgiops writes; a unit file without it is not tgiops'.
+MANAGED_MARKER = "# Managed by tgiops"
 _SAFE_ARG_RE = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
 _ENV_NAME_RE = re.compile(r"[A-Z_][A-Z0-9_]*")
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_.\-]{8,512}")
@@ -55,11 +62,7 @@ class UnitOptions:
     image_digest: str | None = None
 
     def __post_init__(self) -> None:
-        if not UNIT_NAME_RE.fullmatch(self.unit_name):
-            raise InputError(
-                f"unit name {self.unit_name!r} is not usable: use letters, digits, '_', '.', '-' "
-                "(at most 63), starting with a letter or digit, e.g. tgiops-llama-3.1-8b"
-            )
+        check_unit_name(self.unit_name)
         if not 1 <= self.port <= 65535:
             raise InputError(f"--port {self.port} must be between 1 and 65535")
         check_data_dir(self.data_dir, "--data-dir")
@@ -84,7 +87,7 @@ class UnitOptions:
         return f"{ENV_DIR}/{self.unit_name}.env"
 
 
-def check_data_dir(path: str, what: str) -> str:
+def check_data_dir(path: str, what: str = "--data-dir") -> str:
     """``path`` when it is a usable data dir (see DATA_DIR_PREFIXES), else InputError."""
     if (
         not isinstance(path, str)
@@ -117,6 +120,32 @@ def data_dir_of_mount(source: str) -> str:
     before the cache moved mounted the data dir itself."""
     head, _, tail = source.rstrip("/").rpartition("/")
     return (head or "/") if tail == CACHE_SUBDIR else source
+
+
+def check_unit_name(name: str, *, flag: str = "--unit") -> str:
+    """``name`` if tgiops may own a unit of that name (exit 2 otherwise)."""
+    if UNIT_NAME_RE.fullmatch(name) and not name.endswith(".service"):
+        if name in RESERVED_UNITS:
+            raise InputError(f"{flag} {name!r} is tgiops' own boot unit; pick another name")
+        return name
+    example = UNIT_PREFIX + normalize_unit_name(name).removeprefix(UNIT_PREFIX)
+    raise InputError(
+        f"{flag} {name!r} is not a tgiops unit name: tgiops only writes units named "
+        f"{UNIT_PREFIX}NAME (letters, digits, '_', '.', '-'; at most 63 in all), so it can never "
+        f"replace a unit it does not own; e.g. {flag} {example}"
+    )
+
+
+def normalize_unit_name(text: str) -> str:
+    """What the user typed as --unit, as a unit name: ``tgiops-x.service`` -> ``tgiops-x``."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in text.removesuffix(".service"))
+    return safe.strip("-.")[:63] or "model"
+
+
+def unit_name_from(text: str, *, flag: str = "--unit") -> str:
+    """A --unit value checked and normalized: a ``.service`` suffix is dropped (exit 2 when
+    what is left is not a tgiops unit name)."""
+    return check_unit_name(text.removesuffix(".service"), flag=flag)
 
 
 def systemd_quote(arg: str) -> str:

@@ -23,6 +23,7 @@ import logging
 import os
 import posixpath
 import queue
+import re
 import select
 import shlex
 import socket
@@ -34,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from tgiops.errors import (
     HostKeyError,
+    InputError,
     RemoteCommandError,
     SSHConnectError,
     SSHError,
@@ -61,8 +63,6 @@ _DEAD_LINK_S = 30
 # descriptor, so any local user could hold /run/lock/tgiops.lock and block every deploy.
 LOCK_DIR = "/run/tgiops"
 LOCK_PATH = f"{LOCK_DIR}/lock"
-# Made (or put back to) 0700 before each lock: install(1) -d sets the mode of an existing one.
-LOCK_DIR_SETUP = f"install -d -m 0700 -- {LOCK_DIR}"
 # The remote lock holder gives up after this long without a heartbeat from us, so a client
 # that vanished behind a cut link (sshd never hears of it) cannot lock a host for hours.
 _LOCK_LEASE_S = 90
@@ -70,11 +70,15 @@ _LOCK_HEARTBEAT_S = 15
 _EOF_GRACE_S = 2.0  # after the exit status, how long to wait for the output's end
 # Exit status of an install script that failed before touching any final path.
 _NOTHING_CHANGED_EXIT = 3
+# Exit status of an install ``guard`` that refused (a path is not tgiops'): nothing changed,
+# and the caller reports it as bad input (exit 2) with the guard's stderr.
+REFUSED_EXIT = 4
 # Install scripts end by removing the staging directory; on failure also the temporary files
-# made so far; a failure while ``staging`` is 1 changed nothing, and exit 3 says so.
+# made so far; a failure while ``staging`` is 1 changed nothing, and exit 3 says so (exit 4
+# from the guard keeps its own status).
 _CLEAN_UP = (
     'trap \'rc=$?; rm -rf -- "$stage"; if [ "$rc" != 0 ]; then '
-    'rm -f -- "${made[@]}"; [ "$staging" != 1 ] || exit 3; fi\' EXIT'
+    'rm -f -- "${made[@]}"; [ "$staging" != 1 ] || [ "$rc" = 4 ] || exit 3; fi\' EXIT'
 )
 # unpack TMP OFFSET SIZE SHA256 PATH: copy PATH's bytes out of the bundle into TMP, and check
 # them (paramiko drops the status of pipelined SFTP writes, ``SFTPFile._write`` files them under
@@ -677,11 +681,16 @@ class RemoteHost:
         self,
         files: Sequence[FileUpload],
         *,
+        guard: str = "",
         before: str = "",
         after: str = "",
         on_uploaded: Callable[[], None] | None = None,
     ) -> CommandResult:
         """Put ``files`` in place atomically, then run ``after`` (both as root).
+
+        ``guard`` runs first, before any temporary file exists: it checks that the paths are
+        ours to replace and makes their directories. ``exit 4`` there (``REFUSED_EXIT``, with
+        the reason on stderr) raises InputError; nothing was changed.
 
         Three round trips however many files. ``mktemp -d`` makes a private staging
         directory (0700, as the login user, who may not write root's directories) while the
@@ -704,7 +713,7 @@ class RemoteHost:
         sftp_ready = self._sftp_soon()
         stage = self._make_stage_dir()
         gate = ScriptGate()
-        script = _install_script(stage, files, before, after)
+        script = _install_script(stage, files, before, after, guard)
         outcome: dict[str, Any] = {}
 
         def install() -> None:
@@ -734,6 +743,11 @@ class RemoteHost:
         installer.join()
         if "error" in outcome:
             error = outcome["error"]
+            if isinstance(error, RemoteCommandError) and error.remote_exit_code == REFUSED_EXIT:
+                reason = error.output_tail.strip().splitlines()
+                raise InputError(
+                    f"{self.name}: {reason[-1] if reason else 'refused'}; nothing was changed"
+                ) from error
             if (
                 isinstance(error, RemoteCommandError)
                 and error.remote_exit_code == _NOTHING_CHANGED_EXIT
@@ -833,9 +847,16 @@ class RemoteHost:
     # -- tunnels ---------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def hold_lock(self, path: str, *, timeout_s: float) -> Iterator[None]:
+    def hold_lock(
+        self,
+        path: str,
+        *,
+        timeout_s: float,
+        holder: str | None = None,
+        on_wait: Callable[[str], None] | None = None,
+    ) -> Iterator[None]:
         """Hold an exclusive ``flock`` on ``path`` (``LOCK_PATH``) on the host while the block
-        runs. Its directory is tgiops' own: made 0700 first (``LOCK_DIR_SETUP``).
+        runs. Its directory is tgiops' own: made 0700 first (``lock_script``).
 
         A remote ``flock`` reads this channel's stdin while it holds the lock: when the block
         ends we close the channel, and if tgiops dies or the connection drops, sshd closes it
@@ -845,27 +866,30 @@ class RemoteHost:
         ``_LOCK_LEASE_S`` without one. While the lock is held, a lost connection is not
         silently reopened (that would go on unlocked). Waiting longer than ``timeout_s`` for
         another holder raises SSHError.
+
+        The holder writes who it is (``holder``, default ``lock_holder_identity()``) into the
+        lock file; a waiter hands that to ``on_wait``. The file is removed on release, so a
+        host keeps no trace of a deploy that was refused (``lock_script``: the inode check).
         """
         import paramiko
 
-        q = shlex.quote
-        wait_s = max(1, int(timeout_s))
-        command = self._as_root(
-            f"install -d -m 0700 -- {q(posixpath.dirname(path) or '/')} && "
-            f"exec flock -w {wait_s} {q(path)} "
-            f"bash -c 'echo locked; while read -r -t {_LOCK_LEASE_S} _; do :; done'"
+        script = (
+            lock_script(path, wait_s=timeout_s, holder=holder or lock_holder_identity())
+            + f"while read -r -t {_LOCK_LEASE_S} _; do :; done\n"
+            + lock_release_script(path)
         )
+        command = self._as_root("bash -c " + shlex.quote(script))
         transport = self._transport()
         self.round_trips += 1
         try:
             channel = transport.open_session(timeout=self._target.connect_timeout_s)
             channel.exec_command(command)
-            received = b""
-            while b"locked" not in received:
+            pending, held = b"", False
+            while not held:
                 if channel.exit_status_ready() and not channel.recv_ready():
                     code = channel.recv_exit_status()
                     channel.close()
-                    if code == 1:
+                    if code == LOCK_BUSY_EXIT:
                         raise SSHError(
                             f"{self.name} is locked by another tgiops run ({path}); waited "
                             f"{timeout_s:g} s. Retry when it has finished."
@@ -873,7 +897,13 @@ class RemoteHost:
                     raise SSHError(f"cannot lock {path} on {self.name} (exit {code})")
                 select.select([channel], [], [], 0.5)
                 while channel.recv_ready():
-                    received += channel.recv(1024)
+                    pending += channel.recv(1024)
+                *lines, pending = pending.split(b"\n")
+                for raw in lines:
+                    line = raw.decode("utf-8", "replace").strip()
+                    if line.startswith(_LOCK_WAIT.strip()) and on_wait is not None:
+                        on_wait(line[len(_LOCK_WAIT) :].strip() or "another tgiops run")
+                    held = held or line == _LOCK_HELD
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise SSHConnectError(
                 f"lost the SSH connection to {self.name} while locking {path}: {exc}"
@@ -973,6 +1003,61 @@ class RemoteHost:
             client.close()
 
 
+_LOCK_WAIT = "@@tgiops-lock-wait "
+_LOCK_HELD = "@@tgiops-lock-held"
+LOCK_BUSY_EXIT = 75  # EX_TEMPFAIL: another holder kept the lock past the wait
+_HOLDER_SAFE = re.compile(r"[^A-Za-z0-9@._:+ -]")
+
+
+def lock_holder_identity(now: float | None = None) -> str:
+    """Who takes a host lock, for whoever waits on it: user@machine, pid, since (UTC)."""
+    import getpass
+    from datetime import datetime, timezone
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    since = datetime.fromtimestamp(now if now is not None else time.time(), timezone.utc)
+    text = f"{user}@{socket.gethostname()} pid {os.getpid()} since {since:%Y-%m-%d %H:%M:%S}Z"
+    return _HOLDER_SAFE.sub("?", text)[:200]
+
+
+def lock_script(path: str, *, wait_s: float, holder: str, fd: int = 9) -> str:
+    """Bash that takes the host lock on ``fd``: says who holds it while waiting
+    (``@@tgiops-lock-wait WHO``), exits 75 after ``wait_s``, then writes ``holder`` into the
+    file and prints ``@@tgiops-lock-held``.
+
+    The file is removed on release (``lock_release_script``), so a holder checks, after
+    ``flock``, that the path still names the file it locked (same device and inode); else it
+    locked a removed file and tries again. deploy (``hold_lock``), undeploy and LocalHost
+    all take it this way.
+    """
+    q = shlex.quote
+    who = _HOLDER_SAFE.sub("?", holder)[:200]
+    wait = max(1, int(wait_s))
+    return f"""p={q(path)}
+# made (or put back to) 0700 first: install(1) -d sets the mode of an existing one too
+install -d -m 0700 -- "$(dirname -- "$p")" || exit 1
+while :; do
+  exec {fd}>>"$p" || exit 1
+  if ! flock -n {fd}; then
+    echo "{_LOCK_WAIT}$(head -c 200 -- "$p" 2>/dev/null | tr -cd '[:print:]')"
+    flock -w {wait} {fd} || exit {LOCK_BUSY_EXIT}
+  fi
+  [ "$(stat -c %d:%i -- "$p" 2>/dev/null)" = "$(stat -L -c %d:%i /proc/self/fd/{fd})" ] && break
+  exec {fd}>&-
+done
+printf '%s\\n' {q(who)} > "$p"
+echo {_LOCK_HELD}
+"""
+
+
+def lock_release_script(path: str) -> str:
+    """Remove the lock file while still holding it (see ``lock_script``)."""
+    return f"rm -f -- {shlex.quote(path)}\n"
+
+
 def _set_user_timeout(sock: Any, seconds: float) -> None:
     option = getattr(socket, "TCP_USER_TIMEOUT", None)  # Linux only; elsewhere keepalives only
     if option is None or not isinstance(sock, socket.socket):  # ProxyCommand/ProxyJump: no TCP
@@ -990,11 +1075,13 @@ def _heartbeat(channel: Any, stop: threading.Event) -> None:
             return
 
 
-def _install_script(stage: str, files: Sequence[FileUpload], before: str, after: str) -> str:
+def _install_script(
+    stage: str, files: Sequence[FileUpload], before: str, after: str, guard: str = ""
+) -> str:
     """``install_files``' root script: see its docstring."""
     q = shlex.quote
     lines = ["set -e", f"stage={q(stage)}", "made=()", "staging=1", _CLEAN_UP]
-    lines += [_UNPACK_FUNCTION, "umask 077"]
+    lines += [guard.rstrip("\n"), _UNPACK_FUNCTION, "umask 077"]
     offset = 0
     for index, upload in enumerate(files):
         size, expected = len(upload.data), hashlib.sha256(upload.data).hexdigest()

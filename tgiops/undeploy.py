@@ -23,8 +23,23 @@ from tgiops.errors import InputError, TgiopsError
 from tgiops.logs import choose_unit
 from tgiops.probe import split_sections
 from tgiops.record import record_path
-from tgiops.render import ENV_DIR, UNIT_DIR, UNIT_NAME_RE, data_dir_of_mount
-from tgiops.ssh import LOCK_DIR_SETUP, LOCK_PATH, STAGE_DIR_GLOB
+from tgiops.render import (
+    ENV_DIR,
+    MANAGED_MARKER,
+    RESERVED_UNITS,
+    UNIT_DIR,
+    UNIT_NAME_RE,
+    data_dir_of_mount,
+    unit_name_from,
+)
+from tgiops.ssh import (
+    LOCK_BUSY_EXIT,
+    LOCK_PATH,
+    STAGE_DIR_GLOB,
+    lock_holder_identity,
+    lock_release_script,
+    lock_script,
+)
 from tgiops.status import UnitPlan, parse_unit_plan
 
 log = logging.getLogger(__name__)
@@ -32,9 +47,10 @@ log = logging.getLogger(__name__)
 LOCK_WAIT_S = 60
 SCRIPT_TIMEOUT_S = 240.0  # `docker stop --time 90` + systemd's TimeoutStopSec margin
 _SECTION = "@@tgiops-section "
-_UNIT_MARKER = "# Managed by tgiops"
+_UNIT_MARKER = MANAGED_MARKER
 _REPO_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
-_LOCKED_EXIT = 75
+_LOCKED_EXIT = LOCK_BUSY_EXIT
+_NOT_OURS_EXIT = 76  # the unit file lost its marker since the inspection: nothing touched
 
 
 @dataclass(frozen=True)
@@ -100,11 +116,18 @@ s end
 
 def plan_undeploy(host_name: str, report: str, requested: str | None) -> UndeployPlan:
     """Pure: which unit, which files, which cache, from ``inspect_script`` output."""
+    if requested is not None:
+        requested = unit_name_from(requested)  # `--unit docker`: refused before anything runs
     sections = split_sections(report)
-    units = {k[len("unit ") :]: v for k, v in sections.items() if k.startswith("unit ")}
+    # Only TGI units tgiops named (a marked file under another name is not ours to delete).
+    units = {
+        name: text
+        for k, text in sections.items()
+        if k.startswith("unit ")
+        and UNIT_NAME_RE.fullmatch(name := k[len("unit ") :])
+        and name not in RESERVED_UNITS
+    }
     unit = choose_unit(requested, sorted(units), host_name)
-    if not UNIT_NAME_RE.fullmatch(unit):
-        raise InputError(f"unit name {unit!r} is not a tgiops unit name")
     plan = parse_unit_plan(units[unit])
     others = tuple(sorted(u for u in units if u != unit))
     shared = tuple(
@@ -126,8 +149,10 @@ def plan_undeploy(host_name: str, report: str, requested: str | None) -> Undeplo
     )
 
 
-def undeploy_script(plan: UndeployPlan, *, purge_cache: bool) -> str:
-    """Remove the unit under the host lock, then list what is left (``s check``)."""
+def undeploy_script(plan: UndeployPlan, *, purge_cache: bool, holder: str = "") -> str:
+    """Remove the unit under the host lock, then list what is left (``s check``).
+
+    Under the lock, before anything stops, the unit file must still carry the marker."""
     q = shlex.quote
     unit, service = plan.unit, plan.unit + ".service"
     container = plan.plan.container or unit
@@ -141,11 +166,12 @@ def undeploy_script(plan: UndeployPlan, *, purge_cache: bool) -> str:
         "{",  # one brace group from /dev/null: parsed whole, stdin never read by a command
         "set +e",
         f"s() {{ printf '\\n{_SECTION}%s\\n' \"$1\"; }}",
-        LOCK_DIR_SETUP,
-        f"exec 9>>{q(LOCK_PATH)}",
-        f"if ! flock -w {LOCK_WAIT_S} 9; then",
-        f"  echo 'another tgiops operation holds {LOCK_PATH}; try again later' >&2",
-        f"  exit {_LOCKED_EXIT}",
+        lock_script(LOCK_PATH, wait_s=LOCK_WAIT_S, holder=holder or lock_holder_identity()),
+        f"unit_file={q(plan.files[0])}",
+        f'if [ -e "$unit_file" ] && ! grep -q {q("^" + MANAGED_MARKER)} "$unit_file"; then',
+        "  echo \"$unit_file is not tgiops' (no marker line); nothing was removed\" >&2",
+        f"  {lock_release_script(LOCK_PATH).strip()}",
+        f"  exit {_NOT_OURS_EXIT}",
         "fi",
         f"systemctl disable --now --quiet {q(service)} 2>&1",
         f"docker rm -f {q(container)} >/dev/null 2>&1",
@@ -167,6 +193,7 @@ def undeploy_script(plan: UndeployPlan, *, purge_cache: bool) -> str:
         "s cache",
         f'for p in {" ".join(q(p) for p in plan.cache_paths)}; do [ -e "$p" ] && echo "$p"; done',
         "s end",
+        lock_release_script(LOCK_PATH).strip(),
         "exit 0",
         "} </dev/null",
     ]
@@ -197,6 +224,8 @@ def undeploy(host: Any, plan: UndeployPlan, *, purge_cache: bool) -> UndeployRes
             f"{host.name}: another tgiops operation (a deploy?) holds {LOCK_PATH}; nothing was "
             "removed. Try again when it is done."
         )
+    if result.exit_code == _NOT_OURS_EXIT:
+        raise InputError(f"{host.name}: {result.stderr.strip() or 'the unit is not tgiops'}")
     leftovers, cache_left = parse_undeploy_report(result.stdout)
     if not plan.cache_paths:
         cache = "unknown"  # the unit names no data directory or model we can map

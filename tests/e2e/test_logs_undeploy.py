@@ -48,9 +48,10 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture
 def two_units(gpu_host, cli_env):
-    """A fresh host serving the tiny model twice: tgiops-a on 8080, tgiops-b on 8081."""
-    host = gpu_host("1xA10G", fresh=True)
-    for unit, port in (("tgiops-a", "8080"), ("tgiops-b", "8081")):
+    """A fresh host serving the tiny model twice: tgiops-a on 8080 and GPU 0, tgiops-b on 8081
+    and GPU 1 (two TGI never share a GPU)."""
+    host = gpu_host("2xA10G", fresh=True)
+    for unit, port, gpu in (("tgiops-a", "8080", "0"), ("tgiops-b", "8081", "1")):
         deployed = tgiops(
             "deploy",
             "--model-config",
@@ -66,6 +67,8 @@ def two_units(gpu_host, cli_env):
             unit,
             "--port",
             port,
+            "--gpu-devices",
+            gpu,
             env=cli_env,
         )
         assert deployed.returncode == 0, deployed.stderr

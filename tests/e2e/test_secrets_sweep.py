@@ -136,7 +136,7 @@ def test_a_planted_token_appears_nowhere(gpu_host, private_aws, tmp_path):
                          "--flash-attention", "on", "--json", *target, expect=(1,))  # fmt: skip
         assert json.loads(crashed.stdout)["rolled_back"] is True
         tgiops("deploy missing secret", "deploy", "phi-3-mini", "--secret-name", name + "-x",
-               *target, expect=(1,))  # fmt: skip
+               *target, expect=(2,))  # fmt: skip  (refused before the host is touched)
         tgiops("deploy too big", "deploy", "llama-3.1-70b", "--secret-name", name, *target,
                expect=(1, 2))  # fmt: skip
         tgiops("status", "status", *target, "--json", expect=(0, 1))

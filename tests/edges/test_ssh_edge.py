@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tgiops.errors import HostKeyError, RemoteCommandError, SSHConnectError, SSHError
+from tgiops.errors import (
+    HostKeyError,
+    InputError,
+    RemoteCommandError,
+    SSHConnectError,
+    SSHError,
+)
 from tgiops.ssh import STAGE_DIR_GLOB, CommandResult, FileUpload, RemoteHost, ScriptGate, SSHTarget
 
 if TYPE_CHECKING:  # fixtures come from tests/edges/conftest.py
@@ -252,6 +258,26 @@ def test_a_failing_before_script_changes_nothing_and_leaves_no_temporary_file(
         host.install_files([FileUpload(str(path), b"new\n")], before="false\n")
     assert path.read_text() == "previous\n"
     assert tmp_leftovers(ssh_env.work) == [] and set(glob.glob(STAGE_DIR_GLOB)) == earlier
+
+
+def test_a_refusing_guard_is_input_error_and_changes_nothing(ssh_env: SshEnv) -> None:
+    """The install guard (exit 4) runs before any temporary file: deploy's "not tgiops' unit"
+    check under the lock. Its reason reaches the caller as InputError (exit 2)."""
+    host = ssh_env.host()
+    path = ssh_env.work / "foreign.service"
+    path.write_text("[Unit]\n")
+    earlier = set(glob.glob(STAGE_DIR_GLOB))
+    guard = (
+        f"if ! grep -q '^# Managed by tgiops' {path}; then echo {path} is not ours >&2; exit 4; "
+        "fi\n"
+    )
+    with pytest.raises(InputError, match=r"foreign\.service is not ours; nothing was changed"):
+        host.install_files([FileUpload(str(path), b"new\n")], guard=guard, after="touch ran\n")
+    assert path.read_text() == "[Unit]\n"
+    assert tmp_leftovers(ssh_env.work) == [] and set(glob.glob(STAGE_DIR_GLOB)) == earlier
+    path.write_text("# Managed by tgiops 0\n")
+    host.install_files([FileUpload(str(path), b"# Managed by tgiops 1\n")], guard=guard)
+    assert path.read_text() == "# Managed by tgiops 1\n"
 
 
 def bash_scripts() -> set[int]:

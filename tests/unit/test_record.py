@@ -91,7 +91,7 @@ def test_same_deployment_ignores_time_and_version_but_not_the_outcome():
         pytest.param('{"format": "tgiops.deployment/1", "spec": {}}', "lacks model", id="empty"),
         pytest.param(
             '{"format": "tgiops.deployment/1", "spec": {"model": "m", "repo_id": "o/m", '
-            '"tgi_version": "3.3.5", "unit": "u", "overrides": {"turbo": true}}}',
+            '"tgi_version": "3.3.5", "unit": "tgiops-u", "overrides": {"turbo": true}}}',
             "unknown override(s) turbo",
             id="unknown-override",
         ),
@@ -103,7 +103,7 @@ def test_same_deployment_ignores_time_and_version_but_not_the_outcome():
         ),
         pytest.param(
             '{"format": "tgiops.deployment/1", "spec": {"model": "m", "repo_id": "o/m", '
-            '"tgi_version": "3.3.5", "unit": "u", "data_dir": "/d/$(id)"}}',
+            '"tgi_version": "3.3.5", "unit": "tgiops-u", "data_dir": "/d/$(id)"}}',
             "must be an absolute path",
             id="data-dir-metacharacters",
         ),

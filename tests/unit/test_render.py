@@ -40,13 +40,13 @@ VARIANTS = [
     ),
     pytest.param(
         make_plan("llama-3.1-8b", "g4dn.xlarge", "2.0.4"),
-        UnitOptions("tgi-8b", port=9090, secret_env=("HUGGING_FACE_HUB_TOKEN",)),
+        UnitOptions("tgiops-tgi-8b", port=9090, secret_env=("HUGGING_FACE_HUB_TOKEN",)),
         id="turing-fallback-legacy-version",
     ),
     pytest.param(
         make_plan("llama-3.1-8b", "g5.12xlarge", num_shard=2),
         UnitOptions(
-            "tgi-8b-gpus-0-1",
+            "tgiops-tgi-8b-gpus-0-1",
             gpu_devices=(0, 1),
             bind_address="0.0.0.0",
             secret_env=("HF_TOKEN", "API_KEY"),
@@ -55,7 +55,7 @@ VARIANTS = [
     ),
     pytest.param(
         make_plan("phi-3-mini", "g5.xlarge"),
-        UnitOptions("phi", extra_env={"HF_HUB_OFFLINE": "1"}, data_dir="/opt/dlami/nvme"),
+        UnitOptions("tgiops-phi", extra_env={"HF_HUB_OFFLINE": "1"}, data_dir="/opt/dlami/nvme"),
         id="offline-relaunch-other-data-dir",
     ),
 ]
@@ -142,10 +142,12 @@ def test_systemd_quote(arg, quoted):
     "kwargs,needle",
     [
         pytest.param({"unit_name": "x; rm -rf /"}, "unit name", id="unit-name-metachar"),
-        pytest.param({"unit_name": "ok", "port": 70000}, "--port", id="port-range"),
-        pytest.param({"unit_name": "ok", "data_dir": "relative/dir"}, "--data-dir", id="relative"),
+        pytest.param({"unit_name": "tgiops-ok", "port": 70000}, "--port", id="port-range"),
         pytest.param(
-            {"unit_name": "ok", "data_dir": "/a/$(id)"}, "--data-dir", id="data-dir-metachar"
+            {"unit_name": "tgiops-ok", "data_dir": "relative/dir"}, "--data-dir", id="relative"
+        ),
+        pytest.param(
+            {"unit_name": "tgiops-ok", "data_dir": "/a/$(id)"}, "--data-dir", id="data-dir-metachar"
         ),
     ],
 )
@@ -158,4 +160,6 @@ def test_missing_template_variable_is_an_error():
     import jinja2
 
     with pytest.raises(jinja2.UndefinedError):
-        render_unit(make_plan(), UnitOptions("x"), TEMPLATE + "{{ nope }}", tgiops_version="t")
+        render_unit(
+            make_plan(), UnitOptions("tgiops-x"), TEMPLATE + "{{ nope }}", tgiops_version="t"
+        )

@@ -159,7 +159,9 @@ def test_a_catalog_alias_with_a_trailing_newline_is_refused():
 
 def test_the_user_data_summary_is_one_comment_line():
     model = replace(catalog.find_model(CATALOG, "phi-3-mini"), alias="x")
-    spec = record.DeploymentSpec(model="x", repo_id=model.repo_id, tgi_version="3.3.7", unit="u")
+    spec = record.DeploymentSpec(
+        model="x", repo_id=model.repo_id, tgi_version="3.3.7", unit="tgiops-u"
+    )
     # The spec refuses a line break itself; the renderer keeps the comment one line anyway.
     rec = record.DeploymentRecord(spec=spec)
     object.__setattr__(rec.spec, "model", "x\nrm -rf /")
@@ -283,7 +285,7 @@ def test_no_digest_or_another_release_falls_back_to_the_tag():
 
 def test_a_bad_digest_is_refused():
     with pytest.raises(InputError, match="digest"):
-        UnitOptions("u", image_digest="sha256:xyz")
+        UnitOptions("tgiops-u", image_digest="sha256:xyz")
 
 
 @pytest.mark.parametrize(

@@ -111,7 +111,7 @@ def test_undeploy_script(purge):
         checked = subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True)
         assert checked.returncode == 0, checked.stderr
     assert "flock -w" in script and "/run/tgiops/lock" in script
-    assert "install -d -m 0700 -- /run/tgiops\n" in script  # root's alone (issue 12)
+    assert 'install -d -m 0700 -- "$(dirname -- "$p")"' in script  # root's alone (issue 12)
     assert "systemctl disable --now --quiet tgiops-tiny.service" in script
     assert "docker rm -f tgiops-tiny" in script
     assert ("rm -rf -- /var/lib/tgiops/data/hub/models--tgiops-test--tiny-llama" in script) is purge
