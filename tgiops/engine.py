@@ -89,12 +89,6 @@ class Engine:
         return values
 
     @property
-    def chunked_prefill(self) -> bool:
-        # §1b: prefill chunking is the default from v3.0; without it a prompt is one prefill,
-        # so max_batch_prefill_tokens must cover max_input_tokens.
-        return self.version >= (3, 0, 0)
-
-    @property
     def fp8_marlin_on_ampere(self) -> bool:
         # §2 quantization table: fp8 on sm80-88 (FP8-Marlin W8A16) arrived in v2.2.0 (cb150eb2).
         return self.version >= (2, 2, 0)
@@ -130,13 +124,122 @@ class Engine:
             env["PREFIX_CACHING" if self.version >= (2, 4, 0) else "USE_PREFIX_CACHING"] = "0"
         return env
 
-    def attention_block_size(self, flash: bool) -> int:
-        """KV-cache block size of the attention backend TGI will pick (§2 BLOCK_SIZE)."""
-        if not flash:
-            return 16  # paged
-        if self.version >= (2, 3, 0):
-            return 1  # flashinfer, the default from v2.3 on sm80+
-        return 16  # paged attention of the 2.0-2.2 flash models
+    def attention_backend(
+        self,
+        *,
+        flash: bool,
+        compute_capability: tuple[int, int],
+        head_dim: int,
+        model_type: str,
+    ) -> str:
+        """The attention backend TGI's shards will run: flashinfer, flashdecoding or paged.
+
+        From v2.3 the launcher picks it (``resolve_attention``, launcher/src/main.rs@v3.3.7
+        l.131-199, the same rule at v2.3.1-v3.3.6): flashinfer by default; the fallback when
+        head_dim is not 64/128/256 or the model is falcon/deepseek_v2 (2.3.x: also gemma2) is
+        ``paged`` below sm80 (from v2.3.1; v2.3.0 always took flashdecoding) and
+        ``flashdecoding`` from sm80. tgiops sets ATTENTION=paged itself on the non-flash path
+        (``non_flash_env``). Before v2.3 the flash models use paged attention.
+        """
+        if not flash or self.version < (2, 3, 0):
+            return "paged"
+        forced = ("falcon", "deepseek_v2") + (("gemma2",) if self.version < (2, 4, 0) else ())
+        if head_dim in (64, 128, 256) and model_type not in forced:
+            return "flashinfer"
+        if compute_capability < (8, 0) and self.version >= (2, 3, 1):
+            return "paged"
+        return "flashdecoding"
+
+    @staticmethod
+    def attention_block_size(attention: str) -> int:
+        """KV-cache block size of an attention backend (models/globals.py@v3.3.7 l.38-46)."""
+        return {"flashinfer": 1, "flashdecoding": 256}.get(attention, 16)
+
+    def prefill_chunking(self, *, flash: bool, attention: str, vision: bool) -> bool:
+        """Whether TGI splits a long prompt over several prefills (see ``validate_launcher_args``).
+
+        All of these must hold (TGI's source, cited per rule):
+
+        - the release chunks by default: ``PREFILL_CHUNKING`` defaults to "1" from v3.0.0
+          (models/globals.py@v3.0.0 l.15); v2.4.x has the switch but defaults it to "0"
+          (globals.py@v2.4.1 l.14) and older releases have no chunking at all;
+        - the shard runs a flash model class: the non-flash fallback (``CausalLM``) keeps
+          ``Model``'s default ``support_chunking=False`` (models/model.py@v3.3.7 l.43);
+        - the attention is flashinfer or flashdecoding: ``Model.__init__`` turns chunking off
+          for any other backend, i.e. ``paged`` ("Prefill chunking is only supported with
+          `flashinfer` or `flashdecoding` ...", models/model.py@v3.3.7 l.82-90);
+        - the model is not multimodal: ``VlmCausalLM`` passes ``support_chunking=False``
+          (models/vlm_causal_lm.py@v3.0.0 l.295; v3.3.x passes it per model for mllama,
+          qwen2-vl, qwen2.5-vl and gemma3 in models/__init__.py). tgiops treats every vision
+          model as unchunked, which is the safe side of the rule.
+        """
+        return (
+            self.version >= (3, 0, 0)
+            and flash
+            and attention in ("flashinfer", "flashdecoding")
+            and not vision
+        )
+
+    def validate_launcher_args(
+        self,
+        *,
+        max_input_tokens: int,
+        max_total_tokens: int,
+        max_batch_prefill_tokens: int,
+        prefill_chunking: bool,
+        max_batch_total_tokens: int | None = None,
+        num_shard: int = 1,
+        quantize: str | None = None,
+    ) -> tuple[str, ...]:
+        """TGI's own argument checks on these limits: the messages it would fail with.
+
+        Empty when TGI accepts them. The rules, in TGI's order (launcher first, then the
+        router once the shards have warmed up and reported whether they chunk):
+
+        1. ``max_input_tokens < max_total_tokens``: the launcher (launcher/src/main.rs@v3.3.7
+           l.2157-2162; v2.0-v2.4.0 with a differently quoted text) and the router
+           (backends/v3/src/main.rs@v3.3.7 l.182-186).
+        2. ``max_batch_prefill_tokens >= max_input_tokens`` unless the shards chunk prefill:
+           a whole prompt must fit one prefill batch. Up to v2.3.x the launcher checks it
+           unconditionally (launcher/src/main.rs@v2.3.1 l.1700-1705); from v2.4.0 the v3
+           router checks it ``&& !support_chunking`` (backends/v3/src/main.rs@v3.3.7
+           l.188-190, @v2.4.1 l.182-184); the text names `max_input_tokens` in every release,
+           2.0.x included (router/src/main.rs@v2.0.4 l.130). ``prefill_chunking`` says when
+           the shards chunk.
+        3. With a known ``max_batch_total_tokens`` (what warmup finds, or the flag):
+           ``max_batch_prefill_tokens <= max_batch_total_tokens`` and
+           ``max_total_tokens <= max_batch_total_tokens`` (backends/v3/src/main.rs@v3.3.7
+           l.190-195; launcher/src/main.rs@v2.0.4 l.1466-1478).
+        4. exl2 cannot be sharded (launcher/src/main.rs@v3.3.7 l.2091-2096).
+        """
+        errors: list[str] = []
+        new_texts = self.version >= (2, 4, 1)
+        if num_shard > 1 and quantize == "exl2":
+            errors.append("Sharding is currently not supported with `exl2` quantization")
+        if max_input_tokens >= max_total_tokens:
+            errors.append(
+                f"`max_input_tokens`({max_input_tokens}) must be < "
+                f"`max_total_tokens`({max_total_tokens})"
+                if new_texts
+                else "`max_input_tokens must be < `max_total_tokens`"
+            )
+        if max_input_tokens > max_batch_prefill_tokens and not prefill_chunking:
+            errors.append(
+                "`max_batch_prefill_tokens` must be >= `max_input_tokens`. Given: "
+                f"{max_batch_prefill_tokens} and {max_input_tokens}"
+            )
+        if max_batch_total_tokens is not None:
+            if max_batch_prefill_tokens > max_batch_total_tokens:
+                errors.append(
+                    "`max_batch_prefill_tokens` must be <= `max_batch_total_tokens`. Given: "
+                    f"{max_batch_prefill_tokens} and {max_batch_total_tokens}"
+                )
+            if max_total_tokens > max_batch_total_tokens:
+                errors.append(
+                    "`max_total_tokens` must be <= `max_batch_total_tokens`. Given: "
+                    f"{max_total_tokens} and {max_batch_total_tokens}"
+                )
+        return tuple(errors)
 
     def cache_dir_in_container(self, repo_id: str) -> str:
         """Where this release's image caches a model (§6: HF_HOME=/data from 2.3)."""

@@ -92,8 +92,9 @@ def plan_as_text(plan: Plan) -> str:
         f"{mem.activations_mib / MIB_PER_GIB:.2f}, KV cache {mem.kv_cache_tokens} tokens "
         f"({mem.kv_bytes_per_token_per_gpu // 1024} KiB/token)",
         "",
-        "  launcher    " + " ".join(plan.launcher_args),
     ]
+    if plan.launcher_args:  # none for a plan that does not fit
+        lines.append("  launcher    " + " ".join(plan.launcher_args))
     if plan.env:
         lines.append("  env         " + " ".join(f"{k}={v}" for k, v in plan.env.items()))
     lines += ["", "Why:"] + [f"  - {r}" for r in plan.reasons]

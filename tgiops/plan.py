@@ -43,8 +43,12 @@ Estimates, and their known limits (none of these numbers is published by TGI):
 Token limits: the plan keeps room for ``full_length_requests`` requests of full length at once
 (default 4) and caps ``max_total_tokens`` at the model's ``max_position_embeddings``;
 ``max_input_tokens = max_total_tokens - 1`` as TGI's own zero-config does (§1b). Without
-prefill chunking (TGI < 3.0) a prompt is one prefill, so ``max_batch_prefill_tokens`` must cover
-``max_input_tokens``; there the input is capped at 8192 tokens unless overridden.
+prefill chunking a prompt is one prefill, so ``max_batch_prefill_tokens`` must cover
+``max_input_tokens``; there the input is capped at 8192 tokens unless overridden. TGI chunks
+only from v3.0, on its flash model classes, with flashinfer or flashdecoding attention, for
+text-only models (``Engine.prefill_chunking``): not on the non-flash path of T4/V100, not with
+paged attention. Every plan is checked against TGI's own argument validation
+(``Engine.validate_launcher_args``); one TGI would refuse does not fit.
 """
 
 from __future__ import annotations
@@ -156,6 +160,8 @@ class Plan:
     warnings: tuple[str, ...] = ()
     alternatives: tuple[Alternative, ...] = ()
     problem: str | None = None  # why it does not fit, when fits is False
+    attention: str = "paged"  # the attention backend TGI will run (Engine.attention_backend)
+    prefill_chunking: bool = False  # whether TGI splits long prompts (Engine.prefill_chunking)
 
     @property
     def image(self) -> str:
@@ -163,7 +169,13 @@ class Plan:
 
     @property
     def launcher_args(self) -> tuple[str, ...]:
-        """The launcher flags, with the names this TGI release understands."""
+        """The launcher flags, with the names this TGI release understands.
+
+        Empty for a plan that does not fit: its limits are what was tried, not something to
+        launch (TGI would fail with them, or refuse them).
+        """
+        if not self.fits:
+            return ()
         args = ["--model-id", self.model.repo_id]
         if self.model.revision:
             args += ["--revision", self.model.revision]
@@ -263,6 +275,14 @@ def _plan_once(
     dtype = _choose_dtype(quantize, inventory, overrides, notes, sm)
     fraction = overrides.cuda_memory_fraction or 1.0
     num_shard = _choose_num_shard(model, inventory, overrides, flash, quantize, notes, sm)
+    attention = engine.attention_backend(
+        flash=flash,
+        compute_capability=inventory.compute_capability,
+        head_dim=model.head_dim,
+        model_type=model.model_type,
+    )
+    chunking = engine.prefill_chunking(flash=flash, attention=attention, vision=model.vision)
+    notes.reasons.append(_chunking_reason(engine, flash, attention, chunking, model))
 
     # 16-bit first; quantize on the fly only when 16-bit does not fit and it is allowed.
     candidates: list[str | None] = [quantize]
@@ -289,6 +309,8 @@ def _plan_once(
             fraction,
             num_shard,
             flash,
+            attention,
+            chunking,
             env,
             notes,
         )
@@ -535,6 +557,8 @@ def _size(
     fraction: float,
     num_shard: int,
     flash: bool,
+    attention: str,
+    chunking: bool,
     env: dict[str, str],
     notes: _Notes,
 ) -> Plan:
@@ -547,7 +571,7 @@ def _size(
     weights_mib = weight_bytes(model, quantize) / num_shard / MIB
     overhead_mib = CUDA_CONTEXT_MIB + (NCCL_BUFFERS_MIB if num_shard > 1 else 0)
     kv_per_token = kv_bytes_per_token_per_gpu(model, num_shard)
-    block = engine.attention_block_size(flash)
+    block = engine.attention_block_size(attention)
     mpe = model.max_position_embeddings
 
     def kv_tokens_for(prefill: int) -> tuple[int, float]:
@@ -562,12 +586,14 @@ def _size(
     kv_tokens, act_mib = kv_tokens_for(prefill)
     max_total = max_input = 0
     for _ in range(4):
-        max_total = overrides.max_total_tokens or _default_total(kv_tokens, mpe, overrides, engine)
+        max_total = overrides.max_total_tokens or _default_total(
+            kv_tokens, mpe, overrides, chunking
+        )
         if overrides.max_input_tokens and not overrides.max_total_tokens:
             max_total = max(max_total, overrides.max_input_tokens + 1)
         max_input = overrides.max_input_tokens or max_total - 1
         new_prefill = overrides.max_batch_prefill_tokens or (
-            min(DEFAULT_PREFILL_TOKENS, max_input) if engine.chunked_prefill else max_input
+            min(DEFAULT_PREFILL_TOKENS, max_input) if chunking else max_input
         )
         if new_prefill == prefill:
             break
@@ -594,6 +620,8 @@ def _size(
         overrides,
         quantize,
         num_shard,
+        flash,
+        chunking,
     )
     if problem is None:
         reasons.append(
@@ -602,7 +630,9 @@ def _size(
             f"{memory.kv_budget_mib / 1024:.1f} GiB of {usable_mib / 1024:.1f} usable GiB for "
             f"the KV cache: {kv_tokens} tokens at {kv_per_token // 1024} KiB/token/GPU"
         )
-        reasons.append(_limits_reason(model, engine, overrides, max_total, prefill, kv_tokens))
+        reasons.append(
+            _limits_reason(model, engine, overrides, max_total, prefill, kv_tokens, chunking)
+        )
     if not flash:
         warnings.append(
             "non-flash path: TGI uses padded batching and a growing Hugging Face KV cache; "
@@ -626,13 +656,37 @@ def _size(
         reasons=tuple(reasons),
         warnings=tuple(warnings),
         problem=problem,
+        attention=attention,
+        prefill_chunking=chunking,
     )
 
 
-def _default_total(kv_tokens: int, mpe: int, overrides: Overrides, engine: Engine) -> int:
+def _chunking_reason(
+    engine: Engine, flash: bool, attention: str, chunking: bool, model: ModelSpec
+) -> str:
+    if chunking:
+        return (
+            f"prefill: chunked ({attention} attention, TGI {engine.version_text}), so "
+            "max_batch_prefill_tokens may be below max_input_tokens"
+        )
+    if engine.version < (3, 0, 0):
+        why = f"TGI {engine.version_text} does not chunk prefill by default (from 3.0)"
+    elif not flash:
+        why = "TGI's non-flash model classes cannot chunk prefill"
+    elif model.vision:
+        why = "TGI's multimodal model classes do not chunk prefill"
+    else:
+        why = f"TGI chunks prefill only with flashinfer or flashdecoding, not {attention}"
+    return (
+        f"prefill: not chunked ({why}), so max_batch_prefill_tokens must cover "
+        "max_input_tokens (TGI refuses it otherwise)"
+    )
+
+
+def _default_total(kv_tokens: int, mpe: int, overrides: Overrides, chunking: bool) -> int:
     per_request = kv_tokens // overrides.full_length_requests
     total = min(mpe, per_request)
-    if not engine.chunked_prefill:
+    if not chunking:
         total = min(total, NON_CHUNKED_INPUT_CAP + 1)
     return max(total, 2)
 
@@ -644,14 +698,15 @@ def _limits_reason(
     max_total: int,
     prefill: int,
     kv_tokens: int,
+    chunking: bool,
 ) -> str:
     if overrides.max_total_tokens:
         head = f"max_total_tokens: {max_total}, as requested"
     elif max_total == model.max_position_embeddings:
         head = f"max_total_tokens: {max_total}, the model's max_position_embeddings"
-    elif not engine.chunked_prefill and max_total == NON_CHUNKED_INPUT_CAP + 1:
+    elif not chunking and max_total == NON_CHUNKED_INPUT_CAP + 1:
         head = (
-            f"max_total_tokens: {max_total}: TGI {engine.version_text} cannot chunk prefill, "
+            f"max_total_tokens: {max_total}: TGI {engine.version_text} cannot chunk prefill here, "
             f"so input is capped at {NON_CHUNKED_INPUT_CAP} tokens (raise with --max-input-tokens)"
         )
     else:
@@ -678,6 +733,8 @@ def _misfit(
     overrides: Overrides,
     quantize: str | None,
     num_shard: int,
+    flash: bool,
+    chunking: bool,
 ) -> str | None:
     """Why TGI would fail to start with these numbers, in TGI's terms; None when it fits."""
     gpu = inventory.describe()
@@ -706,11 +763,25 @@ def _misfit(
             f"max_total_tokens={max_total} exceeds {model.alias}'s max_position_embeddings "
             f"({model.max_position_embeddings})"
         )
-    if not engine.chunked_prefill and prefill < max_input:
-        return (
-            f"max_batch_prefill_tokens={prefill} is below max_input_tokens={max_input}; TGI "
-            f"{engine.version_text} cannot chunk prefill and refuses this"
+    refused = engine.validate_launcher_args(
+        max_input_tokens=max_input,
+        max_total_tokens=max_total,
+        max_batch_prefill_tokens=prefill,
+        prefill_chunking=chunking,
+        # Warmup's figure on the flash path; the non-flash router takes
+        # max(16000, max_total, prefill) instead (backends/v3/src/lib.rs@v3.3.7).
+        max_batch_total_tokens=memory.kv_cache_tokens if flash else None,
+        num_shard=num_shard,
+        quantize=quantize,
+    )
+    if refused:
+        fix = (
+            f"; TGI cannot chunk prefill here, so lower --max-input-tokens to {prefill} or "
+            f"raise --max-batch-prefill-tokens to {max_input}"
+            if not chunking and prefill < max_input
+            else ""
         )
+        return f"TGI's argument validation would refuse this: {'; '.join(refused)}{fix}"
     smallest = min(MIN_USEFUL_TOTAL_TOKENS, model.max_position_embeddings)
     if max_total < smallest:
         return (

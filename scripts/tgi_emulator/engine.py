@@ -352,11 +352,14 @@ def compute_token_defaults(req: LaunchRequest) -> TokenDefaults | Failure:
         prefill = value
         logs.append(("INFO", f"Default `max_batch_prefill_tokens` to {prefill}"))
     if max_input is not None and max_total is not None and max_input >= max_total:
-        return Failure(
-            stage="launcher",
-            exception="",
-            router_error='ArgumentValidation("`max_input_tokens must be < `max_total_tokens`")',
+        # The launcher's text: launcher/src/main.rs@v2.0.4 l.1419 (quote misplaced), reworded
+        # with the values from v2.4.1 (l.1748; @v3.3.7 l.2160).
+        text = (
+            f"`max_input_tokens`({max_input}) must be < `max_total_tokens`({max_total})"
+            if profile.defaults_mode != "launcher"
+            else "`max_input_tokens must be < `max_total_tokens`"
         )
+        return Failure(stage="launcher", exception="", router_error=f'ArgumentValidation("{text}")')
     return TokenDefaults(max_input, max_total, int(prefill), tuple(logs))
 
 
@@ -599,7 +602,9 @@ def warmup(req: LaunchRequest, plan: ShardPlan, defaults: TokenDefaults) -> Warm
     cc = min_capability(used)
     gpu = used[0]
     prefill = defaults.max_batch_prefill_tokens
-    input_name = "max_input_length" if profile.info_fields == "2.0" else "max_input_tokens"
+    # Every release names `max_input_tokens` in these texts, 2.0.x too although its flag is
+    # --max-input-length (router/src/main.rs@v2.0.4 l.126-130, launcher l.1419-1424).
+    input_name = "max_input_tokens"
     logs: list[tuple[str, str]] = []
 
     # 2.0.x routers check this before connecting to the shards.
@@ -687,7 +692,7 @@ def _router_checks(
 ) -> WarmupResult | Failure:
     profile = req.profile
     capacity = result.max_batch_total_tokens
-    input_name = "max_input_length" if profile.info_fields == "2.0" else "max_input_tokens"
+    input_name = "max_input_tokens"  # in every release, see warmup()
     if result.max_input_tokens >= result.max_total_tokens:
         return _argument_error(f"`{input_name}` must be < `max_total_tokens`")
     if result.supports_auto_total and result.max_total_tokens > capacity:
