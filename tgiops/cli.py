@@ -237,6 +237,12 @@ def resolve_model(args: argparse.Namespace):  # -> ModelSpec
         return resources.load_hf_config(args.model_config, repo_id=args.model_id)
     if not args.model:
         raise InputError("which model? Give an alias (see `tgiops models`) or --model-config FILE")
+    if args.model_id:
+        raise InputError(
+            f"--model-id {args.model_id} goes with --model-config; the alias {args.model!r} "
+            "already names its repository. Give the alias, or --model-config FILE "
+            f"--model-id {args.model_id}, not both"
+        )
     return find_model(resources.load_catalog(args.catalog), args.model)
 
 
@@ -273,7 +279,8 @@ def overrides_from(args: argparse.Namespace):  # -> Overrides
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from tgiops import hardware, output
+    from tgiops import hardware, output, resources
+    from tgiops.catalog import quantized_siblings
     from tgiops.engine import DEFAULT_TGI_VERSION, Engine
     from tgiops.plan import plan
 
@@ -281,7 +288,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     inventory = resolve_inventory(args)
     engine = Engine.tgi(args.tgi_version or DEFAULT_TGI_VERSION)
     result = plan(
-        model, inventory, engine, overrides_from(args), instance_types=hardware.all_instance_types()
+        model,
+        inventory,
+        engine,
+        overrides_from(args),
+        instance_types=hardware.all_instance_types(),
+        quantized_siblings=quantized_siblings(resources.load_catalog(args.catalog), model),
     )
     if args.json:
         print(json.dumps(output.plan_as_dict(result), indent=2))

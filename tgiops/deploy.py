@@ -157,7 +157,8 @@ def deploy(
     with _locked(host, enabled=not request.dry_run, on_progress=on_progress):
         on_progress(f"probing {host.name}")
         report = _probe(host, options, prepare=not request.dry_run)
-        inventory = _inventory_from(report, host.name)
+        # TGI sees only the --gpu-devices GPUs (docker --gpus "device=..."): plan for those.
+        inventory = _inventory_from(report, host.name).select(request.gpu_devices)
         _check_host(report, host.name)
         on_progress(f"planning for {inventory.describe()}")
         the_plan = plan(

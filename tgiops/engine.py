@@ -50,6 +50,58 @@ def parse_version(text: str) -> Version:
     return version
 
 
+# The model types TGI has a model class of its own for: the `type` values of `class ModelType`
+# in server/text_generation_server/models/__init__.py, per release (@v2.0.4 ... @v3.3.7; 2.0.0-2.0.3
+# compare `model_type` with the same strings in that file, without phi3 and idefics2 before
+# 2.0.2). Any other model_type goes to transformers' AutoModel fallback (no sharding, padded
+# batching) if transformers knows it, else TGI refuses it.
+_MODEL_TYPES_2_0_4 = frozenset(
+    [
+        "baichuan",
+        "bloom",
+        "cohere",
+        "dbrx",
+        "falcon",
+        "galactica",
+        "gemma",
+        "gpt2",
+        "gpt_bigcode",
+        "gpt_neox",
+        "idefics",
+        "idefics2",
+        "llama",
+        "llava_next",
+        "mistral",
+        "mixtral",
+        "mpt",
+        "opt",
+        "phi",
+        "phi3",
+        "qwen2",
+        "santacoder",
+        "ssm",
+        "starcoder2",
+        "t5",
+    ]
+)
+# Older names TGI maps to a class: falcon's (RefinedWeb*) and phi's (phi-msft), same file.
+_MODEL_TYPE_ALIASES = frozenset({"RefinedWeb", "RefinedWebModel", "phi-msft"})
+_MODEL_TYPES_CHANGED: tuple[tuple[Version, frozenset[str], frozenset[str]], ...] = (
+    # (first release, added, removed), from a diff of ModelType at every tag
+    ((2, 1, 0), frozenset({"gemma2"}), frozenset()),
+    ((2, 2, 0), frozenset({"deepseek_v2", "paligemma"}), frozenset()),
+    ((2, 3, 0), frozenset({"gptj"}), frozenset()),
+    ((2, 3, 1), frozenset({"mllama", "phimoe"}), frozenset()),
+    ((2, 4, 0), frozenset({"granite"}), frozenset()),
+    ((2, 4, 1), frozenset({"mamba", "qwen2_vl"}), frozenset({"ssm"})),
+    ((3, 0, 2), frozenset({"idefics3"}), frozenset()),
+    ((3, 1, 0), frozenset({"deepseek_v3"}), frozenset()),
+    ((3, 1, 1), frozenset({"qwen2_5_vl"}), frozenset()),
+    ((3, 2, 0), frozenset({"gemma3", "gemma3_text"}), frozenset()),
+    ((3, 2, 3), frozenset({"llama4"}), frozenset()),
+)
+
+
 @dataclass(frozen=True)
 class Engine:
     """One TGI release: the flag and environment names it understands."""
@@ -87,6 +139,17 @@ class Engine:
         if self.version >= (2, 4, 1):
             values += ("compressed-tensors",)
         return values
+
+    @property
+    def model_types(self) -> frozenset[str]:
+        """The config.json model_type values this release has a model class for."""
+        known = set(_MODEL_TYPES_2_0_4 | _MODEL_TYPE_ALIASES)
+        if self.version < (2, 0, 2):
+            known -= {"phi3", "idefics2"}
+        for since, added, removed in _MODEL_TYPES_CHANGED:
+            if self.version >= since:
+                known = (known | added) - removed
+        return frozenset(known)
 
     @property
     def fp8_marlin_on_ampere(self) -> bool:

@@ -20,7 +20,7 @@ import difflib
 import logging
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tgiops.errors import PlanInputError, UnknownHardwareError
 
@@ -255,6 +255,12 @@ _INSTANCE_ROWS: tuple[tuple[str, str, str, int, int, str, int, float, float | No
 )
 
 INSTANCE_TYPES: tuple[InstanceType, ...] = tuple(InstanceType(*row) for row in _INSTANCE_ROWS)
+# The most GPUs one host of the table has (8: p4d, p5, g5.48xlarge, ...). TGI shards over the
+# GPUs of one host only, so a larger `--gpus` describes no machine tgiops can deploy to.
+MAX_GPUS_PER_HOST = max(it.gpu_count for it in INSTANCE_TYPES)
+# `--gpu-memory-gib` bound: the largest GPU of the table (H200) has ~140 GiB; 1 TiB leaves room
+# for newer cards while refusing what no GPU has (1e308 would make every model "fit").
+MAX_GPU_MEMORY_GIB = 1024
 _INSTANCE_BY_NAME = {it.name.casefold(): it for it in INSTANCE_TYPES}
 FAMILIES: tuple[str, ...] = tuple(dict.fromkeys(it.family for it in INSTANCE_TYPES))
 
@@ -351,6 +357,19 @@ class GpuInventory:
     def homogeneous(self) -> bool:
         return len({(g.name, g.memory_mib, g.compute_capability) for g in self.gpus}) <= 1
 
+    def select(self, indices: tuple[int, ...]) -> GpuInventory:
+        """Only the GPUs with these nvidia-smi indices (``deploy --gpu-devices``); all for ()."""
+        if not indices:
+            return self
+        present = {g.index for g in self.gpus}
+        missing = [i for i in indices if i not in present]
+        if missing:
+            raise PlanInputError(
+                f"--gpu-devices {','.join(map(str, indices))}: no GPU with index "
+                f"{','.join(map(str, missing))}; this host has {sorted(present)}"
+            )
+        return replace(self, gpus=tuple(g for g in self.gpus if g.index in indices))
+
     def describe(self) -> str:
         """``4x NVIDIA A10G (22.5 GiB each, sm86)``."""
         if not self.gpus:
@@ -393,18 +412,32 @@ def inventory_from_spec(gpu: str, count: int, memory_gib: float | None = None) -
     model = find_gpu_model(gpu)
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise PlanInputError(f"--gpus must be a whole number of at least 1, got {count!r}.")
+    if count > MAX_GPUS_PER_HOST:
+        raise PlanInputError(
+            f"--gpus {count}: TGI shards a model over the GPUs of one host, and the largest "
+            f"GPU hosts tgiops knows have {MAX_GPUS_PER_HOST} (p4d, p5, g5.48xlarge); give "
+            f"1 to {MAX_GPUS_PER_HOST}."
+        )
     if memory_gib is None:
         memory_mib = model.memory_mib
     else:
         if (
             isinstance(memory_gib, bool)
             or not isinstance(memory_gib, (int, float))
-            or not math.isfinite(memory_gib * MIB_PER_GIB)  # nan, inf: argparse takes them
+            or math.isnan(memory_gib)  # argparse's float() takes "nan"
             or memory_gib <= 0
         ):
             raise PlanInputError(
-                f"--gpu-memory-gib must be a positive number of GiB per GPU, got {memory_gib!r} "
-                f"(a {model.name} reports {model.memory_gib:.1f} GiB)."
+                f"--gpu-memory-gib must be a number of GiB per GPU above 0 and at most "
+                f"{MAX_GPU_MEMORY_GIB}, got {memory_gib!r} (a {model.name} reports "
+                f"{model.memory_gib:.1f} GiB)."
+            )
+        if memory_gib > MAX_GPU_MEMORY_GIB:  # "inf" and 1e308 too
+            raise PlanInputError(
+                f"--gpu-memory-gib {memory_gib:g} is more than any GPU has: give the memory of "
+                f"one GPU in GiB, above 0 and at most {MAX_GPU_MEMORY_GIB} (a {model.name} "
+                f"reports {model.memory_gib:.1f} GiB; the largest GPU tgiops knows, H200, "
+                f"{max(m.memory_gib for m in GPU_MODELS):.1f} GiB)."
             )
         memory_mib = round(memory_gib * MIB_PER_GIB)
     return _inventory_of(model, count, memory_mib, None)

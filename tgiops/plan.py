@@ -212,19 +212,133 @@ def plan(
     overrides: Overrides | None = None,
     *,
     instance_types: Iterable[InstanceType] = (),
+    quantized_siblings: Iterable[ModelSpec] = (),
 ) -> Plan:
     """Plan TGI for ``model`` on ``inventory``. Raises PlanInputError for impossible overrides.
 
-    ``instance_types`` (the hardware table) lets a plan that does not fit suggest larger ones.
+    ``instance_types`` (the hardware table) lets a plan that does not fit suggest larger ones;
+    ``quantized_siblings`` (``catalog.quantized_siblings``) lets it suggest the catalog's
+    pre-quantized checkpoints of the same model.
     """
     overrides = overrides or Overrides()
     result = _plan_once(model, inventory, engine, overrides)
     if result.fits:
+        return _with_replicas_hint(result, engine, overrides)
+    types = tuple(instance_types)
+    found = _sibling_alternatives(inventory, engine, overrides, types, quantized_siblings)
+    found += _alternatives(model, inventory, engine, overrides, types)
+    if len(found) > 1:  # the catch-all only when nothing else was found
+        found = [a for a in found if a.description != _NOTHING_ELSE]
+    return replace(result, alternatives=tuple(found))
+
+
+_NOTHING_ELSE = "a smaller model, or a GPU with more memory"
+
+
+def _with_replicas_hint(result: Plan, engine: Engine, overrides: Overrides) -> Plan:
+    """When the model fits on fewer GPUs than the host has, say how to use the rest: one
+    unit per group of GPUs (``deploy --gpu-devices ... --port ...``), each a replica."""
+    model, inventory = result.model, result.inventory
+    if inventory.count < 2:
         return result
+    per_replica = None
+    for n in range(1, inventory.count // 2 + 1):
+        if model.num_attention_heads % n or model.num_key_value_heads % n:
+            continue
+        subset = replace(inventory, gpus=inventory.gpus[:n], instance_type=None)
+        try:
+            attempt = _plan_once(model, subset, engine, replace(overrides, num_shard=None))
+        except PlanInputError:
+            continue
+        if attempt.fits:
+            per_replica = n
+            break
+    if per_replica is None:
+        return result  # it needs more than half the GPUs: one unit is the only way
+    replicas = inventory.count // per_replica
+    commands = "; ".join(
+        f"`tgiops deploy {model.alias} --host HOST --gpu-devices "
+        f"{','.join(str(g) for g in range(i * per_replica, (i + 1) * per_replica))} "
+        f"--unit tgiops-{model.alias}-{i} --port {8080 + i}`"
+        for i in range(replicas)
+    )
+    fits_on = f"{model.alias} fits on {per_replica} GPU(s)"
+    if result.num_shard < inventory.count:
+        idle = inventory.count - result.num_shard
+        return replace(
+            result,
+            warnings=(
+                *result.warnings,
+                f"{idle} of {inventory.count} GPUs stay idle with one unit: {fits_on}, so serve "
+                f"{replicas} replicas, one unit per {per_replica} GPU(s) on its own port: "
+                f"{commands}",
+            ),
+        )
     return replace(
         result,
-        alternatives=tuple(_alternatives(model, inventory, engine, overrides, instance_types)),
+        reasons=(
+            *result.reasons,
+            f"replicas: {fits_on}; instead of one {result.num_shard}-way shard, {replicas} "
+            f"replicas (one unit per {per_replica} GPU(s)) may serve more requests at once: "
+            f"{commands}",
+        ),
     )
+
+
+def _sibling_alternatives(
+    inventory: GpuInventory,
+    engine: Engine,
+    overrides: Overrides,
+    instance_types: tuple[InstanceType, ...],
+    siblings: Iterable[ModelSpec],
+) -> list[Alternative]:
+    """The catalog's pre-quantized checkpoints of this model: here if they fit, else the
+    cheapest instance type they fit."""
+    found: list[Alternative] = []
+    # The checkpoint dictates its quantization and its dtype (float16 for AWQ/GPTQ).
+    free = replace(overrides, quantize=None, dtype=None)
+    priced = sorted(
+        (t for t in instance_types if t.on_demand_usd_per_hour is not None),
+        key=lambda t: t.on_demand_usd_per_hour or 0.0,
+    )
+    for sibling in siblings:
+        what = f"{sibling.alias} ({sibling.quantization} checkpoint of the same model)"
+        try:
+            here = _plan_once(sibling, inventory, engine, free)
+        except PlanInputError:
+            continue
+        if here.fits:
+            found.append(
+                Alternative(
+                    f"the pre-quantized {what}: fits here, {here.max_total_tokens} tokens per "
+                    "request",
+                    flags=(sibling.alias,),
+                )
+            )
+            continue
+        for itype in priced:
+            try:
+                there = _plan_once(
+                    sibling,
+                    inventory_for_instance_type(itype.name),
+                    engine,
+                    replace(free, num_shard=None),
+                )
+            except PlanInputError:
+                continue
+            if there.fits:
+                found.append(
+                    Alternative(
+                        f"the pre-quantized {what} on {itype.name} ({itype.gpu_count}x "
+                        f"{itype.gpu}, ${itype.on_demand_usd_per_hour:.2f}/h): "
+                        f"{there.max_total_tokens} tokens per request",
+                        instance_type=itype.name,
+                        usd_per_hour=itype.on_demand_usd_per_hour,
+                        flags=(sibling.alias, "--instance-type", itype.name),
+                    )
+                )
+                break
+    return found
 
 
 def _plan_once(
@@ -232,6 +346,7 @@ def _plan_once(
 ) -> Plan:
     notes = _Notes()
     _check_override_values(overrides)
+    _check_overrides_for_model(model, overrides)
     if inventory.count < 1:
         raise PlanInputError("the GPU inventory is empty: tgiops needs at least one NVIDIA GPU")
     major, minor = inventory.compute_capability
@@ -248,6 +363,14 @@ def _plan_once(
                 if flash
                 else ""
             )
+        )
+    if model.model_type not in engine.model_types:
+        notes.warnings.append(
+            f"model_type {model.model_type!r} is not one TGI {engine.version_text} has a model "
+            "class for (ModelType in its server/text_generation_server/models/__init__.py: "
+            f"{', '.join(sorted(engine.model_types - {'RefinedWeb', 'RefinedWebModel'}))}); "
+            "TGI may refuse it, or run it through transformers' slower AutoModel fallback, "
+            "which cannot shard"
         )
     gpu_label = inventory.describe()
     if not inventory.homogeneous:
@@ -272,7 +395,7 @@ def _plan_once(
     quantize, hardware_problem = _choose_prequantized(
         model, inventory, engine, overrides, notes, sm
     )
-    dtype = _choose_dtype(quantize, inventory, overrides, notes, sm)
+    dtype = _choose_dtype(model, quantize, inventory, overrides, notes, sm)
     fraction = overrides.cuda_memory_fraction or 1.0
     num_shard = _choose_num_shard(model, inventory, overrides, flash, quantize, notes, sm)
     attention = engine.attention_backend(
@@ -355,6 +478,28 @@ def _check_override_values(overrides: Overrides) -> None:
         raise PlanInputError(f"--dtype {overrides.dtype!r}: use float16 or bfloat16")
     if overrides.full_length_requests < 1:
         raise PlanInputError("the number of full-length requests must be at least 1")
+
+
+def _check_overrides_for_model(model: ModelSpec, overrides: Overrides) -> None:
+    """Token limits no hardware can make work: bad input (exit 2), not a plan that misfits."""
+    mpe = model.max_position_embeddings
+    total, given_input = overrides.max_total_tokens, overrides.max_input_tokens
+    if total is not None and total < 2:
+        raise PlanInputError(
+            f"--max-total-tokens {total}: a request holds at least one input token and one "
+            "generated token, and TGI demands max_input_tokens < max_total_tokens, so give at "
+            f"least 2 (e.g. {min(mpe, 4096)})"
+        )
+    if total is not None and total > mpe:
+        raise PlanInputError(
+            f"--max-total-tokens {total} exceeds {model.alias}'s context "
+            f"(max_position_embeddings {mpe}); give at most {mpe}"
+        )
+    if given_input is not None and given_input >= mpe:
+        raise PlanInputError(
+            f"--max-input-tokens {given_input} leaves no room to generate within "
+            f"{model.alias}'s context of {mpe} tokens; give at most {mpe - 1}"
+        )
 
 
 def _choose_prequantized(
@@ -460,6 +605,7 @@ def _missing_kernels(
 
 
 def _choose_dtype(
+    model: ModelSpec,
     quantize: str | None,
     inventory: GpuInventory,
     overrides: Overrides,
@@ -480,11 +626,24 @@ def _choose_dtype(
     if overrides.dtype:
         notes.reasons.append(f"dtype: {overrides.dtype}, as requested")
         return overrides.dtype
-    if bf16:
+    chosen = "bfloat16" if bf16 else "float16"
+    no_bf16 = f"{sm} has no bfloat16 (needs sm80+)"
+    if model.torch_dtype == "float32":
+        # TGI serves 16-bit only: --dtype takes float16 or bfloat16, else the model class's
+        # default, never float32 (server/text_generation_server/models/__init__.py@v3.3.7
+        # l.464-482, flash_causal_lm.py l.1206-1227). The weights are cast when loaded.
+        notes.reasons.append(
+            f"dtype: {chosen}: the checkpoint is float32, which TGI does not serve; it casts "
+            f"the weights to {chosen} when loading, half their file size"
+            + ("" if bf16 else f" ({no_bf16})")
+        )
+    elif not bf16:
+        notes.reasons.append(f"dtype: float16, as {no_bf16}")
+    elif model.torch_dtype == "float16":
+        notes.reasons.append(f"dtype: bfloat16 ({sm} supports it; the checkpoint is float16)")
+    else:
         notes.reasons.append(f"dtype: bfloat16 ({sm} supports it; the checkpoint's own type)")
-        return "bfloat16"
-    notes.reasons.append(f"dtype: float16, as {sm} has no bfloat16 (needs sm80+)")
-    return "float16"
+    return chosen
 
 
 def _choose_num_shard(
@@ -783,7 +942,7 @@ def _misfit(
         )
         return f"TGI's argument validation would refuse this: {'; '.join(refused)}{fix}"
     smallest = min(MIN_USEFUL_TOTAL_TOKENS, model.max_position_embeddings)
-    if max_total < smallest:
+    if max_total < smallest and not overrides.max_total_tokens:  # a small limit asked for is fine
         return (
             f"only ~{memory.kv_cache_tokens} tokens of KV cache would remain on {gpu}: "
             f"requests could not exceed {max_total} tokens"
@@ -798,7 +957,8 @@ def weight_bytes(model: ModelSpec, quantize: str | None) -> float:
         if model.weight_bytes:
             return float(model.weight_bytes)
     elif quantize is None and model.weight_bytes:
-        return float(model.weight_bytes)
+        # A float32 checkpoint is cast to 16 bits at load (see _choose_dtype).
+        return model.weight_bytes / (2.0 if model.torch_dtype == "float32" else 1.0)
     params = model.parameters_b * 1e9
     per_param = _LINEAR_BYTES_PER_PARAM.get(quantize, 1.0)
     return (params - embed_params) * per_param + embed_params * 2.0
@@ -899,5 +1059,5 @@ def _alternatives(
         if len(seen_gpus) >= 3:
             break
     if not found:
-        found.append(Alternative("a smaller model, or a GPU with more memory"))
+        found.append(Alternative(_NOTHING_ELSE))
     return found
