@@ -154,6 +154,10 @@ def test_a_forced_prefill_below_the_input_without_chunking_does_not_fit():
         result.problem or ""
     )
     assert result.launcher_args == ()
+    # The emulator refuses the same limits with TGI's text, and a journal holding it is diagnosed.
+    verdict = emulator_verdict(result, "3.3.7")
+    assert verdict is not None and "Given: 2048 and 6000" in verdict
+    assert "token limits" in (diagnose_journal(f"Error: {verdict}\nError: WebserverFailed") or "")
 
 
 def test_chunking_follows_the_attention_backend_not_the_release_alone():
