@@ -34,6 +34,8 @@ GIB = 1024 * MIB
 CUDA_CONTEXT_BYTES = 600 * MIB
 BLOCK_SIZES = {"flashinfer": 1, "flashdecoding": 256, "paged": 16, "flashdecoding-ipex": 64}
 FLASHINFER_HEAD_DIMS = (64, 128, 256)
+# Multimodal model types TGI 3.3.7 builds with support_chunking=False (models/__init__.py).
+UNCHUNKED_MODEL_TYPES = frozenset({"mllama", "qwen2_vl", "qwen2_5_vl", "gemma3"})
 
 # Model types with a flash implementation, and the name TGI's FLASH_ATT_ERROR_MESSAGE uses.
 FLASH_MODEL_NAMES = {
@@ -566,7 +568,14 @@ def load_shards(req: LaunchRequest) -> ShardPlan | Failure:
         block = BLOCK_SIZES.get(attention, 16)
     else:
         attention, prefix, block = None, False, 1
-    chunking = flash and profile.chunking and attention in ("flashinfer", "flashdecoding")
+    # Model.__init__ turns chunking off for other attentions (models/model.py@v3.3.7 l.82-90);
+    # these model classes are built with support_chunking=False (models/__init__.py@v3.3.7).
+    chunking = (
+        flash
+        and profile.chunking
+        and attention in ("flashinfer", "flashdecoding")
+        and arch.model_type not in UNCHUNKED_MODEL_TYPES
+    )
     return ShardPlan(
         flash=flash,
         attention=attention,

@@ -220,3 +220,21 @@ def test_validate_launcher_args_speaks_tgis_texts():
 def test_a_journal_with_tgis_argument_validation_error_is_diagnosed(line):
     diagnosis = diagnose_journal(f"INFO text_generation_launcher: Starting Webserver\n{line}\n")
     assert diagnosis is not None and "token limits" in diagnosis
+
+
+def test_the_emulator_like_tgi_does_not_chunk_mllama():
+    """models/__init__.py@v3.3.7 builds MllamaCausalLM with support_chunking=False."""
+    repo = hub.load_repo("meta-llama/Llama-3.2-90B-Vision-Instruct")
+    assert repo is not None
+    arch = emulator.arch_from_config(repo.config, repo.weight_bytes)
+    h100 = EmulatedGpu("NVIDIA H100 80GB HBM3", 81559, (9, 0))
+    request = emulator.LaunchRequest(
+        profile=versions.get_profile("3.3.7"),
+        gpus=(h100,) * 8,
+        num_shard=8,
+        arch=arch,
+        launcher_arch=arch,
+    )
+    shards = emulator.load_shards(request)
+    assert isinstance(shards, emulator.ShardPlan), shards
+    assert shards.flash and not shards.chunking
