@@ -37,15 +37,8 @@ CATALOG = parse_catalog((ROOT / "models.yaml").read_text(), origin="models.yaml"
 EMULATED = ("2.0.4", "2.4.1", "3.3.7")
 
 
-def emulator_verdict(p: Plan, version: str) -> str | None:
-    """TGI's ArgumentValidation error for starting ``p``, by the emulator's code; None: accepted.
-
-    The launcher's checks run as the emulator's launcher runs them; the shards' load decides
-    flash, attention and chunking. The router's checks then run on the KV capacity the plan
-    expects: the emulator's memory constants are its own (scripts/tgi_emulator/engine.py), and
-    memory is not what this test is about. A plan whose shards fail to load for another reason
-    (a model type or rope scaling that 2.0.4 predates) is no validation verdict (None).
-    """
+def launch_request(p: Plan, version: str) -> emulator.LaunchRequest:
+    """What the emulator's launcher would be asked to start for plan ``p``."""
     profile = versions.get_profile(version)
     # The Hub matches repository ids case-insensitively (the catalog and the emulator's hub
     # spell TheBloke/Llama-2-70B-chat-GPTQ differently).
@@ -53,7 +46,7 @@ def emulator_verdict(p: Plan, version: str) -> str | None:
     repo = hub.load_repo(repo_id)
     assert repo is not None, f"{p.model.repo_id} is missing from the emulator's hub"
     arch = emulator.arch_from_config(repo.config, repo.weight_bytes)
-    request = emulator.LaunchRequest(
+    return emulator.LaunchRequest(
         profile=profile,
         gpus=tuple(
             EmulatedGpu(g.name, g.memory_mib, g.compute_capability) for g in p.inventory.gpus
@@ -71,6 +64,19 @@ def emulator_verdict(p: Plan, version: str) -> str | None:
         max_total_tokens=p.max_total_tokens,
         max_batch_prefill_tokens=p.max_batch_prefill_tokens,
     )
+
+
+def emulator_verdict(p: Plan, version: str) -> str | None:
+    """TGI's ArgumentValidation error for starting ``p``, by the emulator's code; None: accepted.
+
+    The launcher's checks run as the emulator's launcher runs them; the shards' load decides
+    flash, attention and chunking. The router's checks then run on the KV capacity the plan
+    expects: the emulator's memory constants are its own (scripts/tgi_emulator/engine.py), and
+    memory is not what this test is about. A plan whose shards fail to load for another reason
+    (a model type or rope scaling that 2.0.4 predates) is no validation verdict (None).
+    """
+    request = launch_request(p, version)
+    profile = request.profile
     defaults = emulator.compute_token_defaults(request)
     if isinstance(defaults, emulator.Failure):
         return defaults.router_error
@@ -94,6 +100,33 @@ def emulator_verdict(p: Plan, version: str) -> str | None:
         replace(request, profile=replace(profile, resolves_attention=True)), shards, warmed
     )
     return checks.router_error if isinstance(checks, emulator.Failure) else None
+
+
+def test_every_fitting_default_plan_of_the_default_release_starts_in_the_emulator():
+    """The whole start, memory included, for TGI 3.3.7: what an e2e deploy of it would see."""
+    failed: list[str] = []
+    checked = 0
+    for alias, spec in sorted(CATALOG.items()):
+        for itype in hardware.all_instance_types():
+            result = plan(spec, hardware.inventory_for_instance_type(itype.name), Engine.tgi())
+            if not result.fits:
+                continue
+            checked += 1
+            request = launch_request(result, "3.3.7")
+            defaults = emulator.compute_token_defaults(request)
+            assert not isinstance(defaults, emulator.Failure), (alias, itype.name, defaults)
+            shards = emulator.load_shards(request)
+            started = (
+                shards
+                if isinstance(shards, emulator.Failure)
+                else emulator.warmup(request, shards, defaults)
+            )
+            if isinstance(started, emulator.Failure):
+                failed.append(
+                    f"{alias} on {itype.name}: {started.exception or started.router_error}"
+                )
+    assert checked > 300
+    assert not failed, "\n".join(failed)
 
 
 def test_every_fitting_default_plan_starts_under_the_emulators_validation():
