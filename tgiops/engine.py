@@ -164,13 +164,57 @@ class Engine:
 
     @property
     def wiggle_room(self) -> float:
-        # §2 "Server side": TGI_WIGGLE_ROOM is 0.95 in v2.3/v3.0, 0.93 in v3.1, 0.90 at v3.3.7.
-        # Older releases are not documented; 0.95 is the closest known value.
-        if self.version >= (3, 2, 0):
+        """TGI_WIGGLE_ROOM's default, per release (read at every tag of TGI's source).
+
+        Hard-coded ``free_memory * 0.95`` in flash_causal_lm.py @v2.0.0-v2.2.0; the env var's
+        default in models/globals.py: 0.95 @v2.3.x, 0.90 @v2.4.x, 0.95 @v3.0.x, 0.93
+        @v3.1.0-v3.2.3, 0.90 from v3.3.0 (tgi-facts §2 lists some of these).
+        """
+        if self.version >= (3, 3, 0):
             return 0.90
         if self.version >= (3, 1, 0):
             return 0.93
+        if self.version >= (3, 0, 0):
+            return 0.95
+        if self.version >= (2, 4, 0):
+            return 0.90
         return 0.95
+
+    @property
+    def wiggle_on_free_memory(self) -> bool:
+        """Where the wiggle room applies when warmup turns free memory into KV blocks.
+
+        Before v3.0.0: ``free = max(0, cuda_free - (1 - fraction) * total)`` and then
+        ``num_blocks = (free * wiggle) // block_bytes``, a share of what is free
+        (flash_causal_lm.py@v2.4.1 l.1549-1553, @v2.0.4 l.809-813). From v3.0.0 it is folded
+        into the fraction: ``get_free_memory(device, MEMORY_FRACTION * TGI_WIGGLE_ROOM)``, a
+        share of the total (flash_causal_lm.py@v3.0.0 l.1584, @v3.3.7 l.1556).
+        """
+        return self.version < (3, 0, 0)
+
+    @property
+    def prefill_logits_copies(self) -> int:
+        """How many vocabulary-wide tensors per prefill token warmup holds (0: none).
+
+        The router's warmup requests set ``prefill_logprobs: true`` in every release
+        (router/client/src/client.rs@v2.0.4 l.148; backends/v3/src/client/grpc_client.rs
+        @v3.3.7 l.150-197). With all requests asking for them, ``prefill_head_indices`` is None
+        and the LM head runs on every prefill token (flash_causal_lm.py@v2.4.1 l.1159-1160,
+        l.1714, custom_modeling/flash_llama_modeling.py l.702-704), then ``generate_token``
+        takes ``log_softmax(out, -1)`` over all of them:
+
+        - up to v2.3.1 into a new tensor (2 copies: the logits and their log-softmax,
+          flash_causal_lm.py@v2.3.1);
+        - from v2.4.0 in place, ``torch.log_softmax(out, -1, out=out)`` (1 copy; 5f32dea1, PR
+          #2661; flash_causal_lm.py@v2.4.1 l.2088-2091);
+        - from v3.0.0 the server drops ``prefill_logprobs`` unless ``REQUEST_LOGPROBS=1``
+          (``--enable-prefill-logprobs``), for text and multimodal batches alike (both go
+          through ``FlashCausalLMBatch.from_tokenized``: flash_causal_lm.py@v3.0.0 l.298-299,
+          vlm_causal_lm.py l.242), so the head runs on the last token per request only (0).
+        """
+        if self.version >= (3, 0, 0):
+            return 0
+        return 1 if self.version >= (2, 4, 0) else 2
 
     def non_flash_env(self) -> dict[str, str]:
         """Environment that keeps this release off the FlashAttention kernels (sm < 8.0).

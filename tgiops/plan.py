@@ -23,7 +23,10 @@ per GPU, in bytes:
    `max_total_tokens`"), and warmup fails when the prefill activations do not fit ("Not
    enough memory to handle N prefill tokens").
 
-So: ``kv_budget = total * fraction * wiggle - weights_per_gpu - cuda_context - activations``.
+So, from v3.0.0: ``kv_budget = total * fraction * wiggle - used``; before v3.0.0 the wiggle
+room is a share of what is free instead, ``kv_budget = wiggle * (total * fraction - used)``
+(``Engine.wiggle_on_free_memory``, flash_causal_lm.py@v2.4.1 l.1549-1553), where
+``used = weights_per_gpu + cuda_context + activations + prefill_logits``.
 
 Estimates, and their known limits (none of these numbers is published by TGI):
 
@@ -36,7 +39,26 @@ Estimates, and their known limits (none of these numbers is published by TGI):
 - Prefill activations: per token, the residual stream and a few copies of it
   (4 x hidden), the attention projections (q, k, v, o per shard) and the MLP's gate and up
   projections (2 x intermediate per shard, x top-k for mixture-of-experts), all 16-bit.
-  Logits are computed for the last token of each request only, so they are left out.
+- Prefill logits (``prefill_logits_bytes``), a term of its own: the router's warmup asks for
+  ``prefill_logprobs`` (router/client/src/client.rs@v2.0.4 l.148,
+  backends/v3/src/client/grpc_client.rs@v3.3.7 l.150-197), so before v3.0.0 the LM head runs
+  on *every* prefill token and ``log_softmax`` follows over the full vocabulary
+  (``Engine.prefill_logits_copies`` cites the lines per release). They are in the model's
+  16-bit dtype: the head's output is ``input.new_empty`` / a 16-bit linear and no model
+  class casts it (grep of ``.float()`` on logits in custom_modeling@v2.0.4 and @v2.4.1 finds
+  none), and log_softmax keeps its input's dtype. Per GPU and prefill token:
+  ``2 bytes x (copies x V + V / num_shard)`` when sharded with a vocabulary that divides
+  (``TensorParallelHead.forward``, layers/tensor_parallel.py@v2.4.1 l.34-59, computes the
+  local ``V / num_shard`` slice and all-gathers the full ``V`` on every shard), and
+  ``2 bytes x copies x V`` otherwise (one shard, or a vocabulary that does not divide: then
+  ``TensorParallelHead.load`` replicates the head and skips the gather, l.56-64). Freed
+  tensors stay in PyTorch's caching allocator, so they count as used when warmup measures.
+  From v3.0.0 the server drops ``prefill_logprobs`` unless ``REQUEST_LOGPROBS=1``
+  (flash_causal_lm.py@v3.0.0 l.298-299), so only the last token per request reaches the
+  head: negligible, 0. Links: https://github.com/huggingface/text-generation-inference/blob/
+  v2.4.1/server/text_generation_server/models/flash_causal_lm.py and
+  .../pull/2661 (in-place log_softmax, v2.4.0), .../pull/2797 (REQUEST_LOGPROBS, v3.0.0).
+  The non-flash path (sm < 8.0) is left out: its warmup does not size a KV cache.
 - Non-flash models (sm < 8.0) grow a Hugging Face KV cache per request instead of blocks;
   the same budget is used as the ceiling, and the plan warns that it is less exact.
 
@@ -119,17 +141,27 @@ class Overrides:
 @dataclass(frozen=True)
 class MemoryEstimate:
     gpu_memory_mib: int
-    usable_mib: float  # total x fraction x wiggle room
+    usable_mib: float  # total x fraction (x wiggle room from TGI 3.0; see kv_share)
     weights_per_gpu_mib: float
     overhead_mib: float  # CUDA context (+ NCCL when sharded)
     activations_mib: float  # warmup prefill
     kv_bytes_per_token_per_gpu: int
     kv_cache_tokens: int  # what TGI should find at warmup
+    prefill_logits_mib: float = 0.0  # warmup's logits over every prefill token (TGI < 3.0)
+    kv_share: float = 1.0  # the share of free memory TGI makes KV: the wiggle room before 3.0
+
+    @property
+    def used_mib(self) -> float:
+        return (
+            self.weights_per_gpu_mib
+            + self.overhead_mib
+            + self.activations_mib
+            + self.prefill_logits_mib
+        )
 
     @property
     def kv_budget_mib(self) -> float:
-        used = self.weights_per_gpu_mib + self.overhead_mib + self.activations_mib
-        return self.usable_mib - used
+        return self.kv_share * (self.usable_mib - self.used_mib)
 
 
 @dataclass(frozen=True)
@@ -726,23 +758,26 @@ def _size(
     warnings = list(notes.warnings)
 
     gpu_mib = inventory.memory_mib
-    usable_mib = gpu_mib * fraction * engine.wiggle_room
+    # Before 3.0 the wiggle room is a share of the free memory, from 3.0 of the total.
+    share = engine.wiggle_room if engine.wiggle_on_free_memory else 1.0
+    usable_mib = gpu_mib * fraction * (1.0 if engine.wiggle_on_free_memory else engine.wiggle_room)
     weights_mib = weight_bytes(model, quantize) / num_shard / MIB
     overhead_mib = CUDA_CONTEXT_MIB + (NCCL_BUFFERS_MIB if num_shard > 1 else 0)
     kv_per_token = kv_bytes_per_token_per_gpu(model, num_shard)
     block = engine.attention_block_size(attention)
     mpe = model.max_position_embeddings
 
-    def kv_tokens_for(prefill: int) -> tuple[int, float]:
+    def kv_tokens_for(prefill: int) -> tuple[int, float, float]:
         act = activation_bytes(model, prefill, num_shard) / MIB
-        budget = usable_mib - weights_mib - overhead_mib - act
+        logits = prefill_logits_bytes(model, prefill, num_shard, engine) / MIB if flash else 0.0
+        budget = share * (usable_mib - weights_mib - overhead_mib - act - logits)
         tokens = max(0, int(budget * MIB // kv_per_token) // block * block)
-        return tokens, act
+        return tokens, act, logits
 
     # Token limits: a fixed point, since the prefill size costs activations that shrink the
     # KV cache, and (without chunking) the prefill size follows the input length.
     prefill = overrides.max_batch_prefill_tokens or min(DEFAULT_PREFILL_TOKENS, mpe)
-    kv_tokens, act_mib = kv_tokens_for(prefill)
+    kv_tokens, act_mib, logits_mib = kv_tokens_for(prefill)
     max_total = max_input = 0
     for _ in range(4):
         max_total = overrides.max_total_tokens or _default_total(
@@ -757,7 +792,31 @@ def _size(
         if new_prefill == prefill:
             break
         prefill = new_prefill
-        kv_tokens, act_mib = kv_tokens_for(prefill)
+        kv_tokens, act_mib, logits_mib = kv_tokens_for(prefill)
+    limits_free = not (
+        overrides.max_total_tokens
+        or overrides.max_input_tokens
+        or overrides.max_batch_prefill_tokens
+    )
+    if not chunking and limits_free:
+        # Without chunking every prompt is one prefill, and a longer prefill costs memory (its
+        # activations, and before TGI 3.0 its logits) that the KV cache loses: the iteration
+        # above may oscillate. Take the longest request that still leaves room for
+        # full_length_requests of them; the KV cache shrinks as the request grows.
+        def enough(total: int) -> bool:
+            return kv_tokens_for(total - 1)[0] // overrides.full_length_requests >= total
+
+        low, high = 1, min(mpe, NON_CHUNKED_INPUT_CAP + 1)
+        while low < high:
+            middle = (low + high + 1) // 2
+            if enough(middle):
+                low = middle
+            else:
+                high = middle - 1
+        if low >= 2:
+            max_total, max_input = low, low - 1
+            prefill = max_input
+            kv_tokens, act_mib, logits_mib = kv_tokens_for(prefill)
 
     memory = MemoryEstimate(
         gpu_memory_mib=gpu_mib,
@@ -767,6 +826,8 @@ def _size(
         activations_mib=round(act_mib, 1),
         kv_bytes_per_token_per_gpu=kv_per_token,
         kv_cache_tokens=kv_tokens,
+        prefill_logits_mib=round(logits_mib, 1),
+        kv_share=share,
     )
     problem = _misfit(
         model,
@@ -783,11 +844,21 @@ def _size(
         chunking,
     )
     if problem is None:
+        logits_text = (
+            f" + {logits_mib / 1024:.2f} GiB prefill logits (TGI {engine.version_text}'s "
+            "warmup computes them for every prefill token)"
+            if logits_mib
+            else ""
+        )
+        share_text = (
+            f", of which TGI {engine.version_text} makes {share:.0%} KV cache" if share < 1 else ""
+        )
         reasons.append(
             f"memory: {weights_mib / 1024:.1f} GiB weights + {overhead_mib / 1024:.2f} GiB "
-            f"context + {act_mib / 1024:.2f} GiB prefill activations per GPU leave "
-            f"{memory.kv_budget_mib / 1024:.1f} GiB of {usable_mib / 1024:.1f} usable GiB for "
-            f"the KV cache: {kv_tokens} tokens at {kv_per_token // 1024} KiB/token/GPU"
+            f"context + {act_mib / 1024:.2f} GiB prefill activations{logits_text} per GPU "
+            f"leave {(usable_mib - memory.used_mib) / 1024:.1f} GiB of "
+            f"{usable_mib / 1024:.1f} usable GiB{share_text}: {kv_tokens} KV-cache tokens at "
+            f"{kv_per_token // 1024} KiB/token/GPU"
         )
         reasons.append(
             _limits_reason(model, engine, overrides, max_total, prefill, kv_tokens, chunking)
@@ -909,8 +980,13 @@ def _misfit(
     if memory.kv_budget_mib <= 0 or memory.kv_cache_tokens < prefill:
         return (
             f"warmup would fail: not enough memory to handle {prefill} prefill tokens "
-            f"({memory.activations_mib / 1024:.2f} GiB of activations per GPU on top of the "
-            "weights); lower --max-batch-prefill-tokens"
+            f"({memory.activations_mib / 1024:.2f} GiB of activations"
+            + (
+                f" and {memory.prefill_logits_mib / 1024:.2f} GiB of prefill logits"
+                if memory.prefill_logits_mib
+                else ""
+            )
+            + " per GPU on top of the weights); lower --max-batch-prefill-tokens"
         )
     if max_total > memory.kv_cache_tokens:
         return (
@@ -968,6 +1044,25 @@ def kv_bytes_per_token_per_gpu(model: ModelSpec, num_shard: int, dtype_bytes: in
     """2 (K and V) x layers x kv_heads per shard x head_dim x bytes (tgi-facts §4)."""
     kv_heads_per_shard = max(1, model.num_key_value_heads // num_shard)
     return 2 * model.kv_cache_layers * kv_heads_per_shard * model.head_dim * dtype_bytes
+
+
+def prefill_logits_bytes(
+    model: ModelSpec, prefill_tokens: int, num_shard: int, engine: Engine
+) -> float:
+    """Bytes per GPU of the logits warmup computes over every prefill token (0 from TGI 3.0).
+
+    ``copies`` full-vocabulary 16-bit tensors per token (``Engine.prefill_logits_copies``),
+    plus the local ``V / num_shard`` slice a sharded head computes before it all-gathers
+    (layers/tensor_parallel.py@v2.4.1 l.34-59); a vocabulary that does not divide by
+    ``num_shard`` is not sharded and not gathered (l.56-64). See the module docstring.
+    """
+    copies = engine.prefill_logits_copies
+    if not copies:
+        return 0.0
+    vocab = model.vocab_size
+    gathered = num_shard > 1 and vocab % num_shard == 0
+    per_token = copies * vocab + (vocab // num_shard if gathered else 0)
+    return float(prefill_tokens * per_token * 2)
 
 
 def activation_bytes(model: ModelSpec, prefill_tokens: int, num_shard: int) -> float:

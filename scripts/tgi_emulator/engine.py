@@ -12,13 +12,15 @@ Memory model (tgi-facts §4, flash_causal_lm.warmup), per shard:
     warmup          = ceil(prefill / BLOCK) blocks of KV + prefill x activation bytes
     prefill OOM     if weights + warmup > budget
     cuda_free       = total - CUDA_CONTEXT_BYTES - weights - warmup      (activations stay cached)
-    free (>= 2.3)   = max(0, cuda_free - (1 - fraction x TGI_WIGGLE_ROOM) x total)
+    free (>= 3.0)   = max(0, cuda_free - (1 - fraction x TGI_WIGGLE_ROOM) x total)
+    free (2.3-2.4)  = TGI_WIGGLE_ROOM x max(0, cuda_free - (1 - fraction) x total)
     free (2.0.x)    = 0.95 x max(0, cuda_free - (1 - fraction) x total)
     capacity        = (free // (kv_per_token x BLOCK) + warmup blocks) x BLOCK
 Activation bytes per prefill token = dtype x (4 x hidden + 3 x intermediate x top_k / shards),
-plus, before v3.0.0, 4 x vocab for the full-vocabulary logits + log-softmax the warmup computes
-on every prefill token (tgi-facts Addendum). All these constants are the emulator's; TGI
-measures rather than estimates.
+plus, before v3.0.0, the full-vocabulary logits the warmup computes on every prefill token
+(tgi-facts Addendum): 2 x vocab x copies (2 before 2.4.0, where log_softmax makes a new tensor;
+1 from 2.4.0, in place), + 2 x vocab / shards for the local slice a gathering head computes.
+All these constants are the emulator's; TGI measures rather than estimates.
 """
 
 from __future__ import annotations
@@ -286,7 +288,15 @@ def activation_bytes_per_token(profile: VersionProfile, arch: ModelArch, num_sha
     hidden = 2 * (
         4 * arch.hidden_size + 3 * arch.intermediate_size * arch.experts_per_token // num_shard
     )
-    logits = 4 * arch.vocab_size if profile.warmup_prefill_logprobs else 0
+    # Warmup logits (VersionProfile.warmup_logits_copies) in the model's 16-bit dtype. With
+    # tensor parallelism TensorParallelHead.forward (layers/tensor_parallel.py@v2.4.1 l.34-59)
+    # writes this shard's vocab/world slice, then all-gathers the whole vocabulary on every
+    # shard; when the vocabulary does not divide, load() keeps the whole head on each shard
+    # and does not gather (l.56-64).
+    vocab = arch.vocab_size
+    gathers = num_shard > 1 and vocab % num_shard == 0
+    copies = profile.warmup_logits_copies
+    logits = 2 * (copies * vocab + (vocab // num_shard if gathers else 0)) if copies else 0
     return hidden + logits
 
 
@@ -671,10 +681,12 @@ def warmup(req: LaunchRequest, plan: ShardPlan, defaults: TokenDefaults) -> Warm
     # Step 2-4: free memory after warmup -> number of KV blocks.
     cuda_free = gpu.memory_bytes - CUDA_CONTEXT_BYTES - plan.weights_per_shard - warm_kv - act
     fraction = req.cuda_memory_fraction
+    wiggle = req.wiggle_room_env if req.wiggle_room_env is not None else profile.wiggle_room
     if profile.wiggle_formula == "legacy":
         free = profile.wiggle_room * max(0.0, cuda_free - (1 - fraction) * gpu.memory_bytes)
+    elif profile.wiggle_formula == "free_share":
+        free = wiggle * max(0.0, cuda_free - (1 - fraction) * gpu.memory_bytes)
     else:
-        wiggle = req.wiggle_room_env if req.wiggle_room_env is not None else profile.wiggle_room
         free = max(0.0, cuda_free - (1 - fraction * wiggle) * gpu.memory_bytes)
     num_blocks = int(free // (kv_tok * block)) + warm_blocks
     capacity = num_blocks * block
