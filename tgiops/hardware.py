@@ -88,6 +88,18 @@ class GpuModel:
 # "NVIDIA H100 80GB HBM3, 81559 MiB" and "NVIDIA H100 PCIe, 81559 MiB"; "NVIDIA H200, 143771 MiB".
 # Compute capabilities: ec2-gpu-instances.md "Compute capability" (NVIDIA's CUDA GPU lists;
 # A10G = A10's 8.6, inferred there).
+#
+# Cards not on EC2 (issue 14: plan any card). Compute capability from NVIDIA's CUDA GPUs page
+# (developer.nvidia.com/cuda-gpus, as listed in full at
+# michaelbommarito.com/wiki/programming/tools/gpu-compute-capability: A30 8.0; A40, RTX A6000,
+# RTX 3090 8.6; L40, RTX 4090 8.9; H20, GH200 9.0; B200 10.0, also ec2-gpu-instances.md) and
+# NVIDIA's TensorRT-RTX 1.4 support matrix (docs.nvidia.com/deeplearning/tensorrt-rtx: RTX 3090
+# 8.6, RTX 4090 8.9). memory.total as nvidia-smi prints it in public logs (find_string over
+# stored repositories): "NVIDIA A30, 24576"; "NVIDIA A40, 46068 MiB"; "NVIDIA RTX A6000, 49140
+# MiB"; "NVIDIA L40, 46068 MiB"; "NVIDIA GeForce RTX 4090, 24564 MiB"; "NVIDIA GeForce RTX
+# 3090, 24576 MiB"; "NVIDIA H20, 97871" (MiB); "NVIDIA GH200 480GB, 97871 MiB" (the 96 GB HBM3
+# variant; a 144 GB HBM3e one exists: plan it with --gpu-memory-gib); "NVIDIA B200, 183359 MiB"
+# (= p6-b200's figure in ec2-gpu-instances.md).
 GPU_MODELS: tuple[GpuModel, ...] = (
     GpuModel("T4", ("Tesla T4",), "Turing", (7, 5), 15360),
     GpuModel("A10G", ("NVIDIA A10G",), "Ampere", (8, 6), 23028),
@@ -103,6 +115,15 @@ GPU_MODELS: tuple[GpuModel, ...] = (
     ),
     GpuModel("H100", ("NVIDIA H100 80GB HBM3", "NVIDIA H100 PCIe"), "Hopper", (9, 0), 81559),
     GpuModel("H200", ("NVIDIA H200",), "Hopper", (9, 0), 143771),
+    GpuModel("A30", ("NVIDIA A30",), "Ampere", (8, 0), 24576),
+    GpuModel("A40", ("NVIDIA A40",), "Ampere", (8, 6), 46068),
+    GpuModel("RTX A6000", ("NVIDIA RTX A6000",), "Ampere", (8, 6), 49140),
+    GpuModel("RTX 3090", ("NVIDIA GeForce RTX 3090",), "Ampere", (8, 6), 24576),
+    GpuModel("L40", ("NVIDIA L40",), "Ada Lovelace", (8, 9), 46068),
+    GpuModel("RTX 4090", ("NVIDIA GeForce RTX 4090",), "Ada Lovelace", (8, 9), 24564),
+    GpuModel("H20", ("NVIDIA H20",), "Hopper", (9, 0), 97871),
+    GpuModel("GH200", ("NVIDIA GH200 480GB",), "Hopper", (9, 0), 97871),
+    GpuModel("B200", ("NVIDIA B200",), "Blackwell", (10, 0), 183359),
 )
 
 _VENDOR_PREFIXES = ("nvidia ", "tesla ")

@@ -757,22 +757,24 @@ def _size(
     reasons = list(notes.reasons)
     warnings = list(notes.warnings)
 
-    gpu_mib = inventory.memory_mib
-    # Before 3.0 the wiggle room is a share of the free memory, from 3.0 of the total.
-    share = engine.wiggle_room if engine.wiggle_on_free_memory else 1.0
-    usable_mib = gpu_mib * fraction * (1.0 if engine.wiggle_on_free_memory else engine.wiggle_room)
-    weights_mib = weight_bytes(model, quantize) / num_shard / MIB
-    overhead_mib = CUDA_CONTEXT_MIB + (NCCL_BUFFERS_MIB if num_shard > 1 else 0)
-    kv_per_token = kv_bytes_per_token_per_gpu(model, num_shard)
-    block = engine.attention_block_size(attention)
     mpe = model.max_position_embeddings
 
+    def warmup(prefill: int) -> MemoryEstimate:
+        return warmup_memory(
+            model,
+            inventory,
+            engine,
+            num_shard=num_shard,
+            quantize=quantize,
+            prefill_tokens=prefill,
+            fraction=fraction,
+            flash=flash,
+            attention=attention,
+        )
+
     def kv_tokens_for(prefill: int) -> tuple[int, float, float]:
-        act = activation_bytes(model, prefill, num_shard) / MIB
-        logits = prefill_logits_bytes(model, prefill, num_shard, engine) / MIB if flash else 0.0
-        budget = share * (usable_mib - weights_mib - overhead_mib - act - logits)
-        tokens = max(0, int(budget * MIB // kv_per_token) // block * block)
-        return tokens, act, logits
+        found = warmup(prefill)
+        return found.kv_cache_tokens, found.activations_mib, found.prefill_logits_mib
 
     # Token limits: a fixed point, since the prefill size costs activations that shrink the
     # KV cache, and (without chunking) the prefill size follows the input length.
@@ -818,17 +820,10 @@ def _size(
             prefill = max_input
             kv_tokens, act_mib, logits_mib = kv_tokens_for(prefill)
 
-    memory = MemoryEstimate(
-        gpu_memory_mib=gpu_mib,
-        usable_mib=round(usable_mib, 1),
-        weights_per_gpu_mib=round(weights_mib, 1),
-        overhead_mib=overhead_mib,
-        activations_mib=round(act_mib, 1),
-        kv_bytes_per_token_per_gpu=kv_per_token,
-        kv_cache_tokens=kv_tokens,
-        prefill_logits_mib=round(logits_mib, 1),
-        kv_share=share,
-    )
+    memory = warmup(prefill)
+    weights_mib, overhead_mib = memory.weights_per_gpu_mib, memory.overhead_mib
+    usable_mib, share = memory.usable_mib, memory.kv_share
+    kv_per_token = memory.kv_bytes_per_token_per_gpu
     problem = _misfit(
         model,
         inventory,
@@ -1044,6 +1039,59 @@ def kv_bytes_per_token_per_gpu(model: ModelSpec, num_shard: int, dtype_bytes: in
     """2 (K and V) x layers x kv_heads per shard x head_dim x bytes (tgi-facts §4)."""
     kv_heads_per_shard = max(1, model.num_key_value_heads // num_shard)
     return 2 * model.kv_cache_layers * kv_heads_per_shard * model.head_dim * dtype_bytes
+
+
+def warmup_memory(
+    model: ModelSpec,
+    inventory: GpuInventory,
+    engine: Engine,
+    *,
+    num_shard: int,
+    quantize: str | None,
+    prefill_tokens: int,
+    fraction: float = 1.0,
+    flash: bool = True,
+    attention: str = "paged",
+) -> MemoryEstimate:
+    """What TGI's warmup should find with exactly these settings, per GPU (see the module
+    docstring): no limits are chosen and nothing is checked, so a calibration can compare it
+    with a real warmup (scripts/bench_planner.py).
+
+    KV tokens follow TGI's own arithmetic (flash_causal_lm.py ``warmup``): the warmup batch's
+    KV blocks are allocated before free memory is measured and added back afterwards,
+    ``num_blocks = share * free // block_bytes + warmup_blocks``; with the wiggle room folded
+    into the fraction (3.0+) that is the same as sharing the whole budget.
+    """
+    gpu_mib = inventory.memory_mib
+    # Before 3.0 the wiggle room is a share of the free memory, from 3.0 of the total.
+    share = engine.wiggle_room if engine.wiggle_on_free_memory else 1.0
+    usable_mib = gpu_mib * fraction * (1.0 if engine.wiggle_on_free_memory else engine.wiggle_room)
+    weights_mib = weight_bytes(model, quantize) / num_shard / MIB
+    overhead_mib = CUDA_CONTEXT_MIB + (NCCL_BUFFERS_MIB if num_shard > 1 else 0)
+    kv_per_token = kv_bytes_per_token_per_gpu(model, num_shard)
+    block = engine.attention_block_size(attention)
+    act_mib = activation_bytes(model, prefill_tokens, num_shard) / MIB
+    logits_mib = (
+        prefill_logits_bytes(model, prefill_tokens, num_shard, engine) / MIB if flash else 0.0
+    )
+    warm_blocks = -(-prefill_tokens // block)
+    warm_mib = warm_blocks * block * kv_per_token / MIB
+    free_mib = usable_mib - weights_mib - overhead_mib - act_mib - logits_mib - warm_mib
+    if free_mib < 0:
+        tokens = max(0, int((free_mib + warm_mib) * MIB // kv_per_token) // block * block)
+    else:
+        tokens = (int(share * free_mib * MIB // (kv_per_token * block)) + warm_blocks) * block
+    return MemoryEstimate(
+        gpu_memory_mib=gpu_mib,
+        usable_mib=round(usable_mib, 1),
+        weights_per_gpu_mib=round(weights_mib, 1),
+        overhead_mib=overhead_mib,
+        activations_mib=round(act_mib, 1),
+        kv_bytes_per_token_per_gpu=kv_per_token,
+        kv_cache_tokens=tokens,
+        prefill_logits_mib=round(logits_mib, 1),
+        kv_share=share,
+    )
 
 
 def prefill_logits_bytes(

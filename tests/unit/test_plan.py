@@ -344,9 +344,11 @@ def test_before_3_0_the_wiggle_room_is_a_share_of_free_memory():
     assert mem.kv_share == 0.90
     assert mem.usable_mib == pytest.approx(mem.gpu_memory_mib, abs=0.1)
     assert mem.kv_budget_mib == pytest.approx(0.90 * (mem.usable_mib - mem.used_mib))
-    assert result.memory.kv_cache_tokens * mem.kv_bytes_per_token_per_gpu <= (
-        mem.kv_budget_mib * 2**20
-    )
+    # TGI adds the warmup batch's blocks back after taking the share of what is left free.
+    warm = result.max_batch_prefill_tokens
+    free = (mem.usable_mib - mem.used_mib) * 2**20 - warm * mem.kv_bytes_per_token_per_gpu
+    expected = int(0.90 * free // mem.kv_bytes_per_token_per_gpu) + warm
+    assert abs(mem.kv_cache_tokens - expected) <= 2  # the estimate's fields are rounded
 
 
 @pytest.mark.parametrize(
