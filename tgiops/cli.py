@@ -33,6 +33,11 @@ def _add_hardware_args(parser: argparse.ArgumentParser) -> None:
     hw.add_argument("--gpu", metavar="NAME", help="GPU model not tied to an instance type: A10G")
     hw.add_argument("--gpus", type=int, metavar="N", default=None, help="number of GPUs (--gpu)")
     hw.add_argument("--gpu-memory-gib", type=float, metavar="X", help="memory per GPU (--gpu)")
+    hw.add_argument(
+        "--compute-capability",
+        metavar="X.Y",
+        help="CUDA compute capability of a --gpu card tgiops does not know, e.g. 8.6",
+    )
 
 
 def _add_model_args(parser: argparse.ArgumentParser, *, positional: bool = True) -> None:
@@ -251,13 +256,18 @@ def resolve_inventory(args: argparse.Namespace):  # -> GpuInventory
 
     if args.instance_type and args.gpu:
         raise InputError("give --instance-type or --gpu, not both")
+    cc_text = getattr(args, "compute_capability", None)
     if args.instance_type:
-        if args.gpus is not None or args.gpu_memory_gib is not None:
-            raise InputError("--gpus and --gpu-memory-gib go with --gpu, not --instance-type")
+        if args.gpus is not None or args.gpu_memory_gib is not None or cc_text is not None:
+            raise InputError(
+                "--gpus, --gpu-memory-gib and --compute-capability go with --gpu, not "
+                "--instance-type"
+            )
         return hardware.inventory_for_instance_type(args.instance_type)
     if args.gpu:
         gpus = 1 if args.gpus is None else args.gpus  # `--gpus 0` is an error, not 1
-        return hardware.inventory_from_spec(args.gpu, gpus, args.gpu_memory_gib)
+        cc = None if cc_text is None else hardware.parse_compute_capability(cc_text)
+        return hardware.inventory_from_spec(args.gpu, gpus, args.gpu_memory_gib, cc)
     raise InputError(
         "which hardware? Give --instance-type TYPE (e.g. g5.12xlarge) or --gpu NAME --gpus N"
     )

@@ -151,20 +151,44 @@ def _gpu_name_index() -> dict[str, GpuModel]:
 _GPU_BY_NAME = _gpu_name_index()
 
 
-def find_gpu_model(name: str) -> GpuModel:
-    """A GPU model by short name or nvidia-smi name, case-insensitive ("a10g", "Tesla T4")."""
+def find_gpu_model(name: str, memory_gib: float | None = None) -> GpuModel:
+    """A GPU model by short name or nvidia-smi name, case-insensitive ("a10g", "Tesla T4").
+
+    A family name with several memory variants ("A100") resolves by ``memory_gib`` (80 ->
+    A100-80GB); without it, or with a memory no variant has, it is refused naming the variants.
+    """
     model = lookup_gpu_model(name)
     if model is not None:
         return model
+    variants = gpu_variants(name)
+    if variants:
+        if memory_gib is not None:
+            best = min(variants, key=lambda m: abs(m.memory_gib - memory_gib))
+            if abs(best.memory_gib - memory_gib) <= 0.1 * best.memory_gib:
+                return best
+        sizes = ", ".join(f"{m.name} ({m.memory_gib:.0f} GiB)" for m in variants)
+        given = "" if memory_gib is None else f" none has {memory_gib:g} GiB;"
+        raise UnknownHardwareError(
+            f"--gpu {name!r} comes in several variants: {sizes};{given} name one "
+            f"(--gpu {variants[-1].name}) or give its memory (--gpu {name} --gpu-memory-gib "
+            f"{variants[-1].memory_gib:.0f})"
+        )
     closest = _closest(
         name, [m.name for m in GPU_MODELS] + [s for m in GPU_MODELS for s in m.smi_names]
     )
     hint = f" Did you mean: {', '.join(closest)}?" if closest else ""
     known = ", ".join(m.name for m in GPU_MODELS)
     raise UnknownHardwareError(
-        f"unknown GPU {name!r}.{hint} Known GPUs: {known}. For another card, probe the host "
-        "(deploy reads nvidia-smi) instead of naming the GPU."
+        f"unknown GPU {name!r}.{hint} Known GPUs: {known}. For another card, give its compute "
+        "capability and memory (--compute-capability 8.6 --gpu-memory-gib 24), or probe the "
+        "host (deploy reads nvidia-smi)."
     )
+
+
+def gpu_variants(name: str) -> list[GpuModel]:
+    """The memory variants of a family name: "A100" -> A100-40GB, A100-80GB."""
+    key = _normalize(name)
+    return [m for m in GPU_MODELS if _normalize(m.name).startswith(key + "-")]
 
 
 def lookup_gpu_model(name: str) -> GpuModel | None:
@@ -173,11 +197,28 @@ def lookup_gpu_model(name: str) -> GpuModel | None:
 
 
 def _closest(value: str, candidates: list[str], n: int = 3) -> list[str]:
+    """Names like ``value``: same-family names first (one is a prefix of the other, "A100" ->
+    A100-40GB, A100-80GB; "L40" -> L40S), then by spelling (difflib)."""
     by_key: dict[str, str] = {}
     for cand in candidates:
         by_key.setdefault(cand.casefold(), cand)
-    matches = difflib.get_close_matches(value.casefold(), list(by_key), n=n, cutoff=0.5)
-    return [by_key[m] for m in matches]
+    key = _normalize(value)
+    for prefix in (*_VENDOR_PREFIXES, "geforce "):
+        key = key.removeprefix(prefix)
+    stem = key.split(" ")[0] if key else ""  # "a100 sxm" -> "a100"
+
+    def same_family(k: str) -> bool:
+        return bool(key) and (
+            k.startswith(key)
+            or (len(k) >= 3 and key.startswith(k))
+            or (len(stem) >= 3 and k.startswith(stem))
+        )
+
+    family = [k for k in by_key if same_family(k)]
+    family.sort(key=lambda k: (len(k), k))
+    spelled = difflib.get_close_matches(key, list(by_key), n=n + len(family), cutoff=0.5)
+    ranked = list(dict.fromkeys(family + spelled))
+    return [by_key[k] for k in ranked[:n]]
 
 
 # --------------------------------------------------------------------------------------------
@@ -282,6 +323,10 @@ MAX_GPUS_PER_HOST = max(it.gpu_count for it in INSTANCE_TYPES)
 # `--gpu-memory-gib` bound: the largest GPU of the table (H200) has ~140 GiB; 1 TiB leaves room
 # for newer cards while refusing what no GPU has (1e308 would make every model "fit").
 MAX_GPU_MEMORY_GIB = 1024
+# CUDA compute capabilities that exist: 3.0 (Kepler) to 12.x (Blackwell workstation, g7/g7e
+# in ec2-gpu-instances.md). TGI's kernels need far more (tgi-facts §2); the planner says so.
+MIN_COMPUTE_CAPABILITY = (3, 0)
+MAX_COMPUTE_CAPABILITY = (12, 9)
 _INSTANCE_BY_NAME = {it.name.casefold(): it for it in INSTANCE_TYPES}
 FAMILIES: tuple[str, ...] = tuple(dict.fromkeys(it.family for it in INSTANCE_TYPES))
 
@@ -428,9 +473,33 @@ def inventory_for_instance_type(name: str) -> GpuInventory:
     return _inventory_of(model, it.gpu_count, model.memory_mib, it.name)
 
 
-def inventory_from_spec(gpu: str, count: int, memory_gib: float | None = None) -> GpuInventory:
-    """The inventory of ``--gpu NAME --gpus N [--gpu-memory-gib X]``."""
-    model = find_gpu_model(gpu)
+def parse_compute_capability(text: str) -> tuple[int, int]:
+    """``--compute-capability 8.6`` -> (8, 6); bad input names the value and the range."""
+    match = re.fullmatch(r"\s*(\d+)\.(\d)\s*", str(text))
+    cc = (int(match.group(1)), int(match.group(2))) if match else None
+    if cc is None or not MIN_COMPUTE_CAPABILITY <= cc <= MAX_COMPUTE_CAPABILITY:
+        low, high = MIN_COMPUTE_CAPABILITY, MAX_COMPUTE_CAPABILITY
+        raise PlanInputError(
+            f"--compute-capability {text!r}: give the card's CUDA compute capability as "
+            f"MAJOR.MINOR between {low[0]}.{low[1]} and {high[0]}.{high[1]}, e.g. 8.6 (nvidia-smi "
+            "--query-gpu=compute_cap --format=csv prints it; developer.nvidia.com/cuda-gpus "
+            "lists it)"
+        )
+    return cc
+
+
+def inventory_from_spec(
+    gpu: str,
+    count: int,
+    memory_gib: float | None = None,
+    compute_capability: tuple[int, int] | None = None,
+) -> GpuInventory:
+    """The inventory of ``--gpu NAME --gpus N [--gpu-memory-gib X] [--compute-capability X.Y]``.
+
+    A card the table does not know plans from its compute capability and memory, which must
+    then both be given; for a known card a compute capability that differs is refused.
+    """
+    _check_memory_gib(memory_gib, gpu)
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise PlanInputError(f"--gpus must be a whole number of at least 1, got {count!r}.")
     if count > MAX_GPUS_PER_HOST:
@@ -439,26 +508,53 @@ def inventory_from_spec(gpu: str, count: int, memory_gib: float | None = None) -
             f"GPU hosts tgiops knows have {MAX_GPUS_PER_HOST} (p4d, p5, g5.48xlarge); give "
             f"1 to {MAX_GPUS_PER_HOST}."
         )
-    if memory_gib is None:
-        memory_mib = model.memory_mib
-    else:
-        if (
-            isinstance(memory_gib, bool)
-            or not isinstance(memory_gib, (int, float))
-            or math.isnan(memory_gib)  # argparse's float() takes "nan"
-            or memory_gib <= 0
-        ):
+    known = lookup_gpu_model(gpu)
+    if known is None and compute_capability is not None and not gpu_variants(gpu):
+        if memory_gib is None:
             raise PlanInputError(
-                f"--gpu-memory-gib must be a number of GiB per GPU above 0 and at most "
-                f"{MAX_GPU_MEMORY_GIB}, got {memory_gib!r} (a {model.name} reports "
-                f"{model.memory_gib:.1f} GiB)."
+                f"--gpu {gpu!r} is not a card tgiops knows: with --compute-capability, also "
+                "give its memory per GPU (--gpu-memory-gib, e.g. 24)"
             )
-        if memory_gib > MAX_GPU_MEMORY_GIB:  # "inf" and 1e308 too
-            raise PlanInputError(
-                f"--gpu-memory-gib {memory_gib:g} is more than any GPU has: give the memory of "
-                f"one GPU in GiB, above 0 and at most {MAX_GPU_MEMORY_GIB} (a {model.name} "
-                f"reports {model.memory_gib:.1f} GiB; the largest GPU tgiops knows, H200, "
-                f"{max(m.memory_gib for m in GPU_MODELS):.1f} GiB)."
+        gpus = tuple(
+            Gpu(
+                index=i,
+                name=gpu.strip(),
+                memory_mib=round(memory_gib * MIB_PER_GIB),
+                compute_capability=compute_capability,
             )
-        memory_mib = round(memory_gib * MIB_PER_GIB)
+            for i in range(count)
+        )
+        return GpuInventory(gpus=gpus)
+    model = find_gpu_model(gpu, memory_gib)
+    if compute_capability is not None and compute_capability != model.compute_capability:
+        have = model.compute_capability
+        raise PlanInputError(
+            f"--compute-capability {compute_capability[0]}.{compute_capability[1]}: a "
+            f"{model.name} has {have[0]}.{have[1]}; drop the flag, or name another card"
+        )
+    memory_mib = model.memory_mib if memory_gib is None else round(memory_gib * MIB_PER_GIB)
     return _inventory_of(model, count, memory_mib, None)
+
+
+def _check_memory_gib(memory_gib: float | None, gpu: str) -> None:
+    if memory_gib is None:
+        return
+    known = lookup_gpu_model(gpu)
+    example = f" (a {known.name} reports {known.memory_gib:.1f} GiB)" if known else ""
+    if (
+        isinstance(memory_gib, bool)
+        or not isinstance(memory_gib, (int, float))
+        or math.isnan(memory_gib)  # argparse's float() takes "nan"
+        or memory_gib <= 0
+    ):
+        raise PlanInputError(
+            f"--gpu-memory-gib must be a number of GiB per GPU above 0 and at most "
+            f"{MAX_GPU_MEMORY_GIB}, got {memory_gib!r}{example}."
+        )
+    if memory_gib > MAX_GPU_MEMORY_GIB:  # "inf" and 1e308 too
+        raise PlanInputError(
+            f"--gpu-memory-gib {memory_gib:g} is more than any GPU has: give the memory of "
+            f"one GPU in GiB, above 0 and at most {MAX_GPU_MEMORY_GIB}{example}; the largest "
+            f"GPU tgiops knows, {max(GPU_MODELS, key=lambda m: m.memory_mib).name}, has "
+            f"{max(m.memory_gib for m in GPU_MODELS):.1f} GiB."
+        )
