@@ -37,8 +37,9 @@ Estimates, and their known limits (none of these numbers is published by TGI):
 - CUDA context: PyTorch's context plus cuBLAS workspaces, taken as 768 MiB per GPU; NCCL's
   buffers add 512 MiB per GPU when sharded. Real values vary by driver and card.
 - Prefill activations: per token, the residual stream and a few copies of it
-  (4 x hidden), the attention projections (q, k, v, o per shard) and the MLP's gate and up
-  projections (2 x intermediate per shard, x top-k for mixture-of-experts), all 16-bit.
+  (4 x hidden), the attention projections (q, k, v, o per shard) and the MLP at its peak
+  (gate and up, the activation and their product: 4 x intermediate per shard, x top-k for
+  mixture-of-experts; ``activation_bytes`` cites the line), all 16-bit.
 - Prefill logits (``prefill_logits_bytes``), a term of its own: the router's warmup asks for
   ``prefill_logprobs`` (router/client/src/client.rs@v2.0.4 l.148,
   backends/v3/src/client/grpc_client.rs@v3.3.7 l.150-197), so before v3.0.0 the LM head runs
@@ -1120,7 +1121,10 @@ def activation_bytes(model: ModelSpec, prefill_tokens: int, num_shard: int) -> f
         + model.num_attention_heads * model.head_dim
     ) / num_shard
     intermediate = model.intermediate_size or 4 * model.hidden_size
-    mlp = 2 * intermediate * (model.experts_per_token or 1) / num_shard
+    # The MLP holds 4 x intermediate at its peak: gate_up (2 x I), act(gate) (I) and the
+    # product (I) are alive together in `down_proj(act(gate_up[:, 0]) * gate_up[:, 1])`
+    # (custom_modeling/flash_llama_modeling.py LlamaMLP.forward, @v2.0.0 l.33-36, @v3.3.7).
+    mlp = 4 * intermediate * (model.experts_per_token or 1) / num_shard
     per_token = 4 * model.hidden_size + attention + mlp
     return prefill_tokens * per_token * 2
 

@@ -385,3 +385,14 @@ def test_plan_output_shows_the_prefill_logits_term():
     memory = plan_as_dict(result)["memory"]
     assert memory["prefill_logits_gib"] == round(result.memory.prefill_logits_mib / 1024, 2) > 1
     assert f"prefill logits {result.memory.prefill_logits_mib / 1024:.2f}" in plan_as_text(result)
+
+
+def test_prefill_activations_hold_the_mlp_at_its_peak():
+    """`down_proj(act(gate_up[:, 0]) * gate_up[:, 1])` keeps gate_up (2 x I), the activation
+    (I) and the product (I) alive at once (flash_llama_modeling.py LlamaMLP.forward)."""
+    from tgiops.plan import activation_bytes
+
+    m = model("llama-3.1-8b")
+    attention = (m.num_attention_heads * 2 + 2 * m.num_key_value_heads) * m.head_dim
+    per_token = 4 * m.hidden_size + attention + 4 * m.intermediate_size
+    assert activation_bytes(m, 1000, 1) == 1000 * per_token * 2
