@@ -177,6 +177,10 @@ ALIAS_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 REPO_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 _ALIAS_RE, _REPO_RE = ALIAS_RE, REPO_RE
 _MAX_PARAMETERS_B = 10_000.0  # a bigger value is almost surely a raw count, not billions
+# TGI counts tokens of a batch in u32 (`max_batch_prefill_tokens: Option<u32>`,
+# launcher/src/main.rs@v3.3.7 l.715; the launcher casts the context to it, l.2150): a context
+# longer than that cannot be served, and is a typo or a unit mix-up.
+MAX_CONTEXT_TOKENS = 2**32 - 1
 
 
 def _where(origin: str, line: int | None) -> str:
@@ -531,6 +535,13 @@ def _check_consistency(spec: ModelSpec, fail: Any) -> None:
         )
     if spec.quantization_bits is not None and spec.quantization is None:
         raise fail("quantization_bits", "is set but quantization is null (a 16-bit checkpoint).")
+    if spec.max_position_embeddings > MAX_CONTEXT_TOKENS:
+        raise fail(
+            "max_position_embeddings",
+            f"{spec.max_position_embeddings} tokens is beyond what TGI can serve: it counts "
+            f"tokens in 32 bits, so at most {MAX_CONTEXT_TOKENS} (real models: 2048 to a few "
+            "million).",
+        )
     if spec.parameters_b > _MAX_PARAMETERS_B:
         raise fail(
             "parameters_b",
@@ -584,6 +595,34 @@ def find_model(catalog: Mapping[str, ModelSpec], alias: str) -> ModelSpec:
             )
         return catalog[by_repo[0]]
     raise UnknownModelError(alias, closest_models(catalog, alias))
+
+
+def quantized_siblings(catalog: Mapping[str, ModelSpec], model: ModelSpec) -> list[ModelSpec]:
+    """Pre-quantized checkpoints of ``model``'s architecture in ``catalog`` (70b -> 70b-awq).
+
+    Same model type, layers, widths, heads and vocabulary: the same network, its weights
+    quantized (the catalog's 4-bit and 8-bit entries of a 16-bit model). Empty for a model
+    that is itself quantized.
+    """
+    if model.quantization is not None:
+        return []
+
+    def shape(spec: ModelSpec) -> tuple[Any, ...]:
+        return (
+            spec.model_type,
+            spec.num_layers,
+            spec.hidden_size,
+            spec.num_attention_heads,
+            spec.num_key_value_heads,
+            spec.head_dim,
+            spec.vocab_size,
+        )
+
+    return [
+        spec
+        for _, spec in sorted(catalog.items())
+        if spec.quantization is not None and shape(spec) == shape(model)
+    ]
 
 
 def closest_models(catalog: Mapping[str, ModelSpec], alias: str, n: int = 3) -> list[str]:

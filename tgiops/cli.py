@@ -33,6 +33,11 @@ def _add_hardware_args(parser: argparse.ArgumentParser) -> None:
     hw.add_argument("--gpu", metavar="NAME", help="GPU model not tied to an instance type: A10G")
     hw.add_argument("--gpus", type=int, metavar="N", default=None, help="number of GPUs (--gpu)")
     hw.add_argument("--gpu-memory-gib", type=float, metavar="X", help="memory per GPU (--gpu)")
+    hw.add_argument(
+        "--compute-capability",
+        metavar="X.Y",
+        help="CUDA compute capability of a --gpu card tgiops does not know, e.g. 8.6",
+    )
 
 
 def _add_model_args(parser: argparse.ArgumentParser, *, positional: bool = True) -> None:
@@ -246,6 +251,12 @@ def resolve_model(args: argparse.Namespace):  # -> ModelSpec
         return resources.load_hf_config(args.model_config, repo_id=args.model_id)
     if not args.model:
         raise InputError("which model? Give an alias (see `tgiops models`) or --model-config FILE")
+    if args.model_id:
+        raise InputError(
+            f"--model-id {args.model_id} goes with --model-config; the alias {args.model!r} "
+            "already names its repository. Give the alias, or --model-config FILE "
+            f"--model-id {args.model_id}, not both"
+        )
     return find_model(resources.load_catalog(args.catalog), args.model)
 
 
@@ -254,13 +265,18 @@ def resolve_inventory(args: argparse.Namespace):  # -> GpuInventory
 
     if args.instance_type and args.gpu:
         raise InputError("give --instance-type or --gpu, not both")
+    cc_text = getattr(args, "compute_capability", None)
     if args.instance_type:
-        if args.gpus is not None or args.gpu_memory_gib is not None:
-            raise InputError("--gpus and --gpu-memory-gib go with --gpu, not --instance-type")
+        if args.gpus is not None or args.gpu_memory_gib is not None or cc_text is not None:
+            raise InputError(
+                "--gpus, --gpu-memory-gib and --compute-capability go with --gpu, not "
+                "--instance-type"
+            )
         return hardware.inventory_for_instance_type(args.instance_type)
     if args.gpu:
         gpus = 1 if args.gpus is None else args.gpus  # `--gpus 0` is an error, not 1
-        return hardware.inventory_from_spec(args.gpu, gpus, args.gpu_memory_gib)
+        cc = None if cc_text is None else hardware.parse_compute_capability(cc_text)
+        return hardware.inventory_from_spec(args.gpu, gpus, args.gpu_memory_gib, cc)
     raise InputError(
         "which hardware? Give --instance-type TYPE (e.g. g5.12xlarge) or --gpu NAME --gpus N"
     )
@@ -282,7 +298,8 @@ def overrides_from(args: argparse.Namespace):  # -> Overrides
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from tgiops import hardware, output
+    from tgiops import hardware, output, resources
+    from tgiops.catalog import quantized_siblings
     from tgiops.engine import DEFAULT_TGI_VERSION, Engine
     from tgiops.plan import plan
 
@@ -290,7 +307,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     inventory = resolve_inventory(args)
     engine = Engine.tgi(args.tgi_version or DEFAULT_TGI_VERSION)
     result = plan(
-        model, inventory, engine, overrides_from(args), instance_types=hardware.all_instance_types()
+        model,
+        inventory,
+        engine,
+        overrides_from(args),
+        instance_types=hardware.all_instance_types(),
+        quantized_siblings=quantized_siblings(resources.load_catalog(args.catalog), model),
     )
     if args.json:
         print(json.dumps(output.plan_as_dict(result), indent=2))

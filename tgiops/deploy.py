@@ -431,8 +431,7 @@ def choose_gpus(
         devices = free
     else:
         return (), inventory
-    chosen = tuple(g for g in inventory.gpus if g.index in devices)
-    return devices, replace(inventory, gpus=chosen)
+    return devices, inventory.select(devices)
 
 
 def _free_gpus_hint(indexes: list[int], busy: dict[int, list[str]]) -> str:

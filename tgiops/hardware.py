@@ -20,7 +20,7 @@ import difflib
 import logging
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tgiops.errors import PlanInputError, UnknownHardwareError
 
@@ -88,6 +88,18 @@ class GpuModel:
 # "NVIDIA H100 80GB HBM3, 81559 MiB" and "NVIDIA H100 PCIe, 81559 MiB"; "NVIDIA H200, 143771 MiB".
 # Compute capabilities: ec2-gpu-instances.md "Compute capability" (NVIDIA's CUDA GPU lists;
 # A10G = A10's 8.6, inferred there).
+#
+# Cards not on EC2 (issue 14: plan any card). Compute capability from NVIDIA's CUDA GPUs page
+# (developer.nvidia.com/cuda-gpus, as listed in full at
+# michaelbommarito.com/wiki/programming/tools/gpu-compute-capability: A30 8.0; A40, RTX A6000,
+# RTX 3090 8.6; L40, RTX 4090 8.9; H20, GH200 9.0; B200 10.0, also ec2-gpu-instances.md) and
+# NVIDIA's TensorRT-RTX 1.4 support matrix (docs.nvidia.com/deeplearning/tensorrt-rtx: RTX 3090
+# 8.6, RTX 4090 8.9). memory.total as nvidia-smi prints it in public logs (find_string over
+# stored repositories): "NVIDIA A30, 24576"; "NVIDIA A40, 46068 MiB"; "NVIDIA RTX A6000, 49140
+# MiB"; "NVIDIA L40, 46068 MiB"; "NVIDIA GeForce RTX 4090, 24564 MiB"; "NVIDIA GeForce RTX
+# 3090, 24576 MiB"; "NVIDIA H20, 97871" (MiB); "NVIDIA GH200 480GB, 97871 MiB" (the 96 GB HBM3
+# variant; a 144 GB HBM3e one exists: plan it with --gpu-memory-gib); "NVIDIA B200, 183359 MiB"
+# (= p6-b200's figure in ec2-gpu-instances.md).
 GPU_MODELS: tuple[GpuModel, ...] = (
     GpuModel("T4", ("Tesla T4",), "Turing", (7, 5), 15360),
     GpuModel("A10G", ("NVIDIA A10G",), "Ampere", (8, 6), 23028),
@@ -103,6 +115,15 @@ GPU_MODELS: tuple[GpuModel, ...] = (
     ),
     GpuModel("H100", ("NVIDIA H100 80GB HBM3", "NVIDIA H100 PCIe"), "Hopper", (9, 0), 81559),
     GpuModel("H200", ("NVIDIA H200",), "Hopper", (9, 0), 143771),
+    GpuModel("A30", ("NVIDIA A30",), "Ampere", (8, 0), 24576),
+    GpuModel("A40", ("NVIDIA A40",), "Ampere", (8, 6), 46068),
+    GpuModel("RTX A6000", ("NVIDIA RTX A6000",), "Ampere", (8, 6), 49140),
+    GpuModel("RTX 3090", ("NVIDIA GeForce RTX 3090",), "Ampere", (8, 6), 24576),
+    GpuModel("L40", ("NVIDIA L40",), "Ada Lovelace", (8, 9), 46068),
+    GpuModel("RTX 4090", ("NVIDIA GeForce RTX 4090",), "Ada Lovelace", (8, 9), 24564),
+    GpuModel("H20", ("NVIDIA H20",), "Hopper", (9, 0), 97871),
+    GpuModel("GH200", ("NVIDIA GH200 480GB",), "Hopper", (9, 0), 97871),
+    GpuModel("B200", ("NVIDIA B200",), "Blackwell", (10, 0), 183359),
 )
 
 _VENDOR_PREFIXES = ("nvidia ", "tesla ")
@@ -130,20 +151,44 @@ def _gpu_name_index() -> dict[str, GpuModel]:
 _GPU_BY_NAME = _gpu_name_index()
 
 
-def find_gpu_model(name: str) -> GpuModel:
-    """A GPU model by short name or nvidia-smi name, case-insensitive ("a10g", "Tesla T4")."""
+def find_gpu_model(name: str, memory_gib: float | None = None) -> GpuModel:
+    """A GPU model by short name or nvidia-smi name, case-insensitive ("a10g", "Tesla T4").
+
+    A family name with several memory variants ("A100") resolves by ``memory_gib`` (80 ->
+    A100-80GB); without it, or with a memory no variant has, it is refused naming the variants.
+    """
     model = lookup_gpu_model(name)
     if model is not None:
         return model
+    variants = gpu_variants(name)
+    if variants:
+        if memory_gib is not None:
+            best = min(variants, key=lambda m: abs(m.memory_gib - memory_gib))
+            if abs(best.memory_gib - memory_gib) <= 0.1 * best.memory_gib:
+                return best
+        sizes = ", ".join(f"{m.name} ({m.memory_gib:.0f} GiB)" for m in variants)
+        given = "" if memory_gib is None else f" none has {memory_gib:g} GiB;"
+        raise UnknownHardwareError(
+            f"--gpu {name!r} comes in several variants: {sizes};{given} name one "
+            f"(--gpu {variants[-1].name}) or give its memory (--gpu {name} --gpu-memory-gib "
+            f"{variants[-1].memory_gib:.0f})"
+        )
     closest = _closest(
         name, [m.name for m in GPU_MODELS] + [s for m in GPU_MODELS for s in m.smi_names]
     )
     hint = f" Did you mean: {', '.join(closest)}?" if closest else ""
     known = ", ".join(m.name for m in GPU_MODELS)
     raise UnknownHardwareError(
-        f"unknown GPU {name!r}.{hint} Known GPUs: {known}. For another card, probe the host "
-        "(deploy reads nvidia-smi) instead of naming the GPU."
+        f"unknown GPU {name!r}.{hint} Known GPUs: {known}. For another card, give its compute "
+        "capability and memory (--compute-capability 8.6 --gpu-memory-gib 24), or probe the "
+        "host (deploy reads nvidia-smi)."
     )
+
+
+def gpu_variants(name: str) -> list[GpuModel]:
+    """The memory variants of a family name: "A100" -> A100-40GB, A100-80GB."""
+    key = _normalize(name)
+    return [m for m in GPU_MODELS if _normalize(m.name).startswith(key + "-")]
 
 
 def lookup_gpu_model(name: str) -> GpuModel | None:
@@ -152,11 +197,28 @@ def lookup_gpu_model(name: str) -> GpuModel | None:
 
 
 def _closest(value: str, candidates: list[str], n: int = 3) -> list[str]:
+    """Names like ``value``: same-family names first (one is a prefix of the other, "A100" ->
+    A100-40GB, A100-80GB; "L40" -> L40S), then by spelling (difflib)."""
     by_key: dict[str, str] = {}
     for cand in candidates:
         by_key.setdefault(cand.casefold(), cand)
-    matches = difflib.get_close_matches(value.casefold(), list(by_key), n=n, cutoff=0.5)
-    return [by_key[m] for m in matches]
+    key = _normalize(value)
+    for prefix in (*_VENDOR_PREFIXES, "geforce "):
+        key = key.removeprefix(prefix)
+    stem = key.split(" ")[0] if key else ""  # "a100 sxm" -> "a100"
+
+    def same_family(k: str) -> bool:
+        return bool(key) and (
+            k.startswith(key)
+            or (len(k) >= 3 and key.startswith(k))
+            or (len(stem) >= 3 and k.startswith(stem))
+        )
+
+    family = [k for k in by_key if same_family(k)]
+    family.sort(key=lambda k: (len(k), k))
+    spelled = difflib.get_close_matches(key, list(by_key), n=n + len(family), cutoff=0.5)
+    ranked = list(dict.fromkeys(family + spelled))
+    return [by_key[k] for k in ranked[:n]]
 
 
 # --------------------------------------------------------------------------------------------
@@ -255,6 +317,16 @@ _INSTANCE_ROWS: tuple[tuple[str, str, str, int, int, str, int, float, float | No
 )
 
 INSTANCE_TYPES: tuple[InstanceType, ...] = tuple(InstanceType(*row) for row in _INSTANCE_ROWS)
+# The most GPUs one host of the table has (8: p4d, p5, g5.48xlarge, ...). TGI shards over the
+# GPUs of one host only, so a larger `--gpus` describes no machine tgiops can deploy to.
+MAX_GPUS_PER_HOST = max(it.gpu_count for it in INSTANCE_TYPES)
+# `--gpu-memory-gib` bound: the largest GPU of the table (H200) has ~140 GiB; 1 TiB leaves room
+# for newer cards while refusing what no GPU has (1e308 would make every model "fit").
+MAX_GPU_MEMORY_GIB = 1024
+# CUDA compute capabilities that exist: 3.0 (Kepler) to 12.x (Blackwell workstation, g7/g7e
+# in ec2-gpu-instances.md). TGI's kernels need far more (tgi-facts §2); the planner says so.
+MIN_COMPUTE_CAPABILITY = (3, 0)
+MAX_COMPUTE_CAPABILITY = (12, 9)
 _INSTANCE_BY_NAME = {it.name.casefold(): it for it in INSTANCE_TYPES}
 FAMILIES: tuple[str, ...] = tuple(dict.fromkeys(it.family for it in INSTANCE_TYPES))
 
@@ -351,6 +423,19 @@ class GpuInventory:
     def homogeneous(self) -> bool:
         return len({(g.name, g.memory_mib, g.compute_capability) for g in self.gpus}) <= 1
 
+    def select(self, indices: tuple[int, ...]) -> GpuInventory:
+        """Only the GPUs with these nvidia-smi indices (``deploy --gpu-devices``); all for ()."""
+        if not indices:
+            return self
+        present = {g.index for g in self.gpus}
+        missing = [i for i in indices if i not in present]
+        if missing:
+            raise PlanInputError(
+                f"--gpu-devices {','.join(map(str, indices))}: no GPU with index "
+                f"{','.join(map(str, missing))}; this host has {sorted(present)}"
+            )
+        return replace(self, gpus=tuple(g for g in self.gpus if g.index in indices))
+
     def describe(self) -> str:
         """``4x NVIDIA A10G (22.5 GiB each, sm86)``."""
         if not self.gpus:
@@ -388,23 +473,88 @@ def inventory_for_instance_type(name: str) -> GpuInventory:
     return _inventory_of(model, it.gpu_count, model.memory_mib, it.name)
 
 
-def inventory_from_spec(gpu: str, count: int, memory_gib: float | None = None) -> GpuInventory:
-    """The inventory of ``--gpu NAME --gpus N [--gpu-memory-gib X]``."""
-    model = find_gpu_model(gpu)
+def parse_compute_capability(text: str) -> tuple[int, int]:
+    """``--compute-capability 8.6`` -> (8, 6); bad input names the value and the range."""
+    match = re.fullmatch(r"\s*(\d+)\.(\d)\s*", str(text))
+    cc = (int(match.group(1)), int(match.group(2))) if match else None
+    if cc is None or not MIN_COMPUTE_CAPABILITY <= cc <= MAX_COMPUTE_CAPABILITY:
+        low, high = MIN_COMPUTE_CAPABILITY, MAX_COMPUTE_CAPABILITY
+        raise PlanInputError(
+            f"--compute-capability {text!r}: give the card's CUDA compute capability as "
+            f"MAJOR.MINOR between {low[0]}.{low[1]} and {high[0]}.{high[1]}, e.g. 8.6 (nvidia-smi "
+            "--query-gpu=compute_cap --format=csv prints it; developer.nvidia.com/cuda-gpus "
+            "lists it)"
+        )
+    return cc
+
+
+def inventory_from_spec(
+    gpu: str,
+    count: int,
+    memory_gib: float | None = None,
+    compute_capability: tuple[int, int] | None = None,
+) -> GpuInventory:
+    """The inventory of ``--gpu NAME --gpus N [--gpu-memory-gib X] [--compute-capability X.Y]``.
+
+    A card the table does not know plans from its compute capability and memory, which must
+    then both be given; for a known card a compute capability that differs is refused.
+    """
+    _check_memory_gib(memory_gib, gpu)
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise PlanInputError(f"--gpus must be a whole number of at least 1, got {count!r}.")
-    if memory_gib is None:
-        memory_mib = model.memory_mib
-    else:
-        if (
-            isinstance(memory_gib, bool)
-            or not isinstance(memory_gib, (int, float))
-            or not math.isfinite(memory_gib * MIB_PER_GIB)  # nan, inf: argparse takes them
-            or memory_gib <= 0
-        ):
+    if count > MAX_GPUS_PER_HOST:
+        raise PlanInputError(
+            f"--gpus {count}: TGI shards a model over the GPUs of one host, and the largest "
+            f"GPU hosts tgiops knows have {MAX_GPUS_PER_HOST} (p4d, p5, g5.48xlarge); give "
+            f"1 to {MAX_GPUS_PER_HOST}."
+        )
+    known = lookup_gpu_model(gpu)
+    if known is None and compute_capability is not None and not gpu_variants(gpu):
+        if memory_gib is None:
             raise PlanInputError(
-                f"--gpu-memory-gib must be a positive number of GiB per GPU, got {memory_gib!r} "
-                f"(a {model.name} reports {model.memory_gib:.1f} GiB)."
+                f"--gpu {gpu!r} is not a card tgiops knows: with --compute-capability, also "
+                "give its memory per GPU (--gpu-memory-gib, e.g. 24)"
             )
-        memory_mib = round(memory_gib * MIB_PER_GIB)
+        gpus = tuple(
+            Gpu(
+                index=i,
+                name=gpu.strip(),
+                memory_mib=round(memory_gib * MIB_PER_GIB),
+                compute_capability=compute_capability,
+            )
+            for i in range(count)
+        )
+        return GpuInventory(gpus=gpus)
+    model = find_gpu_model(gpu, memory_gib)
+    if compute_capability is not None and compute_capability != model.compute_capability:
+        have = model.compute_capability
+        raise PlanInputError(
+            f"--compute-capability {compute_capability[0]}.{compute_capability[1]}: a "
+            f"{model.name} has {have[0]}.{have[1]}; drop the flag, or name another card"
+        )
+    memory_mib = model.memory_mib if memory_gib is None else round(memory_gib * MIB_PER_GIB)
     return _inventory_of(model, count, memory_mib, None)
+
+
+def _check_memory_gib(memory_gib: float | None, gpu: str) -> None:
+    if memory_gib is None:
+        return
+    known = lookup_gpu_model(gpu)
+    example = f" (a {known.name} reports {known.memory_gib:.1f} GiB)" if known else ""
+    if (
+        isinstance(memory_gib, bool)
+        or not isinstance(memory_gib, (int, float))
+        or math.isnan(memory_gib)  # argparse's float() takes "nan"
+        or memory_gib <= 0
+    ):
+        raise PlanInputError(
+            f"--gpu-memory-gib must be a number of GiB per GPU above 0 and at most "
+            f"{MAX_GPU_MEMORY_GIB}, got {memory_gib!r}{example}."
+        )
+    if memory_gib > MAX_GPU_MEMORY_GIB:  # "inf" and 1e308 too
+        raise PlanInputError(
+            f"--gpu-memory-gib {memory_gib:g} is more than any GPU has: give the memory of "
+            f"one GPU in GiB, above 0 and at most {MAX_GPU_MEMORY_GIB}{example}; the largest "
+            f"GPU tgiops knows, {max(GPU_MODELS, key=lambda m: m.memory_mib).name}, has "
+            f"{max(m.memory_gib for m in GPU_MODELS):.1f} GiB."
+        )

@@ -52,6 +52,7 @@ def plan_as_dict(plan: Plan) -> dict[str, Any]:
             "weights_per_gpu_gib": round(mem.weights_per_gpu_mib / MIB_PER_GIB, 2),
             "overhead_gib": round(mem.overhead_mib / MIB_PER_GIB, 2),
             "activations_gib": round(mem.activations_mib / MIB_PER_GIB, 2),
+            "prefill_logits_gib": round(mem.prefill_logits_mib / MIB_PER_GIB, 2),
             "kv_bytes_per_token_per_gpu": mem.kv_bytes_per_token_per_gpu,
             "kv_cache_tokens": mem.kv_cache_tokens,
         },
@@ -89,11 +90,13 @@ def plan_as_text(plan: Plan) -> str:
         f"  memory/GPU  {mem.gpu_memory_mib / MIB_PER_GIB:.1f} GiB: weights "
         f"{mem.weights_per_gpu_mib / MIB_PER_GIB:.1f}, overhead "
         f"{mem.overhead_mib / MIB_PER_GIB:.2f}, activations "
-        f"{mem.activations_mib / MIB_PER_GIB:.2f}, KV cache {mem.kv_cache_tokens} tokens "
+        f"{mem.activations_mib / MIB_PER_GIB:.2f}, prefill logits "
+        f"{mem.prefill_logits_mib / MIB_PER_GIB:.2f}, KV cache {mem.kv_cache_tokens} tokens "
         f"({mem.kv_bytes_per_token_per_gpu // 1024} KiB/token)",
         "",
-        "  launcher    " + " ".join(plan.launcher_args),
     ]
+    if plan.launcher_args:  # none for a plan that does not fit
+        lines.append("  launcher    " + " ".join(plan.launcher_args))
     if plan.env:
         lines.append("  env         " + " ".join(f"{k}={v}" for k, v in plan.env.items()))
     lines += ["", "Why:"] + [f"  - {r}" for r in plan.reasons]

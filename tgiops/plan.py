@@ -23,7 +23,10 @@ per GPU, in bytes:
    `max_total_tokens`"), and warmup fails when the prefill activations do not fit ("Not
    enough memory to handle N prefill tokens").
 
-So: ``kv_budget = total * fraction * wiggle - weights_per_gpu - cuda_context - activations``.
+So, from v3.0.0: ``kv_budget = total * fraction * wiggle - used``; before v3.0.0 the wiggle
+room is a share of what is free instead, ``kv_budget = wiggle * (total * fraction - used)``
+(``Engine.wiggle_on_free_memory``, flash_causal_lm.py@v2.4.1 l.1549-1553), where
+``used = weights_per_gpu + cuda_context + activations + prefill_logits``.
 
 Estimates, and their known limits (none of these numbers is published by TGI):
 
@@ -34,17 +37,41 @@ Estimates, and their known limits (none of these numbers is published by TGI):
 - CUDA context: PyTorch's context plus cuBLAS workspaces, taken as 768 MiB per GPU; NCCL's
   buffers add 512 MiB per GPU when sharded. Real values vary by driver and card.
 - Prefill activations: per token, the residual stream and a few copies of it
-  (4 x hidden), the attention projections (q, k, v, o per shard) and the MLP's gate and up
-  projections (2 x intermediate per shard, x top-k for mixture-of-experts), all 16-bit.
-  Logits are computed for the last token of each request only, so they are left out.
+  (4 x hidden), the attention projections (q, k, v, o per shard) and the MLP at its peak
+  (gate and up, the activation and their product: 4 x intermediate per shard, x top-k for
+  mixture-of-experts; ``activation_bytes`` cites the line), all 16-bit.
+- Prefill logits (``prefill_logits_bytes``), a term of its own: the router's warmup asks for
+  ``prefill_logprobs`` (router/client/src/client.rs@v2.0.4 l.148,
+  backends/v3/src/client/grpc_client.rs@v3.3.7 l.150-197), so before v3.0.0 the LM head runs
+  on *every* prefill token and ``log_softmax`` follows over the full vocabulary
+  (``Engine.prefill_logits_copies`` cites the lines per release). They are in the model's
+  16-bit dtype: the head's output is ``input.new_empty`` / a 16-bit linear and no model
+  class casts it (grep of ``.float()`` on logits in custom_modeling@v2.0.4 and @v2.4.1 finds
+  none), and log_softmax keeps its input's dtype. Per GPU and prefill token:
+  ``2 bytes x (copies x V + V / num_shard)`` when sharded with a vocabulary that divides
+  (``TensorParallelHead.forward``, layers/tensor_parallel.py@v2.4.1 l.34-59, computes the
+  local ``V / num_shard`` slice and all-gathers the full ``V`` on every shard), and
+  ``2 bytes x copies x V`` otherwise (one shard, or a vocabulary that does not divide: then
+  ``TensorParallelHead.load`` replicates the head and skips the gather, l.56-64). Freed
+  tensors stay in PyTorch's caching allocator, so they count as used when warmup measures.
+  From v3.0.0 the server drops ``prefill_logprobs`` unless ``REQUEST_LOGPROBS=1``
+  (flash_causal_lm.py@v3.0.0 l.298-299), so only the last token per request reaches the
+  head: negligible, 0. Links: https://github.com/huggingface/text-generation-inference/blob/
+  v2.4.1/server/text_generation_server/models/flash_causal_lm.py and
+  .../pull/2661 (in-place log_softmax, v2.4.0), .../pull/2797 (REQUEST_LOGPROBS, v3.0.0).
+  The non-flash path (sm < 8.0) is left out: its warmup does not size a KV cache.
 - Non-flash models (sm < 8.0) grow a Hugging Face KV cache per request instead of blocks;
   the same budget is used as the ceiling, and the plan warns that it is less exact.
 
 Token limits: the plan keeps room for ``full_length_requests`` requests of full length at once
 (default 4) and caps ``max_total_tokens`` at the model's ``max_position_embeddings``;
 ``max_input_tokens = max_total_tokens - 1`` as TGI's own zero-config does (§1b). Without
-prefill chunking (TGI < 3.0) a prompt is one prefill, so ``max_batch_prefill_tokens`` must cover
-``max_input_tokens``; there the input is capped at 8192 tokens unless overridden.
+prefill chunking a prompt is one prefill, so ``max_batch_prefill_tokens`` must cover
+``max_input_tokens``; there the input is capped at 8192 tokens unless overridden. TGI chunks
+only from v3.0, on its flash model classes, with flashinfer or flashdecoding attention, for
+text-only models (``Engine.prefill_chunking``): not on the non-flash path of T4/V100, not with
+paged attention. Every plan is checked against TGI's own argument validation
+(``Engine.validate_launcher_args``); one TGI would refuse does not fit.
 """
 
 from __future__ import annotations
@@ -115,17 +142,27 @@ class Overrides:
 @dataclass(frozen=True)
 class MemoryEstimate:
     gpu_memory_mib: int
-    usable_mib: float  # total x fraction x wiggle room
+    usable_mib: float  # total x fraction (x wiggle room from TGI 3.0; see kv_share)
     weights_per_gpu_mib: float
     overhead_mib: float  # CUDA context (+ NCCL when sharded)
     activations_mib: float  # warmup prefill
     kv_bytes_per_token_per_gpu: int
     kv_cache_tokens: int  # what TGI should find at warmup
+    prefill_logits_mib: float = 0.0  # warmup's logits over every prefill token (TGI < 3.0)
+    kv_share: float = 1.0  # the share of free memory TGI makes KV: the wiggle room before 3.0
+
+    @property
+    def used_mib(self) -> float:
+        return (
+            self.weights_per_gpu_mib
+            + self.overhead_mib
+            + self.activations_mib
+            + self.prefill_logits_mib
+        )
 
     @property
     def kv_budget_mib(self) -> float:
-        used = self.weights_per_gpu_mib + self.overhead_mib + self.activations_mib
-        return self.usable_mib - used
+        return self.kv_share * (self.usable_mib - self.used_mib)
 
 
 @dataclass(frozen=True)
@@ -156,6 +193,8 @@ class Plan:
     warnings: tuple[str, ...] = ()
     alternatives: tuple[Alternative, ...] = ()
     problem: str | None = None  # why it does not fit, when fits is False
+    attention: str = "paged"  # the attention backend TGI will run (Engine.attention_backend)
+    prefill_chunking: bool = False  # whether TGI splits long prompts (Engine.prefill_chunking)
 
     @property
     def image(self) -> str:
@@ -163,7 +202,13 @@ class Plan:
 
     @property
     def launcher_args(self) -> tuple[str, ...]:
-        """The launcher flags, with the names this TGI release understands."""
+        """The launcher flags, with the names this TGI release understands.
+
+        Empty for a plan that does not fit: its limits are what was tried, not something to
+        launch (TGI would fail with them, or refuse them).
+        """
+        if not self.fits:
+            return ()
         args = ["--model-id", self.model.repo_id]
         if self.model.revision:
             args += ["--revision", self.model.revision]
@@ -200,19 +245,133 @@ def plan(
     overrides: Overrides | None = None,
     *,
     instance_types: Iterable[InstanceType] = (),
+    quantized_siblings: Iterable[ModelSpec] = (),
 ) -> Plan:
     """Plan TGI for ``model`` on ``inventory``. Raises PlanInputError for impossible overrides.
 
-    ``instance_types`` (the hardware table) lets a plan that does not fit suggest larger ones.
+    ``instance_types`` (the hardware table) lets a plan that does not fit suggest larger ones;
+    ``quantized_siblings`` (``catalog.quantized_siblings``) lets it suggest the catalog's
+    pre-quantized checkpoints of the same model.
     """
     overrides = overrides or Overrides()
     result = _plan_once(model, inventory, engine, overrides)
     if result.fits:
+        return _with_replicas_hint(result, engine, overrides)
+    types = tuple(instance_types)
+    found = _sibling_alternatives(inventory, engine, overrides, types, quantized_siblings)
+    found += _alternatives(model, inventory, engine, overrides, types)
+    if len(found) > 1:  # the catch-all only when nothing else was found
+        found = [a for a in found if a.description != _NOTHING_ELSE]
+    return replace(result, alternatives=tuple(found))
+
+
+_NOTHING_ELSE = "a smaller model, or a GPU with more memory"
+
+
+def _with_replicas_hint(result: Plan, engine: Engine, overrides: Overrides) -> Plan:
+    """When the model fits on fewer GPUs than the host has, say how to use the rest: one
+    unit per group of GPUs (``deploy --gpu-devices ... --port ...``), each a replica."""
+    model, inventory = result.model, result.inventory
+    if inventory.count < 2:
         return result
+    per_replica = None
+    for n in range(1, inventory.count // 2 + 1):
+        if model.num_attention_heads % n or model.num_key_value_heads % n:
+            continue
+        subset = replace(inventory, gpus=inventory.gpus[:n], instance_type=None)
+        try:
+            attempt = _plan_once(model, subset, engine, replace(overrides, num_shard=None))
+        except PlanInputError:
+            continue
+        if attempt.fits:
+            per_replica = n
+            break
+    if per_replica is None:
+        return result  # it needs more than half the GPUs: one unit is the only way
+    replicas = inventory.count // per_replica
+    commands = "; ".join(
+        f"`tgiops deploy {model.alias} --host HOST --gpu-devices "
+        f"{','.join(str(g) for g in range(i * per_replica, (i + 1) * per_replica))} "
+        f"--unit tgiops-{model.alias}-{i} --port {8080 + i}`"
+        for i in range(replicas)
+    )
+    fits_on = f"{model.alias} fits on {per_replica} GPU(s)"
+    if result.num_shard < inventory.count:
+        idle = inventory.count - result.num_shard
+        return replace(
+            result,
+            warnings=(
+                *result.warnings,
+                f"{idle} of {inventory.count} GPUs stay idle with one unit: {fits_on}, so serve "
+                f"{replicas} replicas, one unit per {per_replica} GPU(s) on its own port: "
+                f"{commands}",
+            ),
+        )
     return replace(
         result,
-        alternatives=tuple(_alternatives(model, inventory, engine, overrides, instance_types)),
+        reasons=(
+            *result.reasons,
+            f"replicas: {fits_on}; instead of one {result.num_shard}-way shard, {replicas} "
+            f"replicas (one unit per {per_replica} GPU(s)) may serve more requests at once: "
+            f"{commands}",
+        ),
     )
+
+
+def _sibling_alternatives(
+    inventory: GpuInventory,
+    engine: Engine,
+    overrides: Overrides,
+    instance_types: tuple[InstanceType, ...],
+    siblings: Iterable[ModelSpec],
+) -> list[Alternative]:
+    """The catalog's pre-quantized checkpoints of this model: here if they fit, else the
+    cheapest instance type they fit."""
+    found: list[Alternative] = []
+    # The checkpoint dictates its quantization and its dtype (float16 for AWQ/GPTQ).
+    free = replace(overrides, quantize=None, dtype=None)
+    priced = sorted(
+        (t for t in instance_types if t.on_demand_usd_per_hour is not None),
+        key=lambda t: t.on_demand_usd_per_hour or 0.0,
+    )
+    for sibling in siblings:
+        what = f"{sibling.alias} ({sibling.quantization} checkpoint of the same model)"
+        try:
+            here = _plan_once(sibling, inventory, engine, free)
+        except PlanInputError:
+            continue
+        if here.fits:
+            found.append(
+                Alternative(
+                    f"the pre-quantized {what}: fits here, {here.max_total_tokens} tokens per "
+                    "request",
+                    flags=(sibling.alias,),
+                )
+            )
+            continue
+        for itype in priced:
+            try:
+                there = _plan_once(
+                    sibling,
+                    inventory_for_instance_type(itype.name),
+                    engine,
+                    replace(free, num_shard=None),
+                )
+            except PlanInputError:
+                continue
+            if there.fits:
+                found.append(
+                    Alternative(
+                        f"the pre-quantized {what} on {itype.name} ({itype.gpu_count}x "
+                        f"{itype.gpu}, ${itype.on_demand_usd_per_hour:.2f}/h): "
+                        f"{there.max_total_tokens} tokens per request",
+                        instance_type=itype.name,
+                        usd_per_hour=itype.on_demand_usd_per_hour,
+                        flags=(sibling.alias, "--instance-type", itype.name),
+                    )
+                )
+                break
+    return found
 
 
 def _plan_once(
@@ -220,6 +379,7 @@ def _plan_once(
 ) -> Plan:
     notes = _Notes()
     _check_override_values(overrides)
+    _check_overrides_for_model(model, overrides)
     if inventory.count < 1:
         raise PlanInputError("the GPU inventory is empty: tgiops needs at least one NVIDIA GPU")
     major, minor = inventory.compute_capability
@@ -236,6 +396,14 @@ def _plan_once(
                 if flash
                 else ""
             )
+        )
+    if model.model_type not in engine.model_types:
+        notes.warnings.append(
+            f"model_type {model.model_type!r} is not one TGI {engine.version_text} has a model "
+            "class for (ModelType in its server/text_generation_server/models/__init__.py: "
+            f"{', '.join(sorted(engine.model_types - {'RefinedWeb', 'RefinedWebModel'}))}); "
+            "TGI may refuse it, or run it through transformers' slower AutoModel fallback, "
+            "which cannot shard"
         )
     gpu_label = inventory.describe()
     if not inventory.homogeneous:
@@ -260,9 +428,17 @@ def _plan_once(
     quantize, hardware_problem = _choose_prequantized(
         model, inventory, engine, overrides, notes, sm
     )
-    dtype = _choose_dtype(quantize, inventory, overrides, notes, sm)
+    dtype = _choose_dtype(model, quantize, inventory, overrides, notes, sm)
     fraction = overrides.cuda_memory_fraction or 1.0
     num_shard = _choose_num_shard(model, inventory, overrides, flash, quantize, notes, sm)
+    attention = engine.attention_backend(
+        flash=flash,
+        compute_capability=inventory.compute_capability,
+        head_dim=model.head_dim,
+        model_type=model.model_type,
+    )
+    chunking = engine.prefill_chunking(flash=flash, attention=attention, vision=model.vision)
+    notes.reasons.append(_chunking_reason(engine, flash, attention, chunking, model))
 
     # 16-bit first; quantize on the fly only when 16-bit does not fit and it is allowed.
     candidates: list[str | None] = [quantize]
@@ -289,6 +465,8 @@ def _plan_once(
             fraction,
             num_shard,
             flash,
+            attention,
+            chunking,
             env,
             notes,
         )
@@ -333,6 +511,28 @@ def _check_override_values(overrides: Overrides) -> None:
         raise PlanInputError(f"--dtype {overrides.dtype!r}: use float16 or bfloat16")
     if overrides.full_length_requests < 1:
         raise PlanInputError("the number of full-length requests must be at least 1")
+
+
+def _check_overrides_for_model(model: ModelSpec, overrides: Overrides) -> None:
+    """Token limits no hardware can make work: bad input (exit 2), not a plan that misfits."""
+    mpe = model.max_position_embeddings
+    total, given_input = overrides.max_total_tokens, overrides.max_input_tokens
+    if total is not None and total < 2:
+        raise PlanInputError(
+            f"--max-total-tokens {total}: a request holds at least one input token and one "
+            "generated token, and TGI demands max_input_tokens < max_total_tokens, so give at "
+            f"least 2 (e.g. {min(mpe, 4096)})"
+        )
+    if total is not None and total > mpe:
+        raise PlanInputError(
+            f"--max-total-tokens {total} exceeds {model.alias}'s context "
+            f"(max_position_embeddings {mpe}); give at most {mpe}"
+        )
+    if given_input is not None and given_input >= mpe:
+        raise PlanInputError(
+            f"--max-input-tokens {given_input} leaves no room to generate within "
+            f"{model.alias}'s context of {mpe} tokens; give at most {mpe - 1}"
+        )
 
 
 def _choose_prequantized(
@@ -438,6 +638,7 @@ def _missing_kernels(
 
 
 def _choose_dtype(
+    model: ModelSpec,
     quantize: str | None,
     inventory: GpuInventory,
     overrides: Overrides,
@@ -458,11 +659,24 @@ def _choose_dtype(
     if overrides.dtype:
         notes.reasons.append(f"dtype: {overrides.dtype}, as requested")
         return overrides.dtype
-    if bf16:
+    chosen = "bfloat16" if bf16 else "float16"
+    no_bf16 = f"{sm} has no bfloat16 (needs sm80+)"
+    if model.torch_dtype == "float32":
+        # TGI serves 16-bit only: --dtype takes float16 or bfloat16, else the model class's
+        # default, never float32 (server/text_generation_server/models/__init__.py@v3.3.7
+        # l.464-482, flash_causal_lm.py l.1206-1227). The weights are cast when loaded.
+        notes.reasons.append(
+            f"dtype: {chosen}: the checkpoint is float32, which TGI does not serve; it casts "
+            f"the weights to {chosen} when loading, half their file size"
+            + ("" if bf16 else f" ({no_bf16})")
+        )
+    elif not bf16:
+        notes.reasons.append(f"dtype: float16, as {no_bf16}")
+    elif model.torch_dtype == "float16":
+        notes.reasons.append(f"dtype: bfloat16 ({sm} supports it; the checkpoint is float16)")
+    else:
         notes.reasons.append(f"dtype: bfloat16 ({sm} supports it; the checkpoint's own type)")
-        return "bfloat16"
-    notes.reasons.append(f"dtype: float16, as {sm} has no bfloat16 (needs sm80+)")
-    return "float16"
+    return chosen
 
 
 def _choose_num_shard(
@@ -535,6 +749,8 @@ def _size(
     fraction: float,
     num_shard: int,
     flash: bool,
+    attention: str,
+    chunking: bool,
     env: dict[str, str],
     notes: _Notes,
 ) -> Plan:
@@ -542,47 +758,73 @@ def _size(
     reasons = list(notes.reasons)
     warnings = list(notes.warnings)
 
-    gpu_mib = inventory.memory_mib
-    usable_mib = gpu_mib * fraction * engine.wiggle_room
-    weights_mib = weight_bytes(model, quantize) / num_shard / MIB
-    overhead_mib = CUDA_CONTEXT_MIB + (NCCL_BUFFERS_MIB if num_shard > 1 else 0)
-    kv_per_token = kv_bytes_per_token_per_gpu(model, num_shard)
-    block = engine.attention_block_size(flash)
     mpe = model.max_position_embeddings
 
-    def kv_tokens_for(prefill: int) -> tuple[int, float]:
-        act = activation_bytes(model, prefill, num_shard) / MIB
-        budget = usable_mib - weights_mib - overhead_mib - act
-        tokens = max(0, int(budget * MIB // kv_per_token) // block * block)
-        return tokens, act
+    def warmup(prefill: int) -> MemoryEstimate:
+        return warmup_memory(
+            model,
+            inventory,
+            engine,
+            num_shard=num_shard,
+            quantize=quantize,
+            prefill_tokens=prefill,
+            fraction=fraction,
+            flash=flash,
+            attention=attention,
+        )
+
+    def kv_tokens_for(prefill: int) -> tuple[int, float, float]:
+        found = warmup(prefill)
+        return found.kv_cache_tokens, found.activations_mib, found.prefill_logits_mib
 
     # Token limits: a fixed point, since the prefill size costs activations that shrink the
     # KV cache, and (without chunking) the prefill size follows the input length.
     prefill = overrides.max_batch_prefill_tokens or min(DEFAULT_PREFILL_TOKENS, mpe)
-    kv_tokens, act_mib = kv_tokens_for(prefill)
+    kv_tokens, act_mib, logits_mib = kv_tokens_for(prefill)
     max_total = max_input = 0
     for _ in range(4):
-        max_total = overrides.max_total_tokens or _default_total(kv_tokens, mpe, overrides, engine)
+        max_total = overrides.max_total_tokens or _default_total(
+            kv_tokens, mpe, overrides, chunking
+        )
         if overrides.max_input_tokens and not overrides.max_total_tokens:
             max_total = max(max_total, overrides.max_input_tokens + 1)
         max_input = overrides.max_input_tokens or max_total - 1
         new_prefill = overrides.max_batch_prefill_tokens or (
-            min(DEFAULT_PREFILL_TOKENS, max_input) if engine.chunked_prefill else max_input
+            min(DEFAULT_PREFILL_TOKENS, max_input) if chunking else max_input
         )
         if new_prefill == prefill:
             break
         prefill = new_prefill
-        kv_tokens, act_mib = kv_tokens_for(prefill)
-
-    memory = MemoryEstimate(
-        gpu_memory_mib=gpu_mib,
-        usable_mib=round(usable_mib, 1),
-        weights_per_gpu_mib=round(weights_mib, 1),
-        overhead_mib=overhead_mib,
-        activations_mib=round(act_mib, 1),
-        kv_bytes_per_token_per_gpu=kv_per_token,
-        kv_cache_tokens=kv_tokens,
+        kv_tokens, act_mib, logits_mib = kv_tokens_for(prefill)
+    limits_free = not (
+        overrides.max_total_tokens
+        or overrides.max_input_tokens
+        or overrides.max_batch_prefill_tokens
     )
+    if not chunking and limits_free:
+        # Without chunking every prompt is one prefill, and a longer prefill costs memory (its
+        # activations, and before TGI 3.0 its logits) that the KV cache loses: the iteration
+        # above may oscillate. Take the longest request that still leaves room for
+        # full_length_requests of them; the KV cache shrinks as the request grows.
+        def enough(total: int) -> bool:
+            return kv_tokens_for(total - 1)[0] // overrides.full_length_requests >= total
+
+        low, high = 1, min(mpe, NON_CHUNKED_INPUT_CAP + 1)
+        while low < high:
+            middle = (low + high + 1) // 2
+            if enough(middle):
+                low = middle
+            else:
+                high = middle - 1
+        if low >= 2:
+            max_total, max_input = low, low - 1
+            prefill = max_input
+            kv_tokens, act_mib, logits_mib = kv_tokens_for(prefill)
+
+    memory = warmup(prefill)
+    weights_mib, overhead_mib = memory.weights_per_gpu_mib, memory.overhead_mib
+    usable_mib, share = memory.usable_mib, memory.kv_share
+    kv_per_token = memory.kv_bytes_per_token_per_gpu
     problem = _misfit(
         model,
         inventory,
@@ -594,15 +836,29 @@ def _size(
         overrides,
         quantize,
         num_shard,
+        flash,
+        chunking,
     )
     if problem is None:
+        logits_text = (
+            f" + {logits_mib / 1024:.2f} GiB prefill logits (TGI {engine.version_text}'s "
+            "warmup computes them for every prefill token)"
+            if logits_mib
+            else ""
+        )
+        share_text = (
+            f", of which TGI {engine.version_text} makes {share:.0%} KV cache" if share < 1 else ""
+        )
         reasons.append(
             f"memory: {weights_mib / 1024:.1f} GiB weights + {overhead_mib / 1024:.2f} GiB "
-            f"context + {act_mib / 1024:.2f} GiB prefill activations per GPU leave "
-            f"{memory.kv_budget_mib / 1024:.1f} GiB of {usable_mib / 1024:.1f} usable GiB for "
-            f"the KV cache: {kv_tokens} tokens at {kv_per_token // 1024} KiB/token/GPU"
+            f"context + {act_mib / 1024:.2f} GiB prefill activations{logits_text} per GPU "
+            f"leave {(usable_mib - memory.used_mib) / 1024:.1f} GiB of "
+            f"{usable_mib / 1024:.1f} usable GiB{share_text}: {kv_tokens} KV-cache tokens at "
+            f"{kv_per_token // 1024} KiB/token/GPU"
         )
-        reasons.append(_limits_reason(model, engine, overrides, max_total, prefill, kv_tokens))
+        reasons.append(
+            _limits_reason(model, engine, overrides, max_total, prefill, kv_tokens, chunking)
+        )
     if not flash:
         warnings.append(
             "non-flash path: TGI uses padded batching and a growing Hugging Face KV cache; "
@@ -626,13 +882,37 @@ def _size(
         reasons=tuple(reasons),
         warnings=tuple(warnings),
         problem=problem,
+        attention=attention,
+        prefill_chunking=chunking,
     )
 
 
-def _default_total(kv_tokens: int, mpe: int, overrides: Overrides, engine: Engine) -> int:
+def _chunking_reason(
+    engine: Engine, flash: bool, attention: str, chunking: bool, model: ModelSpec
+) -> str:
+    if chunking:
+        return (
+            f"prefill: chunked ({attention} attention, TGI {engine.version_text}), so "
+            "max_batch_prefill_tokens may be below max_input_tokens"
+        )
+    if engine.version < (3, 0, 0):
+        why = f"TGI {engine.version_text} does not chunk prefill by default (from 3.0)"
+    elif not flash:
+        why = "TGI's non-flash model classes cannot chunk prefill"
+    elif model.vision:
+        why = "TGI's multimodal model classes do not chunk prefill"
+    else:
+        why = f"TGI chunks prefill only with flashinfer or flashdecoding, not {attention}"
+    return (
+        f"prefill: not chunked ({why}), so max_batch_prefill_tokens must cover "
+        "max_input_tokens (TGI refuses it otherwise)"
+    )
+
+
+def _default_total(kv_tokens: int, mpe: int, overrides: Overrides, chunking: bool) -> int:
     per_request = kv_tokens // overrides.full_length_requests
     total = min(mpe, per_request)
-    if not engine.chunked_prefill:
+    if not chunking:
         total = min(total, NON_CHUNKED_INPUT_CAP + 1)
     return max(total, 2)
 
@@ -644,14 +924,15 @@ def _limits_reason(
     max_total: int,
     prefill: int,
     kv_tokens: int,
+    chunking: bool,
 ) -> str:
     if overrides.max_total_tokens:
         head = f"max_total_tokens: {max_total}, as requested"
     elif max_total == model.max_position_embeddings:
         head = f"max_total_tokens: {max_total}, the model's max_position_embeddings"
-    elif not engine.chunked_prefill and max_total == NON_CHUNKED_INPUT_CAP + 1:
+    elif not chunking and max_total == NON_CHUNKED_INPUT_CAP + 1:
         head = (
-            f"max_total_tokens: {max_total}: TGI {engine.version_text} cannot chunk prefill, "
+            f"max_total_tokens: {max_total}: TGI {engine.version_text} cannot chunk prefill here, "
             f"so input is capped at {NON_CHUNKED_INPUT_CAP} tokens (raise with --max-input-tokens)"
         )
     else:
@@ -678,6 +959,8 @@ def _misfit(
     overrides: Overrides,
     quantize: str | None,
     num_shard: int,
+    flash: bool,
+    chunking: bool,
 ) -> str | None:
     """Why TGI would fail to start with these numbers, in TGI's terms; None when it fits."""
     gpu = inventory.describe()
@@ -693,8 +976,13 @@ def _misfit(
     if memory.kv_budget_mib <= 0 or memory.kv_cache_tokens < prefill:
         return (
             f"warmup would fail: not enough memory to handle {prefill} prefill tokens "
-            f"({memory.activations_mib / 1024:.2f} GiB of activations per GPU on top of the "
-            "weights); lower --max-batch-prefill-tokens"
+            f"({memory.activations_mib / 1024:.2f} GiB of activations"
+            + (
+                f" and {memory.prefill_logits_mib / 1024:.2f} GiB of prefill logits"
+                if memory.prefill_logits_mib
+                else ""
+            )
+            + " per GPU on top of the weights); lower --max-batch-prefill-tokens"
         )
     if max_total > memory.kv_cache_tokens:
         return (
@@ -706,13 +994,27 @@ def _misfit(
             f"max_total_tokens={max_total} exceeds {model.alias}'s max_position_embeddings "
             f"({model.max_position_embeddings})"
         )
-    if not engine.chunked_prefill and prefill < max_input:
-        return (
-            f"max_batch_prefill_tokens={prefill} is below max_input_tokens={max_input}; TGI "
-            f"{engine.version_text} cannot chunk prefill and refuses this"
+    refused = engine.validate_launcher_args(
+        max_input_tokens=max_input,
+        max_total_tokens=max_total,
+        max_batch_prefill_tokens=prefill,
+        prefill_chunking=chunking,
+        # Warmup's figure on the flash path; the non-flash router takes
+        # max(16000, max_total, prefill) instead (backends/v3/src/lib.rs@v3.3.7).
+        max_batch_total_tokens=memory.kv_cache_tokens if flash else None,
+        num_shard=num_shard,
+        quantize=quantize,
+    )
+    if refused:
+        fix = (
+            f"; TGI cannot chunk prefill here, so lower --max-input-tokens to {prefill} or "
+            f"raise --max-batch-prefill-tokens to {max_input}"
+            if not chunking and prefill < max_input
+            else ""
         )
+        return f"TGI's argument validation would refuse this: {'; '.join(refused)}{fix}"
     smallest = min(MIN_USEFUL_TOTAL_TOKENS, model.max_position_embeddings)
-    if max_total < smallest:
+    if max_total < smallest and not overrides.max_total_tokens:  # a small limit asked for is fine
         return (
             f"only ~{memory.kv_cache_tokens} tokens of KV cache would remain on {gpu}: "
             f"requests could not exceed {max_total} tokens"
@@ -727,7 +1029,8 @@ def weight_bytes(model: ModelSpec, quantize: str | None) -> float:
         if model.weight_bytes:
             return float(model.weight_bytes)
     elif quantize is None and model.weight_bytes:
-        return float(model.weight_bytes)
+        # A float32 checkpoint is cast to 16 bits at load (see _choose_dtype).
+        return model.weight_bytes / (2.0 if model.torch_dtype == "float32" else 1.0)
     params = model.parameters_b * 1e9
     per_param = _LINEAR_BYTES_PER_PARAM.get(quantize, 1.0)
     return (params - embed_params) * per_param + embed_params * 2.0
@@ -739,6 +1042,78 @@ def kv_bytes_per_token_per_gpu(model: ModelSpec, num_shard: int, dtype_bytes: in
     return 2 * model.kv_cache_layers * kv_heads_per_shard * model.head_dim * dtype_bytes
 
 
+def warmup_memory(
+    model: ModelSpec,
+    inventory: GpuInventory,
+    engine: Engine,
+    *,
+    num_shard: int,
+    quantize: str | None,
+    prefill_tokens: int,
+    fraction: float = 1.0,
+    flash: bool = True,
+    attention: str = "paged",
+) -> MemoryEstimate:
+    """What TGI's warmup should find with exactly these settings, per GPU (see the module
+    docstring): no limits are chosen and nothing is checked, so a calibration can compare it
+    with a real warmup (scripts/bench_planner.py).
+
+    KV tokens follow TGI's own arithmetic (flash_causal_lm.py ``warmup``): the warmup batch's
+    KV blocks are allocated before free memory is measured and added back afterwards,
+    ``num_blocks = share * free // block_bytes + warmup_blocks``; with the wiggle room folded
+    into the fraction (3.0+) that is the same as sharing the whole budget.
+    """
+    gpu_mib = inventory.memory_mib
+    # Before 3.0 the wiggle room is a share of the free memory, from 3.0 of the total.
+    share = engine.wiggle_room if engine.wiggle_on_free_memory else 1.0
+    usable_mib = gpu_mib * fraction * (1.0 if engine.wiggle_on_free_memory else engine.wiggle_room)
+    weights_mib = weight_bytes(model, quantize) / num_shard / MIB
+    overhead_mib = CUDA_CONTEXT_MIB + (NCCL_BUFFERS_MIB if num_shard > 1 else 0)
+    kv_per_token = kv_bytes_per_token_per_gpu(model, num_shard)
+    block = engine.attention_block_size(attention)
+    act_mib = activation_bytes(model, prefill_tokens, num_shard) / MIB
+    logits_mib = (
+        prefill_logits_bytes(model, prefill_tokens, num_shard, engine) / MIB if flash else 0.0
+    )
+    warm_blocks = -(-prefill_tokens // block)
+    warm_mib = warm_blocks * block * kv_per_token / MIB
+    free_mib = usable_mib - weights_mib - overhead_mib - act_mib - logits_mib - warm_mib
+    if free_mib < 0:
+        tokens = max(0, int((free_mib + warm_mib) * MIB // kv_per_token) // block * block)
+    else:
+        tokens = (int(share * free_mib * MIB // (kv_per_token * block)) + warm_blocks) * block
+    return MemoryEstimate(
+        gpu_memory_mib=gpu_mib,
+        usable_mib=round(usable_mib, 1),
+        weights_per_gpu_mib=round(weights_mib, 1),
+        overhead_mib=overhead_mib,
+        activations_mib=round(act_mib, 1),
+        kv_bytes_per_token_per_gpu=kv_per_token,
+        kv_cache_tokens=tokens,
+        prefill_logits_mib=round(logits_mib, 1),
+        kv_share=share,
+    )
+
+
+def prefill_logits_bytes(
+    model: ModelSpec, prefill_tokens: int, num_shard: int, engine: Engine
+) -> float:
+    """Bytes per GPU of the logits warmup computes over every prefill token (0 from TGI 3.0).
+
+    ``copies`` full-vocabulary 16-bit tensors per token (``Engine.prefill_logits_copies``),
+    plus the local ``V / num_shard`` slice a sharded head computes before it all-gathers
+    (layers/tensor_parallel.py@v2.4.1 l.34-59); a vocabulary that does not divide by
+    ``num_shard`` is not sharded and not gathered (l.56-64). See the module docstring.
+    """
+    copies = engine.prefill_logits_copies
+    if not copies:
+        return 0.0
+    vocab = model.vocab_size
+    gathered = num_shard > 1 and vocab % num_shard == 0
+    per_token = copies * vocab + (vocab // num_shard if gathered else 0)
+    return float(prefill_tokens * per_token * 2)
+
+
 def activation_bytes(model: ModelSpec, prefill_tokens: int, num_shard: int) -> float:
     """Peak 16-bit activations of one prefill of ``prefill_tokens`` tokens, per GPU."""
     attention = (
@@ -746,7 +1121,10 @@ def activation_bytes(model: ModelSpec, prefill_tokens: int, num_shard: int) -> f
         + model.num_attention_heads * model.head_dim
     ) / num_shard
     intermediate = model.intermediate_size or 4 * model.hidden_size
-    mlp = 2 * intermediate * (model.experts_per_token or 1) / num_shard
+    # The MLP holds 4 x intermediate at its peak: gate_up (2 x I), act(gate) (I) and the
+    # product (I) are alive together in `down_proj(act(gate_up[:, 0]) * gate_up[:, 1])`
+    # (custom_modeling/flash_llama_modeling.py LlamaMLP.forward, @v2.0.0 l.33-36, @v3.3.7).
+    mlp = 4 * intermediate * (model.experts_per_token or 1) / num_shard
     per_token = 4 * model.hidden_size + attention + mlp
     return prefill_tokens * per_token * 2
 
@@ -828,5 +1206,5 @@ def _alternatives(
         if len(seen_gpus) >= 3:
             break
     if not found:
-        found.append(Alternative("a smaller model, or a GPU with more memory"))
+        found.append(Alternative(_NOTHING_ELSE))
     return found

@@ -590,6 +590,26 @@ _DIAGNOSES: tuple[tuple[str, str], ...] = (
         "NotEnoughMemory(",
         "the KV cache cannot hold max_total_tokens: lower --max-total-tokens, or quantize",
     ),
+    # TGI's ArgumentValidation texts (launcher/src/main.rs and backends/v3/src/main.rs@v3.3.7
+    # l.182-195; the same words in 2.0.x, engine.validate_launcher_args): the router prints
+    # `Error: ArgumentValidation("...")` and the launcher relays it.
+    (
+        "must be >= `max_input_tokens`",
+        "TGI refused the token limits: max_batch_prefill_tokens is below max_input_tokens, "
+        "and TGI cannot chunk prefill here (non-flash path, paged attention, a multimodal model "
+        "or TGI < 3.0); re-plan with tgiops (it keeps prefill >= input there) or lower "
+        "--max-input-tokens",
+    ),
+    (
+        "must be < `max_total_tokens`",
+        "TGI refused the token limits: max_input_tokens must be below max_total_tokens; "
+        "drop --max-input-tokens or raise --max-total-tokens",
+    ),
+    (
+        "must be <= `max_batch_total_tokens`",
+        "TGI refused the token limits: the KV cache found at warmup holds fewer tokens than "
+        "max_total_tokens or max_batch_prefill_tokens; lower them, or quantize",
+    ),
     (
         "Not enough memory to handle",
         "the KV cache or prefill does not fit: lower "

@@ -85,8 +85,9 @@ Engine path, per release (engine.py; cc = lowest compute capability of the shard
    "Not enough memory to handle N prefill tokens..."; KV capacity -> "Setting max batch
    total tokens to N"; max_total_tokens above it -> 3.x/2.4.1 `Error:
    Backend(NotEnoughMemory(N))`, 2.0.4 ArgumentValidation "`max_total_tokens` must be <=
-   `max_batch_total_tokens`"). TGI_WIGGLE_ROOM 0.95 (2.4.1), 0.90 (3.3.7); 2.0.4 uses the
-   older 0.95 x free formula. Warmup counts full-vocabulary prefill logits before v3.0.
+   `max_batch_total_tokens`"). TGI_WIGGLE_ROOM 0.90 (2.4.1, as a share of the free memory),
+   0.90 (3.3.7, of the total); 2.0.4 uses a hard-coded 0.95 x free. Warmup counts
+   full-vocabulary prefill logits before v3.0 (two copies in 2.0.4, one in 2.4.1).
 10. Token defaults (§1b): 2.0.4 launcher: min(mpe, 4096) - 1 / min(mpe, 4096) / input + 50.
    2.4.1: prefill min(4096, mpe); max_total = prefill (no chunking). 3.3.7: prefill
    min(4096, mpe, VRAM estimate for unquantized models); max_total = min(KV capacity, mpe)

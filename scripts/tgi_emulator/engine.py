@@ -12,13 +12,15 @@ Memory model (tgi-facts §4, flash_causal_lm.warmup), per shard:
     warmup          = ceil(prefill / BLOCK) blocks of KV + prefill x activation bytes
     prefill OOM     if weights + warmup > budget
     cuda_free       = total - CUDA_CONTEXT_BYTES - weights - warmup      (activations stay cached)
-    free (>= 2.3)   = max(0, cuda_free - (1 - fraction x TGI_WIGGLE_ROOM) x total)
+    free (>= 3.0)   = max(0, cuda_free - (1 - fraction x TGI_WIGGLE_ROOM) x total)
+    free (2.3-2.4)  = TGI_WIGGLE_ROOM x max(0, cuda_free - (1 - fraction) x total)
     free (2.0.x)    = 0.95 x max(0, cuda_free - (1 - fraction) x total)
     capacity        = (free // (kv_per_token x BLOCK) + warmup blocks) x BLOCK
 Activation bytes per prefill token = dtype x (4 x hidden + 3 x intermediate x top_k / shards),
-plus, before v3.0.0, 4 x vocab for the full-vocabulary logits + log-softmax the warmup computes
-on every prefill token (tgi-facts Addendum). All these constants are the emulator's; TGI
-measures rather than estimates.
+plus, before v3.0.0, the full-vocabulary logits the warmup computes on every prefill token
+(tgi-facts Addendum): 2 x vocab x copies (2 before 2.4.0, where log_softmax makes a new tensor;
+1 from 2.4.0, in place), + 2 x vocab / shards for the local slice a gathering head computes.
+All these constants are the emulator's; TGI measures rather than estimates.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ GIB = 1024 * MIB
 CUDA_CONTEXT_BYTES = 600 * MIB
 BLOCK_SIZES = {"flashinfer": 1, "flashdecoding": 256, "paged": 16, "flashdecoding-ipex": 64}
 FLASHINFER_HEAD_DIMS = (64, 128, 256)
+# Multimodal model types TGI 3.3.7 builds with support_chunking=False (models/__init__.py).
+UNCHUNKED_MODEL_TYPES = frozenset({"mllama", "qwen2_vl", "qwen2_5_vl", "gemma3"})
 
 # Model types with a flash implementation, and the name TGI's FLASH_ATT_ERROR_MESSAGE uses.
 FLASH_MODEL_NAMES = {
@@ -284,7 +288,15 @@ def activation_bytes_per_token(profile: VersionProfile, arch: ModelArch, num_sha
     hidden = 2 * (
         4 * arch.hidden_size + 3 * arch.intermediate_size * arch.experts_per_token // num_shard
     )
-    logits = 4 * arch.vocab_size if profile.warmup_prefill_logprobs else 0
+    # Warmup logits (VersionProfile.warmup_logits_copies) in the model's 16-bit dtype. With
+    # tensor parallelism TensorParallelHead.forward (layers/tensor_parallel.py@v2.4.1 l.34-59)
+    # writes this shard's vocab/world slice, then all-gathers the whole vocabulary on every
+    # shard; when the vocabulary does not divide, load() keeps the whole head on each shard
+    # and does not gather (l.56-64).
+    vocab = arch.vocab_size
+    gathers = num_shard > 1 and vocab % num_shard == 0
+    copies = profile.warmup_logits_copies
+    logits = 2 * (copies * vocab + (vocab // num_shard if gathers else 0)) if copies else 0
     return hidden + logits
 
 
@@ -352,11 +364,14 @@ def compute_token_defaults(req: LaunchRequest) -> TokenDefaults | Failure:
         prefill = value
         logs.append(("INFO", f"Default `max_batch_prefill_tokens` to {prefill}"))
     if max_input is not None and max_total is not None and max_input >= max_total:
-        return Failure(
-            stage="launcher",
-            exception="",
-            router_error='ArgumentValidation("`max_input_tokens must be < `max_total_tokens`")',
+        # The launcher's text: launcher/src/main.rs@v2.0.4 l.1419 (quote misplaced), reworded
+        # with the values from v2.4.1 (l.1748; @v3.3.7 l.2160).
+        text = (
+            f"`max_input_tokens`({max_input}) must be < `max_total_tokens`({max_total})"
+            if profile.defaults_mode != "launcher"
+            else "`max_input_tokens must be < `max_total_tokens`"
         )
+        return Failure(stage="launcher", exception="", router_error=f'ArgumentValidation("{text}")')
     return TokenDefaults(max_input, max_total, int(prefill), tuple(logs))
 
 
@@ -563,7 +578,14 @@ def load_shards(req: LaunchRequest) -> ShardPlan | Failure:
         block = BLOCK_SIZES.get(attention, 16)
     else:
         attention, prefix, block = None, False, 1
-    chunking = flash and profile.chunking and attention in ("flashinfer", "flashdecoding")
+    # Model.__init__ turns chunking off for other attentions (models/model.py@v3.3.7 l.82-90);
+    # these model classes are built with support_chunking=False (models/__init__.py@v3.3.7).
+    chunking = (
+        flash
+        and profile.chunking
+        and attention in ("flashinfer", "flashdecoding")
+        and arch.model_type not in UNCHUNKED_MODEL_TYPES
+    )
     return ShardPlan(
         flash=flash,
         attention=attention,
@@ -599,7 +621,9 @@ def warmup(req: LaunchRequest, plan: ShardPlan, defaults: TokenDefaults) -> Warm
     cc = min_capability(used)
     gpu = used[0]
     prefill = defaults.max_batch_prefill_tokens
-    input_name = "max_input_length" if profile.info_fields == "2.0" else "max_input_tokens"
+    # Every release names `max_input_tokens` in these texts, 2.0.x too although its flag is
+    # --max-input-length (router/src/main.rs@v2.0.4 l.126-130, launcher l.1419-1424).
+    input_name = "max_input_tokens"
     logs: list[tuple[str, str]] = []
 
     # 2.0.x routers check this before connecting to the shards.
@@ -657,10 +681,12 @@ def warmup(req: LaunchRequest, plan: ShardPlan, defaults: TokenDefaults) -> Warm
     # Step 2-4: free memory after warmup -> number of KV blocks.
     cuda_free = gpu.memory_bytes - CUDA_CONTEXT_BYTES - plan.weights_per_shard - warm_kv - act
     fraction = req.cuda_memory_fraction
+    wiggle = req.wiggle_room_env if req.wiggle_room_env is not None else profile.wiggle_room
     if profile.wiggle_formula == "legacy":
         free = profile.wiggle_room * max(0.0, cuda_free - (1 - fraction) * gpu.memory_bytes)
+    elif profile.wiggle_formula == "free_share":
+        free = wiggle * max(0.0, cuda_free - (1 - fraction) * gpu.memory_bytes)
     else:
-        wiggle = req.wiggle_room_env if req.wiggle_room_env is not None else profile.wiggle_room
         free = max(0.0, cuda_free - (1 - fraction * wiggle) * gpu.memory_bytes)
     num_blocks = int(free // (kv_tok * block)) + warm_blocks
     capacity = num_blocks * block
@@ -687,7 +713,7 @@ def _router_checks(
 ) -> WarmupResult | Failure:
     profile = req.profile
     capacity = result.max_batch_total_tokens
-    input_name = "max_input_length" if profile.info_fields == "2.0" else "max_input_tokens"
+    input_name = "max_input_tokens"  # in every release, see warmup()
     if result.max_input_tokens >= result.max_total_tokens:
         return _argument_error(f"`{input_name}` must be < `max_total_tokens`")
     if result.supports_auto_total and result.max_total_tokens > capacity:

@@ -84,12 +84,21 @@ class VersionProfile:
     hf_api_token_target: str
     # Env var the launcher's own config.json fetch reads (§1: only HF_TOKEN from v2.2.0).
     launcher_config_token_env: tuple[str, ...]
-    # Memory headroom: "legacy" = 0.95 x (free - (1-fraction) x total) (flash_causal_lm warmup
-    # before TGI_WIGGLE_ROOM existed); "wiggle" = free - (1 - fraction x wiggle) x total (§4).
+    # Memory headroom, flash_causal_lm.warmup:
+    # "legacy" = 0.95 x max(0, free - (1-fraction) x total), hard-coded (<= v2.2.0, l.809-813
+    #   @v2.0.4);
+    # "free_share" = TGI_WIGGLE_ROOM x max(0, free - (1-fraction) x total), the env var's default
+    #   0.90 (v2.3-v2.4.x; @v2.4.1 l.1549-1553, models/globals.py l.26);
+    # "wiggle" = max(0, free - (1 - fraction x wiggle) x total) (v3.0.0+, @v3.3.7 l.1556).
     wiggle_formula: str
     wiggle_room: float
-    # Before v3.0.0 the warmup computes log-softmax over every prefill token (§ Addendum).
-    warmup_prefill_logprobs: bool
+    # Before v3.0.0 the router's warmup asks for prefill logprobs, so the LM head runs on every
+    # prefill token and log_softmax follows over the vocabulary (§ Addendum): the number of
+    # full-vocabulary model-dtype tensors per prefill token that stay allocated. 2 up to v2.3.1
+    # (`prefill_logprobs_tensor = torch.log_softmax(out, -1)`, a new tensor); 1 from v2.4.0
+    # (`torch.log_softmax(out, -1, out=out)`, in place, PR #2661); 0 from v3.0.0 (the server
+    # drops prefill_logprobs unless REQUEST_LOGPROBS=1, flash_causal_lm.py@v3.0.0 l.298).
+    warmup_logits_copies: int
     # Prefill chunking (default from v3.0; needs flashinfer/flashdecoding) (§1b).
     chunking: bool
     # How token limits are defaulted: "launcher" (<= v2.3), "warmup_prefill" (v2.4), "warmup" (v3).
@@ -147,7 +156,7 @@ _PROFILES: dict[str, VersionProfile] = {
         launcher_config_token_env=("HUGGING_FACE_HUB_TOKEN",),
         wiggle_formula="legacy",
         wiggle_room=0.95,
-        warmup_prefill_logprobs=True,
+        warmup_logits_copies=2,
         chunking=False,
         defaults_mode="launcher",
         resolves_attention=False,
@@ -186,9 +195,9 @@ _PROFILES: dict[str, VersionProfile] = {
         token_env=("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"),
         hf_api_token_target="HF_TOKEN",
         launcher_config_token_env=("HF_TOKEN",),
-        wiggle_formula="wiggle",
-        wiggle_room=0.95,
-        warmup_prefill_logprobs=True,
+        wiggle_formula="free_share",
+        wiggle_room=0.90,
+        warmup_logits_copies=1,
         chunking=False,
         defaults_mode="warmup_prefill",
         resolves_attention=True,
@@ -233,7 +242,7 @@ _PROFILES: dict[str, VersionProfile] = {
         launcher_config_token_env=("HF_TOKEN",),
         wiggle_formula="wiggle",
         wiggle_room=0.90,
-        warmup_prefill_logprobs=False,
+        warmup_logits_copies=0,
         chunking=True,
         defaults_mode="warmup",
         resolves_attention=True,

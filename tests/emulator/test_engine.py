@@ -129,13 +129,40 @@ def test_memory_knobs_move_capacity_the_right_way():
 
 
 def test_prefill_logits_cost_before_3_0():
-    """2.4.1 computes full-vocabulary logits for every prefill token in warmup (Addendum)."""
-    big_vocab = request("2.4.1", model="google/gemma-2-9b-it")
-    failure = engine.warmup(
-        big_vocab, engine.load_shards(big_vocab), engine.compute_token_defaults(big_vocab)
+    """Warmup computes 16-bit logits for every prefill token before 3.0 (Addendum): two
+    vocabulary-wide tensors up to 2.3 (log_softmax into a new one), one from 2.4.0 (in place,
+    PR #2661), none from 3.0; a sharded head adds its local slice before the all-gather."""
+    a = arch("meta-llama/Llama-3.1-8B-Instruct")
+    vocab = a.vocab_size  # 128256, divisible by 2
+    per_token = {
+        v: engine.activation_bytes_per_token(versions.get_profile(v), a, 1)
+        for v in ("2.0.4", "2.4.1", "3.3.7")
+    }
+    assert per_token["2.0.4"] - per_token["3.3.7"] == 4 * vocab
+    assert per_token["2.4.1"] - per_token["3.3.7"] == 2 * vocab
+    sharded = {
+        v: engine.activation_bytes_per_token(versions.get_profile(v), a, 2)
+        for v in ("2.4.1", "3.3.7")
+    }
+    assert sharded["2.4.1"] - sharded["3.3.7"] == 2 * vocab + 2 * (vocab // 2)
+    # Qwen2.5 7B (vocab 152064) on one A10G with a 16384-token prefill: 2.0.4's 9.3 GiB of
+    # logits do not fit; 3.x computes none.
+    big = request(
+        "2.0.4",
+        model="Qwen/Qwen2.5-7B-Instruct",
+        max_input_tokens=16383,
+        max_total_tokens=16384,
+        max_batch_prefill_tokens=16384,
     )
-    assert isinstance(failure, engine.Failure) and "4096 prefill tokens" in failure.exception
-    same_on_3x = request("3.3.7", model="google/gemma-2-9b-it")
+    failure = engine.warmup(big, engine.load_shards(big), engine.compute_token_defaults(big))
+    assert isinstance(failure, engine.Failure) and "16384 prefill tokens" in failure.exception
+    same_on_3x = request(
+        "3.3.7",
+        model="Qwen/Qwen2.5-7B-Instruct",
+        max_input_tokens=16383,
+        max_total_tokens=16384,
+        max_batch_prefill_tokens=16384,
+    )
     assert isinstance(start(same_on_3x)[1], engine.WarmupResult)
 
 

@@ -363,7 +363,8 @@ CASES = [
         "3.3.7",
         [A10G],
         args=["--max-input-tokens", "100", "--max-total-tokens", "100"],
-        stderr="`max_input_tokens must be < `max_total_tokens`",
+        # launcher/src/main.rs@v3.3.7 l.2160
+        stderr="`max_input_tokens`(100) must be < `max_total_tokens`(100)",
     ),
 ]
 

@@ -98,7 +98,9 @@ def test_plan_that_does_not_fit_exits_1_and_still_prints_json():
         ),
         pytest.param(["plan", "llama-3.1-8b"], "--instance-type", id="no-hardware"),
         pytest.param(["plan", "--instance-type", "g5.xlarge"], "which model", id="no-model"),
-        pytest.param(["plan", "llama-3.1-8b", "--gpu", "B200"], "B200", id="unknown-gpu"),
+        pytest.param(
+            ["plan", "llama-3.1-8b", "--gpu", "RTX 6000 Ada"], "RTX 6000 Ada", id="unknown-gpu"
+        ),
         pytest.param(
             ["plan", "llama-3.1-8b", "--instance-type", "g5.xlarge", "--tgi-version", "9"],
             "--tgi-version",

@@ -51,7 +51,7 @@ def test_find_gpu_model(name: str, short: str) -> None:
     [
         pytest.param("A100", "A100-40GB", id="ambiguous-a100"),
         pytest.param("A10", "A10G", id="a10-not-a10g"),
-        pytest.param("L40", "L40S", id="l40-not-l40s"),
+        pytest.param("L40T", "L40", id="l40t-not-known"),
     ],
 )
 def test_unknown_gpu_suggests_closest(name: str, closest: str) -> None:
@@ -274,9 +274,9 @@ def test_mixed_inventory_uses_the_weakest_card() -> None:
 
 
 def test_unknown_card_inventory_has_no_model() -> None:
-    inv = GpuInventory(gpus=(Gpu(0, "NVIDIA RTX A6000", 49140, (8, 6)),))
+    inv = GpuInventory(gpus=(Gpu(0, "NVIDIA RTX 6000 Ada Generation", 49140, (8, 9)),))
     assert inv.model is None
-    assert inv.describe() == "1x NVIDIA RTX A6000 (48.0 GiB each, sm86)"
+    assert inv.describe() == "1x NVIDIA RTX 6000 Ada Generation (48.0 GiB each, sm89)"
 
 
 def test_empty_inventory() -> None:

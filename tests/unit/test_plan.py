@@ -306,3 +306,93 @@ def test_quantize_on_the_fly_for_engine_without_fp8_marlin():
     # TGI 2.1 has no FP8-Marlin for sm8x: on A10G it must fall to eetq instead.
     result = plan_on("llama-3.1-70b", "g5.12xlarge", engine=Engine.tgi("2.1.0"))
     assert result.fits and result.quantize == "eetq"
+
+
+# --- Issue 14, item A: warmup logits over every prefill token before TGI 3.0 ---------------
+
+
+@pytest.mark.parametrize(
+    ("version", "copies"), [("2.0.4", 2), ("2.3.1", 2), ("2.4.0", 1), ("2.4.1", 1), ("3.0.0", 0)]
+)
+def test_prefill_logits_are_their_own_memory_term_per_release(version, copies):
+    """flash_causal_lm.py: log_softmax into a new tensor up to 2.3.1, in place from 2.4.0
+    (PR #2661), no prefill logprobs at all from 3.0.0 (REQUEST_LOGPROBS, PR #2797)."""
+    result = plan_on("llama-3.1-8b", "g5.xlarge", engine=Engine.tgi(version))
+    assert result.fits
+    vocab = model("llama-3.1-8b").vocab_size
+    expected = result.max_batch_prefill_tokens * copies * vocab * 2 / 2**20
+    assert result.memory.prefill_logits_mib == pytest.approx(expected, abs=0.1)
+    if copies:
+        assert any("prefill logits" in r for r in result.reasons)
+
+
+def test_sharded_prefill_logits_gather_the_whole_vocabulary_on_each_shard():
+    """TensorParallelHead.forward (layers/tensor_parallel.py@v2.4.1): a local V/world slice,
+    then an all-gather of the full V on every shard."""
+    result = plan_on("llama-3.1-8b", "g5.12xlarge", engine=Engine.tgi("2.4.1"), num_shard=4)
+    vocab = model("llama-3.1-8b").vocab_size
+    per_token = (vocab + vocab // 4) * 2
+    assert result.memory.prefill_logits_mib == pytest.approx(
+        result.max_batch_prefill_tokens * per_token / 2**20, abs=0.1
+    )
+
+
+def test_before_3_0_the_wiggle_room_is_a_share_of_free_memory():
+    """free * TGI_WIGGLE_ROOM (flash_causal_lm.py@v2.4.1 l.1549-1553), 0.90 at 2.4.x."""
+    result = plan_on("llama-3.1-8b", "g5.xlarge", engine=Engine.tgi("2.4.1"))
+    mem = result.memory
+    assert mem.kv_share == 0.90
+    assert mem.usable_mib == pytest.approx(mem.gpu_memory_mib, abs=0.1)
+    assert mem.kv_budget_mib == pytest.approx(0.90 * (mem.usable_mib - mem.used_mib))
+    # TGI adds the warmup batch's blocks back after taking the share of what is left free.
+    warm = result.max_batch_prefill_tokens
+    free = (mem.usable_mib - mem.used_mib) * 2**20 - warm * mem.kv_bytes_per_token_per_gpu
+    expected = int(0.90 * free // mem.kv_bytes_per_token_per_gpu) + warm
+    assert abs(mem.kv_cache_tokens - expected) <= 2  # the estimate's fields are rounded
+
+
+@pytest.mark.parametrize(
+    ("version", "wiggle"),
+    [
+        ("2.2.0", 0.95),
+        ("2.3.1", 0.95),
+        ("2.4.1", 0.90),
+        ("3.0.2", 0.95),
+        ("3.2.3", 0.93),
+        ("3.3.0", 0.90),
+        ("3.3.7", 0.90),
+    ],
+)
+def test_wiggle_room_default_per_release(version, wiggle):
+    """TGI_WIGGLE_ROOM's default in models/globals.py at each tag (0.95 hard-coded <= 2.2)."""
+    assert Engine.tgi(version).wiggle_room == wiggle
+
+
+def test_without_chunking_a_big_logits_term_shortens_the_input_rather_than_misfit():
+    """2.1.0 on 4x A10G: eetq 70B fits with a shorter input; the prefill logits of 8192
+    tokens would not (the planner settles on the longest input that fits)."""
+    result = plan_on("llama-3.1-70b", "g5.12xlarge", engine=Engine.tgi("2.1.0"), quantize="eetq")
+    assert result.fits
+    assert 1024 <= result.max_input_tokens < 8192
+    assert result.max_batch_prefill_tokens == result.max_input_tokens
+    assert result.memory.kv_cache_tokens // 4 >= result.max_total_tokens
+
+
+def test_plan_output_shows_the_prefill_logits_term():
+    from tgiops.output import plan_as_dict, plan_as_text
+
+    result = plan_on("llama-3.1-8b", "g5.xlarge", engine=Engine.tgi("2.4.1"))
+    memory = plan_as_dict(result)["memory"]
+    assert memory["prefill_logits_gib"] == round(result.memory.prefill_logits_mib / 1024, 2) > 1
+    assert f"prefill logits {result.memory.prefill_logits_mib / 1024:.2f}" in plan_as_text(result)
+
+
+def test_prefill_activations_hold_the_mlp_at_its_peak():
+    """`down_proj(act(gate_up[:, 0]) * gate_up[:, 1])` keeps gate_up (2 x I), the activation
+    (I) and the product (I) alive at once (flash_llama_modeling.py LlamaMLP.forward)."""
+    from tgiops.plan import activation_bytes
+
+    m = model("llama-3.1-8b")
+    attention = (m.num_attention_heads * 2 + 2 * m.num_key_value_heads) * m.head_dim
+    per_token = 4 * m.hidden_size + attention + 4 * m.intermediate_size
+    assert activation_bytes(m, 1000, 1) == 1000 * per_token * 2

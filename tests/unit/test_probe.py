@@ -208,8 +208,8 @@ def test_parse_nvidia_smi_of_a_mixed_host() -> None:
             id="duplicate-index",
         ),
         pytest.param(
-            "0, NVIDIA RTX A6000, 49140, 0, 0, [N/A], 470.182.03\n",
-            "no compute_cap for 'NVIDIA RTX A6000'",
+            "0, NVIDIA RTX 6000 Ada Generation, 49140, 0, 0, [N/A], 470.182.03\n",
+            "no compute_cap for 'NVIDIA RTX 6000 Ada Generation'",
             id="unknown-card-without-cc",
         ),
         pytest.param(
