@@ -597,9 +597,10 @@ def find_model(catalog: Mapping[str, ModelSpec], alias: str) -> ModelSpec:
 def quantized_siblings(catalog: Mapping[str, ModelSpec], model: ModelSpec) -> list[ModelSpec]:
     """Pre-quantized checkpoints of ``model``'s architecture in ``catalog`` (70b -> 70b-awq).
 
-    Same model type, layers, widths, heads and vocabulary: the same network, its weights
-    quantized (the catalog's 4-bit and 8-bit entries of a 16-bit model). Empty for a model
-    that is itself quantized.
+    Same model type, layers, widths, heads and vocabulary, and an alias that extends the
+    model's (``llama-3.1-70b`` -> ``llama-3.1-70b-awq``): the same network with its weights
+    quantized. The shape alone is not enough: Llama 3.3 70B has Llama 3.1 70B's shapes but
+    other weights. Empty for a model that is itself quantized.
     """
     if model.quantization is not None:
         return []
@@ -618,7 +619,9 @@ def quantized_siblings(catalog: Mapping[str, ModelSpec], model: ModelSpec) -> li
     return [
         spec
         for _, spec in sorted(catalog.items())
-        if spec.quantization is not None and shape(spec) == shape(model)
+        if spec.quantization is not None
+        and shape(spec) == shape(model)
+        and spec.alias.startswith(model.alias + "-")
     ]
 
 
