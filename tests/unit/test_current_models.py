@@ -39,3 +39,60 @@ def test_a_quantized_sibling_is_the_same_model_not_only_the_same_shapes():
     of_33 = {s.alias for s in quantized_siblings(CATALOG, CATALOG["llama-3.3-70b"])}
     assert "llama-3.3-70b-awq" not in of_31 and "llama-3.1-70b-awq" in of_31
     assert of_33 == {"llama-3.3-70b-awq"}
+
+
+def test_gpt_oss_is_refused_naming_vllm(tmp_path):
+    """gpt-oss ships MXFP4 weights, which no TGI release loads: the plan says so, names vLLM."""
+    import json
+    import subprocess
+    import sys
+
+    config = {
+        "architectures": ["GptOssForCausalLM"],
+        "model_type": "gpt_oss",
+        "hidden_size": 2880,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 64,
+        "num_key_value_heads": 8,
+        "head_dim": 64,
+        "vocab_size": 201088,
+        "intermediate_size": 2880,
+        "num_local_experts": 32,
+        "num_experts_per_tok": 4,
+        "max_position_embeddings": 131072,
+        "quantization_config": {"quant_method": "mxfp4"},
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tgiops.cli",
+            "plan",
+            "--model-config",
+            str(path),
+            "--model-id",
+            "openai/gpt-oss-20b",
+            "--instance-type",
+            "g6e.xlarge",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "vLLM" in done.stdout + done.stderr and "mxfp4" in done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("version", "warned"), [("3.1.1", False), ("3.2.1", True), ("3.3.7", True)]
+)
+def test_gemma3_plans_warn_of_the_quadratic_warmup_mask(version, warned):
+    from dataclasses import replace
+
+    gemma3 = replace(CATALOG["gemma-2-9b"], alias="gemma3-like", model_type="gemma3", vision=True)
+    result = plan(gemma3, hardware.inventory_for_instance_type("g6e.xlarge"), Engine.tgi(version))
+    assert any("dense" in w and "#3130" in w for w in result.warnings) == warned
