@@ -447,7 +447,13 @@ def _plan_once(
         head_dim=model.head_dim,
         model_type=model.model_type,
     )
-    chunking = engine.prefill_chunking(flash=flash, attention=attention, vision=model.vision)
+    # A model type TGI has no class for runs through its transformers backend, which chunks
+    # only when transformers' model class is backend-compatible (models/__init__.py@v3.3.7
+    # l.1739-1768): unknown here, so the plan takes the unchunked side, valid either way.
+    chunking = (
+        engine.prefill_chunking(flash=flash, attention=attention, vision=model.vision)
+        and model.model_type in engine.model_types
+    )
     notes.reasons.append(_chunking_reason(engine, flash, attention, chunking, model))
 
     # 16-bit first; quantize on the fly only when 16-bit does not fit and it is allowed.
@@ -457,6 +463,13 @@ def _plan_once(
         # `load_in_8bit=quantize == "bitsandbytes"` (server/models/causal_lm.py); the other
         # methods need the flash model classes.
         methods = ON_THE_FLY if flash else ("bitsandbytes",)
+        if model.model_type not in engine.model_types:
+            # No TGI model class: the transformers fallback, which refuses eetq and 4-bit
+            # bitsandbytes ("... is not supported for AutoModel", models/__init__.py@v3.3.7
+            # l.1725-1736).
+            methods = tuple(
+                m for m in methods if m not in ("eetq", "bitsandbytes-nf4", "bitsandbytes-fp4")
+            )
         candidates += [
             q
             for q in methods
@@ -911,6 +924,11 @@ def _chunking_reason(
         why = "TGI's non-flash model classes cannot chunk prefill"
     elif model.vision:
         why = "TGI's multimodal model classes do not chunk prefill"
+    elif model.model_type not in engine.model_types:
+        why = (
+            f"TGI has no model class for {model.model_type!r}; its transformers backend may "
+            "not chunk"
+        )
     else:
         why = f"TGI chunks prefill only with flashinfer or flashdecoding, not {attention}"
     return (

@@ -96,3 +96,27 @@ def test_gemma3_plans_warn_of_the_quadratic_warmup_mask(version, warned):
     gemma3 = replace(CATALOG["gemma-2-9b"], alias="gemma3-like", model_type="gemma3", vision=True)
     result = plan(gemma3, hardware.inventory_for_instance_type("g6e.xlarge"), Engine.tgi(version))
     assert any("dense" in w and "#3130" in w for w in result.warnings) == warned
+
+
+@pytest.mark.parametrize("instance_type", ["g6e.xlarge", "g5.2xlarge", "g6.xlarge"])
+def test_qwen3_8b_plans_through_tgis_transformers_backend(instance_type):
+    result = plan(
+        CATALOG["qwen3-8b"], hardware.inventory_for_instance_type(instance_type), Engine.tgi()
+    )
+    assert result.fits, result.problem
+    assert any("model_type 'qwen3'" in w for w in result.warnings)
+
+
+def test_no_eetq_or_4bit_for_models_tgi_runs_through_transformers():
+    """TGI refuses eetq and 4-bit bitsandbytes on its transformers fallback
+    (models/__init__.py@v3.3.7 l.1725-1736); on-the-fly choices keep to what it accepts."""
+    result = plan(
+        CATALOG["qwen3-8b"], hardware.inventory_for_instance_type("g4dn.xlarge"), Engine.tgi()
+    )
+    assert result.quantize not in ("eetq", "bitsandbytes-nf4", "bitsandbytes-fp4")
+    result = plan(
+        CATALOG["qwen3-8b"],
+        hardware.inventory_from_spec("A10G", 1, 12),
+        Engine.tgi(),
+    )
+    assert result.quantize not in ("eetq", "bitsandbytes-nf4", "bitsandbytes-fp4")
