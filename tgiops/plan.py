@@ -462,7 +462,7 @@ def _plan_once(
         # The non-flash fallback is a plain transformers model, which TGI loads 8-bit with
         # `load_in_8bit=quantize == "bitsandbytes"` (server/models/causal_lm.py); the other
         # methods need the flash model classes.
-        methods = ON_THE_FLY if flash else ("bitsandbytes",)
+        methods: tuple[str, ...] = ON_THE_FLY if flash else ("bitsandbytes",)
         if model.model_type not in engine.model_types:
             # No TGI model class: the transformers fallback, which refuses eetq and 4-bit
             # bitsandbytes ("... is not supported for AutoModel", models/__init__.py@v3.3.7
