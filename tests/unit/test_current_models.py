@@ -120,3 +120,17 @@ def test_no_eetq_or_4bit_for_models_tgi_runs_through_transformers():
         Engine.tgi(),
     )
     assert result.quantize not in ("eetq", "bitsandbytes-nf4", "bitsandbytes-fp4")
+
+
+@pytest.mark.parametrize(
+    ("instance_type", "quantize"), [("g6e.12xlarge", None), ("p4de.24xlarge", None)]
+)
+def test_a_deepseek_r1_distill_plans_with_room_for_long_answers(instance_type, quantize):
+    result = plan(
+        CATALOG["deepseek-r1-distill-qwen-32b"],
+        hardware.inventory_for_instance_type(instance_type),
+        Engine.tgi(),
+    )
+    assert result.fits, result.problem
+    assert result.quantize == quantize
+    assert result.max_total_tokens >= 32768
