@@ -134,3 +134,18 @@ def test_a_deepseek_r1_distill_plans_with_room_for_long_answers(instance_type, q
     assert result.fits, result.problem
     assert result.quantize == quantize
     assert result.max_total_tokens >= 32768
+
+
+@pytest.mark.parametrize(
+    ("instance_type", "num_shard", "quantize"),
+    [("g6e.xlarge", 1, "fp8"), ("g6e.12xlarge", 4, None), ("g5.12xlarge", 4, None)],
+)
+def test_mistral_small_plans_on_usual_instance_types(instance_type, num_shard, quantize):
+    """47 GB of 16-bit weights: one L40S needs fp8 (on the fly, sm89), four GPUs do not."""
+    result = plan(
+        CATALOG["mistral-small-24b"],
+        hardware.inventory_for_instance_type(instance_type),
+        Engine.tgi(),
+    )
+    assert result.fits, result.problem
+    assert (result.num_shard, result.quantize) == (num_shard, quantize)
