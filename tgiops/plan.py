@@ -405,6 +405,14 @@ def _plan_once(
             "TGI may refuse it, or run it through transformers' slower AutoModel fallback, "
             "which cannot shard"
         )
+    if (major, minor) >= (10, 0):
+        notes.warnings.append(
+            f"{sm} is newer than any GPU TGI's image builds kernels for: its custom kernels "
+            'target TORCH_CUDA_ARCH_LIST="8.0;8.6;9.0+PTX" (Dockerfile@v3.3.7 l.76) and '
+            'flashinfer "7.5;8.0;8.6;8.9;9.0+PTX" (server/Makefile-flashinfer), so they run '
+            "only through PTX JIT, if at all: unverified on this GPU (vLLM documents B200 runs, e.g. "
+            "its gpt-oss recipe, github.com/vllm-project/recipes)"
+        )
     if model.model_type == "gemma3" and engine.version >= (3, 2, 0):
         notes.warnings.append(
             "Gemma 3 on TGI >= 3.2: the router's warmup puts an image in its first request "
