@@ -410,8 +410,8 @@ def _plan_once(
             f"{sm} is newer than any GPU TGI's image builds kernels for: its custom kernels "
             'target TORCH_CUDA_ARCH_LIST="8.0;8.6;9.0+PTX" (Dockerfile@v3.3.7 l.76) and '
             'flashinfer "7.5;8.0;8.6;8.9;9.0+PTX" (server/Makefile-flashinfer), so they run '
-            "only through PTX JIT, if at all: unverified on this GPU (vLLM documents B200 runs, e.g. "
-            "its gpt-oss recipe, github.com/vllm-project/recipes)"
+            "only through PTX JIT, if at all: unverified on this GPU (vLLM documents B200 "
+            "runs, e.g. its gpt-oss recipe, github.com/vllm-project/recipes)"
         )
     if model.model_type == "gemma3" and engine.version >= (3, 2, 0):
         notes.warnings.append(
