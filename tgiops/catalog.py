@@ -600,9 +600,10 @@ def find_model(catalog: Mapping[str, ModelSpec], alias: str) -> ModelSpec:
 def quantized_siblings(catalog: Mapping[str, ModelSpec], model: ModelSpec) -> list[ModelSpec]:
     """Pre-quantized checkpoints of ``model``'s architecture in ``catalog`` (70b -> 70b-awq).
 
-    Same model type, layers, widths, heads and vocabulary: the same network, its weights
-    quantized (the catalog's 4-bit and 8-bit entries of a 16-bit model). Empty for a model
-    that is itself quantized.
+    Same model type, layers, widths, heads and vocabulary, and an alias that extends the
+    model's (``llama-3.1-70b`` -> ``llama-3.1-70b-awq``): the same network with its weights
+    quantized. The shape alone is not enough: Llama 3.3 70B has Llama 3.1 70B's shapes but
+    other weights. Empty for a model that is itself quantized.
     """
     if model.quantization is not None:
         return []
@@ -621,7 +622,9 @@ def quantized_siblings(catalog: Mapping[str, ModelSpec], model: ModelSpec) -> li
     return [
         spec
         for _, spec in sorted(catalog.items())
-        if spec.quantization is not None and shape(spec) == shape(model)
+        if spec.quantization is not None
+        and shape(spec) == shape(model)
+        and spec.alias.startswith(model.alias + "-")
     ]
 
 
@@ -931,6 +934,18 @@ def model_from_hf_config(
     return spec
 
 
+# Checkpoint formats TGI cannot load but another engine serves, named in the refusal.
+# MXFP4 (gpt-oss): TGI 3.3.7 has neither a `gpt_oss` ModelType nor an mxfp4 --quantize value
+# (server/text_generation_server/models/__init__.py, launcher/src/main.rs @v3.3.7); vLLM has
+# GptOssForCausalLM (vllm/model_executor/models/gpt_oss.py, docs.vllm.ai v0.10.2 API) and a
+# gpt-oss recipe (github.com/vllm-project/recipes OpenAI/GPT-OSS.md).
+_OTHER_ENGINES = {
+    "mxfp4": " TGI cannot serve MXFP4 checkpoints such as gpt-oss (no model class, no "
+    "kernels in any release up to 3.3.7); serve it with vLLM "
+    "(`vllm serve openai/gpt-oss-20b`, see vllm-facts.md).",
+}
+
+
 def _quantization_of(qc: Any, origin: str, alias: str) -> tuple[str | None, int | None]:
     """(TGI --quantize name, bits) from a config.json quantization_config."""
     if qc is None:
@@ -945,7 +960,8 @@ def _quantization_of(qc: Any, origin: str, alias: str) -> tuple[str | None, int 
             alias,
             "quantization_config.quant_method",
             f"{method!r} is not a quantization TGI detects from config.json "
-            f"({', '.join(sorted(QUANT_METHOD_TO_TGI))}).",
+            f"({', '.join(sorted(QUANT_METHOD_TO_TGI))})."
+            + _OTHER_ENGINES.get(str(method).lower(), ""),
         )
     tgi_name = QUANT_METHOD_TO_TGI[method.lower()]
     bits: Any

@@ -135,6 +135,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_hardware_args(p)
     _add_plan_overrides(p)
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    rec = p.add_argument_group("recovery (time to read the weights on a replacement instance)")
+    rec.add_argument(
+        "--data-volume-throughput",
+        type=int,
+        metavar="MIB_S",
+        help="the gp3 data volume's provisioned throughput, 125-2000 MiB/s",
+    )
+    rec.add_argument(
+        "--recovery-target-s",
+        type=float,
+        metavar="S",
+        help="seconds a replacement may spend reading the weights: recommends a throughput",
+    )
     p.set_defaults(func=cmd_plan)
 
     d = sub.add_parser("deploy", help="plan, install and start TGI on a host; wait until healthy")
@@ -298,7 +311,7 @@ def overrides_from(args: argparse.Namespace):  # -> Overrides
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from tgiops import hardware, output, resources
+    from tgiops import hardware, output, recovery, resources
     from tgiops.catalog import quantized_siblings
     from tgiops.engine import DEFAULT_TGI_VERSION, Engine
     from tgiops.plan import plan
@@ -306,6 +319,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     model = resolve_model(args)
     inventory = resolve_inventory(args)
     engine = Engine.tgi(args.tgi_version or DEFAULT_TGI_VERSION)
+    recovery_estimate = recovery.estimate(
+        model,
+        hardware.find_instance_type(inventory.instance_type) if inventory.instance_type else None,
+        throughput_mib_s=getattr(args, "data_volume_throughput", None),
+        target_s=getattr(args, "recovery_target_s", None),
+    )
     result = plan(
         model,
         inventory,
@@ -315,9 +334,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
         quantized_siblings=quantized_siblings(resources.load_catalog(args.catalog), model),
     )
     if args.json:
-        print(json.dumps(output.plan_as_dict(result), indent=2))
+        payload = output.plan_as_dict(result)
+        payload["recovery"] = output.recovery_as_dict(recovery_estimate)
+        print(json.dumps(payload, indent=2))
     else:
-        print(output.plan_as_text(result))
+        print(output.plan_as_text(result) + output.recovery_as_text(recovery_estimate))
     return 0 if result.fits else 1
 
 

@@ -245,6 +245,11 @@ class InstanceType:
         return find_gpu_model(self.gpu)
 
     @property
+    def local_nvme_gb(self) -> int | None:
+        """Local NVMe instance store in GB (all disks together); None: EBS only."""
+        return _LOCAL_NVME_GB.get(self.name)
+
+    @property
     def total_gpu_memory_mib(self) -> int:
         """Total nvidia-smi memory over all GPUs (what TGI can use), not EC2's number."""
         return self.gpu_model.memory_mib * self.gpu_count
@@ -315,6 +320,51 @@ _INSTANCE_ROWS: tuple[tuple[str, str, str, int, int, str, int, float, float | No
     ("p5e.48xlarge", "p5e", "H200", 8, 144384, _UNV, 192, 2048, None),  # K26: no us-east-1 price
     ("p5en.48xlarge", "p5en", "H200", 8, 144384, _UNV, 192, 2048, 63.296),
 )
+
+# Local NVMe instance store, GB in total: ec2-gpu-instances.md "Local NVMe GB" column, from moto
+# 5.2.5's DescribeInstanceTypes data [M] (InstanceStorageInfo). p3 (EBS only) is absent.
+_LOCAL_NVME_GB: dict[str, int] = {
+    "g4dn.xlarge": 125,
+    "g4dn.2xlarge": 225,
+    "g4dn.4xlarge": 225,
+    "g4dn.8xlarge": 900,
+    "g4dn.12xlarge": 900,
+    "g4dn.16xlarge": 900,
+    "g4dn.metal": 1800,
+    "g5.xlarge": 250,
+    "g5.2xlarge": 450,
+    "g5.4xlarge": 600,
+    "g5.8xlarge": 900,
+    "g5.12xlarge": 3800,
+    "g5.16xlarge": 1900,
+    "g5.24xlarge": 3800,
+    "g5.48xlarge": 7600,
+    "g6.xlarge": 250,
+    "g6.2xlarge": 450,
+    "g6.4xlarge": 600,
+    "g6.8xlarge": 900,
+    "g6.12xlarge": 3760,
+    "g6.16xlarge": 1880,
+    "g6.24xlarge": 3760,
+    "g6.48xlarge": 7520,
+    "gr6.4xlarge": 600,
+    "gr6.8xlarge": 900,
+    "g6e.xlarge": 250,
+    "g6e.2xlarge": 450,
+    "g6e.4xlarge": 600,
+    "g6e.8xlarge": 900,
+    "g6e.12xlarge": 3800,
+    "g6e.16xlarge": 1900,
+    "g6e.24xlarge": 3800,
+    "g6e.48xlarge": 7600,
+    "p3dn.24xlarge": 1800,
+    "p4d.24xlarge": 8000,
+    "p4de.24xlarge": 8000,
+    "p5.4xlarge": 3800,
+    "p5.48xlarge": 30400,
+    "p5e.48xlarge": 30400,
+    "p5en.48xlarge": 30400,
+}
 
 INSTANCE_TYPES: tuple[InstanceType, ...] = tuple(InstanceType(*row) for row in _INSTANCE_ROWS)
 # The most GPUs one host of the table has (8: p4d, p5, g5.48xlarge, ...). TGI shards over the

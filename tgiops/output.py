@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from tgiops.catalog import ModelSpec
 from tgiops.plan import Plan
+from tgiops.recovery import GP3_BASELINE_MIB_S
 
 if TYPE_CHECKING:  # annotations only: `tgiops plan` need not import deploy (start-up time)
     from tgiops.deploy import DeployResult
@@ -630,3 +631,40 @@ def reconcile_as_text(result: Any) -> str:
         f"{'healthy' if result.healthy else 'NOT healthy'}; took {result.elapsed_s:.1f} s"
     )
     return "\n".join(lines)
+
+
+def recovery_as_dict(rec: Any) -> dict[str, Any]:
+    """``plan --json``'s ``recovery``: reading the weights on a replacement (recovery.py)."""
+    return {
+        "weight_gb": round(rec.weight_bytes / 1e9, 2),
+        "gp3_baseline_mib_s": GP3_BASELINE_MIB_S,
+        "gp3_baseline_read_s": rec.gp3_baseline_s,
+        "data_volume_throughput_mib_s": rec.provisioned_mib_s,
+        "data_volume_read_s": rec.provisioned_s,
+        "local_nvme_gb": rec.local_nvme_gb,
+        "local_nvme_read_s": rec.local_nvme_s,
+        "recovery_target_s": rec.target_s,
+        "recommended_throughput_mib_s": rec.recommended_mib_s,
+        "advice": rec.advice or None,
+    }
+
+
+def recovery_as_text(rec: Any) -> str:
+    """The recovery lines appended to ``plan``'s text output."""
+    gb = rec.weight_bytes / 1e9
+    lines = [
+        "",
+        "Recovery (reading the weights on a replacement instance; TGI's load comes on top):",
+        f"  - weights {gb:.1f} GB: {rec.gp3_baseline_s:g} s at gp3's baseline "
+        f"{GP3_BASELINE_MIB_S} MiB/s",
+    ]
+    if rec.provisioned_mib_s is not None:
+        lines.append(f"  - {rec.provisioned_s:g} s at {rec.provisioned_mib_s} MiB/s provisioned")
+    if rec.local_nvme_gb:
+        lines.append(
+            f"  - ~{rec.local_nvme_s:g} s from the local NVMe instance store ({rec.local_nvme_gb} "
+            "GB, wiped on stop and spot reclaim)"
+        )
+    if rec.advice:
+        lines.append(f"  - {rec.advice}")
+    return "\n".join(lines) + "\n"

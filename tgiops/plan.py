@@ -405,6 +405,24 @@ def _plan_once(
             "TGI may refuse it, or run it through transformers' slower AutoModel fallback, "
             "which cannot shard"
         )
+    if (major, minor) >= (10, 0):
+        notes.warnings.append(
+            f"{sm} is newer than any GPU TGI's image builds kernels for: its custom kernels "
+            'target TORCH_CUDA_ARCH_LIST="8.0;8.6;9.0+PTX" (Dockerfile@v3.3.7 l.76) and '
+            'flashinfer "7.5;8.0;8.6;8.9;9.0+PTX" (server/Makefile-flashinfer), so they run '
+            "only through PTX JIT, if at all: unverified on this GPU (vLLM documents B200 "
+            "runs, e.g. its gpt-oss recipe, github.com/vllm-project/recipes)"
+        )
+    if model.model_type == "gemma3" and engine.version >= (3, 2, 0):
+        notes.warnings.append(
+            "Gemma 3 on TGI >= 3.2: the router's warmup puts an image in its first request "
+            "(backends/v3/src/client/grpc_client.rs warmup, `n_tokens == 0`), and with an image "
+            "Gemma 3's prefill runs padded scaled_dot_product_attention with a dense "
+            "[batch, 1, input, input] mask (custom_modeling/flash_gemma3_modeling.py@v3.2.1 "
+            "get_attention_mask, l.245-300 and 700-753): prefill memory grows with the square of "
+            "the input, which this plan does not model. Keep --max-input-tokens modest: 31000 "
+            "failed warmup on 4x A100 80GB (TGI issue #3130)"
+        )
     gpu_label = inventory.describe()
     if not inventory.homogeneous:
         notes.warnings.append(
@@ -437,7 +455,13 @@ def _plan_once(
         head_dim=model.head_dim,
         model_type=model.model_type,
     )
-    chunking = engine.prefill_chunking(flash=flash, attention=attention, vision=model.vision)
+    # A model type TGI has no class for runs through its transformers backend, which chunks
+    # only when transformers' model class is backend-compatible (models/__init__.py@v3.3.7
+    # l.1739-1768): unknown here, so the plan takes the unchunked side, valid either way.
+    chunking = (
+        engine.prefill_chunking(flash=flash, attention=attention, vision=model.vision)
+        and model.model_type in engine.model_types
+    )
     notes.reasons.append(_chunking_reason(engine, flash, attention, chunking, model))
 
     # 16-bit first; quantize on the fly only when 16-bit does not fit and it is allowed.
@@ -446,7 +470,14 @@ def _plan_once(
         # The non-flash fallback is a plain transformers model, which TGI loads 8-bit with
         # `load_in_8bit=quantize == "bitsandbytes"` (server/models/causal_lm.py); the other
         # methods need the flash model classes.
-        methods = ON_THE_FLY if flash else ("bitsandbytes",)
+        methods: tuple[str, ...] = ON_THE_FLY if flash else ("bitsandbytes",)
+        if model.model_type not in engine.model_types:
+            # No TGI model class: the transformers fallback, which refuses eetq and 4-bit
+            # bitsandbytes ("... is not supported for AutoModel", models/__init__.py@v3.3.7
+            # l.1725-1736).
+            methods = tuple(
+                m for m in methods if m not in ("eetq", "bitsandbytes-nf4", "bitsandbytes-fp4")
+            )
         candidates += [
             q
             for q in methods
@@ -901,6 +932,11 @@ def _chunking_reason(
         why = "TGI's non-flash model classes cannot chunk prefill"
     elif model.vision:
         why = "TGI's multimodal model classes do not chunk prefill"
+    elif model.model_type not in engine.model_types:
+        why = (
+            f"TGI has no model class for {model.model_type!r}; its transformers backend may "
+            "not chunk"
+        )
     else:
         why = f"TGI chunks prefill only with flashinfer or flashdecoding, not {attention}"
     return (

@@ -145,3 +145,9 @@ def test_parse_compute_capability():
     assert hardware.parse_compute_capability("10.0") == (10, 0)
     with pytest.raises(PlanInputError):
         hardware.parse_compute_capability("8")
+
+
+@pytest.mark.parametrize(("card", "warned"), [("B200", True), ("H200", False), ("GH200", False)])
+def test_blackwell_plans_warn_that_tgis_kernels_do_not_target_it(card, warned):
+    result = plan(CATALOG["llama-3.1-8b"], hardware.inventory_from_spec(card, 1), Engine.tgi())
+    assert any("TORCH_CUDA_ARCH_LIST" in w for w in result.warnings) == warned

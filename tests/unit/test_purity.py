@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "tgiops"
-PURE = ["catalog", "hardware", "plan", "render", "probe", "engine", "output"]
+PURE = ["catalog", "hardware", "plan", "render", "probe", "engine", "output", "recovery"]
 FORBIDDEN_MODULES = {
     "os",
     "pathlib",
