@@ -1,15 +1,20 @@
 """The command line: parse, call one function, render its result (human or --json).
 
-Only ``main`` catches broadly. Exit codes: 0 ok, 1 operation failed / does not fit /
-unhealthy, 2 bad input (nothing changed anywhere). Heavy libraries are imported by the
-verbs that need them, so `tgiops --help` stays fast.
+Only ``main`` catches broadly: every failure leaves through it as one ``tgiops: error:`` line
+on stderr (and, with ``--json``, as one error object on stdout; ``error_as_dict``) with the
+exit code of the rule in ``tgiops.errors``: 0 done, 1 ran and failed (or a check's answer is
+"no"), 2 refused before changing anything. Heavy libraries are imported by the verbs that
+need them, so `tgiops --help` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
+import errno
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -21,10 +26,23 @@ log = logging.getLogger("tgiops")
 
 
 class _ArgumentParser(argparse.ArgumentParser):
-    """argparse, but bad input raises InputError so every error leaves through one door."""
+    """argparse, but bad input raises InputError so every error leaves through one door, and a
+    mistyped choice (a verb, a --dtype) gets a "did you mean"."""
 
     def error(self, message: str) -> Any:
-        raise InputError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+        # main prints "tgiops: error: "; the prog is named in the hint, not repeated in front.
+        raise InputError(f"{message} (see `{self.prog} --help`)")
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        if action.choices is None or value in action.choices:
+            return
+        choices = [str(c) for c in action.choices]
+        close = difflib.get_close_matches(str(value), choices, n=3, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        raise argparse.ArgumentError(
+            action,
+            f"invalid choice: {value!r} (choose from {', '.join(map(repr, choices))}){hint}",
+        )
 
 
 def _add_hardware_args(parser: argparse.ArgumentParser) -> None:
@@ -197,20 +215,133 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    stdout = _WatchedStdout(sys.stdout)
+    sys.stdout = stdout
+    try:
+        return _main(parser, argv, stdout)
+    finally:
+        if sys.stdout is stdout:
+            sys.stdout = stdout.wrapped
+
+
+def _main(parser: argparse.ArgumentParser, argv: list[str], stdout: _WatchedStdout) -> int:
+    args: argparse.Namespace | None = None
     try:
         args = parser.parse_args(argv)
         _configure_logging(args.verbose)
         if not getattr(args, "func", None):
             parser.print_help(sys.stderr)
-            return 2
-        return int(args.func(args))
-    except TgiopsError as exc:
-        print(f"tgiops: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+            raise InputError("which command? See the list above")
+        code = int(args.func(args))
+        sys.stdout.flush()  # a full disk or a closed pipe shows here, inside the one door
+        return code
     except KeyboardInterrupt:
-        print("tgiops: interrupted", file=sys.stderr)
-        return 130
+        return _fail(argv, args, "Interrupted", "interrupted", 130)
+    except TgiopsError as exc:
+        return _fail(argv, args, type(exc).__name__, str(exc), exc.exit_code, exc)
+    except OSError as exc:
+        if stdout.failure is None:
+            return _internal_error(argv, args, exc)
+        # The output could not be written (`> /dev/full`, a closed pipe): nothing more to say
+        # on stdout; point it at /dev/null so the interpreter's final flush stays quiet too.
+        _silence_stdout()
+        if exc.errno != errno.EPIPE:
+            print(f"tgiops: error: cannot write the output: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # the last resort: a bug, never a traceback for the user
+        return _internal_error(argv, args, exc)
+
+
+def wants_json(argv: Sequence[str], args: argparse.Namespace | None) -> bool:
+    """--json asked for: from the parsed arguments, else (argparse refused them) from argv."""
+    if args is not None:
+        return bool(getattr(args, "json", False))
+    for word in argv:
+        if word == "--":
+            break
+        if len(word) > 3 and "--json".startswith(word):  # argparse accepts --js, --jso
+            return True
+    return False
+
+
+def error_as_dict(kind: str, message: str, exit_code: int, exc: BaseException | None = None):
+    """The one JSON shape of every verb's failure (README: "Errors as JSON")."""
+    data: dict[str, Any] = {
+        "ok": False,
+        "exit_code": exit_code,
+        "error": {"type": kind, "message": message},
+    }
+    plan = getattr(exc, "plan", None)
+    if plan is not None:  # a plan that does not fit: what was planned, and the alternatives
+        from tgiops import output
+
+        data["plan"] = output.plan_as_dict(plan)
+    return data
+
+
+def _fail(
+    argv: Sequence[str],
+    args: argparse.Namespace | None,
+    kind: str,
+    message: str,
+    code: int,
+    exc: BaseException | None = None,
+) -> int:
+    print(f"tgiops: error: {message}", file=sys.stderr)
+    if wants_json(argv, args):
+        try:
+            print(json.dumps(error_as_dict(kind, message, code, exc), indent=2), flush=True)
+        except OSError:
+            _silence_stdout()
+    return code
+
+
+def _internal_error(argv: Sequence[str], args: argparse.Namespace | None, exc: Exception) -> int:
+    """A failure no edge translated: a bug. One line (redacted); the traceback only at -vvv."""
+    from tgiops.logs import LogRedactor
+
+    log.debug("unexpected error", exc_info=exc)
+    text = LogRedactor()(f"{type(exc).__name__}: {exc}")
+    message = f"unexpected {text} (a bug in tgiops: please report it, with the output of -vvv)"
+    return _fail(argv, args, "InternalError", message, 1)
+
+
+class _WatchedStdout:
+    """sys.stdout, remembering a failed write: `tgiops models > /dev/full` is told apart from
+    an OSError of the verb itself (both surface as OSError)."""
+
+    def __init__(self, wrapped: Any) -> None:
+        self.wrapped = wrapped
+        self.failure: OSError | None = None
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self.wrapped.write(text))
+        except OSError as exc:
+            self.failure = exc
+            raise
+
+    def flush(self) -> None:
+        try:
+            self.wrapped.flush()
+        except OSError as exc:
+            self.failure = exc
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.wrapped, name)
+
+
+def _silence_stdout() -> None:
+    sys.stdout = getattr(sys.stdout, "wrapped", sys.stdout)
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # not a real file (tests' StringIO)
+        pass
 
 
 def _configure_logging(verbosity: int) -> None:
