@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tgiops import __version__
-from tgiops.errors import InputError, TgiopsError
+from tgiops.errors import DoesNotFitError, InputError, TgiopsError
 
 log = logging.getLogger("tgiops")
 
@@ -820,9 +820,26 @@ def cmd_undeploy(args: argparse.Namespace) -> int:
                 f"which host? {source} records {len(targets)} hosts: give --host or --instance"
             )
     results = []
+    absent: set[int] = set()  # ids of results that say "already absent"
     for target in targets:
         with RemoteHost(target.ssh) as host:
-            plan = undeploy.inspect(host, args.unit)
+            plan = _undeploy_plan(host, args.unit)
+            if plan is None:  # nothing to undo: done (exit 0), and the records go too
+                gone = undeploy.UndeployResult(
+                    host=host.name,
+                    unit=(args.unit or "").removesuffix(".service"),
+                    removed=True,
+                    leftovers=(),
+                    cache="none",
+                    cache_paths=(),
+                    other_units=(),
+                    round_trips=host.round_trips,
+                )
+                if gone.unit:
+                    fleet.forget_deploy(target, gone, aws=lambda: _aws_from(args))
+                absent.add(id(gone))
+                results.append(gone)
+                continue
             if not args.yes:
                 cache = "delete its model cache" if args.purge_cache else "keep the model cache"
                 answer = input(
@@ -836,12 +853,43 @@ def cmd_undeploy(args: argparse.Namespace) -> int:
         fleet.forget_deploy(target, result, aws=lambda: _aws_from(args))
         results.append(result)
     if args.json:
-        payload = [output.undeploy_as_dict(r) for r in results]
+        payload = [output.undeploy_as_dict(r, already_absent=id(r) in absent) for r in results]
         print(json.dumps(payload[0] if len(payload) == 1 else payload, indent=2))
     else:
         for r in results:
-            print(output.undeploy_as_text(r))
+            print(output.undeploy_as_text(r, already_absent=id(r) in absent))
     return 0 if all(r.removed for r in results) else 1
+
+
+def _undeploy_plan(host: Any, requested: str | None):  # -> UndeployPlan | None
+    """undeploy.inspect, except that a unit that is not there is "already absent" (None): a
+    second undeploy has nothing to undo. A unit file of that name that tgiops did not write is
+    still refused (exit 2): tgiops never removes what it does not own."""
+    import shlex
+
+    from tgiops import undeploy
+    from tgiops.logs import parse_unit_list
+    from tgiops.probe import split_sections
+    from tgiops.render import UNIT_DIR, UNIT_NAME_RE
+
+    report = host.run_script(undeploy.inspect_script(), check=False).stdout
+    units = parse_unit_list(
+        "\n".join(k[len("unit ") :] for k in split_sections(report) if k.startswith("unit "))
+    )
+    name = (requested or "").removesuffix(".service")
+    if requested and not UNIT_NAME_RE.fullmatch(name):
+        raise InputError(f"--unit {requested!r} is not a tgiops unit name (e.g. tgiops-phi-3-mini)")
+    if requested and name not in units:
+        path = f"{UNIT_DIR}/{name}.service"
+        if host.run(f"test -e {shlex.quote(path)}", check=False).exit_code == 0:
+            raise InputError(
+                f"{host.name}: {path} exists but tgiops did not write it (no managed marker); "
+                "refusing to remove it"
+            )
+        return None
+    if not requested and not units:
+        return None
+    return undeploy.plan_undeploy(host.name, report, requested)
 
 
 # --- spot relaunch: userdata, bootstrap, reconcile, watch-interruption (issue 6) ------------
@@ -992,6 +1040,29 @@ def _require_root(why: str) -> None:
         raise InputError(f"run this as root: {why} (on the instance: sudo tgiops ...)")
 
 
+def _imds_endpoint(explicit: str | None) -> str | None:
+    """--imds-endpoint, else $AWS_EC2_METADATA_SERVICE_ENDPOINT, checked to be an http(s) URL
+    (urllib would raise a bare ValueError at the first request)."""
+    from urllib.parse import urlsplit
+
+    from tgiops.imds import ENDPOINT_ENV_VAR
+
+    value = explicit or os.environ.get(ENDPOINT_ENV_VAR)
+    if not value:
+        return None
+    origin = "--imds-endpoint" if explicit else f"${ENDPOINT_ENV_VAR}"
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (raises ValueError on a bad port)
+    except ValueError as exc:
+        raise InputError(f"{origin} {value!r}: not a URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InputError(
+            f"{origin} {value!r}: give an http:// URL, e.g. http://169.254.169.254 (the default)"
+        )
+    return value
+
+
 def _tgi_unit_template() -> str:
     from tgiops import resources
 
@@ -1015,9 +1086,10 @@ def cmd_userdata(args: argparse.Namespace) -> int:
             instance_types=hardware.all_instance_types(),
         )
         if not checked.fits:
-            raise InputError(
+            raise DoesNotFitError(
                 f"{request.model.alias} does not fit {args.instance_type}: {checked.problem}. "
-                "Run `tgiops plan` for alternatives."
+                "Nothing was written. Run `tgiops plan` for alternatives.",
+                plan=checked,
             )
     env: dict[str, str] = {}
     for pair in args.env:
@@ -1082,6 +1154,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
         bootstrap.check_elastic_ip(args.eip)
     if args.timeout is not None and args.timeout <= 0:
         raise InputError(f"--timeout {args.timeout:g}: give seconds > 0")
+    imds_endpoint = _imds_endpoint(args.imds_endpoint)
     _require_root("bootstrap installs and starts a systemd unit")
     options = bootstrap.BootstrapOptions(
         config_path=args.config,
@@ -1096,7 +1169,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
         result = bootstrap.bootstrap(
             host,
             options,
-            imds=Imds(args.imds_endpoint),
+            imds=Imds(imds_endpoint),
             make_aws=lambda region: Aws(AwsSettings(region=region, profile=args.profile)),
             catalog=resources.load_catalog(args.catalog),
             template_text=_tgi_unit_template(),
@@ -1176,8 +1249,9 @@ def cmd_watch_interruption(args: argparse.Namespace) -> int:
         on_rebalance=args.on_rebalance,
         once=args.once,
     )
+    imds_endpoint = _imds_endpoint(args.imds_endpoint)
     _require_root("watch-interruption stops systemd units")
-    imds = Imds(args.imds_endpoint)
+    imds = Imds(imds_endpoint)
     try:
         instance_id: str | None = imds.instance_id()
     except AWSError as exc:

@@ -536,12 +536,13 @@ def status_as_rich(report: Any) -> Any:
     return Group(table, hosts, footer)
 
 
-def undeploy_as_dict(result: Any) -> dict[str, Any]:
+def undeploy_as_dict(result: Any, *, already_absent: bool = False) -> dict[str, Any]:
     """The documented `tgiops undeploy --json` object."""
     return {
         "host": result.host,
-        "unit": result.unit,
+        "unit": result.unit or None,
         "removed": result.removed,
+        "already_absent": already_absent,
         "leftovers": list(result.leftovers),
         "cache": result.cache,
         "cache_paths": list(result.cache_paths),
@@ -550,7 +551,10 @@ def undeploy_as_dict(result: Any) -> dict[str, Any]:
     }
 
 
-def undeploy_as_text(result: Any) -> str:
+def undeploy_as_text(result: Any, *, already_absent: bool = False) -> str:
+    if already_absent:
+        what = result.unit or "no tgiops unit"
+        return f"{result.host}: {what} already absent; nothing to undo"
     if result.removed:
         head = f"{result.host}: removed {result.unit} (unit, env file, container)"
     else:
