@@ -15,6 +15,7 @@ import errno
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -53,6 +54,20 @@ def _add_hardware_args(parser: argparse.ArgumentParser) -> None:
     hw.add_argument("--gpu-memory-gib", type=float, metavar="X", help="memory per GPU (--gpu)")
 
 
+CATALOG_HELP = "a catalog of your own over the built-in one; repeatable (also $TGIOPS_MODELS)"
+JSON_HELP = "print one JSON object on stdout, errors included (README: Errors as JSON)"
+
+
+IMDS_HELP = (
+    "instance metadata endpoint (default $AWS_EC2_METADATA_SERVICE_ENDPOINT or "
+    "http://169.254.169.254)"
+)
+
+
+def _add_json_arg(parser: argparse.ArgumentParser, text: str = JSON_HELP) -> None:
+    parser.add_argument("--json", action="store_true", help=text)
+
+
 def _add_model_args(parser: argparse.ArgumentParser, *, positional: bool = True) -> None:
     if positional:
         parser.add_argument(
@@ -69,20 +84,50 @@ def _add_model_args(parser: argparse.ArgumentParser, *, positional: bool = True)
         action="append",
         default=[],
         metavar="FILE",
-        help="a catalog of your own over the built-in one (also $TGIOPS_MODELS)",
+        help=CATALOG_HELP,
     )
 
 
 def _add_plan_overrides(parser: argparse.ArgumentParser) -> None:
     ov = parser.add_argument_group("overrides (checked, not trusted)")
     ov.add_argument("--tgi-version", default=None, metavar="V", help="TGI release (default 3.3.7)")
-    ov.add_argument("--num-shard", type=int, metavar="N")
+    ov.add_argument(
+        "--num-shard",
+        type=int,
+        metavar="N",
+        help="GPUs to shard over (default: the most GPUs that divide the attention heads)",
+    )
     ov.add_argument("--quantize", metavar="METHOD", help="a TGI --quantize value, or none")
-    ov.add_argument("--dtype", choices=["float16", "bfloat16"])
-    ov.add_argument("--max-input-tokens", type=int, metavar="N")
-    ov.add_argument("--max-total-tokens", type=int, metavar="N")
-    ov.add_argument("--max-batch-prefill-tokens", type=int, metavar="N")
-    ov.add_argument("--cuda-memory-fraction", type=float, metavar="F")
+    ov.add_argument(
+        "--dtype",
+        choices=["float16", "bfloat16"],
+        help="(default: bfloat16 on sm80+, float16 below and for AWQ/GPTQ)",
+    )
+    ov.add_argument(
+        "--max-input-tokens",
+        type=int,
+        metavar="N",
+        help="longest prompt, in tokens (default: from the memory model)",
+    )
+    ov.add_argument(
+        "--max-total-tokens",
+        type=int,
+        metavar="N",
+        help="prompt + generated tokens per request (default: room for 4 full-length "
+        "requests, capped by the context length)",
+    )
+    ov.add_argument(
+        "--max-batch-prefill-tokens",
+        type=int,
+        metavar="N",
+        help="tokens prefilled at once across a batch (default: from the memory model)",
+    )
+    ov.add_argument(
+        "--cuda-memory-fraction",
+        type=float,
+        metavar="F",
+        help="share of each GPU's memory TGI may use, 0 < F <= 1 (default 1)",
+    )
     ov.add_argument(
         "--flash-attention",
         choices=["auto", "on", "off"],
@@ -93,8 +138,12 @@ def _add_plan_overrides(parser: argparse.ArgumentParser) -> None:
 
 def _add_aws_args(parser: argparse.ArgumentParser) -> None:
     aws = parser.add_argument_group("AWS (boto3's standard chain; AWS_ENDPOINT_URL honoured)")
-    aws.add_argument("--region", metavar="REGION")
-    aws.add_argument("--profile", metavar="NAME")
+    aws.add_argument(
+        "--region", metavar="REGION", help="AWS region (default: $AWS_REGION or the profile's)"
+    )
+    aws.add_argument(
+        "--profile", metavar="NAME", help="AWS profile of ~/.aws/config (default: $AWS_PROFILE)"
+    )
 
 
 def _add_target_args(parser: argparse.ArgumentParser) -> None:
@@ -121,10 +170,23 @@ def _add_ssh_args(
 ) -> None:
     ssh = parser.add_argument_group("SSH")
     ssh.add_argument("--ssh-config", metavar="FILE", help="ssh_config to use ($TGIOPS_SSH_CONFIG)")
-    ssh.add_argument("--user", metavar="USER")
-    ssh.add_argument("--identity", metavar="KEY", help="private key file")
+    ssh.add_argument(
+        "--user",
+        metavar="USER",
+        help="log in as USER (default: the ssh_config's User, else your user name); "
+        "not root: needs passwordless sudo",
+    )
+    ssh.add_argument(
+        "--identity", metavar="KEY", help="private key file (instead of the ssh_config's)"
+    )
     ssh.add_argument("--accept-new-host-key", action="store_true", help=accept_help)
-    ssh.add_argument("--connect-timeout", type=float, default=10.0, metavar="S")
+    ssh.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds to wait for each SSH connection (default 10)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,14 +205,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_ArgumentParser)
 
-    p = sub.add_parser("plan", help="plan TGI's configuration for a model on some hardware")
+    p = sub.add_parser(
+        "plan",
+        help="plan TGI's configuration for a model on some hardware",
+        description="Decide TGI's configuration for a model on some GPUs: shards, quantization, "
+        "dtype, attention path and token limits, each with its reason; when the model does not "
+        "fit, say why and offer alternatives. Touches no host and no AWS. Exit 0 fits, 1 does "
+        "not fit, 2 bad input.",
+    )
     _add_model_args(p)
     _add_hardware_args(p)
     _add_plan_overrides(p)
-    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    _add_json_arg(p)
     p.set_defaults(func=cmd_plan)
 
-    d = sub.add_parser("deploy", help="plan, install and start TGI on a host; wait until healthy")
+    d = sub.add_parser(
+        "deploy",
+        help="plan, install and start TGI on a host; wait until healthy",
+        description="Connect over SSH, probe the GPUs, plan, install TGI as a systemd unit with "
+        "the Hugging Face token from Secrets Manager, start it and wait until it serves; on "
+        "failure restore the previous unit. Exit 0 healthy, 1 failed (rolled back), 2 refused "
+        "before any change (bad input, or the plan does not fit the host).",
+    )
     _add_model_args(d)
     _add_target_args(d)
     _add_plan_overrides(d)
@@ -188,28 +264,25 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--dry-run", action="store_true", help="show the plan, unit and commands only")
     d.add_argument("--keep-failed", action="store_true", help="no rollback of a failed unit")
     d.add_argument("--timeout", type=float, metavar="S", help="health wait (default from size)")
-    d.add_argument("--json", action="store_true")
+    _add_json_arg(d)
     d.set_defaults(func=cmd_deploy)
     _add_status_parsers(sub)
     _add_spot_parsers(sub)
 
-    sec = sub.add_parser("secret", help="store or check the Hugging Face token in Secrets Manager")
-    sec_sub = sec.add_subparsers(
-        dest="secret_command", metavar="ACTION", parser_class=_ArgumentParser, required=True
-    )
-    for action, text in (
-        ("set", "create or update it from stdin or a hidden prompt"),
-        ("check", "say whether it exists and is readable (never prints it)"),
-    ):
-        sp = sec_sub.add_parser(action, help=text)
-        sp.add_argument("--name", default="tgiops/hf-token", help="secret name")
-        _add_aws_args(sp)
-        sp.add_argument("--json", action="store_true")
-        sp.set_defaults(func=cmd_secret)
+    _add_secret_parsers(sub)
 
-    m = sub.add_parser("models", help="list the model catalog")
-    m.add_argument("--catalog", action="append", default=[], metavar="FILE")
-    m.add_argument("--json", action="store_true")
+    m = sub.add_parser(
+        "models",
+        help="list the model catalog",
+        description="The models tgiops knows by alias: the built-in catalog (models.yaml) "
+        "overlaid by yours.",
+        epilog="GATED: yes = the repository asks you to accept its licence, so the deploy "
+        "needs a Hugging Face token with access (`tgiops secret set`); no = public; - = not "
+        "verified (deploy with a token to be safe). CONTEXT: the model's context length "
+        "(max_position_embeddings), in tokens.",
+    )
+    m.add_argument("--catalog", action="append", default=[], metavar="FILE", help=CATALOG_HELP)
+    _add_json_arg(m)
     m.set_defaults(func=cmd_models)
     return parser
 
@@ -428,8 +501,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
-        columns = ["alias", "repo_id", "parameters_b", "quantization", "gated"]
-        print(output.rows_as_table(rows, columns))
+        print(output.models_as_text(rows))
     return 0
 
 
@@ -492,8 +564,12 @@ def deploy_request_from(args: argparse.Namespace, **extra: Any):  # -> DeployReq
         public=args.public,
         data_dir=args.data_dir,
         gpu_devices=_gpu_devices(args.gpu_devices),
-        token_secret=None if args.no_token else args.secret_name,
-        api_key_secret=args.api_key_secret,
+        token_secret=None if args.no_token else secret_name(args.secret_name),
+        api_key_secret=(
+            None
+            if args.api_key_secret is None
+            else secret_name(args.api_key_secret, "--api-key-secret")
+        ),
         **extra,
     )
     request.unit_options(())  # validates unit name, port and data dir
@@ -551,25 +627,208 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+DEFAULT_SECRET = "tgiops/hf-token"
+# Secrets Manager's names: "1-512 characters ... letters, numbers, and /_+=.@-" (API reference,
+# CreateSecret, Name). An ARN is accepted wherever an existing secret is named (SecretId).
+SECRET_NAME_RE = re.compile(r"[A-Za-z0-9/_+=.@-]{1,512}")
+SECRET_ARN_RE = re.compile(
+    r"arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+"
+)
+
+
+class _DeprecatedAlias(argparse.Action):
+    """A hidden old spelling of an option: works, and says which one to use instead."""
+
+    def __init__(self, *args: Any, replacement: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.replacement = replacement
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        print(
+            f"tgiops: warning: {option} is deprecated here; use {self.replacement}",
+            file=sys.stderr,
+        )
+        setattr(namespace, self.dest, values)
+
+
+def _add_secret_name_arg(parser: argparse.ArgumentParser, default: str | None) -> None:
+    parser.add_argument(
+        "--secret-name",
+        default=default,
+        metavar="NAME",
+        help="the secret's name or ARN" + (f" (default {default})" if default else " (required)"),
+    )
+    parser.add_argument(  # before 0.x this option was --name, which elsewhere is an EC2 tag
+        "--name",
+        dest="secret_name",
+        action=_DeprecatedAlias,
+        replacement="--secret-name",
+        default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
+    )
+
+
+def _add_secret_parsers(sub: Any) -> None:
+    sec = sub.add_parser(
+        "secret",
+        help="store, check, list or delete the Hugging Face token in Secrets Manager",
+        description="The Hugging Face token lives in AWS Secrets Manager, never on disk or in "
+        "argv: deploys read it into a root-only env file on the host. Secrets created by "
+        "`secret set` carry the tag tgiops:managed=true; only those are listed and deleted.",
+    )
+    sec_sub = sec.add_subparsers(
+        dest="secret_command", metavar="ACTION", parser_class=_ArgumentParser, required=True
+    )
+    for action, text, description in (
+        (
+            "set",
+            "create or update it from stdin or a hidden prompt",
+            "Store the token read from stdin (or a hidden prompt on a terminal); never from "
+            "argv. A new secret is tagged tgiops:managed=true. A token that does not look like "
+            "a Hugging Face user access token (hf_...) is stored with a warning.",
+        ),
+        (
+            "check",
+            "say whether it exists and is readable (never prints it)",
+            "Say whether the secret exists and this AWS identity can read it; never prints "
+            "the value. Exit 0 readable, 1 absent.",
+        ),
+        (
+            "list",
+            "the secrets tgiops created: names and dates, never values",
+            "The secrets tagged tgiops:managed=true in the region: names, creation and "
+            "change dates. Values are never read.",
+        ),
+        (
+            "delete",
+            "schedule a tgiops secret's deletion (30-day recovery window)",
+            "Schedule the deletion of a secret tgiops created (tagged tgiops:managed=true) "
+            "with Secrets Manager's default 30-day recovery window; any other secret is "
+            "refused (exit 2). An absent secret is already deleted (exit 0).",
+        ),
+    ):
+        sp = sec_sub.add_parser(action, help=text, description=description)
+        if action != "list":
+            _add_secret_name_arg(sp, None if action == "delete" else DEFAULT_SECRET)
+        if action == "delete":
+            sp.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+        _add_aws_args(sp)
+        _add_json_arg(sp)
+        sp.set_defaults(func=cmd_secret)
+
+
+def secret_name(value: str | None, option: str = "--secret-name") -> str:
+    """A Secrets Manager name (or ARN) checked against AWS's rules before any call (exit 2)."""
+    if not value:
+        raise InputError(f"which secret? Give {option} NAME")
+    if SECRET_NAME_RE.fullmatch(value) or SECRET_ARN_RE.fullmatch(value):
+        return value
+    raise InputError(
+        f"{option} {value!r}: not a Secrets Manager name (1-512 characters of letters, digits "
+        "and /_+=.@-) or secret ARN"
+    )
+
+
 def cmd_secret(args: argparse.Namespace) -> int:
-    aws = _aws_from(args)
-    if args.secret_command == "check":
-        exists = aws.secret_exists(args.name)
+    from tgiops.record import MANAGED_TAG
+
+    action = args.secret_command
+    if action == "list":
+        return _secret_list(args, MANAGED_TAG)
+    name = secret_name(args.secret_name)
+    if action == "delete":
+        return _secret_delete(args, name, MANAGED_TAG)
+    if action == "check":
+        aws = _aws_from(args)
+        exists = aws.secret_exists(name)
         readable = False
         if exists:
-            aws.get_secret(args.name)  # raises with the missing IAM action when unreadable
+            aws.get_secret(name)  # raises with the missing IAM action when unreadable
             readable = True
         if args.json:
-            print(json.dumps({"name": args.name, "exists": exists, "readable": readable}))
+            print(json.dumps({"name": name, "exists": exists, "readable": readable}))
         else:
-            print(f"{args.name}: " + ("exists and is readable" if readable else "does not exist"))
+            print(f"{name}: " + ("exists and is readable" if readable else "does not exist"))
         return 0 if readable else 1
     token = _read_token()
-    outcome = aws.put_secret(args.name, token)
+    warnings = []
+    from tgiops.logs import HF_TOKEN_RE
+
+    if not HF_TOKEN_RE.fullmatch(token):
+        warnings.append(
+            "the value does not look like a Hugging Face user access token (hf_ and at least 16 "
+            "letters or digits); stored anyway"
+        )
+    aws = _aws_from(args)
+    outcome = aws.put_secret(name, token, tags={MANAGED_TAG: "true"})
+    managed = True
+    if outcome == "updated":
+        try:
+            info = aws.describe_secret(name)
+            managed = info is not None and info.tags.get(MANAGED_TAG) == "true"
+        except TgiopsError as exc:  # DescribeSecret may not be allowed: the set still worked
+            log.info("could not read the secret's tags: %s", exc)
+        if not managed:
+            warnings.append(
+                f"{name} was not created by tgiops (no {MANAGED_TAG} tag): it stays out of "
+                "`tgiops secret list` and `tgiops secret delete`"
+            )
+    for warning in warnings:
+        print(f"tgiops: warning: {warning}", file=sys.stderr)
     if args.json:
-        print(json.dumps({"name": args.name, "result": outcome}))
+        print(
+            json.dumps({"name": name, "result": outcome, "managed": managed, "warnings": warnings})
+        )
     else:
-        print(f"{args.name}: {outcome}")
+        print(f"{name}: {outcome}")
+    return 0
+
+
+def _secret_list(args: argparse.Namespace, tag: str) -> int:
+    from tgiops import output
+
+    secrets = _aws_from(args).list_secrets(tag)
+    rows = [output.secret_as_dict(i) for i in secrets]
+    if args.json:
+        print(json.dumps({"secrets": rows}, indent=2))
+    elif not rows:
+        print(f"no secret tagged {tag} (create one with `tgiops secret set`)")
+    else:
+        print(output.rows_as_table(rows, ["name", "created", "changed", "deletion_date"]))
+    return 0
+
+
+def _secret_delete(args: argparse.Namespace, name: str, tag: str) -> int:
+    aws = _aws_from(args)
+    info = aws.describe_secret(name)
+    if info is not None and info.tags.get(tag) != "true":
+        raise InputError(
+            f"secret {name} was not created by tgiops (no {tag}=true tag): refusing to delete "
+            "it. Delete it with the AWS console or CLI if you mean to."
+        )
+    if info is None or info.deleted:
+        result, date = ("absent", None) if info is None else ("already scheduled", info.deleted)
+    else:
+        interactive = sys.stdin is not None and sys.stdin.isatty()
+        if not args.yes:
+            if not interactive:
+                raise InputError(
+                    "secret delete removes the token: pass --yes to confirm (stdin is no terminal)"
+                )
+            answer = input(f"Schedule the deletion of secret {name} (30-day recovery)? [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                raise InputError(f"{name} left in place")
+        result, date = "scheduled", aws.delete_secret(name)
+    if args.json:
+        print(json.dumps({"name": name, "result": result, "deletion_date": date}))
+    elif result == "absent":
+        print(f"{name}: already absent; nothing to delete")
+    else:
+        when = "already scheduled for deletion" if result != "scheduled" else "deletion scheduled"
+        print(
+            f"{name}: {when} on {date or 'a date AWS did not say'}; until then undo it with "
+            f"`aws secretsmanager restore-secret --secret-id {name}`"
+        )
     return 0
 
 
@@ -599,6 +858,10 @@ def _add_status_parsers(sub: Any) -> None:
     s = sub.add_parser(
         "status",
         help="verdict per tgiops unit on a host or a fleet (default: the hosts of past deploys)",
+        description="One SSH round trip per host gathers every tgiops unit's systemd state, "
+        "container, GPUs and TGI's /health, /info and /metrics; EC2 facts and prices come from "
+        "AWS. Each unit gets a verdict (healthy, loading, degraded, failed, not-deployed, "
+        "unreachable) and a reason. Exit 0 only when every unit is healthy.",
     )
     _add_target_args(s)
     s.add_argument(
@@ -609,7 +872,15 @@ def _add_status_parsers(sub: Any) -> None:
     s.add_argument(
         "--unit", action="append", default=[], metavar="NAME", help="only this unit; repeatable"
     )
-    s.add_argument("--json", action="store_true", help="the documented JSON object on stdout")
+    _add_json_arg(s, "the documented JSON object on stdout (README: Status JSON)")
+    s.add_argument(
+        "-o",
+        "--output",
+        choices=["table", "wide"],
+        default="table",
+        help="table: fits the terminal, the reason on its own line (default); wide: every "
+        "column on one line per unit, whatever the width",
+    )
     s.add_argument(
         "--watch",
         type=float,
@@ -625,15 +896,36 @@ def _add_status_parsers(sub: Any) -> None:
     )
     s.set_defaults(func=cmd_status)
 
-    lg = sub.add_parser("logs", help="journal lines of a tgiops unit (redacted); -f follows")
+    lg = sub.add_parser(
+        "logs",
+        help="journal lines of a tgiops unit (redacted); -f follows",
+        description="The systemd journal of a tgiops unit on the host, with secrets masked "
+        "(token variables, hf_ tokens, bearer tokens, TGI's api_key). -f follows one host "
+        "until Ctrl-C.",
+    )
     _add_target_args(lg)
     lg.add_argument("--unit", metavar="NAME", help="the unit (default: the only one on the host)")
     lg.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     lg.add_argument("-n", "--lines", type=int, default=50, metavar="N", help="last N lines (50)")
+    lg.add_argument(
+        "--since",
+        metavar="TIME",
+        help="only lines since TIME, in journalctl's syntax: '2026-12-04 10:00', "
+        "'-1h', 'today', '10 min ago'",
+    )
+    _add_json_arg(
+        lg,
+        "one JSON object {host, unit, lines}; with -f one object {host, unit, line} per line",
+    )
     lg.set_defaults(func=cmd_logs)
 
     u = sub.add_parser(
-        "undeploy", help="stop, disable and remove a tgiops unit (keeps the model cache)"
+        "undeploy",
+        help="stop, disable and remove a tgiops unit (keeps the model cache)",
+        description="Stop and disable a tgiops unit, remove its container, unit and env files "
+        "and its deployment record (and its EC2 tags), so bootstrap and reconcile do not bring "
+        "it back. A unit that is not there is already absent (exit 0); a unit tgiops did not "
+        "write is refused (exit 2).",
     )
     _add_target_args(u)
     u.add_argument("--unit", metavar="NAME", help="the unit (default: the only one on the host)")
@@ -643,7 +935,7 @@ def _add_status_parsers(sub: Any) -> None:
         action="store_true",
         help="also delete this model's cache (unless another unit uses it)",
     )
-    u.add_argument("--json", action="store_true")
+    _add_json_arg(u)
     u.set_defaults(func=cmd_undeploy)
 
 
@@ -900,6 +1192,11 @@ def _add_spot_parsers(sub: Any) -> None:
         "userdata",
         help="print EC2 user data (cloud-init) that installs tgiops and restores the endpoint "
         "at every boot",
+        description="Print the user data for a launch template: it installs tgiops, mounts the "
+        "data volume and installs tgiops-bootstrap (restores the recorded deployment at every "
+        "boot) and the spot interruption watcher. Changes nothing; --iam-policy prints the "
+        "instance role's minimal policy. A plan that does not fit --instance-type is refused "
+        "(exit 2).",
     )
     _add_model_args(ud)
     _add_plan_overrides(ud)
@@ -954,6 +1251,10 @@ def _add_spot_parsers(sub: Any) -> None:
     bs = sub.add_parser(
         "bootstrap",
         help="(on the instance, at boot) restore the recorded TGI deployment on this instance",
+        description="Run as root on the instance (the tgiops-bootstrap unit does): read the "
+        "deployment record (data volume, config, user data, instance tags), get the token with "
+        "the instance role, install and start the TGI unit, wait healthy, then move the "
+        "Elastic IP here. A second run changes nothing.",
     )
     bs.add_argument(
         "--config",
@@ -964,22 +1265,20 @@ def _add_spot_parsers(sub: Any) -> None:
     bs.add_argument("--data-dir", metavar="DIR", help="where the records are (data volume)")
     bs.add_argument("--eip", metavar="ALLOC_ID", help="Elastic IP to point here once healthy")
     bs.add_argument("--instance-id", metavar="ID", help="this instance (default: from IMDS)")
-    bs.add_argument(
-        "--imds-endpoint",
-        metavar="URL",
-        help="instance metadata endpoint (default $AWS_EC2_METADATA_SERVICE_ENDPOINT or "
-        "http://169.254.169.254)",
-    )
+    bs.add_argument("--imds-endpoint", metavar="URL", help=IMDS_HELP)
     bs.add_argument("--timeout", type=float, metavar="S", help="health wait per unit")
-    bs.add_argument("--catalog", action="append", default=[], metavar="FILE")
+    bs.add_argument("--catalog", action="append", default=[], metavar="FILE", help=CATALOG_HELP)
     _add_aws_args(bs)
-    bs.add_argument("--json", action="store_true")
+    _add_json_arg(bs)
     bs.set_defaults(func=cmd_bootstrap)
 
     rc = sub.add_parser(
         "reconcile",
         help="make the live instances of a group serve the recorded deployment; move the "
         "Elastic IP and target group registrations to them",
+        description="From outside, after a spot relaunch: find the live instances, restore the "
+        "recorded deployment where it is missing or differs, wait healthy, keep the Elastic IP "
+        "on a healthy instance and the target group's registrations current. Safe to repeat.",
     )
     which = rc.add_argument_group("instances (one of)")
     which.add_argument("--asg", metavar="NAME", help="the InService instances of this group")
@@ -991,7 +1290,12 @@ def _add_spot_parsers(sub: Any) -> None:
     rc.add_argument(
         "--watch", type=float, metavar="SECONDS", help="reconcile every SECONDS until Ctrl-C"
     )
-    rc.add_argument("--data-dir", default="/var/lib/tgiops/data", metavar="DIR")
+    rc.add_argument(
+        "--data-dir",
+        default="/var/lib/tgiops/data",
+        metavar="DIR",
+        help="where the instances keep the deployment records (default /var/lib/tgiops/data)",
+    )
     rc.add_argument("--timeout", type=float, metavar="S", help="health wait per unit")
     rc.add_argument(
         "--address",
@@ -999,7 +1303,7 @@ def _add_spot_parsers(sub: Any) -> None:
         default="public",
         help="how to reach instances without an ssh_config entry (default public)",
     )
-    rc.add_argument("--catalog", action="append", default=[], metavar="FILE")
+    rc.add_argument("--catalog", action="append", default=[], metavar="FILE", help=CATALOG_HELP)
     _add_ssh_args(rc, "record unknown host keys (a replacement instance has new ones)")
     _add_aws_args(rc)
     rc.add_argument("--json", action="store_true", help="one JSON object per pass")
@@ -1008,16 +1312,29 @@ def _add_spot_parsers(sub: Any) -> None:
     wi = sub.add_parser(
         "watch-interruption",
         help="(on the instance) stop TGI gracefully on a spot interruption notice (IMDSv2)",
+        description="Run as root on a spot instance (the tgiops-watch-interruption unit does): "
+        "poll IMDSv2 for an interruption notice and stop the recorded TGI units gracefully "
+        "within the two minutes, recording why.",
     )
     wi.add_argument(
         "--unit", action="append", default=[], metavar="NAME", help="default: recorded units"
     )
-    wi.add_argument("--data-dir", default="/var/lib/tgiops/data", metavar="DIR")
+    wi.add_argument(
+        "--data-dir",
+        default="/var/lib/tgiops/data",
+        metavar="DIR",
+        help="where the deployment records are (default /var/lib/tgiops/data)",
+    )
     wi.add_argument("--interval", type=float, default=5.0, metavar="S", help="poll every S (5)")
-    wi.add_argument("--on-rebalance", choices=["log", "stop"], default="log")
-    wi.add_argument("--imds-endpoint", metavar="URL")
+    wi.add_argument(
+        "--on-rebalance",
+        choices=["log", "stop"],
+        default="log",
+        help="on a rebalance recommendation: log it, or stop TGI as on a notice (default log)",
+    )
+    wi.add_argument("--imds-endpoint", metavar="URL", help=IMDS_HELP)
     wi.add_argument("--once", action="store_true", help="poll once and exit")
-    wi.add_argument("--json", action="store_true")
+    _add_json_arg(wi)
     wi.set_defaults(func=cmd_watch_interruption)
 
 
@@ -1026,7 +1343,12 @@ def _add_spot_unit_args(parser: argparse.ArgumentParser) -> None:
     unit.add_argument("--unit", metavar="NAME", help="systemd unit name (default tgiops-ALIAS)")
     unit.add_argument("--port", type=int, default=8080, help="host port (default 8080)")
     unit.add_argument("--public", action="store_true", help="bind all addresses")
-    unit.add_argument("--data-dir", default="/var/lib/tgiops/data", metavar="DIR")
+    unit.add_argument(
+        "--data-dir",
+        default="/var/lib/tgiops/data",
+        metavar="DIR",
+        help="model cache on the instance, mounted as /data (default /var/lib/tgiops/data)",
+    )
     unit.add_argument("--gpu-devices", metavar="0,1", help="only these GPU indices")
     unit.add_argument("--secret-name", default="tgiops/hf-token", help="the token's secret")
     unit.add_argument("--no-token", action="store_true", help="no token (ungated models)")

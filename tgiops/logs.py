@@ -39,6 +39,7 @@ _SECRET_ASSIGNMENT = re.compile(
 )
 # Hugging Face user access tokens start with "hf_" (huggingface.co/docs/hub/security-tokens).
 _HF_TOKEN = re.compile(r"\bhf_[A-Za-z0-9]{16,}\b")
+HF_TOKEN_RE = _HF_TOKEN  # `tgiops secret set` warns when a token does not match
 _BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
 # The launcher prints its parsed arguments with Rust's Debug format: `api_key: Some("...")`.
 _DEBUG_SECRET = re.compile(r'(\b\w*(?:token|api_key|secret)\w*:\s*Some\(")([^"]*)("\))', re.I)

@@ -5,6 +5,7 @@ Pure: returns strings and dicts; the CLI writes them.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -118,6 +119,22 @@ def models_as_rows(models: Iterable[ModelSpec]) -> list[dict[str, Any]]:
     ]
 
 
+MODELS_FOOTNOTE = (
+    "quantization: the checkpoint's own (- = none, 16-bit weights). gated: yes = accept the "
+    "licence on Hugging Face and deploy with a token that has access; no = public; - = not "
+    "verified (deploy with a token to be safe). context: the model's context length in tokens."
+)
+
+
+def models_as_text(rows: list[dict[str, Any]]) -> str:
+    """The `tgiops models` table, with what its columns mean."""
+    table = rows_as_table(
+        [{**r, "context": r["max_position_embeddings"]} for r in rows],
+        ["alias", "repo_id", "parameters_b", "quantization", "gated", "context"],
+    )
+    return table + "\n\n" + "\n".join(textwrap.wrap(MODELS_FOOTNOTE, 79))
+
+
 def rows_as_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     """A plain aligned table (rich is used on a TTY by the CLI; this is the pipe form)."""
 
@@ -133,6 +150,18 @@ def rows_as_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return "\n".join(
         "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in table
     )
+
+
+def secret_as_dict(info: Any) -> dict[str, Any]:
+    """One secret of `tgiops secret list` (tgiops.aws.SecretInfo): names and dates only."""
+    return {
+        "name": info.name,
+        "arn": info.arn,
+        "created": info.created,
+        "changed": info.changed,
+        "accessed": info.accessed,
+        "deletion_date": info.deleted,
+    }
 
 
 def deploy_as_dict(result: DeployResult) -> dict[str, Any]:

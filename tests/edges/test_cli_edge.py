@@ -74,3 +74,98 @@ def test_undeploy_refuses_a_unit_file_tgiops_did_not_write(ssh_env, state_home):
         assert path.exists()
     finally:
         path.unlink()
+
+
+# -- secret set / list / delete (moto over HTTP) ---------------------------------------------
+
+TOKEN = "hf_" + "Abcdefghijklmnopqrstuvwxyz01234567"
+
+
+def sm():
+    import boto3
+
+    return boto3.client("secretsmanager")
+
+
+def test_secret_set_tags_it_and_list_shows_names_never_values(moto):
+    code, out, err = run(["secret", "set", "--secret-name", "team/hf", "--json"], stdin=TOKEN)
+    assert code == 0, err
+    assert json.loads(out) == {"name": "team/hf", "result": "created", "managed": True,
+                               "warnings": []}  # fmt: skip
+    tags = sm().describe_secret(SecretId="team/hf")["Tags"]
+    assert {"Key": "tgiops:managed", "Value": "true"} in tags
+    sm().create_secret(Name="someone-elses", SecretString="hf_notours0123456789abcdef")
+    sm().create_secret(
+        Name="prefix-only",
+        SecretString="x",
+        Tags=[{"Key": "tgiops:managed-not", "Value": "true"}],
+    )
+
+    code, out, err = run(["secret", "list", "--json"])
+    assert code == 0, err
+    listed = json.loads(out)["secrets"]
+    assert [s["name"] for s in listed] == ["team/hf"]
+    assert listed[0]["created"] and listed[0]["deletion_date"] is None
+    code, text, _ = run(["secret", "list"])
+    assert code == 0 and "team/hf" in text and "someone-elses" not in text
+    assert TOKEN not in out + text and "notours" not in out + text
+
+
+def test_secret_set_warns_on_a_token_of_the_wrong_shape_and_stores_it(moto):
+    code, out, err = run(["secret", "set", "--secret-name", "odd"], stdin="not-a-token\n")
+    assert code == 0
+    assert "does not look like a Hugging Face user access token" in err
+    assert "not-a-token" not in err + out
+    assert sm().get_secret_value(SecretId="odd")["SecretString"] == "not-a-token"
+
+
+def test_secret_set_on_a_secret_tgiops_did_not_create_says_it_stays_unmanaged(moto):
+    sm().create_secret(Name="console-made", SecretString="hf_old0123456789abcdefgh")
+    code, out, err = run(["secret", "set", "--secret-name", "console-made"], stdin=TOKEN)
+    assert code == 0 and out.strip() == "console-made: updated"
+    assert "was not created by tgiops" in err
+    tags = sm().describe_secret(SecretId="console-made").get("Tags", [])
+    assert not [t for t in tags if t["Key"].startswith("tgiops")]  # still not ours
+
+
+def test_secret_delete_refuses_a_secret_without_the_tag(moto):
+    sm().create_secret(Name="precious", SecretString="hf_precious0123456789abcd")
+    code, out, err = run(["secret", "delete", "--secret-name", "precious", "--yes", "--json"])
+    assert code == 2
+    assert "not created by tgiops" in err
+    assert json.loads(out)["error"]["type"] == "InputError"
+    assert "DeletedDate" not in sm().describe_secret(SecretId="precious")
+
+
+def test_secret_delete_schedules_deletion_then_says_already(moto):
+    assert run(["secret", "set", "--secret-name", "mine"], stdin=TOKEN)[0] == 0
+    code, out, err = run(["secret", "delete", "--secret-name", "mine"])  # stdin: no terminal
+    assert code == 2 and "--yes" in err
+    assert "DeletedDate" not in sm().describe_secret(SecretId="mine")
+
+    code, out, err = run(["secret", "delete", "--secret-name", "mine", "--yes", "--json"])
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["result"] == "scheduled" and data["deletion_date"]
+    assert "DeletedDate" in sm().describe_secret(SecretId="mine")  # recoverable, not gone
+
+    code, out, _ = run(["secret", "delete", "--secret-name", "mine", "--yes"])
+    assert code == 0 and "already scheduled for deletion" in out
+    code, out, _ = run(["secret", "delete", "--secret-name", "never-was", "--yes"])
+    assert code == 0 and out.strip() == "never-was: already absent; nothing to delete"
+
+
+@pytest.mark.parametrize("name", ["", "has space", "a" * 513, "semi;colon", "ünï"])
+def test_secret_names_are_checked_before_aws(name, monkeypatch):
+    # AWS points at a closed loopback port: an accepted name would end in "cannot reach".
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    for verb in (["set"], ["check"], ["delete", "--yes"]):
+        code, _out, err = run(["secret", *verb, f"--secret-name={name}"], stdin=TOKEN)
+        assert code == 2, err
+        assert "cannot reach" not in err and TOKEN not in err
+
+
+def test_secret_delete_needs_a_name():
+    code, _, err = run(["secret", "delete", "--yes"])
+    assert code == 2 and "--secret-name" in err
