@@ -1073,26 +1073,42 @@ def cmd_logs(args: argparse.Namespace) -> int:
     from tgiops import logs
     from tgiops.ssh import RemoteHost
 
+    request = logs.LogsRequest(
+        unit=args.unit, lines=args.lines, follow=args.follow, since=args.since
+    )
+    logs.journal_command(args.unit or "unit", lines=args.lines, follow=False, since=args.since)
     targets, _, _ = _fleet_targets(args, allow_all=False)
     if args.follow and len(targets) > 1:
         raise InputError(
             f"-f follows one host; the target is {len(targets)} hosts "
             f"({', '.join(t.label for t in targets)}): pick one with --host or --instance"
         )
-    request = logs.LogsRequest(unit=args.unit, lines=args.lines, follow=args.follow)
     many = len(targets) > 1
+    collected: list[dict[str, Any]] = []
     try:
         for target in targets:
-            prefix = f"{target.label}: " if many else ""
+            entry: dict[str, Any] = {"host": target.label, "unit": None, "lines": []}
+            collected.append(entry)
 
-            def show(line: str, prefix: str = prefix) -> None:
-                print(prefix + line, flush=True)
+            def unit_known(unit: str, entry: dict[str, Any] = entry) -> None:
+                entry["unit"] = unit
+
+            def show(line: str, entry: dict[str, Any] = entry) -> None:
+                if args.json and args.follow:  # JSON lines: one object per journal line
+                    record = {"host": entry["host"], "unit": entry["unit"], "line": line}
+                    print(json.dumps(record), flush=True)
+                elif args.json:
+                    entry["lines"].append(line)
+                else:
+                    print((f"{entry['host']}: " if many else "") + line, flush=True)
 
             with RemoteHost(target.ssh) as host:
-                logs.show_logs(host, request, show)
+                logs.show_logs(host, request, show, on_unit=unit_known)
     except KeyboardInterrupt:
         if not args.follow:
             raise
+    if args.json and not args.follow:
+        print(json.dumps(collected[0] if len(collected) == 1 else collected, indent=2))
     return 0
 
 

@@ -169,3 +169,45 @@ def test_secret_names_are_checked_before_aws(name, monkeypatch):
 def test_secret_delete_needs_a_name():
     code, _, err = run(["secret", "delete", "--yes"])
     assert code == 2 and "--secret-name" in err
+
+
+# -- logs: --json and --since ----------------------------------------------------------------
+
+
+@pytest.fixture
+def managed_unit_here():
+    """A unit file with tgiops' marker on this machine (the sshd's "remote" host), briefly."""
+    name = f"tgiops-edge-logs-{os.getpid()}"
+    path = Path("/etc/systemd/system") / f"{name}.service"
+    path.write_text("# Managed by tgiops (edge test)\n[Service]\nExecStart=/bin/true\n")
+    try:
+        yield name
+    finally:
+        path.unlink()
+
+
+def test_logs_json_is_one_object_with_the_lines(ssh_env, state_home, managed_unit_here):
+    target = ["--host", "testhost", "--ssh-config", str(ssh_env.ssh_config)]
+    code, out, err = run(["logs", *target, "--unit", managed_unit_here, "--json", "--since=-1h"])
+    assert code == 0, err
+    data = json.loads(out)
+    assert set(data) == {"host", "unit", "lines"}
+    assert (data["host"], data["unit"]) == ("testhost", managed_unit_here)
+    assert isinstance(data["lines"], list)
+
+
+def test_logs_since_that_journalctl_refuses_is_bad_input(ssh_env, state_home, managed_unit_here):
+    target = ["--host", "testhost", "--ssh-config", str(ssh_env.ssh_config)]
+    code, out, err = run(["logs", *target, "--since", "bogus time", "--json"])
+    assert code == 2, err
+    assert "--since 'bogus time': journalctl on testhost does not take it" in err
+    assert json.loads(out)["exit_code"] == 2
+
+
+@pytest.mark.parametrize("since", ["$(id)", "-1h; reboot", "`x`", "a\nb", "", "--until=now"])
+def test_logs_since_is_checked_before_connecting(since):
+    # The ssh_config does not exist: a value wrongly accepted would end in "no such file".
+    argv = ["logs", "--host", "h", "--ssh-config", "/nonexistent/ssh_config", f"--since={since}"]
+    code, _, err = run(argv)
+    assert code == 2
+    assert "--since" in err and "no such file" not in err
