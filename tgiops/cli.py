@@ -1020,6 +1020,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     for unit in args.unit:  # refused here (exit 2), not reported as an unreachable host
         if not UNIT_NAME_RE.fullmatch(unit.removesuffix(".service")):
             raise InputError(f"--unit {unit!r} is not a tgiops unit name (e.g. tgiops-phi-3-mini)")
+    wide = args.output == "wide"
     tty = sys.stdout.isatty() and not args.json
     console = None
     if tty:
@@ -1054,9 +1055,10 @@ def cmd_status(args: argparse.Namespace) -> int:
                         "(Ctrl-C to stop)",
                         style="dim",
                     )
-                console.print(output.status_as_rich(report))
+                rendered = output.status_as_rich(report, console.width, wide=wide)
+                console.print(rendered, soft_wrap=wide)
             else:
-                print(output.status_as_text(report), flush=True)
+                print(output.status_as_text(report, _text_width(), wide=wide), flush=True)
                 if args.watch:
                     print(flush=True)
             if not args.watch:
@@ -1067,6 +1069,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         if report is None:
             raise
     return 0 if report is not None and report.healthy else 1
+
+
+def _text_width() -> int:
+    """Columns for plain output: $COLUMNS, else the terminal's, else 80 (a pipe, a file)."""
+    import shutil
+
+    return shutil.get_terminal_size((80, 24)).columns
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
