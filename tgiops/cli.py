@@ -34,6 +34,12 @@ class _ArgumentParser(argparse.ArgumentParser):
         # main prints "tgiops: error: "; the prog is named in the hint, not repeated in front.
         raise InputError(f"{message} (see `{self.prog} --help`)")
 
+    def _get_values(self, action: argparse.Action, arg_strings: list[str]) -> Any:
+        # argparse drops a lone "--" from `--opt=--` and stores [] instead of a string.
+        if action.option_strings and action.nargs is None and arg_strings == ["--"]:
+            raise argparse.ArgumentError(action, "expected one value, got '--'")
+        return super()._get_values(action, arg_strings)
+
     def _check_value(self, action: argparse.Action, value: Any) -> None:
         if action.choices is None or value in action.choices:
             return
@@ -307,6 +313,7 @@ def _main(parser: argparse.ArgumentParser, argv: list[str], stdout: _WatchedStdo
         if not getattr(args, "func", None):
             parser.print_help(sys.stderr)
             raise InputError("which command? See the list above")
+        _check_common(args)
         code = int(args.func(args))
         sys.stdout.flush()  # a full disk or a closed pipe shows here, inside the one door
         return code
@@ -325,6 +332,26 @@ def _main(parser: argparse.ArgumentParser, argv: list[str], stdout: _WatchedStdo
         return 2
     except Exception as exc:  # the last resort: a bug, never a traceback for the user
         return _internal_error(argv, args, exc)
+
+
+# botocore's own check of a region name (botocore.utils.validate_region_name).
+_REGION_RE = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?")
+
+
+def _check_common(args: argparse.Namespace) -> None:
+    """Options many verbs share, checked once before any verb runs (exit 2)."""
+    import math
+
+    region = getattr(args, "region", None)
+    if region is not None and not _REGION_RE.fullmatch(region):
+        raise InputError(f"--region {region!r}: not an AWS region name (e.g. us-east-1)")
+    timeout = getattr(args, "connect_timeout", None)
+    if timeout is not None and not (math.isfinite(timeout) and 0 < timeout <= 3600):
+        raise InputError(f"--connect-timeout {timeout:g}: give seconds, > 0 and <= 3600")
+    for option in ("timeout", "interval"):
+        value = getattr(args, option, None)
+        if isinstance(value, float) and not (math.isfinite(value) and value > 0):
+            raise InputError(f"--{option} {value:g}: give seconds > 0")
 
 
 def wants_json(argv: Sequence[str], args: argparse.Namespace | None) -> bool:
@@ -943,11 +970,22 @@ def _ssh_template(args: argparse.Namespace):  # -> SSHTarget
     from tgiops.ssh import SSHTarget
     from tgiops.targets import ssh_config_path
 
+    identity = args.identity
+    if identity is not None:  # checked here: a missing key is not sshd's refusal
+        path = os.path.expanduser(identity)
+        if os.path.isdir(path):
+            raise InputError(f"--identity {identity}: is a directory; give a private key file")
+        if not os.path.isfile(path):
+            raise InputError(f"--identity {identity}: no such file")
+        if not os.access(path, os.R_OK):
+            raise InputError(f"--identity {identity}: not readable by this user")
+    if args.user is not None and (not args.user or any(c.isspace() for c in args.user)):
+        raise InputError(f"--user {args.user!r}: give a user name")
     return SSHTarget(
         destination="",
         ssh_config_path=ssh_config_path(args.ssh_config),
         user=args.user,
-        identity=args.identity,
+        identity=identity,
         accept_new_host_key=args.accept_new_host_key,
         connect_timeout_s=args.connect_timeout,
     )

@@ -211,3 +211,37 @@ def test_logs_since_is_checked_before_connecting(since):
     code, _, err = run(argv)
     assert code == 2
     assert "--since" in err and "no such file" not in err
+
+
+# -- SSH error texts (issue 11, item 9) ------------------------------------------------------
+
+
+def test_an_unknown_host_key_names_the_real_keyscan_command(ssh_env, state_home):
+    ssh_env.known_hosts.write_text("")
+    target = ["--host", "testhost", "--ssh-config", str(ssh_env.ssh_config)]
+    code, _, err = run(["logs", *target])
+    assert code == 1
+    assert f"ssh-keyscan -p {ssh_env.sshd.port} 127.0.0.1 >> {ssh_env.known_hosts}" in err
+    assert "PORT HOST" not in err
+
+
+def test_a_refused_key_names_the_options_that_exist(ssh_env, state_home, tmp_path):
+    other = tmp_path / "other_key"
+    import subprocess
+
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    target = ["--host", "testhost", "--ssh-config", str(ssh_env.ssh_config)]
+    code, _, err = run(["logs", *target, "--identity", str(other)])
+    assert code == 1
+    assert "--user, --identity" in err and "--ssh-user" not in err and "--ssh-identity" not in err
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory"])
+def test_a_missing_identity_file_is_named_before_connecting(kind, ssh_env, state_home, tmp_path):
+    path = tmp_path / "no_key" if kind == "missing" else tmp_path
+    target = ["--host", "testhost", "--ssh-config", str(ssh_env.ssh_config)]
+    code, _, err = run(["status", *target, "--identity", str(path)])
+    assert code == 2
+    expected = "no such file" if kind == "missing" else "is a directory"
+    assert f"--identity {path}: {expected}" in err
+    assert "authentication" not in err
