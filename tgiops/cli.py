@@ -34,6 +34,34 @@ class _ArgumentParser(argparse.ArgumentParser):
         # main prints "tgiops: error: "; the prog is named in the hint, not repeated in front.
         raise InputError(f"{message} (see `{self.prog} --help`)")
 
+    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:  # argparse says "unrecognized"; say which option was probably meant
+            verb = self._verb_parser(parsed)
+            known = [
+                o for a in verb._actions for o in a.option_strings if a.help != argparse.SUPPRESS
+            ]
+            hints = []
+            for word in extras:
+                option = word.partition("=")[0]
+                close = difflib.get_close_matches(option, known, n=1, cutoff=0.6)
+                if option.startswith("--") and close:
+                    hints.append(f"{option}: did you mean {close[0]}?")
+            message = "unrecognized arguments: " + " ".join(extras)
+            verb.error(message + "".join(f"; {h}" for h in hints))
+        return parsed
+
+    def _verb_parser(self, parsed: argparse.Namespace) -> argparse.ArgumentParser:
+        """The (sub)parser of the verb that was parsed: its options are the ones to suggest."""
+        parser: argparse.ArgumentParser = self
+        for dest in ("command", "secret_command"):
+            subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+            name = getattr(parsed, dest, None)
+            if not subs or name not in subs[0].choices:
+                break
+            parser = subs[0].choices[name]
+        return parser
+
     def _get_values(self, action: argparse.Action, arg_strings: list[str]) -> Any:
         # argparse drops a lone "--" from `--opt=--` and stores [] instead of a string.
         if action.option_strings and action.nargs is None and arg_strings == ["--"]:
@@ -392,7 +420,8 @@ def _fail(
     print(f"tgiops: error: {message}", file=sys.stderr)
     if wants_json(argv, args):
         try:
-            print(json.dumps(error_as_dict(kind, message, code, exc), indent=2), flush=True)
+            # One line: also a valid last line of the JSON-lines outputs (--watch, logs -f).
+            print(json.dumps(error_as_dict(kind, message, code, exc)), flush=True)
         except OSError:
             _silence_stdout()
     return code
@@ -1607,6 +1636,9 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
                 if not args.watch:
                     raise
                 print(f"tgiops: error: this pass failed: {exc}", file=sys.stderr, flush=True)
+                if args.json:  # one object per pass, a failed pass included
+                    failed = error_as_dict(type(exc).__name__, str(exc), exc.exit_code, exc)
+                    print(json.dumps(failed), flush=True)
             else:
                 if args.json:
                     print(json.dumps(result.as_dict(), indent=None if args.watch else 2))

@@ -187,3 +187,70 @@ def test_no_verb_is_exit_2():
 
 def test_environment_untouched():
     assert "TGIOPS_SSH_CONFIG" not in os.environ
+
+
+def test_an_unknown_option_gets_the_option_it_resembles():
+    code, _, err = run(
+        ["deploy", "phi-3-mini", "--host", "h", "--ssh-user", "u", "--ssh-identity=k"]
+    )
+    assert code == 2
+    line = one_error_line(err)
+    assert "--ssh-user: did you mean --user?" in line
+    assert "--ssh-identity: did you mean --identity?" in line
+    assert "see `tgiops deploy --help`" in line
+
+
+def test_a_model_config_without_a_repository_names_model_id(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(
+        json.dumps(
+            {
+                "model_type": "llama",
+                "num_hidden_layers": 32,
+                "hidden_size": 4096,
+                "num_attention_heads": 32,
+                "vocab_size": 32000,
+                "max_position_embeddings": 4096,
+                "intermediate_size": 11008,
+            }
+        )
+    )
+    code, _, err = run(["plan", "--model-config", str(path), "--instance-type", "g5.xlarge"])
+    assert code == 2
+    assert "--model-id ORG/NAME" in one_error_line(err)
+
+
+def test_reconcile_watch_json_prints_an_error_object_for_a_failed_pass(tmp_path):
+    import signal
+
+    env = dict(
+        os.environ,
+        AWS_ENDPOINT_URL=f"http://{CLOSED}",
+        AWS_MAX_ATTEMPTS="1",
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_CONFIG_FILE=str(tmp_path / "absent"),
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "absent"),
+        HOME=str(tmp_path),
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tgiops.cli", "reconcile", "--asg", "g", "--watch", "0.2", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
+    try:
+        first = proc.stdout.readline()
+        data = json.loads(first)
+        assert data["ok"] is False and data["error"]["type"] == "AWSError"
+        assert "cannot reach the AWS endpoint" in data["error"]["message"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest, err = proc.communicate(timeout=30)
+    assert "Traceback" not in err
+    assert proc.returncode == 130  # Ctrl-C before any pass succeeded: interrupted
+    last = json.loads(rest.strip().splitlines()[-1])  # JSON lines to the end
+    assert last["exit_code"] == 130 and last["error"]["type"] == "Interrupted"
