@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tgiops import __version__
-from tgiops.errors import DoesNotFitError, InputError, TgiopsError
+from tgiops.errors import DeployError, DoesNotFitError, InputError, TgiopsError
 
 log = logging.getLogger("tgiops")
 
@@ -659,13 +659,20 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     results = []
     for target in targets:
         with RemoteHost(target.ssh) as host:
-            result = deploy.deploy(
-                host,
-                request,
-                get_secret=aws.get_secret if aws else None,
-                template_text=template,
-                on_progress=show,
-            )
+            try:
+                result = deploy.deploy(
+                    host,
+                    request,
+                    get_secret=aws.get_secret if aws else None,
+                    template_text=template,
+                    on_progress=show,
+                )
+            except DeployError as exc:
+                # A plan that does not fit the probed GPUs is refused before any change: exit 2
+                # (tgiops.errors). Bridge until deploy.py raises DoesNotFitError itself.
+                if str(exc).startswith(f"{request.model.alias} does not fit "):
+                    raise DoesNotFitError(str(exc)) from exc
+                raise
         fleet.remember_deploy(target, request, result, aws=aws, port=args.port, region=args.region)
         results.append(result)
     if args.json:
@@ -1190,8 +1197,11 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 def cmd_undeploy(args: argparse.Namespace) -> int:
     from tgiops import fleet, output, undeploy
+    from tgiops.render import UNIT_NAME_RE
     from tgiops.ssh import RemoteHost
 
+    if args.unit and not UNIT_NAME_RE.fullmatch(args.unit.removesuffix(".service")):
+        raise InputError(f"--unit {args.unit!r} is not a tgiops unit name (e.g. tgiops-phi-3-mini)")
     interactive = sys.stdin is not None and sys.stdin.isatty()
     if not args.yes and not interactive:
         raise InputError("undeploy removes a unit: pass --yes to confirm (stdin is no terminal)")
@@ -1261,9 +1271,7 @@ def _undeploy_plan(host: Any, requested: str | None):  # -> UndeployPlan | None
         "\n".join(k[len("unit ") :] for k in split_sections(report) if k.startswith("unit "))
     )
     name = (requested or "").removesuffix(".service")
-    if requested and not UNIT_NAME_RE.fullmatch(name):
-        raise InputError(f"--unit {requested!r} is not a tgiops unit name (e.g. tgiops-phi-3-mini)")
-    if requested and name not in units:
+    if requested and UNIT_NAME_RE.fullmatch(name) and name not in units:
         path = f"{UNIT_DIR}/{name}.service"
         if host.run(f"test -e {shlex.quote(path)}", check=False).exit_code == 0:
             raise InputError(

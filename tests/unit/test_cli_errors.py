@@ -63,8 +63,8 @@ def test_an_ssh_config_directory_is_not_called_missing(tmp_path):
     assert "is a directory" in line and "no such file" not in line
 
 
-@pytest.mark.parametrize("value", ["", " ", "-oProxyCommand=x", "a b"])
-def test_an_empty_or_odd_host_is_bad_input(value, tmp_path):
+@pytest.mark.parametrize("value", ["", " ", "\t"])
+def test_an_empty_host_is_bad_input(value, tmp_path):
     config = tmp_path / "ssh_config"
     config.write_text("")
     code, _, err = run(["status", f"--host={value}", "--ssh-config", str(config)])
