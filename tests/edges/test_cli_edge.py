@@ -164,6 +164,7 @@ def test_secret_names_are_checked_before_aws(name, monkeypatch):
         code, _out, err = run(["secret", *verb, f"--secret-name={name}"], stdin=TOKEN)
         assert code == 2, err
         assert "cannot reach" not in err and TOKEN not in err
+        assert ("not a Secrets Manager name" if name else "which secret?") in err
 
 
 def test_secret_delete_needs_a_name():
@@ -210,7 +211,8 @@ def test_logs_since_is_checked_before_connecting(since):
     argv = ["logs", "--host", "h", "--ssh-config", "/nonexistent/ssh_config", f"--since={since}"]
     code, _, err = run(argv)
     assert code == 2
-    assert "--since" in err and "no such file" not in err
+    assert f"--since {since!r}: give a time as journalctl takes it" in err
+    assert "no such file" not in err
 
 
 # -- SSH error texts (issue 11, item 9) ------------------------------------------------------

@@ -113,7 +113,8 @@ def test_stdout_on_a_full_disk_is_one_line_exit_2(json_flag):
 
 def test_a_closed_pipe_is_quiet():
     proc = subprocess.run(
-        f"{sys.executable} -m tgiops.cli models | head -c 1 >/dev/null; exit ${{PIPESTATUS[0]}}",
+        # `true` exits before Python has started: every write meets a closed pipe (EPIPE)
+        f"{sys.executable} -m tgiops.cli models --json | true; exit ${{PIPESTATUS[0]}}",
         shell=True,
         executable="/bin/bash",
         capture_output=True,
@@ -121,8 +122,8 @@ def test_a_closed_pipe_is_quiet():
         cwd=ROOT,
         check=False,
     )
-    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
-    assert proc.returncode in (0, 2)
+    assert proc.stderr == ""  # no traceback, no "Exception ignored", nothing to say
+    assert proc.returncode == 2
 
 
 def test_an_unexpected_exception_is_one_redacted_line(monkeypatch):
@@ -185,10 +186,6 @@ def test_no_verb_is_exit_2():
     assert code == 2 and "usage:" in err
 
 
-def test_environment_untouched():
-    assert "TGIOPS_SSH_CONFIG" not in os.environ
-
-
 def test_an_unknown_option_gets_the_option_it_resembles():
     code, _, err = run(
         ["deploy", "phi-3-mini", "--host", "h", "--ssh-user", "u", "--ssh-identity=k"]
@@ -243,6 +240,11 @@ def test_reconcile_watch_json_prints_an_error_object_for_a_failed_pass(tmp_path)
         env=env,
     )
     try:
+        import select
+
+        # The first pass fails at once (closed port); never wait on a line that does not come.
+        ready, _, _ = select.select([proc.stdout], [], [], 30)
+        assert ready, "no JSON line for the failed pass within 30 s"
         first = proc.stdout.readline()
         data = json.loads(first)
         assert data["ok"] is False and data["error"]["type"] == "AWSError"
