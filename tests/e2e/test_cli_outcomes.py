@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import select
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -74,6 +76,27 @@ def test_outcomes_a_new_user_meets(gpu_host, cli_env):
     assert lines[0].split()[:3] == ["host", "unit", "verdict"]
     assert lines[1].split()[:3] == [host.name, "tgiops-tiny", "healthy"]
     assert lines[2].startswith("    serving ")
+
+    # logs -f --json: JSON lines, one object per journal line, until Ctrl-C (exit 0)
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "tgiops.cli", "logs", *target, "-f", "--json", "-n", "5"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env,
+        cwd=REPO,
+    )
+    try:
+        ready, _, _ = select.select([follow.stdout], [], [], 60)
+        assert ready, "no journal line within 60 s"
+        line = json.loads(follow.stdout.readline())
+        assert set(line) == {"host", "unit", "line"}
+        assert (line["host"], line["unit"]) == (host.name, "tgiops-tiny")
+    finally:
+        follow.send_signal(signal.SIGINT)
+        rest, err = follow.communicate(timeout=30)
+    assert follow.returncode == 0, err
+    assert all(set(json.loads(x)) == {"host", "unit", "line"} for x in rest.splitlines() if x)
 
     first = tgiops("undeploy", *target, "--unit", "tgiops-tiny", "--yes", env=cli_env)
     assert first.returncode == 0, first.stderr
