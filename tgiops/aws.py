@@ -308,7 +308,7 @@ class Aws:
             messages={
                 "ResourceNotFoundException": (
                     f"secret {name} not found in {self.region}; create it with "
-                    f"`tgiops secret set --name {name}`."
+                    f"`tgiops secret set --secret-name {name}`."
                 ),
                 "DecryptionFailure": (
                     f"secret {name} could not be decrypted: the AWS identity needs kms:Decrypt "
@@ -332,7 +332,7 @@ class Aws:
             except UnicodeDecodeError:
                 raise SecretError(
                     f"secret {name} holds binary data that is not UTF-8 text; store the token "
-                    f"as a string with `tgiops secret set --name {name}`."
+                    f"as a string with `tgiops secret set --secret-name {name}`."
                 ) from None
         else:
             raise SecretError(f"secret {name} has no value; set one with `tgiops secret set`.")
@@ -341,8 +341,9 @@ class Aws:
             raise SecretError(f"secret {name} is empty; set it with `tgiops secret set`.")
         return value
 
-    def put_secret(self, name: str, value: str) -> str:
-        """Store ``value`` under ``name``: a new version if it exists, else a new secret.
+    def put_secret(self, name: str, value: str, tags: Mapping[str, str] | None = None) -> str:
+        """Store ``value`` under ``name``: a new version if it exists, else a new secret
+        carrying ``tags`` (an existing secret's tags are left as they are: it may not be ours).
 
         Returns "created" or "updated".
         """
@@ -378,9 +379,70 @@ class Aws:
             secret=value,
             Name=name,
             SecretString=value,
+            Tags=[{"Key": key, "Value": val} for key, val in (tags or {}).items()],
         )
         log.info("created secret %s in %s", name, self.region)
         return "created"
+
+    def describe_secret(self, name: str) -> SecretInfo | None:
+        """What Secrets Manager says of a secret (never its value); None when it does not
+        exist."""
+        import botocore.exceptions
+
+        try:
+            response = self.call(
+                "secretsmanager",
+                "describe_secret",
+                what=f"looking up secret {name!r}",
+                iam_action="secretsmanager:DescribeSecret",
+                error=SecretError,
+                SecretId=name,
+            )
+        except SecretError as exc:
+            cause = exc.__cause__
+            if (
+                isinstance(cause, botocore.exceptions.ClientError)
+                and cause.response.get("Error", {}).get("Code") == "ResourceNotFoundException"
+            ):
+                return None
+            raise
+        return _secret_info(response)
+
+    def list_secrets(self, tag_key: str) -> list[SecretInfo]:
+        """Every secret carrying the tag ``tag_key`` (names and dates only), by name."""
+        found: list[SecretInfo] = []
+        next_token: str | None = None
+        while True:
+            params: dict[str, Any] = {"Filters": [{"Key": "tag-key", "Values": [tag_key]}]}
+            if next_token:
+                params["NextToken"] = next_token
+            page = self.call(
+                "secretsmanager",
+                "list_secrets",
+                what=f"listing the secrets tagged {tag_key}",
+                iam_action="secretsmanager:ListSecrets",
+                error=SecretError,
+                **params,
+            )
+            found += [_secret_info(raw) for raw in page.get("SecretList", [])]
+            next_token = page.get("NextToken")
+            if not next_token:
+                break
+        # The filter matches tag keys by prefix (AWS: "tag-key: Prefix match"): keep exact ones.
+        return sorted((i for i in found if tag_key in i.tags), key=lambda i: i.name)
+
+    def delete_secret(self, name: str) -> str | None:
+        """Schedule the secret's deletion with Secrets Manager's default recovery window
+        (30 days; restorable until then). Returns the deletion date (ISO 8601)."""
+        response = self.call(
+            "secretsmanager",
+            "delete_secret",
+            what=f"deleting secret {name!r}",
+            iam_action="secretsmanager:DeleteSecret",
+            error=SecretError,
+            SecretId=name,
+        )
+        return _iso(response.get("DeletionDate"))
 
     def secret_exists(self, name: str) -> bool:
         """True when the secret exists and is not scheduled for deletion (DescribeSecret)."""
@@ -642,6 +704,37 @@ class Aws:
             return None
         latest = max(history, key=lambda e: _timestamp(e.get("Timestamp")))
         return float(latest["SpotPrice"])
+
+
+@dataclass(frozen=True)
+class SecretInfo:
+    """A secret as DescribeSecret / ListSecrets report it: never its value."""
+
+    name: str
+    arn: str | None
+    created: str | None
+    changed: str | None
+    accessed: str | None
+    deleted: str | None  # the planned deletion date when scheduled for deletion
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+def _iso(value: Any) -> str | None:
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return None if value is None else str(value)
+
+
+def _secret_info(raw: Mapping[str, Any]) -> SecretInfo:
+    return SecretInfo(
+        name=str(raw.get("Name", "")),
+        arn=raw.get("ARN"),
+        created=_iso(raw.get("CreatedDate")),
+        changed=_iso(raw.get("LastChangedDate")),
+        accessed=_iso(raw.get("LastAccessedDate")),
+        deleted=_iso(raw.get("DeletedDate")),
+        tags={t["Key"]: t.get("Value", "") for t in raw.get("Tags", []) or []},
+    )
 
 
 def _timestamp(value: Any) -> float:

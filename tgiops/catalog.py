@@ -779,7 +779,7 @@ def model_from_hf_config(
             None,
             "repo_id",
             f"config.json does not say which Hugging Face repository it belongs to (got "
-            f"{repo!r}); pass the repository id (org/name) along with the config.",
+            f"{repo!r}); pass the repository id with --model-id ORG/NAME.",
         )
     alias = repo.split("/")[-1].lower()
 

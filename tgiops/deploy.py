@@ -38,7 +38,7 @@ from typing import Any
 from tgiops import __version__, hardware, probe, progress, record
 from tgiops.catalog import ModelSpec
 from tgiops.engine import Engine
-from tgiops.errors import DeployError, HealthError, InputError, ProbeError
+from tgiops.errors import DeployError, DoesNotFitError, HealthError, InputError, ProbeError
 from tgiops.plan import Overrides, Plan, plan
 from tgiops.render import (
     ENV_DIR,
@@ -231,9 +231,10 @@ def deploy(
             instance_types=hardware.all_instance_types(),
         )
         if not the_plan.fits:
-            raise DeployError(
+            raise DoesNotFitError(
                 f"{request.model.alias} does not fit {host.name} ({inventory.describe()}): "
-                f"{the_plan.problem}. Nothing was changed. Run `tgiops plan` for alternatives."
+                f"{the_plan.problem}. Nothing was changed. Run `tgiops plan` for alternatives.",
+                plan=the_plan,
             )
         unit_text = render_unit(the_plan, options, template_text, tgiops_version=__version__)
         endpoint = f"http://{options.bind_address}:{options.port}"

@@ -1,15 +1,28 @@
-"""The one exception tree of tgiops.
+"""The one exception tree of tgiops, and the one rule for exit codes.
+
+Exit codes (README: "Exit codes"), the same for every verb:
+
+- **0 done**: what was asked is true now (deployed and healthy; removed, or already absent;
+  the plan fits; every unit healthy; the secret readable).
+- **1 ran and failed**: tgiops acted, or looked, and the outcome is not what was asked: a
+  deploy failed and was rolled back (the host is back in its previous working state), an
+  undeploy left something behind, AWS or SSH failed midway, or a check answered "no" (``plan``:
+  does not fit; ``status``: not every unit healthy; ``secret check``: not readable).
+- **2 refused**: nothing was changed anywhere: bad input, a name tgiops does not own, a
+  deploy or user data whose plan does not fit the hardware (``DoesNotFitError``).
 
 Every failure a user can see is a ``TgiopsError``. Edges (ssh, aws, http) translate
 foreign exceptions into these with ``raise ... from exc``; only ``cli.main`` catches
-broadly. Each class carries the exit code the CLI returns::
+broadly (an exception that is not a ``TgiopsError`` is a bug: one line, exit 1). Each class
+carries the exit code the CLI returns::
 
     TgiopsError                      exit 1  operation failed
     ├── InputError                   exit 2  bad input: nothing was changed anywhere
     │   ├── CatalogError                      models.yaml / --catalog / --model-config invalid
     │   ├── UnknownModelError                 alias not in the catalog (closest names attached)
     │   ├── UnknownHardwareError              instance type / GPU name not in the tables
-    │   └── PlanInputError                    an override the planner refuses (e.g. shards vs heads)
+    │   ├── PlanInputError                    an override the planner refuses (e.g. shards vs heads)
+    │   └── DoesNotFitError                   the plan does not fit: refused before any change
     ├── SSHError                              the SSH edge
     │   ├── SSHConnectError                   cannot connect / authenticate
     │   ├── HostKeyError                      unknown or changed host key (strict checking)
@@ -62,6 +75,16 @@ class UnknownHardwareError(InputError):
 
 class PlanInputError(InputError):
     """An override the planner cannot accept (it would never start)."""
+
+
+class DoesNotFitError(InputError):
+    """A deploy (or user data) whose plan does not fit the hardware: refused before anything
+    changed (exit 2). ``plan`` is the tgiops.plan.Plan, for its problem and alternatives
+    (``--json`` prints it with the error)."""
+
+    def __init__(self, message: str, plan: object = None) -> None:
+        super().__init__(message)
+        self.plan = plan
 
 
 class SSHError(TgiopsError):

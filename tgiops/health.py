@@ -155,9 +155,9 @@ def wait_until_healthy(
         successes = 0
         if is_alive is not None and not is_alive():
             raise HealthError(
-                f"the engine crashed: it stopped running while {base_url} was not ready yet "
+                f"the engine crashed: it stopped running while TGI was not ready yet "
                 f"(after {elapsed_s:.0f} s; last probe: {probe.detail}). Its last log lines say "
-                "why (journalctl -u <unit>, or `tgiops status`)."
+                "why (`tgiops logs`, or `tgiops status`)."
             )
         raise _NotReady
 
@@ -185,7 +185,7 @@ def _timeout_message(
     base_url: str, timeout_s: float, last: Probe | None, ready_probes: int, probes: int
 ) -> str:
     detail = last.detail if last else "no probe answered"
-    head = f"{base_url} did not become healthy within {timeout_s:g} s (last probe: {detail})."
+    head = f"TGI did not become healthy within {timeout_s:g} s (via {base_url}: {detail})."
     if ready_probes:
         return head + (
             f" It answered healthy only intermittently ({ready_probes} of {probes} probes, "

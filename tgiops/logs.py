@@ -39,6 +39,7 @@ _SECRET_ASSIGNMENT = re.compile(
 )
 # Hugging Face user access tokens start with "hf_" (huggingface.co/docs/hub/security-tokens).
 _HF_TOKEN = re.compile(r"\bhf_[A-Za-z0-9]{16,}\b")
+HF_TOKEN_RE = _HF_TOKEN  # `tgiops secret set` warns when a token does not match
 _BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
 # The launcher prints its parsed arguments with Rust's Debug format: `api_key: Some("...")`.
 _DEBUG_SECRET = re.compile(r'(\b\w*(?:token|api_key|secret)\w*:\s*Some\(")([^"]*)("\))', re.I)
@@ -105,7 +106,22 @@ def choose_unit(requested: str | None, managed: Iterable[str], host: str) -> str
     return units[0]
 
 
-def journal_command(unit: str, *, lines: int, follow: bool) -> str:
+# journalctl --since takes systemd.time(7) timestamps: "2026-12-04 10:00:00", "yesterday",
+# "-1h", "10 min ago", "@1733306400". Only those characters pass; the value travels as one
+# shell-quoted `--since=VALUE` word, so it can never become an option or a command.
+_SINCE_RE = re.compile(r"[A-Za-z0-9 :@.+-]{1,64}")
+
+
+def check_since(since: str) -> str:
+    if not _SINCE_RE.fullmatch(since) or not since.strip():
+        raise InputError(
+            f"--since {since!r}: give a time as journalctl takes it, e.g. '2026-12-04 10:00', "
+            "'-1h', '10 min ago', 'today'"
+        )
+    return since
+
+
+def journal_command(unit: str, *, lines: int, follow: bool, since: str | None = None) -> str:
     if lines < 0:
         raise InputError(f"-n {lines}: give a number of lines >= 0")
     argv = [
@@ -119,6 +135,8 @@ def journal_command(unit: str, *, lines: int, follow: bool) -> str:
         "--no-pager",
         "--no-hostname",
     ]
+    if since is not None:
+        argv.append("--since=" + check_since(since))
     if follow:
         argv.append("-f")
     return shlex.join(argv)
@@ -132,6 +150,7 @@ class LogsRequest:
     unit: str | None = None
     lines: int = DEFAULT_LINES
     follow: bool = False
+    since: str | None = None  # journalctl's --since syntax
 
 
 def resolve_unit(host: Any, requested: str | None) -> str:
@@ -147,19 +166,37 @@ def show_logs(
     *,
     redactor: LogRedactor | None = None,
     stop: threading.Event | None = None,
+    on_unit: Callable[[str], None] | None = None,
 ) -> str:
-    """Send the unit's journal lines, redacted, to ``on_line``; returns the unit's name.
+    """Send the unit's journal lines, redacted, to ``on_line``; returns the unit's name
+    (also given to ``on_unit`` before the first line).
 
     With ``follow`` this streams until ``stop`` is set, the remote command ends, or the
     connection drops.
     """
     redact = redactor or LogRedactor()
-    unit = resolve_unit(host, request.unit)
-    command = journal_command(unit, lines=request.lines, follow=request.follow)
+    command = journal_command("unit", lines=request.lines, follow=False, since=request.since)
+    unit = resolve_unit(host, request.unit)  # the arguments were checked before this trip
+    if on_unit is not None:
+        on_unit(unit)
+    command = journal_command(unit, lines=request.lines, follow=request.follow, since=request.since)
     if not request.follow:
-        result = host.run(command, check=True)
+        result = host.run(command, check=False)
+        if result.exit_code != 0:
+            _journal_failed(host.name, command, result, request.since)
         for line in result.stdout.splitlines():
             on_line(redact(line))
         return unit
     host.stream(command, lambda line: on_line(redact(line)), stop=stop)
     return unit
+
+
+def _journal_failed(host_name: str, command: str, result: Any, since: str | None) -> None:
+    """journalctl refused: a --since it cannot parse is bad input (nothing ran); else the
+    command's failure with its output."""
+    from tgiops.errors import RemoteCommandError
+
+    text = LogRedactor()((result.stderr or result.stdout or "").strip())
+    if since is not None and "timestamp" in text.lower():
+        raise InputError(f"--since {since!r}: journalctl on {host_name} does not take it: {text}")
+    raise RemoteCommandError(host_name, command, result.exit_code, text[-2000:])

@@ -5,6 +5,7 @@ Pure: returns strings and dicts; the CLI writes them.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -122,6 +123,22 @@ def models_as_rows(models: Iterable[ModelSpec]) -> list[dict[str, Any]]:
     ]
 
 
+MODELS_FOOTNOTE = (
+    "quantization: the checkpoint's own (- = none, 16-bit weights). gated: yes = accept the "
+    "licence on Hugging Face and deploy with a token that has access; no = public; - = not "
+    "verified (deploy with a token to be safe). context: the model's context length in tokens."
+)
+
+
+def models_as_text(rows: list[dict[str, Any]]) -> str:
+    """The `tgiops models` table, with what its columns mean."""
+    table = rows_as_table(
+        [{**r, "context": r["max_position_embeddings"]} for r in rows],
+        ["alias", "repo_id", "parameters_b", "quantization", "gated", "context"],
+    )
+    return table + "\n\n" + "\n".join(textwrap.wrap(MODELS_FOOTNOTE, 79))
+
+
 def rows_as_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     """A plain aligned table (rich is used on a TTY by the CLI; this is the pipe form)."""
 
@@ -137,6 +154,18 @@ def rows_as_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return "\n".join(
         "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in table
     )
+
+
+def secret_as_dict(info: Any) -> dict[str, Any]:
+    """One secret of `tgiops secret list` (tgiops.aws.SecretInfo): names and dates only."""
+    return {
+        "name": info.name,
+        "arn": info.arn,
+        "created": info.created,
+        "changed": info.changed,
+        "accessed": info.accessed,
+        "deletion_date": info.deleted,
+    }
 
 
 def deploy_as_dict(result: DeployResult) -> dict[str, Any]:
@@ -506,50 +535,129 @@ def _status_footer(report: Any) -> list[str]:
     return lines
 
 
-def status_as_text(report: Any) -> str:
-    """The plain table (pipes, files); rich is used on a TTY (status_as_rich)."""
-    table = rows_as_table(status_rows(report), STATUS_COLUMNS)
-    return "\n".join([table, "", *status_host_lines(report), "", *_status_footer(report)])
+# Narrow layouts keep these columns first (the reason goes on its own line below the row);
+# the rest join while they fit the width. `-o wide` shows STATUS_COLUMNS on one line.
+_REQUIRED_COLUMNS = ("host", "unit", "verdict")
+_OPTIONAL_COLUMNS = ("model", "up", "restarts", "systemd", "reqs", "queue", "batch", "ms/tok")
+_GAP = "  "
+_REASON_INDENT = "    "
+DEFAULT_WIDTH = 80
 
 
-def status_as_rich(report: Any) -> Any:
-    """A rich renderable of the same content (the CLI prints it on a terminal)."""
+def _cell(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def _wrap(text: str, width: int, indent: str = "", subsequent: str = "  ") -> list[str]:
+    return textwrap.wrap(
+        text,
+        width=max(width, len(subsequent) + 8),
+        initial_indent=indent,
+        subsequent_indent=subsequent,
+        break_on_hyphens=False,
+    ) or [indent.rstrip()]
+
+
+def _fits(rows: list[dict[str, Any]], columns: list[str], width: int) -> bool:
+    widths = [max(len(c), *(len(_cell(r[c])) for r in rows)) for c in columns]
+    return sum(widths) + len(_GAP) * (len(columns) - 1) <= width
+
+
+def status_table_lines(
+    report: Any, width: int | None = DEFAULT_WIDTH, *, wide: bool = False
+) -> list[tuple[str, tuple[int, int] | None, str | None]]:
+    """The unit table as (line, span of the verdict in it or None, verdict) for ``width``.
+
+    Never cuts a value: columns are dropped instead (least useful first) and the reason goes on
+    its own indented, wrapped line; when even host, unit and verdict do not fit side by side,
+    each unit becomes a wrapped block. ``wide`` (or no width): every column on one line.
+    """
+    rows = status_rows(report)
+    out: list[tuple[str, tuple[int, int] | None, str | None]] = []
+    if wide or width is None:
+        columns = list(STATUS_COLUMNS)
+    else:
+        columns = list(_REQUIRED_COLUMNS)
+        for column in _OPTIONAL_COLUMNS:
+            if _fits(rows, [*columns, column], width):
+                columns.append(column)
+        if not _fits(rows, columns, width):
+            return _status_blocks(rows, width)
+    widths = [max(len(c), *(len(_cell(r[c])) for r in rows)) for c in columns]
+    start = sum(w + len(_GAP) for w in widths[: columns.index("verdict")])
+
+    def line(values: list[str]) -> str:
+        return _GAP.join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()
+
+    out.append((line(columns), None, None))
+    for r in rows:
+        verdict = _cell(r["verdict"])
+        out.append((line([_cell(r[c]) for c in columns]), (start, start + len(verdict)), verdict))
+        if "reason" not in columns and r["reason"]:
+            out += [
+                (text, None, None)
+                for text in _wrap(r["reason"], width or 0, _REASON_INDENT, _REASON_INDENT)
+            ]
+    return out
+
+
+def _status_blocks(
+    rows: list[dict[str, Any]], width: int
+) -> list[tuple[str, tuple[int, int] | None, str | None]]:
+    out: list[tuple[str, tuple[int, int] | None, str | None]] = []
+    for r in rows:
+        verdict = _cell(r["verdict"])
+        head = _wrap(f"{_cell(r['host'])} {_cell(r['unit'])}", width)
+        out += [(text, None, None) for text in head]
+        out.append((f"  {verdict}", (2, 2 + len(verdict)), verdict))
+        details = ", ".join(f"{c} {r[c]}" for c in _OPTIONAL_COLUMNS if r[c] is not None)
+        for text in (details, r["reason"]):
+            if text:
+                out += [(t, None, None) for t in _wrap(text, width, "  ", "    ")]
+    return out
+
+
+def _status_notes(report: Any, width: int | None) -> list[str]:
+    lines = [*status_host_lines(report), "", *_status_footer(report)]
+    if width is None:
+        return lines
+    return [wrapped for text in lines for wrapped in (_wrap(text, width) if text else [""])]
+
+
+def status_as_text(report: Any, width: int | None = DEFAULT_WIDTH, *, wide: bool = False) -> str:
+    """The plain form (pipes, files); ``status_as_rich`` styles the same lines on a TTY."""
+    table = [text for text, _, _ in status_table_lines(report, width, wide=wide)]
+    notes = _status_notes(report, None if wide else width)
+    return "\n".join([*table, "", *notes])
+
+
+def status_as_rich(report: Any, width: int | None = DEFAULT_WIDTH, *, wide: bool = False) -> Any:
+    """A rich renderable of ``status_as_text``'s lines, the verdicts coloured. Print it with
+    ``soft_wrap=wide``: a wide table is left to the terminal to wrap, never cropped."""
     from rich.console import Group
-    from rich.table import Table
     from rich.text import Text
 
-    table = Table(show_header=True, header_style="bold", expand=False)
-    for column in STATUS_COLUMNS:
-        table.add_column(
-            column.upper(),
-            overflow="fold",
-            no_wrap=column not in ("reason",),
-            ratio=3 if column == "reason" else None,
-        )
-    for row in status_rows(report):
-        cells = []
-        for column in STATUS_COLUMNS:
-            value = row[column]
-            text = "-" if value is None else str(value)
-            style = _VERDICT_STYLE.get(text, "") if column == "verdict" else ""
-            cells.append(Text(text, style=style))
-        table.add_row(*cells)
-    hosts = Table(show_header=True, header_style="bold", box=None)
-    hosts.add_column("HOST", no_wrap=True)
-    hosts.add_column("EC2")
-    hosts.add_column("GPUS")
-    for h in report.hosts:
-        hosts.add_row(h.target, _ec2_text(h.ec2), _gpus_text(h))
-    footer = Text("\n".join(_status_footer(report)), style="dim")
-    return Group(table, hosts, footer)
+    parts = []
+    for number, (text, span, verdict) in enumerate(status_table_lines(report, width, wide=wide)):
+        if number == 0 and span is None and text.startswith("host "):
+            text = text.upper()  # the table's header (a block layout has none)
+        line = Text(text, style="bold" if number == 0 else "", no_wrap=True, overflow="ignore")
+        if span is not None and verdict is not None:
+            line.stylize(_VERDICT_STYLE.get(verdict, ""), *span)
+        parts.append(line)
+    notes = _status_notes(report, None if wide else width)
+    parts.append(Text(""))
+    parts += [Text(text, style="dim", no_wrap=True, overflow="ignore") for text in notes]
+    return Group(*parts)
 
 
-def undeploy_as_dict(result: Any) -> dict[str, Any]:
+def undeploy_as_dict(result: Any, *, already_absent: bool = False) -> dict[str, Any]:
     """The documented `tgiops undeploy --json` object."""
     return {
         "host": result.host,
-        "unit": result.unit,
+        "unit": result.unit or None,
         "removed": result.removed,
+        "already_absent": already_absent,
         "leftovers": list(result.leftovers),
         "cache": result.cache,
         "cache_paths": list(result.cache_paths),
@@ -558,7 +666,10 @@ def undeploy_as_dict(result: Any) -> dict[str, Any]:
     }
 
 
-def undeploy_as_text(result: Any) -> str:
+def undeploy_as_text(result: Any, *, already_absent: bool = False) -> str:
+    if already_absent:
+        what = result.unit or "no tgiops unit"
+        return f"{result.host}: {what} already absent; nothing to undo"
     if result.removed:
         head = f"{result.host}: removed {result.unit} (unit, env file, container)"
     else:

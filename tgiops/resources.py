@@ -60,5 +60,11 @@ def load_hf_config(path: str, repo_id: str | None = None) -> ModelSpec:
 def _read_user_file(path: str) -> str:
     try:
         return Path(path).read_text(encoding="utf-8")
+    except IsADirectoryError as exc:
+        raise CatalogError(f"cannot read {path}: it is a directory; give a file") from exc
     except OSError as exc:
         raise CatalogError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise CatalogError(
+            f"cannot read {path}: not UTF-8 text (byte {exc.start}: {exc.object[exc.start]:#04x})"
+        ) from exc

@@ -184,8 +184,9 @@ def _make_host_key_policy(known_hosts_path: str, accept_new: bool) -> paramiko.M
                 raise HostKeyError(
                     f"host key of {hostname} is not in {known_hosts_path} "
                     f"({key.get_name()} {fingerprint}). Check that fingerprint out of band, then "
-                    "rerun with --accept-new-host-key, or add it with "
-                    f"`ssh-keyscan -p PORT HOST >> {known_hosts_path}`."
+                    "rerun with --accept-new-host-key, or add it with `ssh-keyscan -p "
+                    f"{hostname.rpartition(']:')[2] if hostname.startswith('[') else 22} "
+                    f"{hostname.strip('[').partition(']')[0]} >> {known_hosts_path}`."
                 )
             client.get_host_keys().add(hostname, key.get_name(), key)
             _append_known_host(known_hosts_path, hostname, key)
@@ -360,7 +361,7 @@ class RemoteHost:
             client.close()
             raise SSHConnectError(
                 f"SSH authentication to {where} ({self.name}) failed: {exc}. Check the user and "
-                "the key (--ssh-user, --ssh-identity, or User/IdentityFile in the ssh_config)."
+                "the key (--user, --identity, or User/IdentityFile in the ssh_config)."
             ) from exc
         except socket.gaierror as exc:
             client.close()

@@ -43,11 +43,53 @@ class TargetSpec:
         return not (self.hosts or self.uses_aws)
 
 
+DEFAULT_SSH_CONFIG = "~/.ssh/config"
+
+
 def ssh_config_path(explicit: str | None) -> str | None:
-    path = explicit or os.environ.get(SSH_CONFIG_ENV_VAR) or None
-    if path and not os.path.isfile(path):
-        raise InputError(f"--ssh-config {path}: no such file")
+    """The ssh_config to use (--ssh-config, else $TGIOPS_SSH_CONFIG), checked readable and
+    parseable before any connection: a broken file is bad input (exit 2) that names where its
+    path came from. Without either, OpenSSH's default ~/.ssh/config is checked when present."""
+    if explicit:
+        path, origin = explicit, f"--ssh-config {explicit}"
+    elif os.environ.get(SSH_CONFIG_ENV_VAR):
+        path = os.environ[SSH_CONFIG_ENV_VAR]
+        origin = f"${SSH_CONFIG_ENV_VAR} ({path})"
+    else:
+        default = os.path.expanduser(DEFAULT_SSH_CONFIG)
+        if os.path.isfile(default):
+            _check_ssh_config(default, f"{DEFAULT_SSH_CONFIG} (the default ssh_config)")
+        return None
+    if os.path.isdir(path):
+        raise InputError(f"{origin}: is a directory; give an ssh_config file")
+    if not os.path.isfile(path):
+        raise InputError(f"{origin}: no such file")
+    _check_ssh_config(path, origin)
     return path
+
+
+def _check_ssh_config(path: str, origin: str) -> None:
+    import paramiko
+
+    try:
+        paramiko.SSHConfig.from_path(path)
+    except paramiko.ConfigParseError as exc:
+        raise InputError(f"{origin}: not a valid ssh_config: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{origin}: not UTF-8 text (byte {exc.start})") from exc
+    except OSError as exc:
+        raise InputError(f"{origin}: cannot read it: {exc.strerror or exc}") from exc
+
+
+def check_destination(destination: str) -> str:
+    """An SSH destination as given to --host: refused (exit 2) when blank. Anything else is
+    one argument that never meets a shell (an ssh_config ``Host`` pattern may match it)."""
+    if not destination.strip():
+        raise InputError(
+            f"--host {destination!r}: give an SSH destination (a host name, an address, an "
+            "ssh_config Host alias or user@host)"
+        )
+    return destination
 
 
 def resolve_targets(
@@ -56,7 +98,9 @@ def resolve_targets(
     find_instances: Callable[..., list[Any]] | None,
 ) -> list[Target]:
     """Targets for ``spec``; ``ssh_template`` carries config path, user, key, host-key policy."""
-    targets = [Target(h, replace(ssh_template, destination=h)) for h in spec.hosts]
+    targets = [
+        Target(h, replace(ssh_template, destination=check_destination(h))) for h in spec.hosts
+    ]
     if spec.uses_aws:
         if find_instances is None:
             raise InputError("EC2 targets need AWS settings")

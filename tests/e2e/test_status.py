@@ -224,7 +224,9 @@ def test_fleet_status_gives_each_host_its_verdict(gpu_host, aws, cli_env, tmp_pa
     assert [(g["name"], g["memory_total_mib"]) for g in gpus] == [("NVIDIA A10G", 23028)]
 
     # The table for people: key columns, one row per unit, the verdicts.
-    table = tgiops("status", *targets, "--host", gone, "--ssh-config", ssh_config, env=cli_env)
+    table = tgiops(
+        "status", *targets, "--host", gone, "--ssh-config", ssh_config, "-o", "wide", env=cli_env
+    )
     assert table.returncode == 1
     lines = table.stdout.splitlines()
     assert lines[0].split()[:4] == ["host", "unit", "verdict", "model"]

@@ -77,7 +77,7 @@ def test_missing_secret_says_how_to_create_it(moto: Moto) -> None:
         make_aws().get_secret("tgiops/absent")
     assert str(info.value) == (
         "secret tgiops/absent not found in us-east-1; create it with "
-        "`tgiops secret set --name tgiops/absent`."
+        "`tgiops secret set --secret-name tgiops/absent`."
     )
 
 

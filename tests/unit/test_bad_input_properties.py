@@ -353,8 +353,13 @@ def test_any_catalog_text_is_a_catalog_or_an_error_naming_the_file(text):
     assert "Traceback" not in err
     if code == 0:
         assert isinstance(json.loads(out), list)
-    else:
-        assert_bad_input(code, out, err, path)
+    else:  # --json: the refusal is the one error object on stdout
+        assert json.loads(out) == {
+            "ok": False,
+            "exit_code": 2,
+            "error": {"type": "CatalogError", "message": err.removeprefix("tgiops: error: ")[:-1]},
+        }
+        assert_bad_input(code, "", err, path)
 
 
 @SETTINGS

@@ -126,7 +126,7 @@ def test_schema_rejects_an_unknown_verdict():
 
 
 def test_plain_table_has_the_key_columns_and_rows():
-    text = output.status_as_text(fleet())
+    text = output.status_as_text(fleet(), wide=True)
     header = text.splitlines()[0].split()
     assert header == [c for c in output.STATUS_COLUMNS]
     rows = {line.split()[0]: line for line in text.splitlines()[1:6]}
@@ -146,7 +146,7 @@ def test_rich_table_renders_the_same_rows():
     from rich.console import Console
 
     console = Console(width=250, record=True, color_system=None)
-    console.print(output.status_as_rich(fleet()))
+    console.print(output.status_as_rich(fleet(), 250, wide=True), soft_wrap=True)
     text = console.export_text()
     for word in ("VERDICT", "REASON", "healthy", "loading", "unreachable", "i-0abc", "Elastic IP"):
         assert word in text
@@ -164,3 +164,76 @@ def test_metrics_fixture_is_tgi_text():
     # Guard: the fixture keeps TGI's metric names (tgi-facts.md §5).
     for name in ("tgi_request_count", "tgi_queue_size", "tgi_batch_current_size"):
         assert name in METRICS
+
+
+# --- layouts that fit the terminal (issue 11, item 6) -------------------------------------------
+
+
+def long_fleet() -> status.StatusReport:
+    """The fleet plus a host whose name alone takes most of 80 columns."""
+    base = fleet()
+    far = host_from(
+        report_text(units={"tgiops-llama-3.1-70b-awq": healthy_unit()}),
+        "ec2-203-0-113-25.compute-1.amazonaws.example.com",
+    )
+    return status.StatusReport(
+        hosts=(*base.hosts, far), elapsed_s=base.elapsed_s, generated_at=base.generated_at
+    )
+
+
+def words(text: str) -> list[str]:
+    return text.split()
+
+
+@pytest.mark.parametrize("width", [80, 120, 200])
+@pytest.mark.parametrize("report", [fleet, long_fleet])
+def test_status_text_fits_the_width_and_cuts_no_value(width, report):
+    rep = report()
+    text = output.status_as_text(rep, width)
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= width, width
+    table = lines[0].split()[:3] == ["host", "unit", "verdict"]
+    # The key columns side by side when they fit; a 49-character host name in 80 columns
+    # makes each unit a block (host and unit, then the verdict) instead of cutting them.
+    assert table == (report is fleet or width > 80)
+    for row in output.status_rows(rep):
+        key = [row["host"], row["unit"] or "-", row["verdict"]]
+        if table:
+            assert any(set(key) <= set(line.split()) for line in lines), row
+        else:
+            at = lines.index(f"{key[0]} {key[1]}")
+            assert lines[at + 1] == f"  {key[2]}"
+        # the reason whole (wrapped lines joined), never dropped
+        assert " ".join(words(row["reason"])) in " ".join(words(text)), row["reason"]
+    if width == 80 and table:
+        assert "reason" not in lines[0]  # on its own line below each row instead
+
+
+def test_status_text_becomes_blocks_when_key_columns_do_not_fit():
+    rep = long_fleet()
+    text = output.status_as_text(rep, 50)
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 50
+    host = "ec2-203-0-113-25.compute-1.amazonaws.example.com"
+    assert f"{host}" in lines and "  healthy" in lines  # host line, then the verdict line
+
+
+def test_wide_is_one_line_per_unit_with_every_column():
+    rep = fleet()
+    lines = output.status_as_text(rep, 80, wide=True).splitlines()
+    assert lines[0].split() == output.STATUS_COLUMNS
+    assert len(lines[1].split()) > 12 and "serving" in lines[1]
+
+
+@pytest.mark.parametrize("width", [80, 120, 200])
+def test_rich_status_fits_the_terminal(width):
+    from rich.console import Console
+
+    console = Console(width=width, record=True, color_system="truecolor")
+    console.print(output.status_as_rich(long_fleet(), width))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= width
+    for verdict in ("healthy", "loading", "degraded", "not-deployed", "unreachable"):
+        assert verdict in text
+    # the HOST column shows the host, not a sliver of it (it showed "u" below ~200 columns)
+    assert "gpu-loading" in text and "10.0.0.99" in text
