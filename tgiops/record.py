@@ -134,7 +134,10 @@ class DeploymentSpec:
     def __post_init__(self) -> None:
         where = f"deployment record for {self.unit!r}"
         if not isinstance(self.unit, str) or not UNIT_NAME_RE.fullmatch(self.unit):
-            raise InputError(f"deployment record: unit name {self.unit!r} is not usable")
+            raise InputError(
+                f"deployment record: unit {self.unit!r} is not tgiops' (its units are named "
+                "tgiops-NAME); refused"
+            )
         _check(isinstance(self.model, str) and ALIAS_RE.fullmatch(self.model), where, "model",
                self.model, "a catalog alias (letters, digits, . _ -)")  # fmt: skip
         _check(isinstance(self.repo_id, str) and REPO_RE.fullmatch(self.repo_id), where,

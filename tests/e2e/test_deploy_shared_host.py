@@ -132,7 +132,7 @@ def test_units_on_one_host_get_their_own_port_and_gpu_and_bad_input_is_refused_o
         (("--unit", "tgiops-c", "--gpu-devices", "5", "--dry-run"), "has no GPU 5"),
         (("--unit", "tgiops-a", "--timeout", "0", "--dry-run"), "--timeout 0"),
         (("--unit", "tgiops-a", "--connect-timeout", "0", "--dry-run"), "--connect-timeout 0"),
-        (("--unit", "tgiops-a", "--data-dir", "/", "--dry-run"), "--data-dir /: a system"),
+        (("--unit", "tgiops-a", "--data-dir", "/", "--dry-run"), "'/' is not a place for"),
     ]
     for args, needle in refusals:
         proc = tgiops("deploy", *TINY, "--no-token", *args, *on(host))

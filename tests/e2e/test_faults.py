@@ -704,7 +704,7 @@ def test_two_deploys_and_a_reconcile_race_on_one_host_and_end_healthy(gpu_host, 
                         host.name, *target),
         "deploy 3000": ("deploy", MODEL, "--no-token", "--max-total-tokens", "3000", "--host",
                         host.name, *target),
-        "reconcile": ("reconcile", "--name", tag, *target),
+        "reconcile": ("reconcile", "--name", tag, "--no-token", *target),  # the operator's choice
     }  # fmt: skip
     results: dict[str, subprocess.CompletedProcess[str]] = {}
     threads = [
