@@ -22,12 +22,11 @@ from typing import Any
 
 from tgiops.deploy import Redactor
 from tgiops.errors import InputError
-from tgiops.render import UNIT_DIR
+from tgiops.render import MANAGED_MARKER, UNIT_DIR, UNIT_PREFIX
 
 log = logging.getLogger(__name__)
 
 DEFAULT_LINES = 50
-_UNIT_MARKER = "# Managed by tgiops"
 _MASK = "***"
 
 # NAME=value for names that carry secrets (env-file lines, `docker run -e`, shell traces).
@@ -73,7 +72,7 @@ def redact_lines(lines: Iterable[str], redactor: LogRedactor | None = None) -> l
 def list_units_command(unit_dir: str = UNIT_DIR) -> str:
     """Prints the name of every unit file carrying tgiops' marker, one a line."""
     return (
-        f"grep -l '^{_UNIT_MARKER}' {shlex.quote(unit_dir)}/*.service 2>/dev/null "
+        f"grep -l '^{MANAGED_MARKER}' {shlex.quote(unit_dir)}/{UNIT_PREFIX}*.service 2>/dev/null "
         "| sed 's#.*/##; s#\\.service$##' || true"
     )
 
@@ -96,7 +95,7 @@ def choose_unit(requested: str | None, managed: Iterable[str], host: str) -> str
         return name
     if not units:
         raise InputError(
-            f"{host} has no tgiops unit (no unit file with the {_UNIT_MARKER!r} marker in "
+            f"{host} has no tgiops unit (no unit file with the {MANAGED_MARKER!r} marker in "
             f"{UNIT_DIR}); deploy one with `tgiops deploy`"
         )
     if len(units) > 1:

@@ -38,7 +38,7 @@ from typing import Any
 from tgiops import hardware, probe
 from tgiops.errors import ProbeError, TgiopsError, UnknownHardwareError
 from tgiops.probe import SECTION_MARKER, split_sections
-from tgiops.render import UNIT_DIR
+from tgiops.render import MANAGED_MARKER, UNIT_DIR, UNIT_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,6 @@ HTTP_CONNECT_TIMEOUT_S = 2
 HTTP_MAX_TIME_S = 5
 JOURNAL_LINES = 30
 
-_UNIT_MARKER = "# Managed by tgiops"
 SHOW_PROPERTIES: tuple[str, ...] = (
     *probe.UNIT_STATE_PROPERTIES,
     "ActiveEnterTimestamp",
@@ -270,7 +269,7 @@ s() {{ printf '\\n{SECTION_MARKER}%s\\n' "$1"; }}
 s now; date -u +%s
 s gpus; nvidia-smi --query-gpu={smi_fields} --format=csv,noheader,nounits 2>&1; rc=$?
 s gpus-rc; echo $rc
-files=$(grep -l '^{_UNIT_MARKER}' {q(unit_dir)}/*.service 2>/dev/null)
+files=$(grep -l '^{MANAGED_MARKER}' {q(unit_dir)}/{UNIT_PREFIX}*.service 2>/dev/null)
 s managed; for f in $files; do u=${{f##*/}}; echo "${{u%.service}}"; done
 only={q(only)}
 for f in $files; do
@@ -793,7 +792,7 @@ def judge_host(
             UnitStatus(
                 unit=None,
                 verdict="not-deployed",
-                reason=f"no tgiops unit on the host (no unit file with the {_UNIT_MARKER!r} "
+                reason=f"no tgiops unit on the host (no unit file with the {MANAGED_MARKER!r} "
                 f"marker in {UNIT_DIR})",
             )
         )

@@ -86,6 +86,9 @@ def test_units_tgiops_does_not_own_are_never_touched_and_a_failed_first_deploy_l
     status = tgiops("status", "--json", *on(host))
     units = json.loads(status.stdout)["hosts"][0]["units"]
     assert "tgiops-x" not in [u["unit"] for u in units]  # nothing left to `systemctl start`
+    assert "myapp" not in [u["unit"] for u in units]  # marked, but not a tgiops-NAME unit
+    logs = tgiops("logs", "--unit", "myapp", *on(host))
+    assert logs.returncode == 2, logs.stderr[-2000:]
 
 
 def test_units_on_one_host_get_their_own_port_and_gpu_and_bad_input_is_refused_on_dry_run(
