@@ -616,17 +616,6 @@ def cmd_models(args: argparse.Namespace) -> int:
 # --- deploy ---------------------------------------------------------------------------------
 
 
-def _progress_printer(enabled: bool):  # -> Callable[[str], None]
-    """Progress lines on stderr when it is a terminal; otherwise they go to the log (-v)."""
-
-    def show(message: str) -> None:
-        if enabled:
-            print(f"  .. {message}", file=sys.stderr, flush=True)
-        log.info(message)
-
-    return show
-
-
 def _aws_from(args: argparse.Namespace):  # -> tgiops.aws.Aws
     from tgiops.aws import Aws, AwsSettings
 
@@ -1681,7 +1670,7 @@ def cmd_userdata(args: argparse.Namespace) -> int:
 
 
 def cmd_bootstrap(args: argparse.Namespace) -> int:
-    from tgiops import bootstrap, output, resources
+    from tgiops import bootstrap, output, progress, resources
     from tgiops.aws import Aws, AwsSettings
     from tgiops.imds import Imds
     from tgiops.localhost import LocalHost
@@ -1701,6 +1690,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
         instance_id=args.instance_id,
         timeout_s=args.timeout,
     )
+    show = progress.stderr_printer(tty=sys.stderr.isatty() and not args.json)
     with LocalHost() as host:
         result = bootstrap.bootstrap(
             host,
@@ -1709,8 +1699,9 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
             make_aws=lambda region: Aws(AwsSettings(region=region, profile=args.profile)),
             catalog=resources.load_catalog(args.catalog),
             template_text=_tgi_unit_template(),
-            on_progress=_progress_printer(sys.stderr.isatty() and not args.json),
+            on_progress=show,
         )
+    show.close()
     if args.json:
         print(json.dumps(result.as_dict()))  # one line: it lands in the journal
     else:
@@ -1721,7 +1712,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
 def cmd_reconcile(args: argparse.Namespace) -> int:
     import time
 
-    from tgiops import output, reconcile, resources
+    from tgiops import output, progress, reconcile, resources
 
     if args.watch is not None and args.watch <= 0:
         raise InputError(f"--watch {args.watch:g}: give a number of seconds > 0")
@@ -1742,7 +1733,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     aws = _aws_from(args)
     template = _ssh_template(args)
     catalog = resources.load_catalog(args.catalog)
-    show = _progress_printer(sys.stderr.isatty() and not args.json)
+    show = progress.stderr_printer(tty=sys.stderr.isatty() and not args.json)
     result = None
     try:
         while True:
@@ -1758,6 +1749,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
             except InputError:
                 raise
             except TgiopsError as exc:
+                show.close()
                 if not args.watch:
                     raise
                 print(f"tgiops: error: this pass failed: {exc}", file=sys.stderr, flush=True)
@@ -1765,6 +1757,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
                     failed = error_as_dict(type(exc).__name__, str(exc), exc.exit_code, exc)
                     print(json.dumps(failed), flush=True)
             else:
+                show.close()
                 if args.json:
                     print(json.dumps(result.as_dict(), indent=None if args.watch else 2))
                 else:

@@ -187,6 +187,8 @@ def test_reconcile_brings_the_endpoint_back_on_the_replacement(gpu_host, aws, cl
     first = tgiops(cli_env, *args)
     healthy = time.monotonic()
     assert first.returncode == 0, first.stderr[-3000:]
+    # Without a terminal, progress still reaches stderr as whole lines (issue 11 item 4).
+    assert f"  .. {b}: connecting to" in first.stderr, first.stderr[-3000:]
     result = json.loads(first.stdout)
     [outcome] = result["instances"]
     [unit] = outcome["units"]
