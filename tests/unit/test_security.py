@@ -1,6 +1,6 @@
 """Issue 12 (security), the parts without a host: what a record, a tag, a config.json or an
 invoking event may decide. Each test is an attack the issue reproduced; they fail on the code
-before the fix. The attacks that need a host are in tests/e2e/test_security.py."""
+before the fix. The attacks that need a host are in tests/e2e/test_security_attacks.py."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The testbed's docker shim confines bind mounts to the emulated host (issue 12, "the testbed
 must not be a way out"): dockerd runs on the test machine and resolves bind sources there.
 
-Pure parts only (argument rewriting); tests/e2e/test_security.py proves it on a booted host,
+Pure parts only (argument rewriting); tests/e2e/test_security_attacks.py proves it on a booted host,
 symlinks included."""
 
 from __future__ import annotations
