@@ -446,26 +446,8 @@ class Aws:
 
     def secret_exists(self, name: str) -> bool:
         """True when the secret exists and is not scheduled for deletion (DescribeSecret)."""
-        import botocore.exceptions
-
-        try:
-            response = self.call(
-                "secretsmanager",
-                "describe_secret",
-                what=f"looking up secret {name!r}",
-                iam_action="secretsmanager:DescribeSecret",
-                error=SecretError,
-                SecretId=name,
-            )
-        except SecretError as exc:
-            cause = exc.__cause__
-            if (
-                isinstance(cause, botocore.exceptions.ClientError)
-                and cause.response.get("Error", {}).get("Code") == "ResourceNotFoundException"
-            ):
-                return False
-            raise
-        return response.get("DeletedDate") is None
+        info = self.describe_secret(name)
+        return info is not None and info.deleted is None
 
     # -- EC2 / Auto Scaling ----------------------------------------------------------------
 

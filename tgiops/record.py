@@ -274,12 +274,7 @@ class Deployed:
     @classmethod
     def from_dict(cls, data: Any, *, origin: str) -> Deployed:
         where = f"{origin}: deployed"
-        if not isinstance(data, Mapping):
-            raise InputError(f"{where} is not a JSON object")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(str(k) for k in set(data) - known)
-        if unknown:
-            raise InputError(f"{where} has unknown field(s) {unknown}")
+        known = _known_fields(cls, data, where)
         _check(isinstance(data.get("image"), str) and _IMAGE_RE.fullmatch(data["image"]),
                where, "image", data.get("image"), "an image reference")  # fmt: skip
         for name in ("num_shard", "max_input_tokens", "max_total_tokens"):
@@ -323,12 +318,7 @@ class LastStop:
     @classmethod
     def from_dict(cls, data: Any, *, origin: str) -> LastStop:
         where = f"{origin}: last_stop"
-        if not isinstance(data, Mapping):
-            raise InputError(f"{where} is not a JSON object")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(str(k) for k in set(data) - known)
-        if unknown:
-            raise InputError(f"{where} has unknown field(s) {unknown}")
+        known = _known_fields(cls, data, where)
         for name in known:
             value = data.get(name)
             required = name in ("reason", "at")
@@ -502,6 +492,17 @@ def _is_int(value: Any) -> TypeGuard[int]:
 
 def _short_line(value: Any, limit: int = 300) -> bool:
     return isinstance(value, str) and len(value) <= limit and comment_safe(value) == value
+
+
+def _known_fields(cls: Any, data: Any, where: str) -> set[str]:
+    """The dataclass ``cls``'s field names, once ``data`` is an object with no other keys."""
+    if not isinstance(data, Mapping):
+        raise InputError(f"{where} is not a JSON object")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(str(k) for k in set(data) - known)
+    if unknown:
+        raise InputError(f"{where} has unknown field(s) {unknown}")
+    return known
 
 
 def _check(ok: Any, where: str, name: str, value: Any, wanted: str) -> None:
