@@ -103,8 +103,10 @@ def test_outcomes_a_new_user_meets(gpu_host, cli_env):
     again = tgiops("undeploy", *target, "--unit", "tgiops-tiny", "--yes", "--json", env=cli_env)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["already_absent"] is True
-    # a unit file tgiops did not write is still refused
-    host.run("printf '[Service]\\nExecStart=/bin/true\\n' > /etc/systemd/system/other.service")
-    other = tgiops("undeploy", *target, "--unit", "other", "--yes", env=cli_env)
+    # a unit file tgiops did not write is still refused, even under a tgiops- name
+    unit_file = "/etc/systemd/system/tgiops-other.service"
+    host.run(f"printf '[Service]\\nExecStart=/bin/true\\n' > {unit_file}")
+    other = tgiops("undeploy", *target, "--unit", "tgiops-other", "--yes", env=cli_env)
     assert other.returncode == 2 and "tgiops did not write it" in other.stderr
-    assert host.run("test -f /etc/systemd/system/other.service", check=False).returncode == 0
+    assert host.run(f"test -f {unit_file}", check=False).returncode == 0
+    host.run(f"rm -f {unit_file}")

@@ -65,7 +65,7 @@ def test_units_tgiops_does_not_own_are_never_touched_and_a_failed_first_deploy_l
     for unit, needle in (
         ("docker", "not a tgiops unit name"),
         ("myapp", "not a tgiops unit name"),
-        ("tgiops-foreign", "no tgiops unit 'tgiops-foreign'"),
+        ("tgiops-foreign", "tgiops did not write it"),
     ):
         proc = tgiops("undeploy", "--unit", unit, "--yes", *on(host))
         assert proc.returncode == 2, (unit, proc.stderr[-2000:])
