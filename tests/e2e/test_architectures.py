@@ -16,15 +16,12 @@ undeployed again so the shared host is left as found.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from cli_run import run_tgiops as tgiops
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
 MODEL = "qwen2.5-7b"
 UNIT = f"tgiops-{MODEL}"
 ARCHITECTURES = {
@@ -36,16 +33,6 @@ ARCHITECTURES = {
     "1xA100": "Ampere sm80",
     "1xH100": "Hopper sm90",
 }
-
-
-def tgiops(*args: str, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tgiops.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=timeout_s,
-    )
 
 
 def test_the_default_plan_is_healthy_on_every_gpu_architecture(gpu_host):

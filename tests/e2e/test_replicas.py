@@ -10,26 +10,13 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from cli_run import run_tgiops as tgiops
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
 MODEL = "phi-3-mini"  # ungated, fits one T4
-
-
-def tgiops(*args: str, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tgiops.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=timeout_s,
-    )
 
 
 def test_the_replicas_the_plan_suggests_deploy_healthy_one_per_gpu(gpu_host):

@@ -5,11 +5,10 @@ capability and memory (given, or probed with nvidia-smi), and bad input exits 2.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_run import run_tgiops as tgiops
 
 from tgiops import hardware
 from tgiops.catalog import parse_catalog
@@ -20,16 +19,6 @@ from tgiops.probe import parse_nvidia_smi_csv
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOG = parse_catalog((ROOT / "models.yaml").read_text(), origin="models.yaml")
-
-
-def tgiops(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tgiops.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-    )
 
 
 @pytest.mark.parametrize(("memory", "variant"), [(80, "A100-80GB"), (40, "A100-40GB")])

@@ -7,11 +7,10 @@ Through the real console script where the exit code is the point; the pure modul
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_run import run_tgiops as tgiops
 
 from tgiops import hardware
 from tgiops.catalog import model_from_hf_config, parse_catalog, quantized_siblings
@@ -22,16 +21,6 @@ from tgiops.plan import Overrides, plan
 ROOT = Path(__file__).resolve().parents[2]
 CATALOG = parse_catalog((ROOT / "models.yaml").read_text(), origin="models.yaml")
 TGI = Engine.tgi("3.3.7")
-
-
-def tgiops(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tgiops.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-    )
 
 
 def llama_config(**changes: object) -> dict[str, object]:

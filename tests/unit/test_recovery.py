@@ -5,11 +5,10 @@ meets a recovery target (aws-provisioning-and-cost.md §6)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_run import run_tgiops as tgiops
 
 from tgiops import hardware, recovery
 from tgiops.catalog import parse_catalog
@@ -18,16 +17,6 @@ from tgiops.errors import PlanInputError
 ROOT = Path(__file__).resolve().parents[2]
 CATALOG = parse_catalog((ROOT / "models.yaml").read_text(), origin="models.yaml")
 MIB = 1024 * 1024
-
-
-def tgiops(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tgiops.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-    )
 
 
 def test_read_times_at_baseline_provisioned_and_nvme():
