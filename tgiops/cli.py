@@ -298,14 +298,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     unit.add_argument(
         "--data-dir",
-        default="/var/lib/tgiops/data",
+        default=DEFAULT_DATA_DIR,
         metavar="DIR",
         help="model cache on the host, mounted as /data (default /var/lib/tgiops/data)",
     )
     unit.add_argument("--gpu-devices", metavar="0,1", help="only these GPU indices (default all)")
     unit.add_argument(
         "--secret-name",
-        default="tgiops/hf-token",
+        default=DEFAULT_SECRET,
         help="Secrets Manager secret holding the Hugging Face token",
     )
     unit.add_argument("--no-token", action="store_true", help="deploy without a token (ungated)")
@@ -758,6 +758,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 DEFAULT_SECRET = "tgiops/hf-token"
+# tgiops.render.DEFAULT_DATA_DIR, spelled here because importing render pulls the planner and
+# the catalog into every start-up (`--help` too); tests/unit/test_cli_help.py checks they agree.
+DEFAULT_DATA_DIR = "/var/lib/tgiops/data"
 # Secrets Manager's names: tgiops.record.SECRET_NAME_RE. An ARN is accepted wherever an
 # existing secret is named (SecretId).
 SECRET_ARN_RE = re.compile(
@@ -1477,14 +1480,12 @@ def _add_spot_parsers(sub: Any) -> None:
     )
     rc.add_argument(
         "--data-dir",
-        default="/var/lib/tgiops/data",
+        default=DEFAULT_DATA_DIR,
         metavar="DIR",
         help="where the instances keep the deployment records (default /var/lib/tgiops/data)",
     )
     # What only the operator decides; records and tags never do (tgiops.record, "Trust").
-    rc.add_argument("--secret-name", default="tgiops/hf-token", help="the token's secret")
-    rc.add_argument("--no-token", action="store_true", help="no token (ungated models)")
-    rc.add_argument("--api-key-secret", metavar="NAME", help="secret with TGI's --api-key")
+    _add_restore_secret_args(rc)
     rc.add_argument("--public", action="store_true", help="bind all addresses")
     rc.add_argument("--timeout", type=float, metavar="S", help="health wait per unit")
     rc.add_argument(
@@ -1511,7 +1512,7 @@ def _add_spot_parsers(sub: Any) -> None:
     )
     wi.add_argument(
         "--data-dir",
-        default="/var/lib/tgiops/data",
+        default=DEFAULT_DATA_DIR,
         metavar="DIR",
         help="where the deployment records are (default /var/lib/tgiops/data)",
     )
@@ -1535,14 +1536,19 @@ def _add_spot_unit_args(parser: argparse.ArgumentParser) -> None:
     unit.add_argument("--public", action="store_true", help="bind all addresses")
     unit.add_argument(
         "--data-dir",
-        default="/var/lib/tgiops/data",
+        default=DEFAULT_DATA_DIR,
         metavar="DIR",
         help="model cache on the instance, mounted as /data (default /var/lib/tgiops/data)",
     )
     unit.add_argument("--gpu-devices", metavar="0,1", help="only these GPU indices")
-    unit.add_argument("--secret-name", default="tgiops/hf-token", help="the token's secret")
-    unit.add_argument("--no-token", action="store_true", help="no token (ungated models)")
-    unit.add_argument("--api-key-secret", metavar="NAME", help="secret with TGI's --api-key")
+    _add_restore_secret_args(unit)
+
+
+def _add_restore_secret_args(parser: Any) -> None:
+    """The secrets a restored unit reads: the operator's to name, never a record's."""
+    parser.add_argument("--secret-name", default=DEFAULT_SECRET, help="the token's secret")
+    parser.add_argument("--no-token", action="store_true", help="no token (ungated models)")
+    parser.add_argument("--api-key-secret", metavar="NAME", help="secret with TGI's --api-key")
 
 
 def _require_root(why: str) -> None:

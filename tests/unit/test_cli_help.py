@@ -84,3 +84,9 @@ def test_models_table_explains_its_dashes_and_shows_the_context_length():
     phi = next(line for line in out.splitlines() if line.startswith("phi-3-mini "))
     assert phi.split()[-1] == "4096"
     assert "- = not verified" in out and "- = none" in out
+
+
+def test_the_cli_default_data_dir_is_the_renderers():
+    from tgiops import cli, render
+
+    assert cli.DEFAULT_DATA_DIR == render.DEFAULT_DATA_DIR
