@@ -4,7 +4,7 @@
 Each command runs --repeat times (default 10) as a fresh process; the table shows the median
 and the fastest wall time, side by side with peers: `python -c pass` (the interpreter's own
 floor) and `ansible --version` (a Python CLI of the same trade). tgiops runs the way its
-console script does (``from tgiops.cli import main``), from this checkout.
+console script does (``from tgiops.cli.main import main``), from this checkout.
 
 Then, for the slower of the two tgiops commands, ``python -X importtime`` lists the imports
 that cost most (cumulative), and whether boto3, botocore, paramiko, fabric, docker, requests,
@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-CONSOLE = "import sys; from tgiops.cli import main; sys.exit(main())"
+CONSOLE = "import sys; from tgiops.cli.main import main; sys.exit(main())"
 HEAVY = ("boto3", "botocore", "paramiko", "fabric", "invoke", "docker", "requests", "jinja2",
          "rich", "tenacity", "prometheus_client", "yaml")  # fmt: skip
 

@@ -7,7 +7,7 @@ excluded: nothing waits for TGI to become healthy. Both start from no SSH connec
 timing includes connecting. Every run writes a different unit and env file (a run number in a
 comment), so neither tool can skip an unchanged file.
 
-- tgiops: the function ``tgiops.deploy.deploy`` calls for this part (``_install``: one script
+- tgiops: the function ``tgiops.commands.deploy.deploy`` calls for this part (``_install``: one script
   creates both temporary files, SFTP fills them, one script checks them, keeps ``.previous``,
   renames them into place, daemon-reloads, enables, restarts), on a fresh ``RemoteHost``.
   "steps" = those calls in this process; "process" = a fresh interpreter that imports tgiops
@@ -105,11 +105,13 @@ class Target:
 
 def render_files(run: int) -> tuple[str, str, object]:
     """The unit and env file tgiops renders for MODEL on 1x A10G, marked with the run number."""
-    from tgiops import __version__, hardware, resources
-    from tgiops.deploy import DeployRequest
-    from tgiops.engine import Engine
-    from tgiops.plan import plan
-    from tgiops.render import render_env_file, render_unit
+    from tgiops import __version__
+    from tgiops.commands.deploy import DeployRequest
+    from tgiops.core import hardware
+    from tgiops.core.engines.tgi import Engine
+    from tgiops.core.plan import plan
+    from tgiops.core.render import render_env_file, render_unit
+    from tgiops.edges import resources
 
     model = resources.load_catalog()[MODEL]
     request = DeployRequest(model=model, engine=Engine.tgi(), unit_name=UNIT_NAME)
@@ -133,8 +135,8 @@ def render_files(run: int) -> tuple[str, str, object]:
 def tgiops_install(ssh_config: str, run: int) -> tuple[float, int, list[float]]:
     """deploy's install path on a fresh connection: (seconds, SSH command round trips,
     [connect, stage both files, install script] seconds)."""
-    from tgiops.deploy import _install, _uploads
-    from tgiops.ssh import RemoteHost, SSHTarget
+    from tgiops.commands.deploy import _install, _uploads
+    from tgiops.edges.ssh import RemoteHost, SSHTarget
 
     unit_text, env_text, options = render_files(run)
     uploads = _uploads(options, env_text, unit_text)

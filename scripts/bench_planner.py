@@ -2,7 +2,7 @@
 """Score the planner's memory model against real TGI warmups (issue 14).
 
 Reads tests/data/calibration/tgi_warmups.yaml (real warmup outcomes from public TGI issues,
-each with its source), runs ``tgiops.plan.warmup_memory`` with each case's reported hardware,
+each with its source), runs ``tgiops.core.plan.warmup_memory`` with each case's reported hardware,
 TGI release and flags, and prints one row per case: what the planner predicts, what TGI
 reported, and the error. A case without enough facts to plan (no TGI version, no model, shard
 count not stated, ...) is listed with the reason and not scored.
@@ -27,11 +27,11 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tgiops import hardware  # noqa: E402
-from tgiops.catalog import ModelSpec, parse_catalog  # noqa: E402
-from tgiops.engine import Engine  # noqa: E402
-from tgiops.errors import InputError  # noqa: E402
-from tgiops.plan import warmup_memory  # noqa: E402
+from tgiops.core import hardware  # noqa: E402
+from tgiops.core.catalog import ModelSpec, parse_catalog  # noqa: E402
+from tgiops.core.engines.tgi import Engine  # noqa: E402
+from tgiops.core.errors import InputError  # noqa: E402
+from tgiops.core.plan import warmup_memory  # noqa: E402
 
 CASES = ROOT / "tests" / "data" / "calibration" / "tgi_warmups.yaml"
 CATALOG = parse_catalog((ROOT / "models.yaml").read_text(), origin="models.yaml")

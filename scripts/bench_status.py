@@ -139,9 +139,9 @@ def machine_cpu_s() -> float:
 
 
 def measure(config: Path, count: int, repeat: int, parallel: int) -> dict:
-    from tgiops.ssh import SSHTarget
-    from tgiops.status import StatusRequest, gather_status
-    from tgiops.targets import Target
+    from tgiops.commands.status import StatusRequest, gather_status
+    from tgiops.edges.ssh import SSHTarget
+    from tgiops.edges.targets import Target
 
     targets = [
         Target(f"bench-{i}", SSHTarget(destination=f"bench-{i}", ssh_config_path=str(config)))
@@ -171,7 +171,7 @@ def measure(config: Path, count: int, repeat: int, parallel: int) -> dict:
 
 def measure_rtt(config: Path) -> float:
     """One command on an open connection through a proxy: the added round trip, measured."""
-    from tgiops.ssh import RemoteHost, SSHTarget
+    from tgiops.edges.ssh import RemoteHost, SSHTarget
 
     with RemoteHost(SSHTarget(destination="bench-0", ssh_config_path=str(config))) as host:
         host.run("true")

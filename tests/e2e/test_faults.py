@@ -40,12 +40,13 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tgiops import deploy, resources
-from tgiops.aws import THROTTLE_RETRY_ATTEMPTS, Aws, AwsSettings
-from tgiops.engine import DEFAULT_TGI_VERSION, Engine
-from tgiops.errors import SecretError, SSHConnectError, SSHError, TgiopsError
-from tgiops.plan import Overrides
-from tgiops.ssh import STAGE_DIR_GLOB, STAGE_DIR_PREFIX, RemoteHost, SSHTarget
+from tgiops.commands import deploy
+from tgiops.core.engines.tgi import DEFAULT_TGI_VERSION, Engine
+from tgiops.core.errors import SecretError, SSHConnectError, SSHError, TgiopsError
+from tgiops.core.plan import Overrides
+from tgiops.edges import resources
+from tgiops.edges.aws import THROTTLE_RETRY_ATTEMPTS, Aws, AwsSettings
+from tgiops.edges.ssh import STAGE_DIR_GLOB, STAGE_DIR_PREFIX, RemoteHost, SSHTarget
 
 pytestmark = pytest.mark.e2e
 
@@ -580,7 +581,7 @@ def test_secrets_manager_throttling_is_retried_with_backoff_then_deploys(
     with ThrottlingRelay(own_aws.endpoint_url, "secretsmanager.GetSecretValue",
                          throttle_first=4) as relay:  # fmt: skip
         monkeypatch.setenv("AWS_ENDPOINT_URL", relay.url)
-        with caplog.at_level("WARNING", logger="tgiops.aws"):
+        with caplog.at_level("WARNING", logger="tgiops.edges.aws"):
             outcome = run_deploy(host, total=None, secret_name=name)
     assert outcome.error is None and outcome.result.healthy, outcome.error
     assert [status for _, status in relay.answers] == [400, 400, 400, 400, 200]

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from instance_support import ImdsStandIn, ReverseTunnels, install_tgiops, wait_until
 
-from tgiops.errors import AWSError
-from tgiops.imds import Imds
-from tgiops.interruption import WatchOptions, grace_seconds, watch_interruption
-from tgiops.localhost import LocalHost
+from tgiops.commands.interruption import WatchOptions, grace_seconds, watch_interruption
+from tgiops.core.errors import AWSError
+from tgiops.edges.imds import Imds
+from tgiops.edges.localhost import LocalHost
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = "tgiops-phi-3-mini"

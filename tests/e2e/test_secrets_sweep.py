@@ -31,12 +31,13 @@ from host_faults import kill_sshd
 from private_moto import point_boto3_at, private_moto
 from process_lists import ProcessLists
 
-from tgiops import deploy, resources
-from tgiops.aws import Aws, AwsSettings
-from tgiops.engine import DEFAULT_TGI_VERSION, Engine
-from tgiops.errors import TgiopsError
-from tgiops.plan import Overrides
-from tgiops.ssh import RemoteHost, SSHTarget
+from tgiops.commands import deploy
+from tgiops.core.engines.tgi import DEFAULT_TGI_VERSION, Engine
+from tgiops.core.errors import TgiopsError
+from tgiops.core.plan import Overrides
+from tgiops.edges import resources
+from tgiops.edges.aws import Aws, AwsSettings
+from tgiops.edges.ssh import RemoteHost, SSHTarget
 
 pytestmark = pytest.mark.e2e
 
@@ -59,7 +60,7 @@ SWEPT_VERBS = {
 
 
 def listed_verbs() -> set[str]:
-    from tgiops import cli
+    from tgiops.cli import main as cli
 
     parser = cli.build_parser()
     action = next(a for a in parser._actions if a.dest == "command")
@@ -135,8 +136,15 @@ def test_a_planted_token_appears_nowhere(gpu_host, private_aws, tmp_path):
         crashed = tgiops("deploy crashing", "deploy", "phi-3-mini", "--secret-name", name,
                          "--flash-attention", "on", "--json", *target, expect=(1,))  # fmt: skip
         assert json.loads(crashed.stdout)["rolled_back"] is True
-        tgiops("deploy missing secret", "deploy", "phi-3-mini", "--secret-name", name + "-x",
-               *target, expect=(2,))  # fmt: skip  (refused before the host is touched)
+        tgiops(
+            "deploy missing secret",
+            "deploy",
+            "phi-3-mini",
+            "--secret-name",
+            name + "-x",
+            *target,
+            expect=(2,),
+        )  # fmt: skip  (refused before the host is touched)
         tgiops("deploy too big", "deploy", "llama-3.1-70b", "--secret-name", name, *target,
                expect=(1, 2))  # fmt: skip
         tgiops("status", "status", *target, "--json", expect=(0, 1))

@@ -35,7 +35,7 @@ from test_spot_relaunch import (
     tgiops,
 )
 
-from tgiops import deploy
+from tgiops.commands import deploy
 
 pytestmark = pytest.mark.e2e
 
@@ -193,7 +193,7 @@ def test_records_and_the_container_cannot_choose_secrets_paths_or_exposure(
 def test_no_other_user_can_take_the_host_lock(gpu_host):
     """/run/lock is world-writable and flock(1) locks through a read-only descriptor: a local
     user holding /run/lock/tgiops.lock blocked every deploy. The lock is root's now."""
-    from tgiops.ssh import RemoteHost, SSHTarget
+    from tgiops.edges.ssh import RemoteHost, SSHTarget
 
     host = gpu_host("1xT4")
     lock = shlex.quote(deploy.LOCK_PATH)

@@ -222,7 +222,7 @@ def test_reconcile_from_a_lambda_changes_nothing_when_all_is_well(
     gpu_host, aws, cli_env, tmp_path, monkeypatch
 ):
     """The Lambda handler runs the same pass; on a healthy group it changes nothing."""
-    from tgiops import reconcile
+    from tgiops.commands import reconcile
 
     name = f"spot-lm-{os.getpid() % 10000}"
     data_dir = tmp_path / "data"

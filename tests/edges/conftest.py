@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tgiops.ssh import SSHTarget
+from tgiops.edges.ssh import SSHTarget
 
 REPO = Path(__file__).resolve().parents[2]
 SSH_ALIAS = "testhost"
@@ -177,7 +177,7 @@ class SshEnv:
         return SSHTarget(**values)
 
     def host(self, **overrides: object):
-        from tgiops.ssh import RemoteHost
+        from tgiops.edges.ssh import RemoteHost
 
         host = RemoteHost(self.target(**overrides))
         self.hosts.append(host)

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 import boto3
 import pytest
 
-from tgiops.aws import Aws, AwsSettings
-from tgiops.errors import AWSError, SecretError, TargetNotFoundError
+from tgiops.core.errors import AWSError, SecretError, TargetNotFoundError
+from tgiops.edges.aws import Aws, AwsSettings
 
 if TYPE_CHECKING:  # fixtures come from tests/edges/conftest.py
     from collections.abc import Callable

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tgiops import cli
+from tgiops.cli import main as cli
 
 
 def run(argv: Sequence[str], stdin: str | None = None) -> tuple[int, str, str]:

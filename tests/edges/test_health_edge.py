@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tgiops.errors import HealthError
-from tgiops.health import (
+from tgiops.core.errors import HealthError
+from tgiops.edges.health import (
     Probe,
     get_info,
     get_metrics,

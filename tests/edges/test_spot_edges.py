@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING
 import boto3
 import pytest
 
-from tgiops import record, resources
-from tgiops.aws import Aws, AwsSettings
-from tgiops.bootstrap import point_elastic_ip
-from tgiops.errors import RemoteCommandError, TgiopsError
-from tgiops.localhost import LocalHost, seconds_since_boot
-from tgiops.reconcile import ReconcileOptions, _GroupTags, _lambda_ssh_config, reconcile
-from tgiops.ssh import FileUpload, SSHTarget
+from tgiops.commands.bootstrap import point_elastic_ip
+from tgiops.commands.reconcile import ReconcileOptions, _GroupTags, _lambda_ssh_config, reconcile
+from tgiops.core import record
+from tgiops.core.errors import RemoteCommandError, TgiopsError
+from tgiops.edges import resources
+from tgiops.edges.aws import Aws, AwsSettings
+from tgiops.edges.localhost import LocalHost, seconds_since_boot
+from tgiops.edges.ssh import FileUpload, SSHTarget
 
 if TYPE_CHECKING:
     from conftest import Moto
@@ -32,7 +33,7 @@ CATALOG = resources.load_catalog(environ={})
 def _data_dirs_under_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """These tests keep the "data volume" in pytest's tmp_path on this machine; tgiops allows
     data dirs only under DATA_DIR_PREFIXES (issue 12), so the test's own directory joins them."""
-    from tgiops import render
+    from tgiops.core import render
 
     prefixes = (*getattr(render, "DATA_DIR_PREFIXES", ()), f"{tmp_path}/")
     monkeypatch.setattr(render, "DATA_DIR_PREFIXES", prefixes, raising=False)
@@ -264,7 +265,7 @@ def test_a_lambda_refuses_unknown_host_keys_and_ignores_the_event(
 ):
     """Issue 12.4: the function accepted new host keys by default, and an invoking event could
     override every TGIOPS_* setting (here: turn accept-new back on, point at another group)."""
-    from tgiops.reconcile import lambda_handler
+    from tgiops.commands.reconcile import lambda_handler
 
     make_group("llm", desired=1)
     make_group("other", desired=0)

@@ -17,14 +17,21 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tgiops.errors import (
+from tgiops.core.errors import (
     HostKeyError,
     InputError,
     RemoteCommandError,
     SSHConnectError,
     SSHError,
 )
-from tgiops.ssh import STAGE_DIR_GLOB, CommandResult, FileUpload, RemoteHost, ScriptGate, SSHTarget
+from tgiops.edges.ssh import (
+    STAGE_DIR_GLOB,
+    CommandResult,
+    FileUpload,
+    RemoteHost,
+    ScriptGate,
+    SSHTarget,
+)
 
 if TYPE_CHECKING:  # fixtures come from tests/edges/conftest.py
     from collections.abc import Callable

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from cli_run import run_tgiops as tgiops
 
-from tgiops import hardware
-from tgiops.catalog import parse_catalog
-from tgiops.engine import Engine
-from tgiops.errors import PlanInputError, UnknownHardwareError
-from tgiops.plan import plan
-from tgiops.probe import parse_nvidia_smi_csv
+from tgiops.core import hardware
+from tgiops.core.catalog import parse_catalog
+from tgiops.core.engines.tgi import Engine
+from tgiops.core.errors import PlanInputError, UnknownHardwareError
+from tgiops.core.plan import plan
+from tgiops.core.probe import parse_nvidia_smi_csv
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOG = parse_catalog((ROOT / "models.yaml").read_text(), origin="models.yaml")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import botocore.exceptions
 import pytest
 
-from tgiops.aws import THROTTLE_RETRY_ATTEMPTS, retry_when_throttled
+from tgiops.edges.aws import THROTTLE_RETRY_ATTEMPTS, retry_when_throttled
 
 
 def client_error(code: str) -> botocore.exceptions.ClientError:
@@ -36,7 +36,7 @@ class Operation:
 def test_throttling_for_a_while_is_retried_with_growing_waits_then_succeeds(caplog):
     waits: list[float] = []
     operation = Operation("ThrottlingException", "Throttling", "TooManyRequestsException")
-    with caplog.at_level("WARNING", logger="tgiops.aws"):
+    with caplog.at_level("WARNING", logger="tgiops.edges.aws"):
         assert retry_when_throttled(operation, what="reading secret 'x'", sleep=waits.append)
     assert operation.calls == 4
     assert waits == [0.5, 1.0, 2.0]

@@ -30,10 +30,11 @@ import yaml
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from tgiops import cli, hardware
-from tgiops.catalog import ENTRY_FIELDS, REQUIRED_FIELDS
-from tgiops.engine import parse_version
-from tgiops.errors import TgiopsError
+from tgiops.cli import main as cli
+from tgiops.core import hardware
+from tgiops.core.catalog import ENTRY_FIELDS, REQUIRED_FIELDS
+from tgiops.core.engines.tgi import parse_version
+from tgiops.core.errors import TgiopsError
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = settings(
@@ -210,8 +211,8 @@ def test_unknown_gpu_exits_2_naming_it(name):
 @example(alias="llama-3.1-8b`reboot`")
 def test_unknown_model_alias_exits_2_naming_it(alias):
     assume(not alias.startswith("-"))
-    from tgiops import resources
-    from tgiops.catalog import find_model
+    from tgiops.core.catalog import find_model
+    from tgiops.edges import resources
 
     try:
         find_model(resources.load_catalog(), alias)
@@ -235,7 +236,7 @@ def test_unknown_quantize_or_engine_version_exits_2_naming_it(value):
 
 
 def hardware_quantize_values() -> set[str]:
-    from tgiops.engine import Engine
+    from tgiops.core.engines.tgi import Engine
 
     return set(Engine.tgi().accepted_quantize)
 

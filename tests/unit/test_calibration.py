@@ -2,7 +2,7 @@
 
 Each case of tgi_warmups.yaml with enough facts (TGI version, a model the catalog holds, the
 shard count) is planned with its reported hardware and flags by scripts/bench_planner.py,
-which calls ``tgiops.plan.warmup_memory``. Asserted per case, as far as it can honestly be:
+which calls ``tgiops.core.plan.warmup_memory``. Asserted per case, as far as it can honestly be:
 
 - the outcome agrees: a warmup TGI completed is one the planner expects to complete, and a
   "Not enough memory to handle N prefill tokens" is one it expects to fail;

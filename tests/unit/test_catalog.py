@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tgiops.catalog import (
+from tgiops.core.catalog import (
     ModelSpec,
     estimate_parameters,
     find_model,
@@ -19,7 +19,7 @@ from tgiops.catalog import (
     spec_fact_fields,
     validate_model,
 )
-from tgiops.errors import CatalogError, UnknownModelError
+from tgiops.core.errors import CatalogError, UnknownModelError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILTIN_TEXT = (REPO_ROOT / "models.yaml").read_text(encoding="utf-8")

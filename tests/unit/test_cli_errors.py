@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from test_bad_input_properties import run
 
-from tgiops import cli
+from tgiops.cli import main as cli
 
 ROOT = Path(__file__).resolve().parents[2]
 CLOSED = "127.0.0.1:9"  # discard port: nothing listens on loopback there

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from test_bad_input_properties import run
 
-from tgiops import cli
+from tgiops.cli import main as cli
 
 
 def parsers(
@@ -87,6 +87,7 @@ def test_models_table_explains_its_dashes_and_shows_the_context_length():
 
 
 def test_the_cli_default_data_dir_is_the_renderers():
-    from tgiops import cli, render
+    from tgiops.cli import main as cli
+    from tgiops.core import render
 
     assert cli.DEFAULT_DATA_DIR == render.DEFAULT_DATA_DIR

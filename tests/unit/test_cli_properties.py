@@ -31,7 +31,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tgiops import cli
+from tgiops.cli import main as cli
 
 SKIPPED_OPTIONS = {"--watch", "--help", "--version"}
 CLOSED = "127.0.0.1:9"  # discard: nothing listens there on loopback

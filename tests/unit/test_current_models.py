@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tgiops import hardware
-from tgiops.catalog import parse_catalog, quantized_siblings
-from tgiops.engine import Engine
-from tgiops.plan import plan
+from tgiops.core import hardware
+from tgiops.core.catalog import parse_catalog, quantized_siblings
+from tgiops.core.engines.tgi import Engine
+from tgiops.core.plan import plan
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOG = parse_catalog((ROOT / "models.yaml").read_text(), origin="models.yaml")

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from tgiops import deploy, hardware, probe, progress, record, undeploy
-from tgiops.catalog import find_model, parse_catalog
-from tgiops.engine import Engine
-from tgiops.errors import InputError, SSHError
-from tgiops.plan import Overrides, plan
-from tgiops.render import (
+from tgiops.commands import deploy, undeploy
+from tgiops.core import hardware, probe, progress, record
+from tgiops.core.catalog import find_model, parse_catalog
+from tgiops.core.engines.tgi import Engine
+from tgiops.core.errors import InputError, SSHError
+from tgiops.core.plan import Overrides, plan
+from tgiops.core.render import (
     UNIT_NAME_RE,
     UnitOptions,
     check_data_dir,

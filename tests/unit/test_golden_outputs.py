@@ -16,9 +16,11 @@ from cli_run import run_tgiops
 from golden import check_golden
 from test_status_output import fleet
 
-from tgiops import output, status
+from tgiops.cli import output
 
 # One case per planner path: Turing fallback, Volta, AWQ sharded, bf16 single GPU, FP8 on
+from tgiops.commands import status
+
 # Hopper, a plan that does not fit, an old release, a pinned override.
 PLANS = {
     "llama-3.1-8b_g4dn.xlarge": ("llama-3.1-8b", "--instance-type", "g4dn.xlarge"),

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tgiops.errors import PlanInputError, UnknownHardwareError
-from tgiops.hardware import (
+from tgiops.core.errors import PlanInputError, UnknownHardwareError
+from tgiops.core.hardware import (
     GPU_MODELS,
     INSTANCE_TYPES,
     PRICE_DATE,

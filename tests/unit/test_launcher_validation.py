@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from tgiops import hardware
-from tgiops.catalog import parse_catalog
-from tgiops.engine import Engine
-from tgiops.errors import PlanInputError
-from tgiops.plan import Overrides, Plan, plan
-from tgiops.probe import diagnose_journal
+from tgiops.core import hardware
+from tgiops.core.catalog import parse_catalog
+from tgiops.core.engines.tgi import Engine
+from tgiops.core.errors import PlanInputError
+from tgiops.core.plan import Overrides, Plan, plan
+from tgiops.core.probe import diagnose_journal
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))

@@ -1,7 +1,7 @@
 """The host lock: who holds it is written into it and shown to a waiter, and it leaves no file.
 
 Real flock(1) and bash against LocalHost's fcntl lock: the same protocol as on a remote host
-(tgiops.ssh.lock_script), on a temporary path.
+(tgiops.edges.ssh.lock_script), on a temporary path.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tgiops.errors import TgiopsError
-from tgiops.localhost import LocalHost
-from tgiops.ssh import LOCK_BUSY_EXIT, lock_holder_identity, lock_release_script, lock_script
+from tgiops.core.errors import TgiopsError
+from tgiops.edges.localhost import LocalHost
+from tgiops.edges.ssh import LOCK_BUSY_EXIT, lock_holder_identity, lock_release_script, lock_script
 
 
 def shell_lock(path: Path, *, wait_s: float, holder: str, then: str = "") -> subprocess.Popen:

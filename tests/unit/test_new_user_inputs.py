@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from cli_run import run_tgiops as tgiops
 
-from tgiops import hardware
-from tgiops.catalog import model_from_hf_config, parse_catalog, quantized_siblings
-from tgiops.engine import Engine
-from tgiops.errors import CatalogError, PlanInputError
-from tgiops.plan import Overrides, plan
+from tgiops.core import hardware
+from tgiops.core.catalog import model_from_hf_config, parse_catalog, quantized_siblings
+from tgiops.core.engines.tgi import Engine
+from tgiops.core.errors import CatalogError, PlanInputError
+from tgiops.core.plan import Overrides, plan
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOG = parse_catalog((ROOT / "models.yaml").read_text(), origin="models.yaml")

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from tgiops import hardware
-from tgiops.catalog import ModelSpec, find_model, parse_catalog
-from tgiops.engine import Engine
-from tgiops.errors import PlanInputError
-from tgiops.plan import Overrides, kv_bytes_per_token_per_gpu, plan
+from tgiops.core import hardware
+from tgiops.core.catalog import ModelSpec, find_model, parse_catalog
+from tgiops.core.engines.tgi import Engine
+from tgiops.core.errors import PlanInputError
+from tgiops.core.plan import Overrides, kv_bytes_per_token_per_gpu, plan
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOG = parse_catalog((ROOT / "models.yaml").read_text(), origin="models.yaml")
@@ -379,7 +379,7 @@ def test_without_chunking_a_big_logits_term_shortens_the_input_rather_than_misfi
 
 
 def test_plan_output_shows_the_prefill_logits_term():
-    from tgiops.output import plan_as_dict, plan_as_text
+    from tgiops.cli.output import plan_as_dict, plan_as_text
 
     result = plan_on("llama-3.1-8b", "g5.xlarge", engine=Engine.tgi("2.4.1"))
     memory = plan_as_dict(result)["memory"]
@@ -390,7 +390,7 @@ def test_plan_output_shows_the_prefill_logits_term():
 def test_prefill_activations_hold_the_mlp_at_its_peak():
     """`down_proj(act(gate_up[:, 0]) * gate_up[:, 1])` keeps gate_up (2 x I), the activation
     (I) and the product (I) alive at once (flash_llama_modeling.py LlamaMLP.forward)."""
-    from tgiops.plan import activation_bytes
+    from tgiops.core.plan import activation_bytes
 
     m = model("llama-3.1-8b")
     attention = (m.num_attention_heads * 2 + 2 * m.num_key_value_heads) * m.head_dim

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tgiops.errors import ProbeError
-from tgiops.probe import (
+from tgiops.core.errors import ProbeError
+from tgiops.core.probe import (
     NVIDIA_SMI_QUERY_FIELDS,
     UNIT_STATE_PROPERTIES,
     diagnose_journal,

@@ -29,10 +29,10 @@ FORBIDDEN_MODULES = {
     "invoke",
     "docker",
     "tenacity",
-    "tgiops.ssh",
-    "tgiops.aws",
-    "tgiops.health",
-    "tgiops.resources",
+    "tgiops.edges.ssh",
+    "tgiops.edges.aws",
+    "tgiops.edges.health",
+    "tgiops.edges.resources",
 }
 FORBIDDEN_CALLS = {"open", "input", "print", "exec", "eval", "__import__"}
 
@@ -65,5 +65,5 @@ def test_pure_module_has_no_io(name):
 
 
 def test_the_checker_would_catch_an_import():
-    tree = ast.parse("import socket\nfrom tgiops.ssh import RemoteHost\n")
-    assert {"socket", "tgiops.ssh"} <= _imports(tree)
+    tree = ast.parse("import socket\nfrom tgiops.edges.ssh import RemoteHost\n")
+    assert {"socket", "tgiops.edges.ssh"} <= _imports(tree)

@@ -1,4 +1,4 @@
-"""The deployment record (tgiops.record): what a replacement instance rebuilds from."""
+"""The deployment record (tgiops.core.record): what a replacement instance rebuilds from."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ from dataclasses import replace
 
 import pytest
 
-from tgiops import record, resources
-from tgiops.catalog import find_model
-from tgiops.deploy import DeployRequest
-from tgiops.engine import Engine
-from tgiops.errors import InputError
-from tgiops.hardware import inventory_for_instance_type
-from tgiops.plan import Overrides, plan
+from tgiops.commands.deploy import DeployRequest
+from tgiops.core import record
+from tgiops.core.catalog import find_model
+from tgiops.core.engines.tgi import Engine
+from tgiops.core.errors import InputError
+from tgiops.core.hardware import inventory_for_instance_type
+from tgiops.core.plan import Overrides, plan
+from tgiops.edges import resources
 
 CATALOG = resources.load_catalog(environ={})
 

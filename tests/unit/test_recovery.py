@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from cli_run import run_tgiops as tgiops
 
-from tgiops import hardware, recovery
-from tgiops.catalog import parse_catalog
-from tgiops.errors import PlanInputError
+from tgiops.core import hardware, recovery
+from tgiops.core.catalog import parse_catalog
+from tgiops.core.errors import PlanInputError
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOG = parse_catalog((ROOT / "models.yaml").read_text(), origin="models.yaml")

@@ -10,12 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from tgiops import hardware
-from tgiops.catalog import find_model, parse_catalog
-from tgiops.engine import Engine
-from tgiops.errors import InputError
-from tgiops.plan import Overrides, plan
-from tgiops.render import UnitOptions, docker_run_args, render_env_file, render_unit, systemd_quote
+from tgiops.core import hardware
+from tgiops.core.catalog import find_model, parse_catalog
+from tgiops.core.engines.tgi import Engine
+from tgiops.core.errors import InputError
+from tgiops.core.plan import Overrides, plan
+from tgiops.core.render import (
+    UnitOptions,
+    docker_run_args,
+    render_env_file,
+    render_unit,
+    systemd_quote,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOG = parse_catalog((ROOT / "models.yaml").read_text(), origin="models.yaml")

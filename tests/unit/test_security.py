@@ -11,13 +11,15 @@ from dataclasses import replace
 
 import pytest
 
-from tgiops import bootstrap, catalog, record, resources
-from tgiops.deploy import DeployRequest
-from tgiops.engine import Engine
-from tgiops.errors import InputError
-from tgiops.hardware import inventory_for_instance_type
-from tgiops.plan import plan
-from tgiops.render import UnitOptions, check_data_dir, docker_run_args
+from tgiops.commands import bootstrap
+from tgiops.commands.deploy import DeployRequest
+from tgiops.core import catalog, record
+from tgiops.core.engines.tgi import Engine
+from tgiops.core.errors import InputError
+from tgiops.core.hardware import inventory_for_instance_type
+from tgiops.core.plan import plan
+from tgiops.core.render import UnitOptions, check_data_dir, docker_run_args
+from tgiops.edges import resources
 
 CATALOG = resources.load_catalog(environ={})
 TEMPLATES = resources.shipped_path("unit_templates")
@@ -249,7 +251,7 @@ DIGEST = "sha256:" + "c" * 64
 
 
 def test_a_recorded_digest_pins_the_image_in_the_unit():
-    from tgiops.render import render_unit
+    from tgiops.core.render import render_unit
 
     data = a_record_dict()
     data["deployed"].update(image_id="sha256:" + "d" * 64, image_digest=DIGEST)

@@ -1,10 +1,10 @@
-"""What `tgiops bootstrap` and `tgiops reconcile` print for people (tgiops.output)."""
+"""What `tgiops bootstrap` and `tgiops reconcile` print for people (tgiops.cli.output)."""
 
 from __future__ import annotations
 
-from tgiops import output
-from tgiops.bootstrap import BootstrapResult, EipOutcome, Restored
-from tgiops.reconcile import InstanceOutcome, ReconcileResult, TargetGroupOutcome
+from tgiops.cli import output
+from tgiops.commands.bootstrap import BootstrapResult, EipOutcome, Restored
+from tgiops.commands.reconcile import InstanceOutcome, ReconcileResult, TargetGroupOutcome
 
 EIP = "eipalloc-0abc12345"
 

@@ -12,10 +12,12 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from tgiops import bootstrap, record, resources
-from tgiops.catalog import find_model
-from tgiops.errors import InputError
-from tgiops.reconcile import ReconcileOptions
+from tgiops.commands import bootstrap
+from tgiops.commands.reconcile import ReconcileOptions
+from tgiops.core import record
+from tgiops.core.catalog import find_model
+from tgiops.core.errors import InputError
+from tgiops.edges import resources
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = resources.shipped_path("unit_templates")
@@ -242,8 +244,8 @@ def test_cli_userdata_json_and_iam_policy():
 def test_user_data_carries_a_models_facts_only_when_the_catalog_cannot_supply_them(change, travels):
     from dataclasses import replace
 
-    from tgiops.deploy import DeployRequest
-    from tgiops.engine import Engine
+    from tgiops.commands.deploy import DeployRequest
+    from tgiops.core.engines.tgi import Engine
 
     model = replace(find_model(CATALOG, "phi-3-mini"), **change)
     request = DeployRequest(model=model, engine=Engine.tgi("3.3.7"))

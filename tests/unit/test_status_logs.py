@@ -6,9 +6,9 @@ import shlex
 
 import pytest
 
-from tgiops import logs
-from tgiops.deploy import Redactor
-from tgiops.errors import InputError
+from tgiops.commands import logs
+from tgiops.commands.deploy import Redactor
+from tgiops.core.errors import InputError
 
 TOKEN = "hf_PLANTEDAbCdEfGhIjKlMnOpQrStUv012345"
 

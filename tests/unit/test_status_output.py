@@ -8,8 +8,9 @@ import jsonschema
 import pytest
 from test_status_parsers import INFO, METRICS, healthy_unit, report_text
 
-from tgiops import output, status
-from tgiops.aws import Ec2Instance
+from tgiops.cli import output
+from tgiops.commands import status
+from tgiops.edges.aws import Ec2Instance
 
 NOW = 1715076300
 

@@ -7,9 +7,9 @@ import subprocess
 
 import pytest
 
-from tgiops import status
-from tgiops.errors import ProbeError
-from tgiops.logs import LogRedactor
+from tgiops.commands import status
+from tgiops.commands.logs import LogRedactor
+from tgiops.core.errors import ProbeError
 
 UNIT_TEXT = """\
 # Managed by tgiops 0.1.0: tiny (tgiops-test/tiny-llama) on 1x NVIDIA A10G (22.5 GiB each, sm86).

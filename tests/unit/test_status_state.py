@@ -1,4 +1,4 @@
-"""The local deploy record (tgiops.state) that `tgiops status` reads when given no target."""
+"""The local deploy record (tgiops.edges.state) that `tgiops status` reads when given no target."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tgiops import state
-from tgiops.errors import TgiopsError
+from tgiops.core.errors import TgiopsError
+from tgiops.edges import state
 
 
 @pytest.mark.parametrize(
@@ -67,12 +67,12 @@ def test_a_broken_record_says_what_to_do(tmp_path, text):
         state.load_deployments(path)
 
 
-# --- the recorded hosts as targets (tgiops.fleet) ----------------------------------------------
+# --- the recorded hosts as targets (tgiops.commands.fleet) ----------------------------------------------
 
 
 def test_recorded_targets_are_one_per_destination_with_every_recorded_unit(tmp_path):
-    from tgiops import fleet
-    from tgiops.ssh import SSHTarget
+    from tgiops.commands import fleet
+    from tgiops.edges.ssh import SSHTarget
 
     config = tmp_path / "ssh_config"
     config.write_text("Host gpu1\n")
@@ -94,8 +94,8 @@ def test_recorded_targets_are_one_per_destination_with_every_recorded_unit(tmp_p
 
 
 def test_an_ssh_config_given_now_wins_over_the_recorded_one(tmp_path):
-    from tgiops import fleet
-    from tgiops.ssh import SSHTarget
+    from tgiops.commands import fleet
+    from tgiops.edges.ssh import SSHTarget
 
     recorded, given = tmp_path / "recorded", tmp_path / "given"
     recorded.write_text("")

@@ -8,9 +8,9 @@ import subprocess
 import pytest
 from test_status_parsers import UNIT_TEXT
 
-from tgiops import undeploy
-from tgiops.errors import InputError
-from tgiops.ssh import STAGE_DIR_GLOB
+from tgiops.commands import undeploy
+from tgiops.core.errors import InputError
+from tgiops.edges.ssh import STAGE_DIR_GLOB
 
 SECTION = "@@tgiops-section "
 
@@ -132,7 +132,7 @@ def test_parse_undeploy_report():
 
 
 def test_the_tags_of_one_unit_are_its_record_chunks_and_the_unit_pair():
-    from tgiops.record import tags_of_unit
+    from tgiops.core.record import tags_of_unit
 
     tags = {
         "Name": "gpu",

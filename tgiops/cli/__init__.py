@@ -1,0 +1,1 @@
+"""The command line: argument parsing (main.py) and one renderer per verb (output.py)."""

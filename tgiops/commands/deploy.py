@@ -1,0 +1,912 @@
+"""`tgiops deploy`: from a model alias to a verified TGI endpoint on one host.
+
+Steps (each says what it does through ``on_progress``):
+
+1. lock the host (two deploys never interleave; a waiter is told who holds it), probe it in one
+   round trip (nothing changes: a refused deploy leaves no trace);
+2. refuse (InputError, exit 2) a unit file tgiops did not write (``check_owned``), a port or
+   GPUs other tgiops units hold (``choose_port``, ``choose_gpus``: without --port/--gpu-devices
+   the free ones are picked), then plan from the GPUs left and render the unit and env file;
+3. compare with what is installed: same files and healthy -> "unchanged", nothing restarted;
+4. upload both files into temporary files beside their final paths (one round trip creates
+   them, SFTP fills them), then one script checks them, keeps the installed ones as
+   ``.previous``, renames the new ones into place, daemon-reloads, enables and restarts;
+5. wait until healthy through an SSH tunnel to the loopback port: refused/timeouts while the
+   unit lives = loading; a failed or restarting unit = crashed, at once;
+6. on failure roll back to the previous unit (and check it serves again), or remove the new
+   unit, env file and container when there was none (the host is as before), and say why;
+7. when healthy, write the deployment record on the data volume (tgiops.core.record), so a
+   replacement instance or ``tgiops reconcile`` can rebuild the same deployment.
+
+The token travels AWS -> memory -> SFTP -> a 0600 file. It is never in argv, a log line,
+an exception or the output; everything shown from the host passes through ``Redactor``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import shlex
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from tgiops import __version__
+from tgiops.core import hardware, probe, progress, record
+from tgiops.core.catalog import ModelSpec
+from tgiops.core.engines.tgi import Engine
+from tgiops.core.errors import DeployError, DoesNotFitError, HealthError, InputError, ProbeError
+from tgiops.core.plan import Overrides, Plan, plan
+from tgiops.core.render import (
+    ENV_DIR,
+    MANAGED_MARKER,
+    UNIT_DIR,
+    UNIT_PREFIX,
+    UnitOptions,
+    render_env_file,
+    render_unit,
+    unit_name_from,
+)
+from tgiops.edges.ssh import LOCK_PATH, FileUpload
+
+log = logging.getLogger(__name__)
+
+LOCK_TIMEOUT_S = 600
+_MIN_DISK_BYTES = 1 << 30
+DEFAULT_PORT = 8080
+_PORT_SEARCH = 200  # how far above DEFAULT_PORT a free port is looked for
+
+# Messages (str) and, while a unit starts, progress.Tick objects (their str() is a message).
+Progress = Callable[[Any], None]
+
+
+class Redactor:
+    """Replaces every secret value it was told about with ``***`` in text shown to people."""
+
+    def __init__(self) -> None:
+        self._secrets: list[str] = []
+
+    def add(self, secret: str) -> None:
+        if secret and secret not in self._secrets:
+            self._secrets.append(secret)
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+@dataclass(frozen=True)
+class DeployRequest:
+    model: ModelSpec
+    engine: Engine
+    overrides: Overrides = field(default_factory=Overrides)
+    unit_name: str | None = None  # default: tgiops-<alias>
+    port: int | None = None  # None: the unit's current port, else the first free from 8080
+    public: bool = False
+    data_dir: str = "/var/lib/tgiops/data"
+    gpu_devices: tuple[int, ...] = ()
+    token_secret: str | None = "tgiops/hf-token"  # None: no token (ungated models only)
+    api_key_secret: str | None = None
+    offline: bool = False  # HF_HUB_OFFLINE=1: start from the cache (spot relaunch)
+    dry_run: bool = False
+    keep_failed: bool = False
+    timeout_s: float | None = None  # default: from the model size
+    image_digest: str | None = None  # pin the image (tgiops.core.record: recorded at deploy)
+
+    def __post_init__(self) -> None:
+        if self.unit_name is not None:
+            object.__setattr__(self, "unit_name", unit_name_from(self.unit_name))
+        if self.timeout_s is not None and not self.timeout_s > 0:
+            raise InputError(
+                f"--timeout {self.timeout_s:g}: give the health wait in seconds (> 0), or leave "
+                "it out to size it from the model"
+            )
+        if self.port is not None and not 1 <= self.port <= 65535:
+            raise InputError(f"--port {self.port} must be between 1 and 65535")
+
+    def unit_options(self, secret_env: tuple[str, ...]) -> UnitOptions:
+        name = self.unit_name or default_unit_name(self.model.alias)
+        return UnitOptions(
+            unit_name=name,
+            port=self.port or DEFAULT_PORT,
+            bind_address="0.0.0.0" if self.public else "127.0.0.1",
+            data_dir=self.data_dir,
+            gpu_devices=self.gpu_devices,
+            extra_env={"HF_HUB_OFFLINE": "1"} if self.offline else {},
+            secret_env=secret_env,
+            image_digest=self.image_digest,
+        )
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    host: str
+    unit: str
+    plan: Plan
+    changed: bool
+    healthy: bool
+    endpoint: str  # on the host: where TGI listens
+    elapsed_s: float
+    dry_run: bool = False
+    rolled_back: bool = False
+    restored: str | None = None  # what serves now after a failure, in words
+    failure: str | None = None  # why it failed, in words
+    diagnosis: str | None = None
+    journal_tail: str = ""
+    unit_text: str = ""
+    env_text_redacted: str = ""
+    remote_commands: tuple[str, ...] = ()
+    round_trips: int = 0
+    port: int = DEFAULT_PORT  # the host port chosen (--port, the unit's own, or a free one)
+    gpu_devices: tuple[int, ...] = ()  # () = every GPU
+    replaced: Replaced | None = None  # the earlier deploy this one replaced
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Replaced:
+    """The deploy of the same unit that this one replaced (from its deployment record)."""
+
+    model: str
+    at: str  # ISO 8601, UTC
+    age_s: float | None  # seconds between that deploy and the start of this one
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "at": self.at, "age_s": self.age_s}
+
+
+def default_unit_name(alias: str) -> str:
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in alias.lower())
+    return f"{UNIT_PREFIX}{safe.strip('-._')}"[:63]
+
+
+def default_timeout_s(model: ModelSpec) -> float:
+    """Download + load + warmup: ~10 min base, plus ~1 min per 10 GB of weights."""
+    size_gb = (model.weight_bytes or model.parameters_b * 2e9) / 1e9
+    return 600 + 6 * size_gb
+
+
+def deploy(
+    host: Any,  # tgiops.edges.ssh.RemoteHost (or anything with its interface)
+    request: DeployRequest,
+    *,
+    get_secret: Callable[[str], str] | None,
+    template_text: str,
+    on_progress: Progress = lambda message: None,
+    secret_exists: Callable[[str], bool] | None = None,
+) -> DeployResult:
+    """Deploy ``request`` on ``host``. Raises InputError before changing anything."""
+    from tgiops.edges import health  # requests + tenacity: only when deploying
+
+    started = time.monotonic()
+    started_at = time.time()
+    redact = Redactor()
+    secret_env = _secret_env_names(request)
+    options = request.unit_options(secret_env)
+
+    # Secrets first: a missing or unreadable secret must fail before the host is touched.
+    # --dry-run checks that each exists (never reading it), so it fails where the run would.
+    secrets: dict[str, str] = {}
+    if secret_env and get_secret is None and not request.dry_run:
+        raise InputError("this deploy needs AWS for its secrets; give --region/--profile")
+    for (env_name, secret_name), flag in zip(
+        _secret_sources(request), _secret_flags(request), strict=True
+    ):
+        if secret_exists is not None and not secret_exists(secret_name):
+            ungated = ", or deploy an ungated model with --no-token"
+            raise InputError(
+                f"{flag} {secret_name}: no such secret in AWS Secrets Manager. Store it with "
+                f"`tgiops secret set --name {secret_name}`"
+                + (ungated if flag == "--secret-name" else "")
+            )
+        if request.dry_run:
+            continue
+        on_progress(f"reading secret {secret_name}")
+        value = get_secret(secret_name)  # type: ignore[misc]
+        redact.add(value)
+        secrets[env_name] = value
+    env_text = render_env_file(secrets)
+    env_redacted = render_env_file(dict.fromkeys(secret_env, ""), masked=True)
+
+    with _locked(host, enabled=not request.dry_run, on_progress=on_progress):
+        on_progress(f"probing {host.name}")
+        report = _probe(host, options)
+        inventory = _inventory_from(report, host.name)
+        _check_host(report, host.name)
+        check_owned(report, options, host.name)
+        port = choose_port(request.port, report, host.name)
+        devices, inventory = choose_gpus(request.gpu_devices, inventory, report, host.name)
+        options = replace(options, port=port, gpu_devices=devices)
+        resolved = replace(request, port=port, gpu_devices=devices)
+        on_progress(f"planning for {inventory.describe()}")
+        the_plan = plan(
+            request.model,
+            inventory,
+            request.engine,
+            request.overrides,
+            instance_types=hardware.all_instance_types(),
+        )
+        if not the_plan.fits:
+            raise DoesNotFitError(
+                f"{request.model.alias} does not fit {host.name} ({inventory.describe()}): "
+                f"{the_plan.problem}. Nothing was changed. Run `tgiops plan` for alternatives.",
+                plan=the_plan,
+            )
+        unit_text = render_unit(the_plan, options, template_text, tgiops_version=__version__)
+        endpoint = f"http://{options.bind_address}:{options.port}"
+        uploads = _uploads(options, env_text, unit_text)
+        base = dict(
+            host=host.name,
+            unit=options.unit_name,
+            plan=the_plan,
+            endpoint=endpoint,
+            unit_text=unit_text,
+            env_text_redacted=env_redacted,
+            port=port,
+            gpu_devices=devices,
+        )
+        if request.dry_run:
+            commands = (
+                _guard_script(options).strip().splitlines()[0] + " ... (refuse: not tgiops')",
+                *(
+                    f"sftp put {u.path} (mode {u.mode:o}, into a mktemp file beside it)"
+                    for u in uploads
+                ),
+                "check each upload's sha256, fsync",
+                *_keep_previous_script(options).strip().splitlines(),
+                *(f"mv -f -- TEMPORARY_FILE {shlex.quote(u.path)}" for u in uploads),
+                *_restart_script(options).strip().splitlines(),
+            )
+            return DeployResult(
+                **base,
+                changed=_differs(report.unit, unit_text, None),
+                healthy=False,
+                dry_run=True,
+                elapsed_s=time.monotonic() - started,
+                remote_commands=commands,
+                round_trips=host.round_trips,
+            )
+
+        timeout_s = request.timeout_s or default_timeout_s(request.model)
+        if not _differs(report.unit, unit_text, _sha256(env_text)):
+            on_progress("the installed unit is already this one; checking its health")
+            try:
+                _wait_healthy(
+                    host,
+                    options,
+                    the_plan,
+                    health,
+                    30.0,
+                    report.unit.state if report.unit else None,
+                    on_progress,
+                )
+                record.remember_deploy(host, resolved, the_plan, tgiops_version=__version__)
+                return DeployResult(
+                    **base,
+                    changed=False,
+                    healthy=True,
+                    elapsed_s=time.monotonic() - started,
+                    round_trips=host.round_trips,
+                )
+            except HealthError as exc:
+                on_progress(f"installed but not healthy ({exc}); restarting it")
+
+        replaced = replaced_deploy(report, started_at)
+        warnings = (replaced_warning(options.unit_name, replaced),) if replaced else ()
+        base.update(replaced=replaced, warnings=warnings)
+        on_progress("uploading the env file and the unit")
+        _install(host, options, uploads, on_progress)
+        baseline = _unit_state(host, options)
+        try:
+            _wait_healthy(host, options, the_plan, health, timeout_s, baseline, on_progress)
+        except HealthError as exc:
+            return _roll_back(
+                host,
+                options,
+                the_plan,
+                health,
+                exc,
+                report,
+                redact,
+                base,
+                started,
+                request.keep_failed,
+                on_progress,
+            )
+        record.remember_deploy(host, resolved, the_plan, tgiops_version=__version__)
+        return DeployResult(
+            **base,
+            changed=True,
+            healthy=True,
+            elapsed_s=time.monotonic() - started,
+            round_trips=host.round_trips,
+        )
+
+
+# --- what tgiops may touch on the host, and what the other units hold -------------------------
+
+
+def check_owned(report: probe.HostReport, options: UnitOptions, host_name: str) -> None:
+    """Refuse (exit 2) to replace a unit that tgiops did not write: a unit file without the
+    managed marker, or a unit of that name that systemd loads from elsewhere (/lib, /run)."""
+    unit = report.unit
+    if unit is None:
+        return
+    if unit.unit_text is not None and not unit.is_managed:
+        raise InputError(
+            f"{host_name}: {options.unit_path} exists and was not written by tgiops (no "
+            f"{MANAGED_MARKER!r} line); tgiops never replaces a unit it does not own. Pick "
+            "another --unit"
+        )
+    if unit.unit_text is None and unit.state.exists:
+        raise InputError(
+            f"{host_name}: systemd already has a unit {options.unit_name}.service that is not "
+            f"tgiops' (LoadState={unit.state.load_state}); pick another --unit"
+        )
+
+
+def own_port(report: probe.HostReport) -> int | None:
+    """The host port of the installed unit of this deploy, if any."""
+    unit = report.unit
+    if unit is None or unit.unit_text is None:
+        return None
+    for line in unit.unit_text.splitlines():
+        if line.startswith("ExecStart="):
+            return probe.parse_exec_start(unit.name, line).port
+    return None
+
+
+def choose_port(requested: int | None, report: probe.HostReport, host_name: str) -> int:
+    """The host port: ``--port`` when it is free, else the unit's own, else the first free one
+    from 8080. Free: no other tgiops unit publishes it and nothing listens on it (``ss``)."""
+    mine = own_port(report)
+    taken = {u.port: u.name for u in report.other_units if u.port is not None}
+    listening = set(report.listening_ports or ()) - ({mine} if mine else set())
+    if requested is not None:
+        if requested in taken:
+            raise InputError(
+                f"--port {requested}: tgiops unit {taken[requested]} on {host_name} uses it. "
+                "Give another --port, or leave it out and tgiops picks a free one"
+            )
+        if requested in listening:
+            raise InputError(
+                f"--port {requested}: something on {host_name} already listens on it (`ss "
+                "-ltn`). Give another --port, or leave it out and tgiops picks a free one"
+            )
+        return requested
+    if mine is not None and mine not in taken:
+        return mine
+    for port in range(DEFAULT_PORT, DEFAULT_PORT + _PORT_SEARCH):
+        if port not in taken and port not in listening:
+            return port
+    raise InputError(
+        f"no free port in {DEFAULT_PORT}-{DEFAULT_PORT + _PORT_SEARCH - 1} on {host_name}; "
+        "give one with --port"
+    )
+
+
+def choose_gpus(
+    requested: tuple[int, ...],
+    inventory: hardware.GpuInventory,
+    report: probe.HostReport,
+    host_name: str,
+) -> tuple[tuple[int, ...], hardware.GpuInventory]:
+    """(the GPU devices of the unit, () for all; the inventory to plan on).
+
+    A TGI instance takes a GPU's free memory for its KV cache at warmup (tgi-facts.md §4:
+    ``free = cuda_free - (1 - CUDA_MEMORY_FRACTION * wiggle) * total``, fraction 1.0 by
+    default), so two units never share a GPU: devices other tgiops units use are left out.
+    """
+    indexes = [g.index for g in inventory.gpus]
+    users = {i: [u.name for u in report.other_units if u.uses_gpu(i)] for i in indexes}
+    busy = {i: names for i, names in users.items() if names}
+    if requested:
+        missing = [d for d in requested if d not in indexes]
+        if missing:
+            raise InputError(
+                f"--gpu-devices {','.join(map(str, requested))}: {host_name} has no GPU "
+                f"{','.join(map(str, missing))} (its GPUs: {','.join(map(str, indexes))}, "
+                f"{inventory.describe()}); pick from those"
+            )
+        clash = [d for d in requested if d in busy]
+        if clash:
+            raise InputError(
+                f"--gpu-devices {','.join(map(str, requested))}: GPU {clash[0]} on {host_name} "
+                f"is used by tgiops unit {', '.join(busy[clash[0]])}, and TGI takes a whole "
+                f"GPU's memory. {_free_gpus_hint(indexes, busy)}"
+            )
+        devices = tuple(requested)
+    elif busy:
+        free = tuple(i for i in indexes if i not in busy)
+        if not free:
+            names = sorted({n for ns in busy.values() for n in ns})
+            raise InputError(
+                f"every GPU of {host_name} is used by other tgiops units ({', '.join(names)}), "
+                "and TGI takes a whole GPU's memory. Undeploy one (`tgiops undeploy --unit "
+                f"{names[0]}`) or use another host"
+            )
+        devices = free
+    else:
+        return (), inventory
+    return devices, inventory.select(devices)
+
+
+def _free_gpus_hint(indexes: list[int], busy: dict[int, list[str]]) -> str:
+    free = [i for i in indexes if i not in busy]
+    if not free:
+        return "No GPU is free there: undeploy a unit first, or use another host"
+    return f"Free GPUs: {','.join(map(str, free))} (or leave --gpu-devices out)"
+
+
+def replaced_deploy(report: probe.HostReport, now: float) -> Replaced | None:
+    """The recorded earlier deploy of this unit (the probe reads its record), if any."""
+    if report.unit is None or report.unit.unit_text is None or not report.record_text:
+        return None
+    try:
+        earlier = record.DeploymentRecord.from_json(report.record_text, origin="record")
+    except InputError:
+        return None
+    at = earlier.deployed.at if earlier.deployed else ""
+    age = None
+    with contextlib.suppress(ValueError):
+        age = max(0.0, round(now - datetime.fromisoformat(at).timestamp(), 1))
+    return Replaced(model=earlier.spec.model, at=at, age_s=age)
+
+
+def replaced_warning(unit: str, replaced: Replaced) -> str:
+    ago = f"{replaced.age_s:.0f} s ago" if replaced.age_s is not None else "earlier"
+    return (
+        f"this replaced the deploy of {replaced.model} as {unit} made {ago} ({replaced.at}); "
+        "if someone else deployed it, they are now served this one"
+    )
+
+
+def _secret_env_names(request: DeployRequest) -> tuple[str, ...]:
+    return tuple(name for name, _ in _secret_sources(request))
+
+
+def _secret_flags(request: DeployRequest) -> list[str]:
+    """The CLI flag each of ``_secret_sources`` comes from (for messages)."""
+    return [
+        flag
+        for flag, name in (
+            ("--secret-name", request.token_secret),
+            ("--api-key-secret", request.api_key_secret),
+        )
+        if name
+    ]
+
+
+def _secret_sources(request: DeployRequest) -> list[tuple[str, str]]:
+    sources = []
+    if request.token_secret:
+        sources.append((request.engine.token_env_var, request.token_secret))
+    if request.api_key_secret:
+        if request.engine.version < (2, 3, 0):
+            raise InputError(
+                "--api-key-secret needs TGI >= 2.3 (its --api-key); "
+                f"got {request.engine.version_text}"
+            )
+        sources.append(("API_KEY", request.api_key_secret))
+    return sources
+
+
+@contextmanager
+def _locked(host: Any, *, enabled: bool, on_progress: Progress) -> Iterator[None]:
+    if not enabled:
+        yield
+        return
+    on_progress(f"locking {host.name}")
+    with host.hold_lock(
+        LOCK_PATH,
+        timeout_s=LOCK_TIMEOUT_S,
+        on_wait=lambda who: on_progress(f"waiting for the lock on {host.name} held by {who}"),
+    ):
+        yield
+
+
+def _probe(host: Any, options: UnitOptions) -> probe.HostReport:
+    script = probe.host_report_script(
+        data_dir=options.data_dir,
+        unit_name=options.unit_name,
+        unit_dir=UNIT_DIR,
+        env_dir=ENV_DIR,
+        record_path=record.record_path(options.data_dir, options.unit_name),
+    )
+    result = host.run_script(script, check=False)
+    return probe.parse_host_report(result.stdout, unit_name=options.unit_name)
+
+
+def _inventory_from(report: probe.HostReport, host_name: str) -> hardware.GpuInventory:
+    if report.gpus_exit_code == 127:
+        raise DeployError(
+            f"{host_name} has no nvidia-smi: install the NVIDIA driver (or use a Deep Learning "
+            "AMI) before deploying"
+        )
+    if report.gpus_exit_code != 0:
+        raise DeployError(
+            f"nvidia-smi failed on {host_name} (exit {report.gpus_exit_code}): "
+            f"{report.gpus_text.strip()[:300]}. Check the NVIDIA driver (`nvidia-smi`)."
+        )
+    try:
+        return probe.parse_nvidia_smi_csv(report.gpus_text)
+    except ProbeError as exc:
+        raise DeployError(f"{host_name}: {exc}") from exc
+
+
+def _check_host(report: probe.HostReport, host_name: str) -> None:
+    if report.docker_exit_code == 127:
+        raise DeployError(
+            f"{host_name} has no docker: install docker and the NVIDIA Container Toolkit first"
+        )
+    if report.docker_exit_code != 0:
+        raise DeployError(
+            f"docker is not running on {host_name}: {report.docker_runtimes_text.strip()[:200]}. "
+            "Start it with `systemctl start docker`."
+        )
+    if '"nvidia"' not in report.docker_runtimes_text:
+        raise DeployError(
+            f"docker on {host_name} has no NVIDIA runtime (runtimes: "
+            f"{report.docker_runtimes_text.strip()[:200]}); install the NVIDIA Container Toolkit "
+            "and run `nvidia-ctk runtime configure --runtime=docker`"
+        )
+    if report.disk_available_bytes is not None and report.disk_available_bytes < _MIN_DISK_BYTES:
+        raise DeployError(
+            f"only {report.disk_available_bytes >> 20} MiB free for the model cache on {host_name}"
+        )
+
+
+def _differs(unit: probe.UnitReport | None, unit_text: str, env_sha: str | None) -> bool:
+    if unit is None or unit.unit_text is None:
+        return True
+    if unit.unit_text.strip() != unit_text.strip():
+        return True
+    return env_sha is not None and unit.env_sha256 != env_sha
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _uploads(options: UnitOptions, env_text: str, unit_text: str) -> list[FileUpload]:
+    return [
+        FileUpload(options.env_file, env_text.encode(), mode=0o600, owner="root"),
+        FileUpload(options.unit_path, unit_text.encode(), mode=0o644, owner="root"),
+    ]
+
+
+def _install(
+    host: Any, options: UnitOptions, uploads: list[FileUpload], on_progress: Progress
+) -> None:
+    """Three round trips: two commands and one SFTP write (scripts/bench_deploy.py times it)."""
+    host.install_files(
+        uploads,
+        guard=_guard_script(options),
+        before=_keep_previous_script(options),
+        after=_restart_script(options),
+        on_uploaded=lambda: on_progress(f"installing and restarting {options.unit_name}"),
+    )
+
+
+def _guard_script(options: UnitOptions) -> str:
+    """Under the lock, before anything is written: the unit file, if there, must be tgiops'
+    (the probe checked too; this closes the gap since); then make the directories."""
+    q = shlex.quote
+    unit = options.unit_path
+    why = f"{unit} exists and was not written by tgiops; refusing to replace it"
+    return f"""if [ -e {q(unit)} ] && ! grep -q {q("^" + MANAGED_MARKER)} {q(unit)}; then echo {q(why)} >&2; exit 4; fi
+install -d -m 0700 {q(ENV_DIR)}
+install -d -m 0755 {q(options.data_dir)}
+"""  # noqa: E501
+
+
+def _keep_previous_script(options: UnitOptions) -> str:
+    """Keep the installed unit and env file as ``.previous`` (what a rollback restores)."""
+    q = shlex.quote
+    unit, env = options.unit_path, options.env_file
+    return f"""if [ -f {q(unit)} ]; then cp -p {q(unit)} {q(unit + ".previous")}; fi
+if [ -f {q(env)} ]; then cp -p {q(env)} {q(env + ".previous")}; fi
+"""
+
+
+def _restart_script(options: UnitOptions) -> str:
+    name = shlex.quote(options.unit_name + ".service")
+    return f"""systemctl daemon-reload
+systemctl enable --quiet {name}
+systemctl restart {name}
+"""
+
+
+def _unit_state(host: Any, options: UnitOptions) -> probe.UnitState:
+    result = host.run(probe.systemctl_show_command(options.unit_name), check=False)
+    return probe.unit_state_from_show(probe.parse_systemctl_show(result.stdout))
+
+
+def _wait_healthy(
+    host: Any,
+    options: UnitOptions,
+    the_plan: Plan,
+    health: Any,
+    timeout_s: float,
+    baseline: probe.UnitState | None,
+    on_progress: Progress,
+) -> None:
+    """Ready = /health 200, /info matches the plan, and a one-token /generate succeeds."""
+    baseline_restarts = (baseline.n_restarts or 0) if baseline else 0
+    last_line = [""]
+    phases = progress.PhaseTracker()
+    since = int(time.time()) - 1
+
+    def is_alive() -> bool:
+        # One round trip: the unit's state and its newest journal line (for progress).
+        script = f"{probe.systemctl_show_command(options.unit_name)}\necho @@journal\n" + (
+            newest_journal_line_command(options.unit_name, since)
+        )
+        out = host.run_script(script, check=False).stdout
+        state_text, _, journal = out.partition("@@journal")
+        state = probe.unit_state_from_show(probe.parse_systemctl_show(state_text))
+        last_line[0] = journal.strip()
+        phases.see(last_line[0])
+        if state.active_state == "failed" or state.sub_state == "auto-restart":
+            return False
+        return (state.n_restarts or 0) <= baseline_restarts
+
+    def report(p: Any, elapsed_s: float) -> None:
+        on_progress(
+            progress.Tick(
+                unit=options.unit_name,
+                elapsed_s=elapsed_s,
+                state=p.state,
+                line=last_line[0],
+                phase=phases.phase,
+            )
+        )
+
+    with host.forward_local_port(options.port) as local_port:
+        base_url = f"http://127.0.0.1:{local_port}"
+        health.wait_until_healthy(
+            base_url,
+            timeout_s=timeout_s,
+            interval_s=1.0,
+            consecutive_successes=2,
+            is_alive=is_alive,
+            on_progress=report,
+        )
+        info = health.get_info(base_url)
+        mismatches = health.verify_info(
+            info,
+            expected_model_id=the_plan.model.repo_id,
+            expected_max_total_tokens=the_plan.max_total_tokens,
+            expected_max_input_tokens=the_plan.max_input_tokens,
+        )
+        if mismatches:
+            raise HealthError("the endpoint serves something else: " + "; ".join(mismatches))
+        health.smoke_generate(base_url)
+
+
+def newest_journal_line_command(unit_name: str, since: int) -> str:
+    """The unit's newest journal line since ``since`` (epoch seconds).
+
+    ``--reverse -n 1``: on systemd 252 ``--since @T -n 1`` prints the *first* line after T,
+    so the progress line stood still while the engine logged on.
+    """
+    unit = shlex.quote(unit_name + ".service")
+    return f"journalctl -u {unit} --since @{since} --reverse -n 1 -o cat --no-pager 2>/dev/null\n"
+
+
+def _journal_tail(host: Any, options: UnitOptions, redact: Redactor, lines: int = 30) -> str:
+    result = host.run(
+        [
+            "journalctl",
+            "-u",
+            options.unit_name + ".service",
+            "-n",
+            str(lines),
+            "-o",
+            "cat",
+            "--no-pager",
+        ],
+        check=False,
+    )
+    return redact(result.stdout.strip())
+
+
+def _roll_back(
+    host: Any,
+    options: UnitOptions,
+    the_plan: Plan,
+    health: Any,
+    failure: HealthError,
+    report: probe.HostReport,
+    redact: Redactor,
+    base: dict[str, Any],
+    started: float,
+    keep_failed: bool,
+    on_progress: Progress,
+) -> DeployResult:
+    journal = _journal_tail(host, options, redact)
+    diagnosis = probe.diagnose_journal(journal)
+    failure_text = redact(str(failure))
+    q = shlex.quote
+    unit, env, name = options.unit_path, options.env_file, options.unit_name + ".service"
+    had_previous = report.unit is not None and report.unit.unit_text is not None
+    if keep_failed:
+        restored = "nothing: --keep-failed left the failed unit in place for debugging"
+    elif had_previous:
+        on_progress(f"rolling back {options.unit_name} to the previous unit")
+        host.run_script(
+            f"""set -e
+mv -f {q(unit + ".previous")} {q(unit)}
+if [ -f {q(env + ".previous")} ]; then mv -f {q(env + ".previous")} {q(env)}; fi
+systemctl daemon-reload
+systemctl restart {q(name)}
+"""
+        )
+        previous_active = report.unit is not None and report.unit.state.active_state == "active"
+        try:
+            _wait_previous(host, options, health, on_progress)
+            restored = "the previous unit, which is healthy again"
+        except HealthError as exc:
+            restored = (
+                f"the previous unit, which is not healthy either ({redact(str(exc))})"
+                if previous_active
+                else "the previous unit (it was not running before this deploy either)"
+            )
+    else:
+        on_progress(f"removing the failed {options.unit_name}: nothing was installed before")
+        host.run_script(_remove_first_script(options))
+        restored = (
+            "nothing was serving before; the new unit, its env file and container are removed"
+        )
+    return DeployResult(
+        **base,
+        changed=True,
+        healthy=False,
+        rolled_back=not keep_failed,
+        restored=restored,
+        failure=failure_text,
+        diagnosis=diagnosis,
+        journal_tail=journal,
+        elapsed_s=time.monotonic() - started,
+        round_trips=host.round_trips,
+    )
+
+
+def _remove_first_script(options: UnitOptions) -> str:
+    """Undo a first deploy that failed: the host is left as it was (the model cache, which a
+    retry reuses, stays in the data directory)."""
+    q = shlex.quote
+    name = options.unit_name + ".service"
+    unit, env = options.unit_path, options.env_file
+    files = " ".join(q(f) for f in (unit, unit + ".previous", env, env + ".previous"))
+    return f"""systemctl disable --now --quiet {q(name)} 2>/dev/null || true
+docker rm -f {q(options.container)} >/dev/null 2>&1 || true
+if [ ! -e {q(unit)} ] || grep -q {q("^" + MANAGED_MARKER)} {q(unit)}; then rm -f -- {files}; fi
+rmdir --ignore-fail-on-non-empty -- {q(ENV_DIR)} 2>/dev/null || true
+systemctl daemon-reload
+systemctl reset-failed {q(name)} >/dev/null 2>&1 || true
+"""
+
+
+def _wait_previous(host: Any, options: UnitOptions, health: Any, on_progress: Progress) -> None:
+    baseline = _unit_state(host, options)
+
+    def is_alive() -> bool:
+        state = _unit_state(host, options)
+        return state.active_state != "failed" and (state.n_restarts or 0) <= (
+            baseline.n_restarts or 0
+        )
+
+    with host.forward_local_port(options.port) as local_port:
+        health.wait_until_healthy(
+            f"http://127.0.0.1:{local_port}",
+            timeout_s=300,
+            interval_s=1.0,
+            consecutive_successes=2,
+            is_alive=is_alive,
+            on_progress=lambda p, s: on_progress(
+                progress.Tick(options.unit_name, s, p.state, phase="restarting the previous unit")
+            ),
+        )
+
+
+# --- several hosts at once -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HostOutcome:
+    """One host of a fleet deploy: its result, or the error that stopped it."""
+
+    label: str
+    result: DeployResult | None
+    error: str | None = None
+    exit_code: int = 0  # of the error (errors.py): 2 refused before changing anything, 1 failed
+
+    @property
+    def ok(self) -> bool:
+        return self.result is not None and (self.result.dry_run or self.result.healthy)
+
+
+def deploy_fleet(
+    targets: list[Any],
+    run_one: Callable[[Any], DeployResult],
+    *,
+    max_parallel: int,
+    label: Callable[[Any], str] = lambda target: str(target),
+) -> list[HostOutcome]:
+    """Run ``run_one(target)`` for every target, at most ``max_parallel`` at once (as
+    ``tgiops status`` fans out), in the targets' order. One host's error (unreachable,
+    refused) is its outcome; it never stops the others."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tgiops.core.errors import TgiopsError
+
+    if max_parallel < 1:
+        raise InputError(f"--parallel {max_parallel}: give at least 1")
+
+    def one(target: Any) -> HostOutcome:
+        try:
+            return HostOutcome(label(target), run_one(target))
+        except TgiopsError as exc:
+            return HostOutcome(label(target), None, str(exc), exc.exit_code)
+
+    workers = max(1, min(max_parallel, len(targets)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tgiops-deploy") as pool:
+        return list(pool.map(one, targets))
+
+
+def fleet_exit_code(outcomes: list[HostOutcome]) -> int:
+    """0 all done; 2 when every failure was refused before a change and nothing changed; 1."""
+    failed = [o for o in outcomes if not o.ok]
+    if not failed:
+        return 0
+    changed = any(o.result is not None and o.result.changed for o in outcomes)
+    if not changed and all(o.result is None and o.exit_code == 2 for o in failed):
+        return 2
+    return 1
+
+
+def fleet_summary(outcomes: list[HostOutcome]) -> dict[str, int]:
+    counts = {"hosts": len(outcomes), "healthy": 0, "failed": 0, "refused": 0, "errors": 0}
+    for o in outcomes:
+        if o.result is not None and (o.result.healthy or o.result.dry_run):
+            counts["healthy"] += 1
+        elif o.result is not None:
+            counts["failed"] += 1
+        elif o.exit_code == 2:
+            counts["refused"] += 1
+        else:
+            counts["errors"] += 1
+    return counts
+
+
+def fleet_as_dict(
+    outcomes: list[HostOutcome], result_as_dict: Callable[[DeployResult], dict[str, Any]]
+) -> dict[str, Any]:
+    """The one JSON object of a deploy to several hosts."""
+    return {
+        "summary": fleet_summary(outcomes),
+        "hosts": [
+            {"target": o.label, "error": o.error, "exit_code": o.exit_code}
+            | (result_as_dict(o.result) if o.result is not None else {})
+            for o in outcomes
+        ],
+    }
+
+
+def fleet_summary_text(outcomes: list[HostOutcome]) -> str:
+    c = fleet_summary(outcomes)
+    return (
+        f"{c['hosts']} hosts: {c['healthy']} healthy, {c['failed']} failed (rolled back), "
+        f"{c['refused']} refused, {c['errors']} errors"
+    )
+
+
+def resolved_request(request: DeployRequest, result: DeployResult) -> DeployRequest:
+    """``request`` with the port and GPUs the deploy chose on its host (for records/tags)."""
+    return replace(request, port=result.port, gpu_devices=result.gpu_devices)

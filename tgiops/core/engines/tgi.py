@@ -1,0 +1,354 @@
+"""What differs between TGI releases, as data (pure).
+
+The serving engine is a parameter of every plan, not a constant of the code: TGI is in
+maintenance mode since 2025-12-11 (tgi-facts.md §7) and its authors point to vLLM and SGLang,
+so a second engine must be able to slot in beside this one.
+
+Every rule here cites ../shared/reference/tgi-facts.md (section numbers), which cites TGI's source.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from tgiops.core.errors import InputError
+
+TGI_IMAGE = "ghcr.io/huggingface/text-generation-inference"
+
+# 3.3.7 is TGI's newest release (2025-12-18, tgi-facts §0): its CI publishes an image per
+# release tag (§6). If a registry lacks it, `--tgi-version 3.3.5` is the tag TGI's own docs
+# show; tgiops passes --num-shard explicitly, so 3.3.7's num_shard fix is not relied upon.
+DEFAULT_TGI_VERSION = "3.3.7"
+OLDEST_SUPPORTED = (2, 0, 0)
+NEWEST_SUPPORTED = (3, 3, 99)
+
+Version = tuple[int, int, int]
+
+_QUANTIZE_2_0 = (
+    "awq",
+    "eetq",
+    "gptq",
+    "bitsandbytes",
+    "bitsandbytes-nf4",
+    "bitsandbytes-fp4",
+    "fp8",
+)
+
+
+def parse_version(text: str) -> Version:
+    """'3.3.5' -> (3, 3, 5). Bad input names the value and the supported range."""
+    match = re.fullmatch(r"v?(\d+)\.(\d+)(?:\.(\d+))?", text.strip())
+    if not match:
+        raise InputError(f"--tgi-version {text!r} is not a version like 3.3.5")
+    version = (int(match[1]), int(match[2]), int(match[3] or 0))
+    if not OLDEST_SUPPORTED <= version <= NEWEST_SUPPORTED:
+        raise InputError(
+            f"--tgi-version {text} is outside what tgiops knows (2.0.0 to 3.3.x); "
+            f"use e.g. {DEFAULT_TGI_VERSION}"
+        )
+    return version
+
+
+# The model types TGI has a model class of its own for: the `type` values of `class ModelType`
+# in server/text_generation_server/models/__init__.py, per release (@v2.0.4 ... @v3.3.7; 2.0.0-2.0.3
+# compare `model_type` with the same strings in that file, without phi3 and idefics2 before
+# 2.0.2). Any other model_type goes to transformers' AutoModel fallback (no sharding, padded
+# batching) if transformers knows it, else TGI refuses it.
+_MODEL_TYPES_2_0_4 = frozenset(
+    [
+        "baichuan",
+        "bloom",
+        "cohere",
+        "dbrx",
+        "falcon",
+        "galactica",
+        "gemma",
+        "gpt2",
+        "gpt_bigcode",
+        "gpt_neox",
+        "idefics",
+        "idefics2",
+        "llama",
+        "llava_next",
+        "mistral",
+        "mixtral",
+        "mpt",
+        "opt",
+        "phi",
+        "phi3",
+        "qwen2",
+        "santacoder",
+        "ssm",
+        "starcoder2",
+        "t5",
+    ]
+)
+# Older names TGI maps to a class: falcon's (RefinedWeb*) and phi's (phi-msft), same file.
+_MODEL_TYPE_ALIASES = frozenset({"RefinedWeb", "RefinedWebModel", "phi-msft"})
+_MODEL_TYPES_CHANGED: tuple[tuple[Version, frozenset[str], frozenset[str]], ...] = (
+    # (first release, added, removed), from a diff of ModelType at every tag
+    ((2, 1, 0), frozenset({"gemma2"}), frozenset()),
+    ((2, 2, 0), frozenset({"deepseek_v2", "paligemma"}), frozenset()),
+    ((2, 3, 0), frozenset({"gptj"}), frozenset()),
+    ((2, 3, 1), frozenset({"mllama", "phimoe"}), frozenset()),
+    ((2, 4, 0), frozenset({"granite"}), frozenset()),
+    ((2, 4, 1), frozenset({"mamba", "qwen2_vl"}), frozenset({"ssm"})),
+    ((3, 0, 2), frozenset({"idefics3"}), frozenset()),
+    ((3, 1, 0), frozenset({"deepseek_v3"}), frozenset()),
+    ((3, 1, 1), frozenset({"qwen2_5_vl"}), frozenset()),
+    ((3, 2, 0), frozenset({"gemma3", "gemma3_text"}), frozenset()),
+    ((3, 2, 3), frozenset({"llama4"}), frozenset()),
+)
+
+
+@dataclass(frozen=True)
+class Engine:
+    """One TGI release: the flag and environment names it understands."""
+
+    version_text: str
+    version: Version
+
+    name = "tgi"
+
+    @classmethod
+    def tgi(cls, version_text: str = DEFAULT_TGI_VERSION) -> Engine:
+        return cls(version_text=version_text.lstrip("v"), version=parse_version(version_text))
+
+    @property
+    def image(self) -> str:
+        return f"{TGI_IMAGE}:{self.version_text}"
+
+    @property
+    def token_env_var(self) -> str:
+        # §1 "Token env vars": <= 2.0.4 reads only HUGGING_FACE_HUB_TOKEN; 2.1+ reads HF_TOKEN
+        # (and 2.2+'s launcher config fetch reads only HF_TOKEN).
+        return "HF_TOKEN" if self.version >= (2, 1, 0) else "HUGGING_FACE_HUB_TOKEN"
+
+    @property
+    def max_input_flag(self) -> str:
+        # §1/§5: 2.0.x speaks max_input_length; later releases max_input_tokens (legacy alias kept).
+        return "--max-input-tokens" if self.version >= (2, 1, 0) else "--max-input-length"
+
+    @property
+    def accepted_quantize(self) -> tuple[str, ...]:
+        """The `--quantize` values this release's clap enum accepts (§1 table)."""
+        values: tuple[str, ...] = _QUANTIZE_2_0
+        if self.version >= (2, 1, 0):
+            values += ("exl2", "marlin")
+        if self.version >= (2, 4, 1):
+            values += ("compressed-tensors",)
+        return values
+
+    @property
+    def model_types(self) -> frozenset[str]:
+        """The config.json model_type values this release has a model class for."""
+        known = set(_MODEL_TYPES_2_0_4 | _MODEL_TYPE_ALIASES)
+        if self.version < (2, 0, 2):
+            known -= {"phi3", "idefics2"}
+        for since, added, removed in _MODEL_TYPES_CHANGED:
+            if self.version >= since:
+                known = (known | added) - removed
+        return frozenset(known)
+
+    @property
+    def fp8_marlin_on_ampere(self) -> bool:
+        # §2 quantization table: fp8 on sm80-88 (FP8-Marlin W8A16) arrived in v2.2.0 (cb150eb2).
+        return self.version >= (2, 2, 0)
+
+    @property
+    def awq_marlin(self) -> bool:
+        # §2: AWQ -> GPTQ-Marlin on sm80+ since v2.2.0; before, the llm-awq GEMM kernel
+        # (built for 8.0/8.6/9.0 only). Either way: sm80+.
+        return self.version >= (2, 2, 0)
+
+    @property
+    def wiggle_room(self) -> float:
+        """TGI_WIGGLE_ROOM's default, per release (read at every tag of TGI's source).
+
+        Hard-coded ``free_memory * 0.95`` in flash_causal_lm.py @v2.0.0-v2.2.0; the env var's
+        default in models/globals.py: 0.95 @v2.3.x, 0.90 @v2.4.x, 0.95 @v3.0.x, 0.93
+        @v3.1.0-v3.2.3, 0.90 from v3.3.0 (tgi-facts §2 lists some of these).
+        """
+        if self.version >= (3, 3, 0):
+            return 0.90
+        if self.version >= (3, 1, 0):
+            return 0.93
+        if self.version >= (3, 0, 0):
+            return 0.95
+        if self.version >= (2, 4, 0):
+            return 0.90
+        return 0.95
+
+    @property
+    def wiggle_on_free_memory(self) -> bool:
+        """Where the wiggle room applies when warmup turns free memory into KV blocks.
+
+        Before v3.0.0: ``free = max(0, cuda_free - (1 - fraction) * total)`` and then
+        ``num_blocks = (free * wiggle) // block_bytes``, a share of what is free
+        (flash_causal_lm.py@v2.4.1 l.1549-1553, @v2.0.4 l.809-813). From v3.0.0 it is folded
+        into the fraction: ``get_free_memory(device, MEMORY_FRACTION * TGI_WIGGLE_ROOM)``, a
+        share of the total (flash_causal_lm.py@v3.0.0 l.1584, @v3.3.7 l.1556).
+        """
+        return self.version < (3, 0, 0)
+
+    @property
+    def prefill_logits_copies(self) -> int:
+        """How many vocabulary-wide tensors per prefill token warmup holds (0: none).
+
+        The router's warmup requests set ``prefill_logprobs: true`` in every release
+        (router/client/src/client.rs@v2.0.4 l.148; backends/v3/src/client/grpc_client.rs
+        @v3.3.7 l.150-197). With all requests asking for them, ``prefill_head_indices`` is None
+        and the LM head runs on every prefill token (flash_causal_lm.py@v2.4.1 l.1159-1160,
+        l.1714, custom_modeling/flash_llama_modeling.py l.702-704), then ``generate_token``
+        takes ``log_softmax(out, -1)`` over all of them:
+
+        - up to v2.3.1 into a new tensor (2 copies: the logits and their log-softmax,
+          flash_causal_lm.py@v2.3.1);
+        - from v2.4.0 in place, ``torch.log_softmax(out, -1, out=out)`` (1 copy; 5f32dea1, PR
+          #2661; flash_causal_lm.py@v2.4.1 l.2088-2091);
+        - from v3.0.0 the server drops ``prefill_logprobs`` unless ``REQUEST_LOGPROBS=1``
+          (``--enable-prefill-logprobs``), for text and multimodal batches alike (both go
+          through ``FlashCausalLMBatch.from_tokenized``: flash_causal_lm.py@v3.0.0 l.298-299,
+          vlm_causal_lm.py l.242), so the head runs on the last token per request only (0).
+        """
+        if self.version >= (3, 0, 0):
+            return 0
+        return 1 if self.version >= (2, 4, 0) else 2
+
+    def non_flash_env(self) -> dict[str, str]:
+        """Environment that keeps this release off the FlashAttention kernels (sm < 8.0).
+
+        `USE_FLASH_ATTENTION=false` makes the attention layer raise ImportError, so TGI takes
+        its non-flash model classes (§2 "USE_FLASH_ATTENTION"). From v2.3 the launcher also
+        picks an attention backend and prefix caching for the shards; pin them to the paged
+        path with prefix caching off, which is what TGI itself falls back to below sm80
+        (§2 "Attention selection"; `USE_PREFIX_CACHING` in 2.3.x, `PREFIX_CACHING` from 2.4).
+        """
+        env = {"USE_FLASH_ATTENTION": "false"}
+        if self.version >= (2, 3, 0):
+            env["ATTENTION"] = "paged"
+            env["PREFIX_CACHING" if self.version >= (2, 4, 0) else "USE_PREFIX_CACHING"] = "0"
+        return env
+
+    def attention_backend(
+        self,
+        *,
+        flash: bool,
+        compute_capability: tuple[int, int],
+        head_dim: int,
+        model_type: str,
+    ) -> str:
+        """The attention backend TGI's shards will run: flashinfer, flashdecoding or paged.
+
+        From v2.3 the launcher picks it (``resolve_attention``, launcher/src/main.rs@v3.3.7
+        l.131-199, the same rule at v2.3.1-v3.3.6): flashinfer by default; the fallback when
+        head_dim is not 64/128/256 or the model is falcon/deepseek_v2 (2.3.x: also gemma2) is
+        ``paged`` below sm80 (from v2.3.1; v2.3.0 always took flashdecoding) and
+        ``flashdecoding`` from sm80. tgiops sets ATTENTION=paged itself on the non-flash path
+        (``non_flash_env``). Before v2.3 the flash models use paged attention.
+        """
+        if not flash or self.version < (2, 3, 0):
+            return "paged"
+        forced = ("falcon", "deepseek_v2") + (("gemma2",) if self.version < (2, 4, 0) else ())
+        if head_dim in (64, 128, 256) and model_type not in forced:
+            return "flashinfer"
+        if compute_capability < (8, 0) and self.version >= (2, 3, 1):
+            return "paged"
+        return "flashdecoding"
+
+    @staticmethod
+    def attention_block_size(attention: str) -> int:
+        """KV-cache block size of an attention backend (models/globals.py@v3.3.7 l.38-46)."""
+        return {"flashinfer": 1, "flashdecoding": 256}.get(attention, 16)
+
+    def prefill_chunking(self, *, flash: bool, attention: str, vision: bool) -> bool:
+        """Whether TGI splits a long prompt over several prefills (see ``validate_launcher_args``).
+
+        All of these must hold (TGI's source, cited per rule):
+
+        - the release chunks by default: ``PREFILL_CHUNKING`` defaults to "1" from v3.0.0
+          (models/globals.py@v3.0.0 l.15); v2.4.x has the switch but defaults it to "0"
+          (globals.py@v2.4.1 l.14) and older releases have no chunking at all;
+        - the shard runs a flash model class: the non-flash fallback (``CausalLM``) keeps
+          ``Model``'s default ``support_chunking=False`` (models/model.py@v3.3.7 l.43);
+        - the attention is flashinfer or flashdecoding: ``Model.__init__`` turns chunking off
+          for any other backend, i.e. ``paged`` ("Prefill chunking is only supported with
+          `flashinfer` or `flashdecoding` ...", models/model.py@v3.3.7 l.82-90);
+        - the model is not multimodal: ``VlmCausalLM`` passes ``support_chunking=False``
+          (models/vlm_causal_lm.py@v3.0.0 l.295; v3.3.x passes it per model for mllama,
+          qwen2-vl, qwen2.5-vl and gemma3 in models/__init__.py). tgiops treats every vision
+          model as unchunked, which is the safe side of the rule.
+        """
+        return (
+            self.version >= (3, 0, 0)
+            and flash
+            and attention in ("flashinfer", "flashdecoding")
+            and not vision
+        )
+
+    def validate_launcher_args(
+        self,
+        *,
+        max_input_tokens: int,
+        max_total_tokens: int,
+        max_batch_prefill_tokens: int,
+        prefill_chunking: bool,
+        max_batch_total_tokens: int | None = None,
+        num_shard: int = 1,
+        quantize: str | None = None,
+    ) -> tuple[str, ...]:
+        """TGI's own argument checks on these limits: the messages it would fail with.
+
+        Empty when TGI accepts them. The rules, in TGI's order (launcher first, then the
+        router once the shards have warmed up and reported whether they chunk):
+
+        1. ``max_input_tokens < max_total_tokens``: the launcher (launcher/src/main.rs@v3.3.7
+           l.2157-2162; v2.0-v2.4.0 with a differently quoted text) and the router
+           (backends/v3/src/main.rs@v3.3.7 l.182-186).
+        2. ``max_batch_prefill_tokens >= max_input_tokens`` unless the shards chunk prefill:
+           a whole prompt must fit one prefill batch. Up to v2.3.x the launcher checks it
+           unconditionally (launcher/src/main.rs@v2.3.1 l.1700-1705); from v2.4.0 the v3
+           router checks it ``&& !support_chunking`` (backends/v3/src/main.rs@v3.3.7
+           l.188-190, @v2.4.1 l.182-184); the text names `max_input_tokens` in every release,
+           2.0.x included (router/src/main.rs@v2.0.4 l.130). ``prefill_chunking`` says when
+           the shards chunk.
+        3. With a known ``max_batch_total_tokens`` (what warmup finds, or the flag):
+           ``max_batch_prefill_tokens <= max_batch_total_tokens`` and
+           ``max_total_tokens <= max_batch_total_tokens`` (backends/v3/src/main.rs@v3.3.7
+           l.190-195; launcher/src/main.rs@v2.0.4 l.1466-1478).
+        4. exl2 cannot be sharded (launcher/src/main.rs@v3.3.7 l.2091-2096).
+        """
+        errors: list[str] = []
+        new_texts = self.version >= (2, 4, 1)
+        if num_shard > 1 and quantize == "exl2":
+            errors.append("Sharding is currently not supported with `exl2` quantization")
+        if max_input_tokens >= max_total_tokens:
+            errors.append(
+                f"`max_input_tokens`({max_input_tokens}) must be < "
+                f"`max_total_tokens`({max_total_tokens})"
+                if new_texts
+                else "`max_input_tokens must be < `max_total_tokens`"
+            )
+        if max_input_tokens > max_batch_prefill_tokens and not prefill_chunking:
+            errors.append(
+                "`max_batch_prefill_tokens` must be >= `max_input_tokens`. Given: "
+                f"{max_batch_prefill_tokens} and {max_input_tokens}"
+            )
+        if max_batch_total_tokens is not None:
+            if max_batch_prefill_tokens > max_batch_total_tokens:
+                errors.append(
+                    "`max_batch_prefill_tokens` must be <= `max_batch_total_tokens`. Given: "
+                    f"{max_batch_prefill_tokens} and {max_batch_total_tokens}"
+                )
+            if max_total_tokens > max_batch_total_tokens:
+                errors.append(
+                    "`max_total_tokens` must be <= `max_batch_total_tokens`. Given: "
+                    f"{max_total_tokens} and {max_batch_total_tokens}"
+                )
+        return tuple(errors)
+
+    def cache_dir_in_container(self, repo_id: str) -> str:
+        """Where this release's image caches a model (§6: HF_HOME=/data from 2.3)."""
+        folder = "models--" + repo_id.replace("/", "--")
+        return f"/data/hub/{folder}" if self.version >= (2, 3, 0) else f"/data/{folder}"

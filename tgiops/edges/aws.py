@@ -1,0 +1,778 @@
+"""The AWS edge (boto3): EC2 targets, Auto Scaling groups, Elastic IPs, Secrets Manager, prices.
+
+Credentials, region and endpoint come from boto3's standard chain (profile, environment,
+instance role; ``AWS_ENDPOINT_URL`` is honoured by boto3 itself, which is how the tests reach
+moto). botocore errors are translated into ``AWSError`` subclasses whose messages name the IAM
+action that was refused, the value looked up and the next step.
+
+Secrets: the secret's value never appears in a message or a log line. botocore logs request
+and response bodies at DEBUG (``botocore.endpoint`` "Making request ... with params",
+``botocore.parsers`` "Response body"); a filter on those loggers redacts any record that
+carries a Secrets Manager value, so ``tgiops -v`` cannot leak the token.
+
+boto3 is imported on first use so that ``tgiops --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from tgiops.core.errors import AWSError, SecretError, TargetNotFoundError
+
+log = logging.getLogger(__name__)
+
+# Error codes that mean "slow down" (EC2, Secrets Manager, Auto Scaling spell it differently).
+_THROTTLE_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "SlowDown",
+    }
+)
+_DENIED_CODES = frozenset(
+    {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "UnauthorizedAccess"}
+)
+_EXPIRED_CODES = frozenset({"ExpiredToken", "ExpiredTokenException", "RequestExpired"})
+_BAD_CREDENTIALS_CODES = frozenset(
+    {"InvalidClientTokenId", "UnrecognizedClientException", "AuthFailure", "SignatureDoesNotMatch"}
+)
+THROTTLE_RETRY_ATTEMPTS = 5
+
+_REDACTED = "[tgiops: log record redacted: it carried a Secrets Manager value]"
+# Loggers that may print request or response bodies at DEBUG.
+_BODY_LOGGERS = (
+    "botocore.endpoint",
+    "botocore.parsers",
+    "botocore.auth",
+    "botocore.hooks",
+    "botocore.httpsession",
+    "botocore.retryhandler",
+    "botocore.retries.standard",
+    "urllib3.connectionpool",
+)
+
+
+class _SecretRedactor(logging.Filter):
+    """Blank out log records that carry a Secrets Manager value (or any value we handled)."""
+
+    _MARKERS = ("SecretString", "SecretBinary")
+
+    def __init__(self) -> None:
+        super().__init__("tgiops-secret-redactor")
+        self._values: set[str] = set()
+        self._lock = threading.Lock()
+
+    def remember(self, value: str) -> None:
+        if value:
+            with self._lock:
+                self._values.add(value)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except Exception:  # a malformed record: let logging report it as usual
+            return True
+        with self._lock:
+            values = tuple(self._values)
+        if any(marker in text for marker in self._MARKERS) or any(v in text for v in values):
+            record.msg = _REDACTED
+            record.args = ()
+        return True
+
+
+_redactor = _SecretRedactor()
+
+
+def _install_redactor() -> None:
+    for name in _BODY_LOGGERS:
+        logger = logging.getLogger(name)
+        if _redactor not in logger.filters:
+            logger.addFilter(_redactor)
+
+
+def _scrub(text: str, secret: str | None) -> str:
+    return text.replace(secret, "***") if secret else text
+
+
+@dataclass(frozen=True)
+class AwsSettings:
+    """Where to talk to AWS; None means boto3's standard chain decides."""
+
+    region: str | None = None
+    profile: str | None = None
+
+
+@dataclass(frozen=True)
+class Ec2Instance:
+    instance_id: str
+    instance_type: str
+    lifecycle: str  # "spot" | "on-demand" (| "scheduled" | "capacity-block", as EC2 reports)
+    state: str
+    availability_zone: str
+    public_ip: str | None
+    private_ip: str | None
+    tags: Mapping[str, str] = field(default_factory=dict)
+    launch_time: str | None = None
+
+    @property
+    def name(self) -> str | None:
+        return self.tags.get("Name")
+
+    @property
+    def is_spot(self) -> bool:
+        return self.lifecycle == "spot"
+
+
+def _instance_from_api(raw: Mapping[str, Any]) -> Ec2Instance:
+    launch = raw.get("LaunchTime")
+    return Ec2Instance(
+        instance_id=raw["InstanceId"],
+        instance_type=raw.get("InstanceType", ""),
+        # EC2 omits InstanceLifecycle for on-demand instances.
+        lifecycle=raw.get("InstanceLifecycle") or "on-demand",
+        state=raw.get("State", {}).get("Name", "unknown"),
+        availability_zone=raw.get("Placement", {}).get("AvailabilityZone", ""),
+        public_ip=raw.get("PublicIpAddress"),
+        private_ip=raw.get("PrivateIpAddress"),
+        tags={t["Key"]: t["Value"] for t in raw.get("Tags", [])},
+        launch_time=launch.isoformat() if isinstance(launch, datetime) else launch,
+    )
+
+
+class Aws:
+    """Lazy boto3 clients for one region/profile, with tgiops' error translation."""
+
+    def __init__(self, settings: AwsSettings) -> None:
+        self.settings = settings
+        self._session: Any = None
+        self._clients: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _boto_session(self) -> Any:
+        if self._session is None:
+            import boto3
+            import botocore.exceptions
+
+            _install_redactor()
+            try:
+                session = boto3.session.Session(
+                    profile_name=self.settings.profile, region_name=self.settings.region
+                )
+            except botocore.exceptions.ProfileNotFound as exc:
+                raise AWSError(
+                    f"AWS profile {self.settings.profile!r} not found in the AWS config. List "
+                    "profiles with `aws configure list-profiles`, or drop --profile."
+                ) from exc
+            if not session.region_name:
+                raise AWSError(
+                    "no AWS region configured: pass --region, or set AWS_REGION (or a region in "
+                    "the AWS profile)."
+                )
+            self._session = session
+        return self._session
+
+    @property
+    def region(self) -> str:
+        return str(self._boto_session().region_name)
+
+    def _client(self, service: str) -> Any:
+        with self._lock:
+            if service not in self._clients:
+                from botocore.config import Config
+
+                session = self._boto_session()
+                # Standard retry mode (throttling and transient errors, with backoff); the number
+                # of attempts stays configurable through AWS_MAX_ATTEMPTS / the profile.
+                config = Config(
+                    retries={"mode": "standard"},
+                    connect_timeout=10,
+                    read_timeout=30,
+                )
+                self._clients[service] = session.client(service, config=config)
+            return self._clients[service]
+
+    def call(
+        self,
+        service: str,
+        operation: str,
+        *,
+        what: str,
+        iam_action: str,
+        error: type[AWSError] = AWSError,
+        secret: str | None = None,
+        retry_throttling: bool = False,
+        messages: Mapping[str, str] | None = None,
+        **params: Any,
+    ) -> Any:
+        """Call one API operation; translate botocore failures into ``error``.
+
+        Public for operations without a method of their own (Auto Scaling tags, target
+        groups, bulk Elastic IP lookups): the error messages still name the IAM action.
+
+        ``messages`` maps an AWS error code to the message to raise instead of the generic one.
+        ``retry_throttling`` adds a bounded exponential backoff (tenacity) on top of botocore's
+        own retries, for calls a deploy cannot do without.
+        """
+        import botocore.exceptions
+
+        client = self._client(service)
+
+        def once() -> Any:
+            return getattr(client, operation)(**params)
+
+        try:
+            return retry_when_throttled(once, what=what) if retry_throttling else once()
+        except botocore.exceptions.ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if messages and code in messages:
+                translated = error(messages[code])
+            else:
+                translated = self._translated(exc, what, iam_action, error, secret)
+            # Chain the botocore error for debugging, unless its text carries the secret.
+            raise translated from (None if secret and secret in str(exc) else exc)
+        except (
+            botocore.exceptions.NoCredentialsError,
+            botocore.exceptions.PartialCredentialsError,
+        ) as exc:
+            raise error(
+                f"{what} needs AWS credentials and none were found: use --profile or AWS_PROFILE, "
+                "environment variables, or run on an instance with a role."
+            ) from exc
+        except (
+            botocore.exceptions.EndpointConnectionError,
+            botocore.exceptions.ConnectTimeoutError,
+            botocore.exceptions.ReadTimeoutError,
+        ) as exc:
+            raise error(
+                f"{what} failed: cannot reach the AWS endpoint ({exc}). Check the network and the "
+                f"region ({self.region})."
+            ) from exc
+        except botocore.exceptions.BotoCoreError as exc:
+            text = _scrub(str(exc), secret)
+            raise error(f"{what} failed: {text}") from (None if text != str(exc) else exc)
+
+    def _translated(
+        self,
+        exc: Any,
+        what: str,
+        iam_action: str,
+        error: type[AWSError],
+        secret: str | None,
+    ) -> AWSError:
+        code = exc.response.get("Error", {}).get("Code", "")
+        message = _scrub(exc.response.get("Error", {}).get("Message", "") or str(exc), secret)
+        # botocore files a 403 whose body it cannot parse under the bare status code (moto
+        # answers a JSON-protocol service's AccessDenied in XML; so may a proxy): still a denial.
+        if code in _DENIED_CODES or code == "403":
+            return error(
+                f"{what} was denied ({code}): the AWS identity needs the IAM permission "
+                f"{iam_action} in {self.region}. Grant it, or use --profile with one that has it."
+            )
+        if code in _EXPIRED_CODES:
+            return error(
+                f"{what} failed: the AWS credentials have expired ({code}). Refresh them "
+                "(e.g. `aws sso login`) and retry."
+            )
+        if code in _BAD_CREDENTIALS_CODES:
+            return error(
+                f"{what} failed: AWS rejected the credentials ({code}). Check the access key / "
+                "profile in use (`aws sts get-caller-identity`)."
+            )
+        if code in _THROTTLE_CODES:
+            return error(f"{what} was throttled by AWS ({code}) after retries; try again shortly.")
+        return error(f"{what} failed: {code}: {message}")
+
+    # -- Secrets Manager -------------------------------------------------------------------
+
+    def get_secret(self, name: str) -> str:
+        """The secret's string value (the Hugging Face token). Throttling is retried."""
+        response = self.call(
+            "secretsmanager",
+            "get_secret_value",
+            what=f"reading secret {name!r}",
+            iam_action="secretsmanager:GetSecretValue",
+            error=SecretError,
+            retry_throttling=True,
+            messages={
+                "ResourceNotFoundException": (
+                    f"secret {name} not found in {self.region}; create it with "
+                    f"`tgiops secret set --secret-name {name}`."
+                ),
+                "DecryptionFailure": (
+                    f"secret {name} could not be decrypted: the AWS identity needs kms:Decrypt "
+                    "on the secret's KMS key as well as secretsmanager:GetSecretValue."
+                ),
+                "InvalidRequestException": (
+                    f"secret {name} cannot be read now (it is probably scheduled for deletion); "
+                    f"restore it with `aws secretsmanager restore-secret --secret-id {name}`."
+                ),
+            },
+            SecretId=name,
+        )
+        return self._secret_value(response, name)
+
+    def _secret_value(self, response: Mapping[str, Any], name: str) -> str:
+        if response.get("SecretString") is not None:
+            value = str(response["SecretString"])
+        elif response.get("SecretBinary") is not None:
+            try:
+                value = bytes(response["SecretBinary"]).decode("utf-8")
+            except UnicodeDecodeError:
+                raise SecretError(
+                    f"secret {name} holds binary data that is not UTF-8 text; store the token "
+                    f"as a string with `tgiops secret set --secret-name {name}`."
+                ) from None
+        else:
+            raise SecretError(f"secret {name} has no value; set one with `tgiops secret set`.")
+        _redactor.remember(value)
+        if not value.strip():
+            raise SecretError(f"secret {name} is empty; set it with `tgiops secret set`.")
+        return value
+
+    def put_secret(self, name: str, value: str, tags: Mapping[str, str] | None = None) -> str:
+        """Store ``value`` under ``name``: a new version if it exists, else a new secret
+        carrying ``tags`` (an existing secret's tags are left as they are: it may not be ours).
+
+        Returns "created" or "updated".
+        """
+        import botocore.exceptions
+
+        _redactor.remember(value)
+        what = f"storing secret {name!r}"
+        try:
+            self.call(
+                "secretsmanager",
+                "put_secret_value",
+                what=what,
+                iam_action="secretsmanager:PutSecretValue",
+                error=SecretError,
+                secret=value,
+                SecretId=name,
+                SecretString=value,
+            )
+            return "updated"
+        except SecretError as exc:
+            cause = exc.__cause__
+            if not (
+                isinstance(cause, botocore.exceptions.ClientError)
+                and cause.response.get("Error", {}).get("Code") == "ResourceNotFoundException"
+            ):
+                raise
+        self.call(
+            "secretsmanager",
+            "create_secret",
+            what=what,
+            iam_action="secretsmanager:CreateSecret",
+            error=SecretError,
+            secret=value,
+            Name=name,
+            SecretString=value,
+            Tags=[{"Key": key, "Value": val} for key, val in (tags or {}).items()],
+        )
+        log.info("created secret %s in %s", name, self.region)
+        return "created"
+
+    def describe_secret(self, name: str) -> SecretInfo | None:
+        """What Secrets Manager says of a secret (never its value); None when it does not
+        exist."""
+        import botocore.exceptions
+
+        try:
+            response = self.call(
+                "secretsmanager",
+                "describe_secret",
+                what=f"looking up secret {name!r}",
+                iam_action="secretsmanager:DescribeSecret",
+                error=SecretError,
+                SecretId=name,
+            )
+        except SecretError as exc:
+            cause = exc.__cause__
+            if (
+                isinstance(cause, botocore.exceptions.ClientError)
+                and cause.response.get("Error", {}).get("Code") == "ResourceNotFoundException"
+            ):
+                return None
+            raise
+        return _secret_info(response)
+
+    def list_secrets(self, tag_key: str) -> list[SecretInfo]:
+        """Every secret carrying the tag ``tag_key`` (names and dates only), by name."""
+        found: list[SecretInfo] = []
+        next_token: str | None = None
+        while True:
+            params: dict[str, Any] = {"Filters": [{"Key": "tag-key", "Values": [tag_key]}]}
+            if next_token:
+                params["NextToken"] = next_token
+            page = self.call(
+                "secretsmanager",
+                "list_secrets",
+                what=f"listing the secrets tagged {tag_key}",
+                iam_action="secretsmanager:ListSecrets",
+                error=SecretError,
+                **params,
+            )
+            found += [_secret_info(raw) for raw in page.get("SecretList", [])]
+            next_token = page.get("NextToken")
+            if not next_token:
+                break
+        # The filter matches tag keys by prefix (AWS: "tag-key: Prefix match"): keep exact ones.
+        return sorted((i for i in found if tag_key in i.tags), key=lambda i: i.name)
+
+    def delete_secret(self, name: str) -> str | None:
+        """Schedule the secret's deletion with Secrets Manager's default recovery window
+        (30 days; restorable until then). Returns the deletion date (ISO 8601)."""
+        response = self.call(
+            "secretsmanager",
+            "delete_secret",
+            what=f"deleting secret {name!r}",
+            iam_action="secretsmanager:DeleteSecret",
+            error=SecretError,
+            SecretId=name,
+        )
+        return _iso(response.get("DeletionDate"))
+
+    def secret_exists(self, name: str) -> bool:
+        """True when the secret exists and is not scheduled for deletion (DescribeSecret)."""
+        info = self.describe_secret(name)
+        return info is not None and info.deleted is None
+
+    # -- EC2 / Auto Scaling ----------------------------------------------------------------
+
+    def find_instances(
+        self,
+        *,
+        instance_ids: Iterable[str] = (),
+        name_tag: str | None = None,
+        asg_name: str | None = None,
+        tag_filters: Mapping[str, str] | None = None,
+        states: Iterable[str] = ("running",),
+    ) -> list[Ec2Instance]:
+        """Instances matching every given criterion, oldest launch first.
+
+        ``asg_name`` means the group's InService instances. Nothing found -> TargetNotFoundError.
+        """
+        ids = list(instance_ids)
+        wanted_states = list(states)
+        described = []
+        if ids:
+            described.append("id " + ", ".join(ids))
+        if name_tag is not None:
+            described.append(f"Name tag {name_tag!r}")
+        for key, value in (tag_filters or {}).items():
+            described.append(f"tag {key}={value!r}")
+        if asg_name is not None:
+            described.append(f"Auto Scaling group {asg_name!r}")
+            in_service = self._asg_in_service_ids(asg_name)
+            ids = [i for i in ids if i in in_service] if ids else in_service
+            if not ids:
+                raise TargetNotFoundError(
+                    f"no InService instance of Auto Scaling group {asg_name!r} matches "
+                    f"{', '.join(described)} in {self.region}."
+                )
+        filters = []
+        if wanted_states:
+            filters.append({"Name": "instance-state-name", "Values": wanted_states})
+        if name_tag is not None:
+            filters.append({"Name": "tag:Name", "Values": [name_tag]})
+        for key, value in (tag_filters or {}).items():
+            filters.append({"Name": f"tag:{key}", "Values": [value]})
+        params: dict[str, Any] = {"Filters": filters}
+        if ids:
+            params["InstanceIds"] = ids
+        query = " and ".join(described) or "any instance"
+        found: list[Ec2Instance] = []
+        next_token: str | None = None
+        while True:
+            page_params = dict(params, NextToken=next_token) if next_token else params
+            try:
+                page = self.call(
+                    "ec2",
+                    "describe_instances",
+                    what=f"looking up instances ({query})",
+                    iam_action="ec2:DescribeInstances",
+                    **page_params,
+                )
+            except AWSError as exc:
+                if _client_error_code(exc).startswith("InvalidInstanceID"):
+                    raise TargetNotFoundError(
+                        f"instance {', '.join(ids)} does not exist in {self.region} "
+                        f"({_client_error_message(exc)}). Check the id and --region."
+                    ) from exc
+                raise
+            for reservation in page.get("Reservations", []):
+                found.extend(_instance_from_api(raw) for raw in reservation.get("Instances", []))
+            next_token = page.get("NextToken")
+            if not next_token:
+                break
+        if not found:
+            state_text = "/".join(wanted_states) if wanted_states else "any-state"
+            raise TargetNotFoundError(
+                f"no {state_text} instance matches {query} in {self.region}. Check --region and "
+                "the target (`aws ec2 describe-instances` lists them), or start the instance."
+            )
+        found.sort(key=lambda i: (i.launch_time or "", i.instance_id))
+        log.debug("found %d instance(s) for %s", len(found), query)
+        return found
+
+    def _asg_in_service_ids(self, asg_name: str) -> list[str]:
+        response = self.call(
+            "autoscaling",
+            "describe_auto_scaling_groups",
+            what=f"looking up Auto Scaling group {asg_name!r}",
+            iam_action="autoscaling:DescribeAutoScalingGroups",
+            AutoScalingGroupNames=[asg_name],
+        )
+        groups = response.get("AutoScalingGroups", [])
+        if not groups:
+            raise TargetNotFoundError(
+                f"Auto Scaling group {asg_name!r} not found in {self.region}. Check the name and "
+                "--region (`aws autoscaling describe-auto-scaling-groups`)."
+            )
+        group = groups[0]
+        instances = group.get("Instances", [])
+        in_service = [i["InstanceId"] for i in instances if i.get("LifecycleState") == "InService"]
+        if not in_service:
+            states = ", ".join(f"{i['InstanceId']}: {i.get('LifecycleState')}" for i in instances)
+            raise TargetNotFoundError(
+                f"Auto Scaling group {asg_name!r} has no InService instance (desired capacity "
+                f"{group.get('DesiredCapacity')}; {states or 'no instances'}). Wait for it to "
+                "scale out, or raise its desired capacity."
+            )
+        return in_service
+
+    def tag_instance(self, instance_id: str, tags: Mapping[str, str]) -> None:
+        self.call(
+            "ec2",
+            "create_tags",
+            what=f"tagging instance {instance_id}",
+            iam_action="ec2:CreateTags",
+            Resources=[instance_id],
+            Tags=[{"Key": key, "Value": value} for key, value in tags.items()],
+        )
+
+    def untag_instance(self, instance_id: str, keys: Sequence[str]) -> None:
+        self.call(
+            "ec2",
+            "delete_tags",
+            what=f"removing tags from instance {instance_id}",
+            iam_action="ec2:DeleteTags",
+            Resources=[instance_id],
+            Tags=[{"Key": key} for key in keys],
+        )
+
+    def associate_elastic_ip(self, allocation_id: str, instance_id: str) -> str:
+        """Point the Elastic IP at the instance (re-association allowed); the association id."""
+        response = self.call(
+            "ec2",
+            "associate_address",
+            what=f"associating Elastic IP {allocation_id} with {instance_id}",
+            iam_action="ec2:AssociateAddress",
+            AllocationId=allocation_id,
+            InstanceId=instance_id,
+            AllowReassociation=True,
+        )
+        return str(response["AssociationId"])
+
+    def describe_elastic_ip(self, allocation_id: str) -> dict[str, str | None]:
+        """{"allocation_id", "public_ip", "instance_id", "association_id"} (None when free)."""
+        try:
+            response = self.call(
+                "ec2",
+                "describe_addresses",
+                what=f"looking up Elastic IP {allocation_id}",
+                iam_action="ec2:DescribeAddresses",
+                AllocationIds=[allocation_id],
+            )
+        except AWSError as exc:
+            if _client_error_code(exc).startswith("InvalidAllocationID"):
+                raise TargetNotFoundError(
+                    f"Elastic IP allocation {allocation_id} not found in {self.region}. Check the "
+                    "id (eipalloc-...) and --region."
+                ) from exc
+            raise
+        addresses = response.get("Addresses", [])
+        if not addresses:
+            raise TargetNotFoundError(
+                f"Elastic IP allocation {allocation_id} not found in {self.region}."
+            )
+        address = addresses[0]
+        return {
+            "allocation_id": allocation_id,
+            # Normalised: an unassociated address has no (or an empty) InstanceId.
+            "public_ip": address.get("PublicIp") or None,
+            "instance_id": address.get("InstanceId") or None,
+            "association_id": address.get("AssociationId") or None,
+        }
+
+    def world_open_ingress(
+        self, instance_ids: Sequence[str]
+    ) -> dict[str, list[tuple[str, int, int]]]:
+        """instance id -> (group id, from port, to port) of every inbound rule of its security
+        groups that is open to 0.0.0.0/0 or ::/0 (all protocols count as ports 0-65535)."""
+        if not instance_ids:
+            return {}
+        reservations = self.call(
+            "ec2",
+            "describe_instances",
+            what="looking up security groups",
+            iam_action="ec2:DescribeInstances",
+            InstanceIds=list(instance_ids),
+        ).get("Reservations", [])
+        groups_of = {
+            inst["InstanceId"]: [g["GroupId"] for g in inst.get("SecurityGroups", [])]
+            for r in reservations
+            for inst in r.get("Instances", [])
+        }
+        group_ids = sorted({g for groups in groups_of.values() for g in groups})
+        open_rules: dict[str, list[tuple[str, int, int]]] = {}
+        if group_ids:
+            described = self.call(
+                "ec2",
+                "describe_security_groups",
+                what="reading security group rules",
+                iam_action="ec2:DescribeSecurityGroups",
+                GroupIds=group_ids,
+            ).get("SecurityGroups", [])
+            for group in described:
+                for perm in group.get("IpPermissions", []):
+                    world = any(r.get("CidrIp") == "0.0.0.0/0" for r in perm.get("IpRanges", []))
+                    world |= any(r.get("CidrIpv6") == "::/0" for r in perm.get("Ipv6Ranges", []))
+                    if not world:
+                        continue
+                    if perm.get("IpProtocol") == "-1":
+                        low, high = 0, 65535
+                    else:
+                        low, high = perm.get("FromPort", 0), perm.get("ToPort", 65535)
+                    open_rules.setdefault(group["GroupId"], []).append(
+                        (group["GroupId"], low, high)
+                    )
+        return {
+            iid: [rule for g in groups for rule in open_rules.get(g, [])]
+            for iid, groups in groups_of.items()
+        }
+
+    def spot_price(self, instance_type: str, availability_zone: str) -> float | None:
+        """The current Linux spot price in USD/hour, or None when EC2 reports none."""
+        response = self.call(
+            "ec2",
+            "describe_spot_price_history",
+            what=f"looking up the spot price of {instance_type} in {availability_zone}",
+            iam_action="ec2:DescribeSpotPriceHistory",
+            InstanceTypes=[instance_type],
+            AvailabilityZone=availability_zone,
+            ProductDescriptions=["Linux/UNIX"],
+            StartTime=datetime.now(timezone.utc),
+        )
+        history = [
+            entry
+            for entry in response.get("SpotPriceHistory", [])
+            if entry.get("InstanceType") == instance_type
+            and entry.get("AvailabilityZone", availability_zone) == availability_zone
+        ]
+        if not history:
+            return None
+        latest = max(history, key=lambda e: _timestamp(e.get("Timestamp")))
+        return float(latest["SpotPrice"])
+
+
+@dataclass(frozen=True)
+class SecretInfo:
+    """A secret as DescribeSecret / ListSecrets report it: never its value."""
+
+    name: str
+    arn: str | None
+    created: str | None
+    changed: str | None
+    accessed: str | None
+    deleted: str | None  # the planned deletion date when scheduled for deletion
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+def _iso(value: Any) -> str | None:
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return None if value is None else str(value)
+
+
+def _secret_info(raw: Mapping[str, Any]) -> SecretInfo:
+    return SecretInfo(
+        name=str(raw.get("Name", "")),
+        arn=raw.get("ARN"),
+        created=_iso(raw.get("CreatedDate")),
+        changed=_iso(raw.get("LastChangedDate")),
+        accessed=_iso(raw.get("LastAccessedDate")),
+        deleted=_iso(raw.get("DeletedDate")),
+        tags={t["Key"]: t.get("Value", "") for t in raw.get("Tags", []) or []},
+    )
+
+
+def _timestamp(value: Any) -> float:
+    return value.timestamp() if isinstance(value, datetime) else 0.0
+
+
+def retry_when_throttled(
+    operation: Callable[[], Any],
+    *,
+    what: str = "an AWS call",
+    sleep: Callable[[float], None] | None = None,
+) -> Any:
+    """Run ``operation``, again after 0.5, 1, 2, 4 s while AWS answers with a throttling error
+    (botocore's standard mode has already retried inside each attempt); other errors and the
+    last throttling error propagate. Each wait is logged as a warning naming ``what``, so a
+    pause is never silent. ``sleep`` is for tests that record the backoff."""
+    import time
+
+    from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+    def say_why(state: Any) -> None:
+        log.warning(
+            "%s was throttled by AWS (%s); retrying in %.1f s (attempt %d of %d)",
+            what,
+            _aws_error_code(state.outcome.exception()),
+            state.next_action.sleep,
+            state.attempt_number + 1,
+            THROTTLE_RETRY_ATTEMPTS,
+        )
+
+    retrying = Retrying(
+        stop=stop_after_attempt(THROTTLE_RETRY_ATTEMPTS),
+        wait=wait_exponential(multiplier=0.5, max=8),
+        retry=retry_if_exception(_is_throttle),
+        before_sleep=say_why,
+        reraise=True,
+        sleep=sleep or time.sleep,
+    )
+    return retrying(operation)
+
+
+def _aws_error_code(exc: BaseException | None) -> str:
+    response = getattr(exc, "response", None)
+    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
+
+
+def _is_throttle(exc: BaseException) -> bool:
+    return _aws_error_code(exc) in _THROTTLE_CODES
+
+
+def _client_error_code(exc: BaseException) -> str:
+    return _aws_error_code(exc.__cause__)
+
+
+def _client_error_message(exc: BaseException) -> str:
+    response = getattr(exc.__cause__, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Message", ""))
+    return ""
