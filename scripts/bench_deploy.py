@@ -7,8 +7,8 @@ excluded: nothing waits for TGI to become healthy. Both start from no SSH connec
 timing includes connecting. Every run writes a different unit and env file (a run number in a
 comment), so neither tool can skip an unchanged file.
 
-- tgiops: the function ``tgiops.commands.deploy.deploy`` calls for this part (``_install``: one script
-  creates both temporary files, SFTP fills them, one script checks them, keeps ``.previous``,
+- tgiops: the function ``tgiops.commands.deploy.deploy`` calls for this part (``_install``: one
+  script creates both temporary files, SFTP fills them, one script checks them, keeps ``.previous``,
   renames them into place, daemon-reloads, enables, restarts), on a fresh ``RemoteHost``.
   "steps" = those calls in this process; "process" = a fresh interpreter that imports tgiops
   and makes them (what `tgiops deploy` would pay to get there).

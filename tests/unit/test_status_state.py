@@ -67,7 +67,7 @@ def test_a_broken_record_says_what_to_do(tmp_path, text):
         state.load_deployments(path)
 
 
-# --- the recorded hosts as targets (tgiops.commands.fleet) ----------------------------------------------
+# --- the recorded hosts as targets (tgiops.commands.fleet) ----------------------------------
 
 
 def test_recorded_targets_are_one_per_destination_with_every_recorded_unit(tmp_path):

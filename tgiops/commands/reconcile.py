@@ -8,9 +8,9 @@ Lambda: :func:`lambda_handler`):
 2. per instance, over SSH, the deployment record (tgiops.core.record): its data volume first, then
    its own tags, then the group's tags (reconcile keeps the record there, so a replacement that
    lacks the old volume still finds it), then the tags of earlier instances of the group;
-3. per record, :func:`tgiops.commands.bootstrap.restore`: offline start when the model is cached, wait
-   for a unit that is still loading, else the regular deploy, which changes nothing when the
-   installed unit is the same and healthy; the record goes onto the instance's tags;
+3. per record, :func:`tgiops.commands.bootstrap.restore`: offline start when the model is
+   cached, wait for a unit that is still loading, else the regular deploy, which changes nothing
+   when the installed unit is the same and healthy; the record goes onto the instance's tags;
 4. the Elastic IP (``--eip``) stays on a live, healthy instance, or moves to the oldest healthy
    one (to a live one when none is healthy yet: the old holder is gone anyway);
 5. the ALB target group (``--target-group``): healthy live instances are registered on each
