@@ -106,11 +106,11 @@ class Target:
 def render_files(run: int) -> tuple[str, str, object]:
     """The unit and env file tgiops renders for MODEL on 1x A10G, marked with the run number."""
     from tgiops import __version__
-    from tgiops.commands.deploy import DeployRequest
     from tgiops.core import hardware
     from tgiops.core.engines.tgi import Engine
     from tgiops.core.plan import plan
     from tgiops.core.render import render_env_file, render_unit
+    from tgiops.core.request import DeployRequest
     from tgiops.edges import resources
 
     model = resources.load_catalog()[MODEL]

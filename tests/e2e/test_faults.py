@@ -44,6 +44,7 @@ from tgiops.commands import deploy
 from tgiops.core.engines.tgi import DEFAULT_TGI_VERSION, Engine
 from tgiops.core.errors import SecretError, SSHConnectError, SSHError, TgiopsError
 from tgiops.core.plan import Overrides
+from tgiops.core.request import DeployRequest, DeployResult
 from tgiops.edges import resources
 from tgiops.edges.aws import THROTTLE_RETRY_ATTEMPTS, Aws, AwsSettings
 from tgiops.edges.ssh import STAGE_DIR_GLOB, STAGE_DIR_PREFIX, RemoteHost, SSHTarget
@@ -103,7 +104,7 @@ class FaultyHost(RemoteHost):
 
 @dataclass
 class Outcome:
-    result: deploy.DeployResult | None
+    result: DeployResult | None
     error: TgiopsError | None
     messages: list[str] = field(default_factory=list)
 
@@ -118,7 +119,7 @@ def run_deploy(
     **hooks,
 ) -> Outcome:
     """One deploy of MODEL through tgiops' library, as `tgiops deploy` runs it."""
-    request = deploy.DeployRequest(
+    request = DeployRequest(
         model=resources.load_catalog()[MODEL],
         engine=Engine.tgi(DEFAULT_TGI_VERSION),
         overrides=Overrides(max_total_tokens=total),

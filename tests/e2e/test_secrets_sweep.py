@@ -35,6 +35,7 @@ from tgiops.commands import deploy
 from tgiops.core.engines.tgi import DEFAULT_TGI_VERSION, Engine
 from tgiops.core.errors import TgiopsError
 from tgiops.core.plan import Overrides
+from tgiops.core.request import DeployRequest
 from tgiops.edges import resources
 from tgiops.edges.aws import Aws, AwsSettings
 from tgiops.edges.ssh import RemoteHost, SSHTarget
@@ -178,7 +179,7 @@ def test_a_planted_token_appears_nowhere(gpu_host, private_aws, tmp_path):
         failing(lambda: Aws(AwsSettings(profile="absent-profile")).get_secret(name))
 
         def cut_deploy() -> None:
-            request = deploy.DeployRequest(
+            request = DeployRequest(
                 model=resources.load_catalog()["phi-3-mini"],
                 engine=Engine.tgi(DEFAULT_TGI_VERSION),
                 overrides=Overrides(max_total_tokens=2048),  # a change: it gets to "installing"

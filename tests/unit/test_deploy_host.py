@@ -22,6 +22,7 @@ from tgiops.core.render import (
     render_unit,
     unit_name_from,
 )
+from tgiops.core.request import DeployRequest, DeployResult, Replaced, default_unit_name
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOG = parse_catalog((ROOT / "models.yaml").read_text(), origin="models.yaml")
@@ -47,20 +48,20 @@ def test_a_service_suffix_is_dropped_once_and_reserved_names_are_refused():
 
 
 def test_request_normalizes_the_unit_and_defaults_fit_the_pattern():
-    request = deploy.DeployRequest(
+    request = DeployRequest(
         model=PHI, engine=Engine.tgi("3.3.5"), unit_name="tgiops-x.service"
     )
     assert request.unit_options(()).unit_name == "tgiops-x"
     for alias in CATALOG:
-        assert UNIT_NAME_RE.fullmatch(deploy.default_unit_name(alias)), alias
+        assert UNIT_NAME_RE.fullmatch(default_unit_name(alias)), alias
     with pytest.raises(InputError, match="not a tgiops unit name"):
-        deploy.DeployRequest(model=PHI, engine=Engine.tgi("3.3.5"), unit_name="docker")
+        DeployRequest(model=PHI, engine=Engine.tgi("3.3.5"), unit_name="docker")
 
 
 @pytest.mark.parametrize("timeout", [0, -5])
 def test_timeout_must_be_positive(timeout):
     with pytest.raises(InputError, match="--timeout"):
-        deploy.DeployRequest(model=PHI, engine=Engine.tgi("3.3.5"), timeout_s=timeout)
+        DeployRequest(model=PHI, engine=Engine.tgi("3.3.5"), timeout_s=timeout)
 
 
 @pytest.mark.parametrize(
@@ -201,7 +202,7 @@ def test_the_probe_reads_other_units_listening_ports_and_the_record():
 
 
 def test_a_replaced_deploy_is_named_with_its_age():
-    request = deploy.DeployRequest(model=PHI, engine=Engine.tgi("3.3.5"), unit_name="tgiops-new")
+    request = DeployRequest(model=PHI, engine=Engine.tgi("3.3.5"), unit_name="tgiops-new")
     the_plan = plan(PHI, a10g(1), Engine.tgi("3.3.5"), Overrides())
     from datetime import datetime, timezone
 
@@ -212,7 +213,7 @@ def test_a_replaced_deploy_is_named_with_its_age():
     report = host_report(unit_text="# Managed by tgiops\n", load="loaded")
     report = probe.HostReport(**{**report.__dict__, "record_text": earlier.to_json()})
     replaced = deploy.replaced_deploy(report, then.timestamp() + 42)
-    assert replaced == deploy.Replaced(model="phi-3-mini", at=then.isoformat(), age_s=42.0)
+    assert replaced == Replaced(model="phi-3-mini", at=then.isoformat(), age_s=42.0)
     assert "made 42 s ago" in deploy.replaced_warning("tgiops-new", replaced)
     fresh = probe.HostReport(**{**report.__dict__, "unit": None})
     assert deploy.replaced_deploy(fresh, then.timestamp()) is None
@@ -226,8 +227,8 @@ def test_the_journal_query_asks_for_the_newest_line():
 # --- fleet -----------------------------------------------------------------------------------
 
 
-def _result(the_plan, *, healthy=True, changed=True, host="h") -> deploy.DeployResult:
-    return deploy.DeployResult(host=host, unit="tgiops-x", plan=the_plan, changed=changed,
+def _result(the_plan, *, healthy=True, changed=True, host="h") -> DeployResult:
+    return DeployResult(host=host, unit="tgiops-x", plan=the_plan, changed=changed,
                                healthy=healthy, endpoint="http://127.0.0.1:8080", elapsed_s=1.0,
                                port=8081, gpu_devices=(1,))  # fmt: skip
 
@@ -236,7 +237,7 @@ def test_a_fleet_runs_concurrently_within_the_bound_and_sums_up():
     the_plan = plan(PHI, a10g(1), Engine.tgi("3.3.5"), Overrides())
     running, peak, lock = [0], [0], threading.Lock()
 
-    def run_one(target: str) -> deploy.DeployResult:
+    def run_one(target: str) -> DeployResult:
         with lock:
             running[0] += 1
             peak[0] = max(peak[0], running[0])

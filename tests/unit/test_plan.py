@@ -379,7 +379,8 @@ def test_without_chunking_a_big_logits_term_shortens_the_input_rather_than_misfi
 
 
 def test_plan_output_shows_the_prefill_logits_term():
-    from tgiops.cli.output import plan_as_dict, plan_as_text
+    from tgiops.cli.output import plan_as_text
+    from tgiops.core.plan import plan_as_dict
 
     result = plan_on("llama-3.1-8b", "g5.xlarge", engine=Engine.tgi("2.4.1"))
     memory = plan_as_dict(result)["memory"]

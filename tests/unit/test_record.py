@@ -8,13 +8,13 @@ from dataclasses import replace
 
 import pytest
 
-from tgiops.commands.deploy import DeployRequest
 from tgiops.core import record
 from tgiops.core.catalog import find_model
 from tgiops.core.engines.tgi import Engine
 from tgiops.core.errors import InputError
 from tgiops.core.hardware import inventory_for_instance_type
 from tgiops.core.plan import Overrides, plan
+from tgiops.core.request import DeployRequest
 from tgiops.edges import resources
 
 CATALOG = resources.load_catalog(environ={})

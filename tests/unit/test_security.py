@@ -12,13 +12,13 @@ from dataclasses import replace
 import pytest
 
 from tgiops.commands import bootstrap
-from tgiops.commands.deploy import DeployRequest
 from tgiops.core import catalog, record
 from tgiops.core.engines.tgi import Engine
 from tgiops.core.errors import InputError
 from tgiops.core.hardware import inventory_for_instance_type
 from tgiops.core.plan import plan
 from tgiops.core.render import UnitOptions, check_data_dir, docker_run_args
+from tgiops.core.request import DeployRequest
 from tgiops.edges import resources
 
 CATALOG = resources.load_catalog(environ={})

@@ -244,8 +244,8 @@ def test_cli_userdata_json_and_iam_policy():
 def test_user_data_carries_a_models_facts_only_when_the_catalog_cannot_supply_them(change, travels):
     from dataclasses import replace
 
-    from tgiops.commands.deploy import DeployRequest
     from tgiops.core.engines.tgi import Engine
+    from tgiops.core.request import DeployRequest
 
     model = replace(find_model(CATALOG, "phi-3-mini"), **change)
     request = DeployRequest(model=model, engine=Engine.tgi("3.3.7"))

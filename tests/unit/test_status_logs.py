@@ -7,8 +7,8 @@ import shlex
 import pytest
 
 from tgiops.commands import logs
-from tgiops.commands.deploy import Redactor
 from tgiops.core.errors import InputError
+from tgiops.core.request import Redactor
 
 TOKEN = "hf_PLANTEDAbCdEfGhIjKlMnOpQrStUv012345"
 

@@ -18,10 +18,14 @@ import os
 import re
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tgiops import __version__
 from tgiops.core.errors import DoesNotFitError, InputError, TgiopsError
+from tgiops.core.plan import plan_as_dict
+
+if TYPE_CHECKING:  # annotations only: the CLI imports the planner lazily (start-up time)
+    from tgiops.core.request import DeployRequest, DeployResult
 
 log = logging.getLogger("tgiops")
 
@@ -430,9 +434,8 @@ def error_as_dict(kind: str, message: str, exit_code: int, exc: BaseException | 
     }
     plan = getattr(exc, "plan", None)
     if plan is not None:  # a plan that does not fit: what was planned, and the alternatives
-        from tgiops.cli import output
 
-        data["plan"] = output.plan_as_dict(plan)
+        data["plan"] = plan_as_dict(plan)
     return data
 
 
@@ -596,7 +599,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         quantized_siblings=quantized_siblings(resources.load_catalog(args.catalog), model),
     )
     if args.json:
-        payload = output.plan_as_dict(result)
+        payload = plan_as_dict(result)
         payload["recovery"] = output.recovery_as_dict(recovery_estimate)
         print(json.dumps(payload, indent=2))
     else:
@@ -649,11 +652,11 @@ def _gpu_devices(text: str | None) -> tuple[int, ...]:
     return devices
 
 
-def deploy_request_from(args: argparse.Namespace, **extra: Any):  # -> DeployRequest
+def deploy_request_from(args: argparse.Namespace, **extra: Any) -> DeployRequest:
     """The deploy request the shared model/override/unit options describe, validated (exit 2)
     before any host or AWS is touched."""
-    from tgiops.commands.deploy import DeployRequest
     from tgiops.core.engines.tgi import DEFAULT_TGI_VERSION, Engine
+    from tgiops.core.request import DeployRequest
 
     request = DeployRequest(
         model=resolve_model(args),
@@ -680,6 +683,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     from tgiops.cli import output
     from tgiops.commands import deploy, fleet
     from tgiops.core import progress
+    from tgiops.core.request import deploy_as_dict
     from tgiops.edges.ssh import RemoteHost
 
     request = deploy_request_from(
@@ -708,7 +712,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     aws = _aws_from(args) if needs_aws else None
     many = len(targets) > 1
 
-    def run_one(target: Any) -> deploy.DeployResult:
+    def run_one(target: Any) -> DeployResult:
         show = progress.stderr_printer(
             tty=sys.stderr.isatty() and not many, prefix=f"{target.label}: " if many else ""
         )
@@ -739,9 +743,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     results = [o.result for o in outcomes if o.result is not None]
     if args.json:
         if many:
-            print(json.dumps(deploy.fleet_as_dict(outcomes, output.deploy_as_dict), indent=2))
+            print(json.dumps(deploy.fleet_as_dict(outcomes, deploy_as_dict), indent=2))
         else:
-            print(json.dumps(output.deploy_as_dict(results[0]), indent=2))
+            print(json.dumps(deploy_as_dict(results[0]), indent=2))
     else:
         for o in outcomes:
             print(output.deploy_as_text(o.result) if o.result else f"{o.label}: {o.error}")

@@ -14,62 +14,9 @@ from tgiops.core.plan import Plan
 from tgiops.core.recovery import GP3_BASELINE_MIB_S
 
 if TYPE_CHECKING:  # annotations only: `tgiops plan` need not import deploy (start-up time)
-    from tgiops.commands.deploy import DeployResult
+    from tgiops.core.request import DeployResult
 
 MIB_PER_GIB = 1024
-
-
-def plan_as_dict(plan: Plan) -> dict[str, Any]:
-    """The documented `tgiops plan --json` object (README: "Plan JSON")."""
-    mem = plan.memory
-    return {
-        "fits": plan.fits,
-        "problem": plan.problem,
-        "model": {
-            "alias": plan.model.alias,
-            "repo_id": plan.model.repo_id,
-            "revision": plan.model.revision,
-        },
-        "hardware": {
-            "gpus": plan.inventory.count,
-            "gpu": plan.inventory.gpus[0].name,
-            "compute_capability": "{}.{}".format(*plan.inventory.compute_capability),
-            "instance_type": plan.inventory.instance_type,
-        },
-        "engine": {"name": plan.engine.name, "version": plan.engine.version_text},
-        "image": plan.image,
-        "num_shard": plan.num_shard,
-        "quantize": plan.quantize,
-        "dtype": plan.dtype,
-        "flash_attention": plan.flash_attention,
-        "max_input_tokens": plan.max_input_tokens,
-        "max_total_tokens": plan.max_total_tokens,
-        "max_batch_prefill_tokens": plan.max_batch_prefill_tokens,
-        "cuda_memory_fraction": plan.cuda_memory_fraction,
-        "env": dict(plan.env),
-        "launcher_args": list(plan.launcher_args),
-        "memory": {
-            "gpu_memory_gib": round(mem.gpu_memory_mib / MIB_PER_GIB, 2),
-            "usable_gib": round(mem.usable_mib / MIB_PER_GIB, 2),
-            "weights_per_gpu_gib": round(mem.weights_per_gpu_mib / MIB_PER_GIB, 2),
-            "overhead_gib": round(mem.overhead_mib / MIB_PER_GIB, 2),
-            "activations_gib": round(mem.activations_mib / MIB_PER_GIB, 2),
-            "prefill_logits_gib": round(mem.prefill_logits_mib / MIB_PER_GIB, 2),
-            "kv_bytes_per_token_per_gpu": mem.kv_bytes_per_token_per_gpu,
-            "kv_cache_tokens": mem.kv_cache_tokens,
-        },
-        "reasons": list(plan.reasons),
-        "warnings": list(plan.warnings),
-        "alternatives": [
-            {
-                "description": a.description,
-                "instance_type": a.instance_type,
-                "usd_per_hour": a.usd_per_hour,
-                "flags": list(a.flags),
-            }
-            for a in plan.alternatives
-        ],
-    }
 
 
 def plan_as_text(plan: Plan) -> str:
@@ -166,36 +113,6 @@ def secret_as_dict(info: Any) -> dict[str, Any]:
         "accessed": info.accessed,
         "deletion_date": info.deleted,
     }
-
-
-def deploy_as_dict(result: DeployResult) -> dict[str, Any]:
-    """The documented `tgiops deploy --json` object (README: "Deploy JSON")."""
-    data: dict[str, Any] = {
-        "host": result.host,
-        "unit": result.unit,
-        "changed": result.changed,
-        "healthy": result.healthy,
-        "dry_run": result.dry_run,
-        "endpoint": result.endpoint,
-        "elapsed_s": round(result.elapsed_s, 2),
-        "round_trips": result.round_trips,
-        "rolled_back": result.rolled_back,
-        "restored": result.restored,
-        "failure": result.failure,
-        "diagnosis": result.diagnosis,
-        "plan": plan_as_dict(result.plan),
-        "port": result.port,
-        "gpu_devices": list(result.gpu_devices),
-        "replaced": result.replaced.as_dict() if result.replaced else None,
-        "warnings": list(result.warnings),
-    }
-    if result.dry_run:
-        data["unit_text"] = result.unit_text
-        data["env_file"] = result.env_text_redacted
-        data["remote_commands"] = list(result.remote_commands)
-    if result.journal_tail:
-        data["journal_tail"] = result.journal_tail.splitlines()
-    return data
 
 
 def deploy_as_text(result: DeployResult) -> str:

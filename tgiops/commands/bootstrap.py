@@ -56,6 +56,7 @@ from tgiops.core.record import (
     tag_entries,
 )
 from tgiops.core.render import comment_safe
+from tgiops.core.request import default_timeout_s, deploy_as_dict
 from tgiops.edges.localhost import seconds_since_boot
 
 log = logging.getLogger(__name__)
@@ -187,7 +188,7 @@ class Restored:
     offline: bool
     cache: str
     record_source: str
-    deploy: Any = None  # tgiops.commands.deploy.DeployResult, when deploy ran
+    deploy: Any = None  # tgiops.commands.DeployResult, when deploy ran
     failure: str | None = None
     waited_for_loading: bool = False
     boot_to_healthy_s: float | None = None
@@ -212,9 +213,8 @@ class Restored:
             "failure": self.failure,
         }
         if self.deploy is not None:
-            from tgiops.cli import output
 
-            data["deploy"] = output.deploy_as_dict(self.deploy)
+            data["deploy"] = deploy_as_dict(self.deploy)
         return data
 
 
@@ -430,7 +430,6 @@ def _wait_if_loading(
 ) -> bool:
     """An installed unit that is still loading (a reboot, a second bootstrap) is waited for,
     not restarted: deploy itself only gives an unchanged unit 30 s before restarting it."""
-    from tgiops.commands import deploy
     from tgiops.edges import health
 
     with host.forward_local_port(record.spec.port) as local_port:
@@ -449,7 +448,7 @@ def _wait_if_loading(
         try:
             health.wait_until_healthy(
                 base_url,
-                timeout_s=request.timeout_s or deploy.default_timeout_s(request.model),
+                timeout_s=request.timeout_s or default_timeout_s(request.model),
                 interval_s=2.0,
                 consecutive_successes=1,
                 is_alive=is_alive,

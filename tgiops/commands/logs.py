@@ -3,7 +3,7 @@
 Everything shown passes through ``LogRedactor``: the values of secret-looking variables
 (``HF_TOKEN=...``, ``API_KEY=...``), Hugging Face tokens (``hf_...``), bearer tokens and
 TGI's own ``Args { api_key: Some("...") }`` line, plus any exact secret the caller knows
-(``tgiops.commands.deploy.Redactor``). Locally tgiops holds no secret (the state file never stores
+(``tgiops.commands.Redactor``). Locally tgiops holds no secret (the state file never stores
 one), so the patterns are what protects the output.
 
 Following streams over one SSH channel: lines are shown as the journal writes them, until
@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from tgiops.commands.deploy import Redactor
 from tgiops.core.errors import InputError
 from tgiops.core.render import MANAGED_MARKER, UNIT_DIR, UNIT_PREFIX
+from tgiops.core.request import Redactor
 
 log = logging.getLogger(__name__)
 

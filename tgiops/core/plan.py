@@ -78,6 +78,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from tgiops.core.catalog import ModelSpec
 from tgiops.core.engines.tgi import Engine
@@ -1244,3 +1245,56 @@ def _alternatives(
     if not found:
         found.append(Alternative(_NOTHING_ELSE))
     return found
+
+
+def plan_as_dict(plan: Plan) -> dict[str, Any]:
+    """The documented `tgiops plan --json` object (README: "Plan JSON")."""
+    mem = plan.memory
+    return {
+        "fits": plan.fits,
+        "problem": plan.problem,
+        "model": {
+            "alias": plan.model.alias,
+            "repo_id": plan.model.repo_id,
+            "revision": plan.model.revision,
+        },
+        "hardware": {
+            "gpus": plan.inventory.count,
+            "gpu": plan.inventory.gpus[0].name,
+            "compute_capability": "{}.{}".format(*plan.inventory.compute_capability),
+            "instance_type": plan.inventory.instance_type,
+        },
+        "engine": {"name": plan.engine.name, "version": plan.engine.version_text},
+        "image": plan.image,
+        "num_shard": plan.num_shard,
+        "quantize": plan.quantize,
+        "dtype": plan.dtype,
+        "flash_attention": plan.flash_attention,
+        "max_input_tokens": plan.max_input_tokens,
+        "max_total_tokens": plan.max_total_tokens,
+        "max_batch_prefill_tokens": plan.max_batch_prefill_tokens,
+        "cuda_memory_fraction": plan.cuda_memory_fraction,
+        "env": dict(plan.env),
+        "launcher_args": list(plan.launcher_args),
+        "memory": {
+            "gpu_memory_gib": round(mem.gpu_memory_mib / (GIB // MIB), 2),
+            "usable_gib": round(mem.usable_mib / (GIB // MIB), 2),
+            "weights_per_gpu_gib": round(mem.weights_per_gpu_mib / (GIB // MIB), 2),
+            "overhead_gib": round(mem.overhead_mib / (GIB // MIB), 2),
+            "activations_gib": round(mem.activations_mib / (GIB // MIB), 2),
+            "prefill_logits_gib": round(mem.prefill_logits_mib / (GIB // MIB), 2),
+            "kv_bytes_per_token_per_gpu": mem.kv_bytes_per_token_per_gpu,
+            "kv_cache_tokens": mem.kv_cache_tokens,
+        },
+        "reasons": list(plan.reasons),
+        "warnings": list(plan.warnings),
+        "alternatives": [
+            {
+                "description": a.description,
+                "instance_type": a.instance_type,
+                "usd_per_hour": a.usd_per_hour,
+                "flags": list(a.flags),
+            }
+            for a in plan.alternatives
+        ],
+    }

@@ -76,6 +76,7 @@ from tgiops.core.errors import (
 )
 from tgiops.core.plan import Overrides, Plan
 from tgiops.core.render import DEFAULT_DATA_DIR, UNIT_NAME_RE, check_data_dir, comment_safe
+from tgiops.core.request import DeployRequest, default_unit_name
 
 log = logging.getLogger(__name__)
 
@@ -227,9 +228,7 @@ class DeploymentSpec:
 
     @classmethod
     def from_request(cls, request: Any) -> DeploymentSpec:
-        """The spec of a ``tgiops.commands.deploy.DeployRequest``."""
-        from tgiops.commands.deploy import default_unit_name
-
+        """The spec of a ``tgiops.commands.DeployRequest``."""
         overrides = {
             name: getattr(request.overrides, name)
             for name in _OVERRIDE_NAMES
@@ -444,8 +443,7 @@ class DeploymentRecord:
         offline: bool,
         timeout_s: float | None = None,
     ) -> Any:
-        """The ``tgiops.commands.deploy.DeployRequest`` that rebuilds this deployment."""
-        from tgiops.commands.deploy import DeployRequest
+        """The ``tgiops.commands.DeployRequest`` that rebuilds this deployment."""
         from tgiops.core.engines.tgi import Engine
 
         spec = self.spec
