@@ -18,7 +18,7 @@ from tgiops.commands.bootstrap import point_elastic_ip
 from tgiops.commands.reconcile import ReconcileOptions, _GroupTags, _lambda_ssh_config, reconcile
 from tgiops.core import record
 from tgiops.core.errors import RemoteCommandError, TgiopsError
-from tgiops.edges import resources
+from tgiops.edges import record_store, resources
 from tgiops.edges.aws import Aws, AwsSettings
 from tgiops.edges.localhost import LocalHost, seconds_since_boot
 from tgiops.edges.ssh import FileUpload, SSHTarget
@@ -138,15 +138,15 @@ def test_the_record_is_written_once_and_keeps_the_last_stop(tmp_path):
     host = LocalHost()
     rec = a_record(str(tmp_path))
     path = Path(record.record_path(str(tmp_path), rec.unit))
-    assert record.save_on_host(host, rec) is True
+    assert record_store.save_on_host(host, rec) is True
     inode = path.stat().st_ino
     later = replace(rec, deployed=replace(rec.deployed, at="t1", tgiops_version="2"))
-    assert record.save_on_host(host, later) is False  # the same deployment: nothing written
+    assert record_store.save_on_host(host, later) is False  # the same deployment: nothing written
     assert path.stat().st_ino == inode
     stop = record.LastStop("spot interruption notice", "t2", "i-1", "terminate", "t3")
-    assert record.note_stop(host, str(tmp_path), rec.unit, stop) is True
+    assert record_store.note_stop(host, str(tmp_path), rec.unit, stop) is True
     changed = replace(rec, spec=replace(rec.spec, port=9000))
-    assert record.save_on_host(host, changed) is True
+    assert record_store.save_on_host(host, changed) is True
     stored = json.loads(path.read_text())
     assert stored["spec"]["port"] == 9000
     assert stored["last_stop"]["action"] == "terminate"  # history kept across deploys
@@ -155,12 +155,12 @@ def test_the_record_is_written_once_and_keeps_the_last_stop(tmp_path):
 
 def test_read_records_skips_an_unreadable_one(tmp_path, caplog):
     host = LocalHost()
-    record.save_on_host(host, a_record(str(tmp_path)))
+    record_store.save_on_host(host, a_record(str(tmp_path)))
     Path(record.record_dir(str(tmp_path)), "broken.json").write_text("{not json")
-    found = record.read_records(host, str(tmp_path))
+    found = record_store.read_records(host, str(tmp_path))
     assert [r.unit for r in found] == ["tgiops-phi-3-mini"]
     assert "broken.json" in caplog.text
-    assert record.read_records(host, str(tmp_path / "empty")) == []
+    assert record_store.read_records(host, str(tmp_path / "empty")) == []
 
 
 # -- tags, the Elastic IP, a pass without instances (moto) -----------------------------------

@@ -27,8 +27,8 @@ def test_state_dir(environ, expected):
     assert state.state_file(environ) == Path(expected) / "deployments.json"
 
 
-def record(destination: str = "gpu1", unit: str = "tgiops-tiny", **kw) -> state.DeploymentRecord:
-    return state.DeploymentRecord(destination=destination, unit=unit, label=destination, **kw)
+def record(destination: str = "gpu1", unit: str = "tgiops-tiny", **kw) -> state.KnownDeployment:
+    return state.KnownDeployment(destination=destination, unit=unit, label=destination, **kw)
 
 
 def test_record_replace_and_forget(tmp_path):
@@ -56,7 +56,7 @@ def test_record_holds_no_secret_fields(tmp_path):
 def test_unknown_fields_from_a_newer_version_are_ignored(tmp_path):
     path = tmp_path / "deployments.json"
     path.write_text(json.dumps({"deployments": [{"destination": "h", "unit": "u", "new": 1}]}))
-    assert state.load_deployments(path) == [state.DeploymentRecord(destination="h", unit="u")]
+    assert state.load_deployments(path) == [state.KnownDeployment(destination="h", unit="u")]
 
 
 @pytest.mark.parametrize("text", ["{", "[]", '{"deployments": [{"unit": "u"}]}'])

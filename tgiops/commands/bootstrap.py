@@ -52,12 +52,12 @@ from tgiops.core.record import (
     Unreadable,
     first_found,
     model_as_dict,
-    read_entries,
     tag_entries,
 )
 from tgiops.core.render import comment_safe
 from tgiops.core.request import default_timeout_s, deploy_as_dict
 from tgiops.edges.localhost import seconds_since_boot
+from tgiops.edges.record_store import read_entries
 
 log = logging.getLogger(__name__)
 
@@ -365,7 +365,7 @@ def _check_image(
     names another image is refused. Returns the ID still to check after the deploy pulled the
     image by tag (None: nothing to check)."""
     from tgiops.core.errors import DeployError
-    from tgiops.core.record import inspect_image
+    from tgiops.edges.record_store import inspect_image
 
     deployed = record.deployed
     if request.image_digest is not None:

@@ -55,6 +55,7 @@ from tgiops.core.request import (
     Replaced,
     default_timeout_s,
 )
+from tgiops.edges import record_store
 from tgiops.edges.ssh import LOCK_PATH, FileUpload
 
 log = logging.getLogger(__name__)
@@ -181,7 +182,9 @@ def deploy(
                     report.unit.state if report.unit else None,
                     on_progress,
                 )
-                record.remember_deploy(host, resolved, the_plan, tgiops_version=__version__)
+                record_store.save_deploy_record(
+                    host, resolved, the_plan, tgiops_version=__version__
+                )
                 return DeployResult(
                     **base,
                     changed=False,
@@ -214,7 +217,7 @@ def deploy(
                 request.keep_failed,
                 on_progress,
             )
-        record.remember_deploy(host, resolved, the_plan, tgiops_version=__version__)
+        record_store.save_deploy_record(host, resolved, the_plan, tgiops_version=__version__)
         return DeployResult(
             **base,
             changed=True,

@@ -37,7 +37,7 @@ def remember_deploy(
         the_record = record.from_deploy(request, result.plan, tgiops_version="")
         aws.tag_instance(target.instance.instance_id, record.instance_tags(the_record))
     ssh_config = target.ssh.ssh_config_path
-    entry = state.DeploymentRecord(
+    entry = state.KnownDeployment(
         destination=target.ssh.destination,
         unit=result.unit,
         label=target.label,
@@ -74,7 +74,7 @@ def forget_deploy(target: Target, result: Any, *, aws: Callable[[], Any]) -> Non
 
 
 def recorded_targets(
-    records: Sequence[state.DeploymentRecord],
+    records: Sequence[state.KnownDeployment],
     template: Any,
     instances: dict[str, Any],
 ) -> tuple[list[Target], dict[str, tuple[str, ...]]]:
@@ -82,7 +82,7 @@ def recorded_targets(
     and ssh_config), and the units recorded per destination. ``template`` is the SSHTarget
     the command line describes; ``instances`` maps instance ids to what EC2 says of them."""
     known: dict[str, tuple[str, ...]] = {}
-    first: dict[str, state.DeploymentRecord] = {}
+    first: dict[str, state.KnownDeployment] = {}
     for r in records:
         known[r.destination] = (*known.get(r.destination, ()), r.unit)
         first.setdefault(r.destination, r)
@@ -96,7 +96,7 @@ def recorded_targets(
 
 
 def recorded_instances(
-    records: Sequence[state.DeploymentRecord], *, region: str | None, aws_for: Callable[..., Any]
+    records: Sequence[state.KnownDeployment], *, region: str | None, aws_for: Callable[..., Any]
 ) -> dict[str, Any]:
     """The EC2 instances of recorded deploys (any state), looked up per region (``region``
     overrides the recorded ones); {} for a region AWS cannot answer for, with a warning."""

@@ -29,7 +29,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from tgiops.core.errors import AWSError, InputError, TgiopsError
-from tgiops.core.record import LastStop, note_stop, read_records
+from tgiops.core.record import LastStop
+from tgiops.edges.record_store import note_stop, read_records
 
 log = logging.getLogger(__name__)
 

@@ -50,10 +50,10 @@ from tgiops.core.record import (
     OperatorSettings,
     first_found,
     instance_tags,
-    read_entries,
     tag_entries,
     tags_differ,
 )
+from tgiops.edges.record_store import read_entries
 
 log = logging.getLogger(__name__)
 

@@ -60,7 +60,6 @@ import json
 import logging
 import posixpath
 import re
-import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timezone
@@ -91,7 +90,7 @@ _FORMAT_RE = re.compile(r"tgiops\.deployment/(\d+)")
 # reference, CreateSecret "Name").
 SECRET_NAME_RE = re.compile(r"[A-Za-z0-9/_+=.@-]{1,512}")
 _IMAGE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@-]{0,300}")
-_DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
+DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 _OVERRIDE_NAMES = tuple(f.name for f in fields(Overrides))
 _OVERRIDE_DEFAULTS = Overrides()
 _MAX_TOKENS = 10_000_000
@@ -282,7 +281,7 @@ class Deployed:
                    "a positive integer")  # fmt: skip
         for name in ("image_id", "image_digest"):
             value = data.get(name)
-            _check(value is None or (isinstance(value, str) and _DIGEST_RE.fullmatch(value)),
+            _check(value is None or (isinstance(value, str) and DIGEST_RE.fullmatch(value)),
                    where, name, value, "sha256:<64 hex digits> or null")  # fmt: skip
         _check(isinstance(data.get("offline"), bool), where, "offline", data.get("offline"),
                "true or false")  # fmt: skip
@@ -619,7 +618,7 @@ def from_deploy(
     )
 
 
-# -- on the host's data volume ------------------------------------------------------------
+# -- where records live on the host's data volume (read and written by tgiops.edges.record_store)
 
 
 def record_dir(data_dir: str) -> str:
@@ -630,131 +629,7 @@ def record_path(data_dir: str, unit: str) -> str:
     return posixpath.join(record_dir(data_dir), f"{unit}.json")
 
 
-_BEGIN = "@@tgiops-record "
-_END = "@@tgiops-record-end"
-
-
 Entry = DeploymentRecord | Unreadable
-
-
-def read_entries(host: Any, data_dir: str) -> list[Entry]:
-    """Every record on the host's data volume (one round trip), sorted by unit; a file the
-    decoder refuses is an Unreadable (one bad file must not hide the others)."""
-    directory = shlex.quote(record_dir(data_dir))
-    script = (
-        f'for f in {directory}/*.json; do [ -f "$f" ] || continue; '
-        f'echo "{_BEGIN}$f"; cat -- "$f"; echo; echo "{_END}"; done\n'
-    )
-    out = host.run_script(script, check=False).stdout
-    entries: list[Entry] = []
-    for chunk in out.split(_BEGIN)[1:]:
-        path, _, rest = chunk.partition("\n")
-        text = rest.rsplit(_END, 1)[0]
-        origin = f"{host.name}:{path}"
-        try:
-            entries.append(DeploymentRecord.from_json(text, origin=origin))
-        except InputError as exc:
-            log.warning("refusing a deployment record: %s", exc)
-            unit = posixpath.basename(path).removesuffix(".json")
-            entries.append(Unreadable(comment_safe(unit)[:63], origin, str(exc)))
-    return sorted(entries, key=lambda e: e.unit)
-
-
-def read_records(host: Any, data_dir: str) -> list[DeploymentRecord]:
-    """The valid records of ``read_entries`` (refused ones are logged)."""
-    return [e for e in read_entries(host, data_dir) if isinstance(e, DeploymentRecord)]
-
-
-def read_record(host: Any, data_dir: str, unit: str) -> DeploymentRecord | None:
-    path = record_path(data_dir, unit)
-    raw = host.read_file(path)
-    if raw is None:
-        return None
-    return DeploymentRecord.from_json(raw.decode("utf-8", "replace"), origin=f"{host.name}:{path}")
-
-
-def save_on_host(host: Any, record: DeploymentRecord) -> bool:
-    """Write ``record`` on the data volume unless the same deployment is recorded already.
-
-    Keeps the recorded ``last_stop`` (the history of why the previous unit stopped). Returns
-    True when it wrote.
-    """
-    path = record_path(record.spec.data_dir, record.unit)
-    host.run(["mkdir", "-p", "--", posixpath.dirname(path)])
-    try:
-        existing = read_record(host, record.spec.data_dir, record.unit)
-    except InputError as exc:
-        log.warning("replacing an unreadable record: %s", exc)
-        existing = None
-    if record.same_deployment(existing) and (existing is None or _same_model(existing, record)):
-        log.debug("%s: the record of %s is up to date", host.name, record.unit)
-        return False
-    if existing is not None and record.last_stop is None:
-        record = replace(record, last_stop=existing.last_stop)
-    host.put_file_atomic(path, record.to_json(), mode=0o644)
-    log.info("%s: wrote the deployment record %s", host.name, path)
-    return True
-
-
-def _same_model(a: DeploymentRecord, b: DeploymentRecord) -> bool:
-    return a.model_spec == b.model_spec or a.model_spec is None or b.model_spec is None
-
-
-def inspect_image(host: Any, image: str) -> tuple[str | None, str | None]:
-    """(image ID, registry digest) of ``image`` on the host: ``docker image inspect``'s
-    ``.Id`` and the ``RepoDigests`` entry of its repository. An image that was built, loaded
-    or imported locally has no RepoDigests (the testbed's): (ID, None). (None, None) when
-    docker cannot say."""
-    out = host.run(
-        ["docker", "image", "inspect", "--format", "{{.Id}} {{json .RepoDigests}}", "--", image],
-        check=False,
-    )
-    try:
-        image_id, _, digests_json = out.stdout.strip().partition(" ")
-        digests = json.loads(digests_json or "null") or []
-    except json.JSONDecodeError:
-        return None, None
-    if out.exit_code != 0 or not _DIGEST_RE.fullmatch(image_id):
-        return None, None
-    name, _, tag = image.split("@")[0].rpartition(":")
-    repo = name if "@" not in image and name and "/" not in tag else image.split("@")[0]
-    found = [
-        d.partition("@")[2] for d in digests if isinstance(d, str) and d.startswith(repo + "@")
-    ]
-    digest = next((d for d in found if _DIGEST_RE.fullmatch(d)), None)
-    return image_id, digest
-
-
-def remember_deploy(host: Any, request: Any, the_plan: Plan, *, tgiops_version: str) -> None:
-    """After a healthy deploy: record it on the data volume, with the image's ID and registry
-    digest (a restore pins the digest, or checks the ID: tgiops.commands.bootstrap.restore). Never
-    fails the deploy."""
-    try:
-        the_record = from_deploy(request, the_plan, tgiops_version=tgiops_version)
-        image_id, digest = inspect_image(host, the_plan.image)
-        if the_record.deployed is not None:
-            if digest is None:
-                log.info(
-                    "%s: %s has no registry digest (built or loaded locally); a restore "
-                    "checks its image ID instead",
-                    host.name,
-                    the_plan.image,
-                )
-            deployed = replace(the_record.deployed, image_id=image_id, image_digest=digest)
-            the_record = replace(the_record, deployed=deployed)
-        save_on_host(host, the_record)
-    except TgiopsError as exc:
-        log.warning("deployed, but could not write the deployment record on %s: %s", host.name, exc)
-
-
-def note_stop(host: Any, data_dir: str, unit: str, stop: LastStop) -> bool:
-    """Put ``stop`` into the unit's record (watch-interruption). False when there is none."""
-    existing = read_record(host, data_dir, unit)
-    if existing is None:
-        return False
-    path = record_path(data_dir, unit)
-    host.put_file_atomic(path, replace(existing, last_stop=stop).to_json(), mode=0o644)
-    return True
 
 
 # -- as EC2 tags ------------------------------------------------------------------------------

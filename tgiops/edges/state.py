@@ -32,7 +32,7 @@ _FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True)
-class DeploymentRecord:
+class KnownDeployment:
     """One deployed unit as tgiops last left it."""
 
     destination: str  # the SSH destination used (host, ssh_config alias or IP)
@@ -52,7 +52,7 @@ class DeploymentRecord:
         return (self.destination, self.unit)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> DeploymentRecord:
+    def from_dict(cls, data: Mapping[str, Any]) -> KnownDeployment:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
@@ -72,7 +72,7 @@ def state_file(environ: Mapping[str, str] | None = None) -> Path:
     return state_dir(environ) / STATE_FILE_NAME
 
 
-def load_deployments(path: Path | None = None) -> list[DeploymentRecord]:
+def load_deployments(path: Path | None = None) -> list[KnownDeployment]:
     """Every recorded deployment, oldest first; [] when nothing was recorded yet."""
     path = path or state_file()
     try:
@@ -84,7 +84,7 @@ def load_deployments(path: Path | None = None) -> list[DeploymentRecord]:
     try:
         data = json.loads(text)
         entries = data["deployments"]
-        return [DeploymentRecord.from_dict(e) for e in entries]
+        return [KnownDeployment.from_dict(e) for e in entries]
     except (ValueError, KeyError, TypeError) as exc:
         raise TgiopsError(
             f"the deploy record {path} is not valid ({exc}); move it away and deploy again, or "
@@ -92,7 +92,7 @@ def load_deployments(path: Path | None = None) -> list[DeploymentRecord]:
         ) from exc
 
 
-def record_deployment(record: DeploymentRecord, path: Path | None = None) -> None:
+def record_deployment(record: KnownDeployment, path: Path | None = None) -> None:
     """Add ``record``, replacing an older entry for the same destination and unit."""
     path = path or state_file()
     with _locked(path):
@@ -127,7 +127,7 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _write(path: Path, records: list[DeploymentRecord]) -> None:
+def _write(path: Path, records: list[KnownDeployment]) -> None:
     payload = {"version": _FORMAT_VERSION, "deployments": [asdict(r) for r in records]}
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
     try:
