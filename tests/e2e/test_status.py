@@ -19,8 +19,8 @@ import jsonschema
 import pytest
 from instance_support import wait_until
 
-from tgiops.commands.status import JSON_SCHEMA
 from tgiops.core import hardware
+from tgiops.core.status import JSON_SCHEMA
 
 pytestmark = pytest.mark.e2e
 

@@ -6,15 +6,15 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tgiops.core.engines.tgi import verify_info
 from tgiops.core.errors import HealthError
+from tgiops.core.metrics import parse_metrics
 from tgiops.edges.health import (
     Probe,
     get_info,
     get_metrics,
-    parse_metrics,
     probe_health,
     smoke_generate,
-    verify_info,
     wait_until_healthy,
 )
 

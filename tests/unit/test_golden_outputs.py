@@ -19,7 +19,7 @@ from test_status_output import fleet
 from tgiops.cli import output
 
 # One case per planner path: Turing fallback, Volta, AWQ sharded, bf16 single GPU, FP8 on
-from tgiops.commands import status
+from tgiops.core import status
 
 # Hopper, a plan that does not fit, an old release, a pinned override.
 PLANS = {

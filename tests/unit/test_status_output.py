@@ -9,7 +9,7 @@ import pytest
 from test_status_parsers import INFO, METRICS, healthy_unit, report_text
 
 from tgiops.cli import output
-from tgiops.commands import status
+from tgiops.core import status
 from tgiops.edges.aws import Ec2Instance
 
 NOW = 1715076300

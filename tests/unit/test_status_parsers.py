@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from tgiops.commands import status
 from tgiops.commands.logs import LogRedactor
+from tgiops.core import status
 from tgiops.core.errors import ProbeError
 
 UNIT_TEXT = """\

@@ -6,8 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from tgiops.commands import status
-from tgiops.core import hardware
+from tgiops.core import hardware, status
 from tgiops.core.probe import UnitState
 from tgiops.edges.aws import Ec2Instance
 
@@ -462,7 +461,7 @@ def test_ec2_facts_on_demand_price_comes_from_the_table():
     ],
 )
 def test_exposure_warnings_name_the_group_and_port(rules, ports, expected):
-    from tgiops.commands.status import exposure_warnings
+    from tgiops.core.status import exposure_warnings
 
     warnings = exposure_warnings(rules, ports)
     assert len(warnings) == len(expected)

@@ -356,7 +356,7 @@ def _number(value: float | None, fmt: str = "{:g}") -> str | None:
 
 
 def _up_for(host: Any, facts: Any) -> str | None:
-    from tgiops.commands.status import format_duration
+    from tgiops.core.status import format_duration
 
     sd = facts.systemd if facts else None
     if sd is None or sd.since_epoch_s is None or host.now_epoch_s is None:

@@ -37,6 +37,7 @@ from typing import Any
 
 from tgiops import __version__
 from tgiops.core import hardware, probe, progress, record
+from tgiops.core.engines.tgi import verify_info
 from tgiops.core.errors import DeployError, DoesNotFitError, HealthError, InputError, ProbeError
 from tgiops.core.plan import Plan, plan
 from tgiops.core.render import (
@@ -577,7 +578,7 @@ def _wait_healthy(
             on_progress=report,
         )
         info = health.get_info(base_url)
-        mismatches = health.verify_info(
+        mismatches = verify_info(
             info,
             expected_model_id=the_plan.model.repo_id,
             expected_max_total_tokens=the_plan.max_total_tokens,

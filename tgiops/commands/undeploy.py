@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from tgiops.commands.logs import choose_unit
-from tgiops.commands.status import UnitPlan, parse_unit_plan
 from tgiops.core.errors import InputError, TgiopsError
 from tgiops.core.probe import split_sections
 from tgiops.core.record import record_path
@@ -33,6 +32,7 @@ from tgiops.core.render import (
     data_dir_of_mount,
     unit_name_from,
 )
+from tgiops.core.status import UnitPlan, parse_unit_plan
 from tgiops.edges.ssh import (
     LOCK_BUSY_EXIT,
     LOCK_PATH,

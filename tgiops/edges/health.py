@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import http.client
 import logging
-import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from tgiops.core.errors import HealthError
+from tgiops.core.metrics import parse_metrics
 
 log = logging.getLogger(__name__)
 
@@ -294,69 +294,3 @@ def get_metrics(base_url: str, *, timeout_s: float = 10.0) -> dict[str, float]:
     return parse_metrics(response.text)
 
 
-def parse_metrics(text: str) -> dict[str, float]:
-    """Prometheus text -> {sample name: value}, summed over label sets.
-
-    Counters are keyed by their family name (TGI's names, e.g. ``tgi_request_count``; a
-    counter exposed as ``x_total`` is keyed ``x``). Histogram buckets and summary quantiles are
-    left out; for every histogram or summary
-    ``NAME`` the result also has ``NAME_mean`` = ``NAME_sum`` / ``NAME_count`` when the count is
-    non-zero, e.g. ``tgi_request_mean_time_per_token_duration_mean`` (seconds per token).
-    Parsing is prometheus_client's, never by hand.
-    """
-    from prometheus_client.parser import text_string_to_metric_families
-
-    values: dict[str, float] = {}
-    distributions: list[str] = []
-    try:
-        for family in text_string_to_metric_families(text):
-            if family.type in ("histogram", "summary"):
-                distributions.append(family.name)
-            for sample in family.samples:
-                if sample.name.endswith(("_bucket", "_created")) or "quantile" in sample.labels:
-                    continue
-                if not math.isfinite(sample.value):
-                    continue
-                name = sample.name
-                if family.type == "counter" and name == f"{family.name}_total":
-                    # The parser renames counters the OpenMetrics way (TGI's tgi_request_count
-                    # comes back as tgi_request_count_total): key them by the exposed name.
-                    name = family.name
-                values[name] = values.get(name, 0.0) + float(sample.value)
-    except ValueError as exc:
-        raise HealthError(f"cannot parse the /metrics text: {exc}") from exc
-    for name in distributions:
-        count = values.get(f"{name}_count")
-        if count:
-            values[f"{name}_mean"] = values.get(f"{name}_sum", 0.0) / count
-    return values
-
-
-def verify_info(
-    info: Mapping[str, Any],
-    *,
-    expected_model_id: str,
-    expected_max_total_tokens: int | None,
-    expected_max_input_tokens: int | None,
-) -> list[str]:
-    """Differences between ``/info`` and the plan, as sentences (empty: all as planned).
-
-    TGI 2.0.x names the input limit ``max_input_length``; later versions ``max_input_tokens``
-    (tgi-facts.md §5).
-    """
-    problems: list[str] = []
-    model_id = info.get("model_id")
-    if model_id != expected_model_id:
-        problems.append(
-            f"the endpoint serves model {model_id!r}, the plan says {expected_model_id!r}"
-        )
-    if expected_max_total_tokens is not None:
-        got = info.get("max_total_tokens")
-        if got != expected_max_total_tokens:
-            problems.append(f"max_total_tokens is {got}, the plan says {expected_max_total_tokens}")
-    if expected_max_input_tokens is not None:
-        key = "max_input_length" if "max_input_tokens" not in info else "max_input_tokens"
-        got = info.get(key)
-        if got != expected_max_input_tokens:
-            problems.append(f"{key} is {got}, the plan says {expected_max_input_tokens}")
-    return problems

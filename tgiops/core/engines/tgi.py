@@ -10,7 +10,9 @@ Every rule here cites ../shared/reference/tgi-facts.md (section numbers), which 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from tgiops.core.errors import InputError
 
@@ -352,3 +354,33 @@ class Engine:
         """Where this release's image caches a model (§6: HF_HOME=/data from 2.3)."""
         folder = "models--" + repo_id.replace("/", "--")
         return f"/data/hub/{folder}" if self.version >= (2, 3, 0) else f"/data/{folder}"
+
+
+def verify_info(
+    info: Mapping[str, Any],
+    *,
+    expected_model_id: str,
+    expected_max_total_tokens: int | None,
+    expected_max_input_tokens: int | None,
+) -> list[str]:
+    """Differences between ``/info`` and the plan, as sentences (empty: all as planned).
+
+    TGI 2.0.x names the input limit ``max_input_length``; later versions ``max_input_tokens``
+    (tgi-facts.md §5).
+    """
+    problems: list[str] = []
+    model_id = info.get("model_id")
+    if model_id != expected_model_id:
+        problems.append(
+            f"the endpoint serves model {model_id!r}, the plan says {expected_model_id!r}"
+        )
+    if expected_max_total_tokens is not None:
+        got = info.get("max_total_tokens")
+        if got != expected_max_total_tokens:
+            problems.append(f"max_total_tokens is {got}, the plan says {expected_max_total_tokens}")
+    if expected_max_input_tokens is not None:
+        key = "max_input_length" if "max_input_tokens" not in info else "max_input_tokens"
+        got = info.get(key)
+        if got != expected_max_input_tokens:
+            problems.append(f"{key} is {got}, the plan says {expected_max_input_tokens}")
+    return problems
