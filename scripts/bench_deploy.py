@@ -107,19 +107,19 @@ def render_files(run: int) -> tuple[str, str, object]:
     """The unit and env file tgiops renders for MODEL on 1x A10G, marked with the run number."""
     from tgiops import __version__
     from tgiops.core import hardware
-    from tgiops.core.engines.tgi import Engine
+    from tgiops.core.engines.tgi import TgiEngine
     from tgiops.core.plan import plan
     from tgiops.core.render import render_env_file, render_unit
     from tgiops.core.request import DeployRequest
     from tgiops.edges import resources
 
     model = resources.load_catalog()[MODEL]
-    request = DeployRequest(model=model, engine=Engine.tgi(), unit_name=UNIT_NAME)
+    request = DeployRequest(model=model, engine=TgiEngine.release(), unit_name=UNIT_NAME)
     options = request.unit_options(())
     the_plan = plan(
         model,
         hardware.inventory_from_spec("A10G", 1),
-        Engine.tgi(),
+        TgiEngine.release(),
         request.overrides,
         instance_types=hardware.all_instance_types(),
     )

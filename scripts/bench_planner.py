@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from tgiops.core import hardware  # noqa: E402
 from tgiops.core.catalog import ModelSpec, parse_catalog  # noqa: E402
-from tgiops.core.engines.tgi import Engine  # noqa: E402
+from tgiops.core.engines.tgi import TgiEngine  # noqa: E402
 from tgiops.core.errors import InputError  # noqa: E402
 from tgiops.core.plan import warmup_memory  # noqa: E402
 
@@ -109,7 +109,7 @@ def _model(case: dict[str, Any]) -> tuple[ModelSpec | None, str]:
     return None, f"{model_id} is not in models.yaml"
 
 
-def _default_prefill(case: dict[str, Any], model: ModelSpec, engine: Engine) -> int | None:
+def _default_prefill(case: dict[str, Any], model: ModelSpec, engine: TgiEngine) -> int | None:
     """The max_batch_prefill_tokens TGI picks itself (tgi-facts §1b), where it can be known."""
     flags = case.get("flags") or {}
     mpe = model.max_position_embeddings
@@ -140,7 +140,7 @@ def evaluate(case: dict[str, Any]) -> Row:
     if not case.get("tgi_version"):
         return skip("TGI version not stated")
     try:
-        engine = Engine.tgi(str(case["tgi_version"]))
+        engine = TgiEngine.release(str(case["tgi_version"]))
     except InputError as exc:
         return skip(str(exc))
     model, model_note = _model(case)

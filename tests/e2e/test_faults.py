@@ -41,7 +41,7 @@ from urllib.parse import urlparse
 import pytest
 
 from tgiops.commands import deploy
-from tgiops.core.engines.tgi import DEFAULT_TGI_VERSION, Engine
+from tgiops.core.engines.tgi import DEFAULT_TGI_VERSION, TgiEngine
 from tgiops.core.errors import SecretError, SSHConnectError, SSHError, TgiopsError
 from tgiops.core.plan import Overrides
 from tgiops.core.request import DeployRequest, DeployResult
@@ -121,7 +121,7 @@ def run_deploy(
     """One deploy of MODEL through tgiops' library, as `tgiops deploy` runs it."""
     request = DeployRequest(
         model=resources.load_catalog()[MODEL],
-        engine=Engine.tgi(DEFAULT_TGI_VERSION),
+        engine=TgiEngine.release(DEFAULT_TGI_VERSION),
         overrides=Overrides(max_total_tokens=total),
         token_secret=secret_name,
         timeout_s=timeout_s,

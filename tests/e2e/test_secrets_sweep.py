@@ -32,7 +32,7 @@ from private_moto import point_boto3_at, private_moto
 from process_lists import ProcessLists
 
 from tgiops.commands import deploy
-from tgiops.core.engines.tgi import DEFAULT_TGI_VERSION, Engine
+from tgiops.core.engines.tgi import DEFAULT_TGI_VERSION, TgiEngine
 from tgiops.core.errors import TgiopsError
 from tgiops.core.plan import Overrides
 from tgiops.core.request import DeployRequest
@@ -181,7 +181,7 @@ def test_a_planted_token_appears_nowhere(gpu_host, private_aws, tmp_path):
         def cut_deploy() -> None:
             request = DeployRequest(
                 model=resources.load_catalog()["phi-3-mini"],
-                engine=Engine.tgi(DEFAULT_TGI_VERSION),
+                engine=TgiEngine.release(DEFAULT_TGI_VERSION),
                 overrides=Overrides(max_total_tokens=2048),  # a change: it gets to "installing"
                 token_secret=name,
             )

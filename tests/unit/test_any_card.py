@@ -12,7 +12,7 @@ from cli_run import run_tgiops as tgiops
 
 from tgiops.core import hardware
 from tgiops.core.catalog import parse_catalog
-from tgiops.core.engines.tgi import Engine
+from tgiops.core.engines.tgi import TgiEngine
 from tgiops.core.errors import PlanInputError, UnknownHardwareError
 from tgiops.core.plan import plan
 from tgiops.core.probe import parse_nvidia_smi_csv
@@ -69,14 +69,16 @@ def test_suggestions_rank_the_family_first(name, first):
 def test_cards_off_ec2_are_known(name, cc, mib):
     model = hardware.find_gpu_model(name)
     assert (model.compute_capability, model.memory_mib) == (cc, mib)
-    result = plan(CATALOG["llama-3.1-8b"], hardware.inventory_from_spec(name, 1), Engine.tgi())
+    result = plan(
+        CATALOG["llama-3.1-8b"], hardware.inventory_from_spec(name, 1), TgiEngine.release()
+    )
     assert result.fits
 
 
 def test_an_unknown_card_plans_from_its_compute_capability_and_memory():
     inventory = hardware.inventory_from_spec("RTX 6000 Ada", 2, 48, (8, 9))
     assert inventory.compute_capability == (8, 9) and inventory.memory_mib == 48 * 1024
-    result = plan(CATALOG["llama-3.1-70b-fp8"], inventory, Engine.tgi())
+    result = plan(CATALOG["llama-3.1-70b-fp8"], inventory, TgiEngine.release())
     assert result.fits and result.num_shard == 2
 
 
@@ -86,7 +88,7 @@ def test_a_probed_unknown_card_plans_from_what_nvidia_smi_reports():
         "1, NVIDIA RTX 6000 Ada Generation, 49140, 0, 0, 8.9, 550.90.07\n"
     )
     assert inventory.model is None
-    result = plan(CATALOG["llama-3.1-8b"], inventory, Engine.tgi())
+    result = plan(CATALOG["llama-3.1-8b"], inventory, TgiEngine.release())
     assert result.fits and result.inventory.compute_capability == (8, 9)
 
 
@@ -138,5 +140,7 @@ def test_parse_compute_capability():
 
 @pytest.mark.parametrize(("card", "warned"), [("B200", True), ("H200", False), ("GH200", False)])
 def test_blackwell_plans_warn_that_tgis_kernels_do_not_target_it(card, warned):
-    result = plan(CATALOG["llama-3.1-8b"], hardware.inventory_from_spec(card, 1), Engine.tgi())
+    result = plan(
+        CATALOG["llama-3.1-8b"], hardware.inventory_from_spec(card, 1), TgiEngine.release()
+    )
     assert any("TORCH_CUDA_ARCH_LIST" in w for w in result.warnings) == warned

@@ -236,9 +236,9 @@ def test_unknown_quantize_or_engine_version_exits_2_naming_it(value):
 
 
 def hardware_quantize_values() -> set[str]:
-    from tgiops.core.engines.tgi import Engine
+    from tgiops.core.engines.tgi import TgiEngine
 
-    return set(Engine.tgi().accepted_quantize)
+    return set(TgiEngine.release().accepted_quantize)
 
 
 @SETTINGS

@@ -256,3 +256,11 @@ def test_reconcile_watch_json_prints_an_error_object_for_a_failed_pass(tmp_path)
     assert proc.returncode == 130  # Ctrl-C before any pass succeeded: interrupted
     last = json.loads(rest.strip().splitlines()[-1])  # JSON lines to the end
     assert last["exit_code"] == 130 and last["error"]["type"] == "Interrupted"
+
+
+@pytest.mark.parametrize("verb", [["secret", "delete", "--secret-name", "x"], ["secret", "list"]])
+def test_a_region_that_is_no_region_name_is_bad_input(verb):
+    """Found by test_cli_properties: boto3's InvalidRegionError escaped as 'unexpected'."""
+    code, _, err = run([*verb, "--region", "0"])
+    assert code == 2, err
+    assert "--region '0' is not an AWS region name" in err

@@ -11,7 +11,7 @@ import pytest
 
 from tgiops.core import hardware
 from tgiops.core.catalog import parse_catalog, quantized_siblings
-from tgiops.core.engines.tgi import Engine
+from tgiops.core.engines.tgi import TgiEngine
 from tgiops.core.plan import plan
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,7 +27,9 @@ CATALOG = parse_catalog((ROOT / "models.yaml").read_text(), origin="models.yaml"
     ],
 )
 def test_current_models_plan_on_usual_instance_types(alias, instance_type, num_shard, quantize):
-    result = plan(CATALOG[alias], hardware.inventory_for_instance_type(instance_type), Engine.tgi())
+    result = plan(
+        CATALOG[alias], hardware.inventory_for_instance_type(instance_type), TgiEngine.release()
+    )
     assert result.fits, result.problem
     assert (result.num_shard, result.quantize) == (num_shard, quantize)
     assert result.max_total_tokens >= 8192
@@ -94,14 +96,18 @@ def test_gemma3_plans_warn_of_the_quadratic_warmup_mask(version, warned):
     from dataclasses import replace
 
     gemma3 = replace(CATALOG["gemma-2-9b"], alias="gemma3-like", model_type="gemma3", vision=True)
-    result = plan(gemma3, hardware.inventory_for_instance_type("g6e.xlarge"), Engine.tgi(version))
+    result = plan(
+        gemma3, hardware.inventory_for_instance_type("g6e.xlarge"), TgiEngine.release(version)
+    )
     assert any("dense" in w and "#3130" in w for w in result.warnings) == warned
 
 
 @pytest.mark.parametrize("instance_type", ["g6e.xlarge", "g5.2xlarge", "g6.xlarge"])
 def test_qwen3_8b_plans_through_tgis_transformers_backend(instance_type):
     result = plan(
-        CATALOG["qwen3-8b"], hardware.inventory_for_instance_type(instance_type), Engine.tgi()
+        CATALOG["qwen3-8b"],
+        hardware.inventory_for_instance_type(instance_type),
+        TgiEngine.release(),
     )
     assert result.fits, result.problem
     assert any("model_type 'qwen3'" in w for w in result.warnings)
@@ -111,13 +117,15 @@ def test_no_eetq_or_4bit_for_models_tgi_runs_through_transformers():
     """TGI refuses eetq and 4-bit bitsandbytes on its transformers fallback
     (models/__init__.py@v3.3.7 l.1725-1736); on-the-fly choices keep to what it accepts."""
     result = plan(
-        CATALOG["qwen3-8b"], hardware.inventory_for_instance_type("g4dn.xlarge"), Engine.tgi()
+        CATALOG["qwen3-8b"],
+        hardware.inventory_for_instance_type("g4dn.xlarge"),
+        TgiEngine.release(),
     )
     assert result.quantize not in ("eetq", "bitsandbytes-nf4", "bitsandbytes-fp4")
     result = plan(
         CATALOG["qwen3-8b"],
         hardware.inventory_from_spec("A10G", 1, 12),
-        Engine.tgi(),
+        TgiEngine.release(),
     )
     assert result.quantize not in ("eetq", "bitsandbytes-nf4", "bitsandbytes-fp4")
 
@@ -129,7 +137,7 @@ def test_a_deepseek_r1_distill_plans_with_room_for_long_answers(instance_type, q
     result = plan(
         CATALOG["deepseek-r1-distill-qwen-32b"],
         hardware.inventory_for_instance_type(instance_type),
-        Engine.tgi(),
+        TgiEngine.release(),
     )
     assert result.fits, result.problem
     assert result.quantize == quantize
@@ -145,7 +153,7 @@ def test_mistral_small_plans_on_usual_instance_types(instance_type, num_shard, q
     result = plan(
         CATALOG["mistral-small-24b"],
         hardware.inventory_for_instance_type(instance_type),
-        Engine.tgi(),
+        TgiEngine.release(),
     )
     assert result.fits, result.problem
     assert (result.num_shard, result.quantize) == (num_shard, quantize)

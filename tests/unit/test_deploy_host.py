@@ -12,7 +12,7 @@ import pytest
 from tgiops.commands import deploy, undeploy
 from tgiops.core import hardware, probe, progress, record
 from tgiops.core.catalog import find_model, parse_catalog
-from tgiops.core.engines.tgi import Engine
+from tgiops.core.engines.tgi import TgiEngine
 from tgiops.core.errors import InputError, SSHError
 from tgiops.core.plan import Overrides, plan
 from tgiops.core.render import (
@@ -49,19 +49,19 @@ def test_a_service_suffix_is_dropped_once_and_reserved_names_are_refused():
 
 def test_request_normalizes_the_unit_and_defaults_fit_the_pattern():
     request = DeployRequest(
-        model=PHI, engine=Engine.tgi("3.3.5"), unit_name="tgiops-x.service"
+        model=PHI, engine=TgiEngine.release("3.3.5"), unit_name="tgiops-x.service"
     )
     assert request.unit_options(()).unit_name == "tgiops-x"
     for alias in CATALOG:
         assert UNIT_NAME_RE.fullmatch(default_unit_name(alias)), alias
     with pytest.raises(InputError, match="not a tgiops unit name"):
-        DeployRequest(model=PHI, engine=Engine.tgi("3.3.5"), unit_name="docker")
+        DeployRequest(model=PHI, engine=TgiEngine.release("3.3.5"), unit_name="docker")
 
 
 @pytest.mark.parametrize("timeout", [0, -5])
 def test_timeout_must_be_positive(timeout):
     with pytest.raises(InputError, match="--timeout"):
-        DeployRequest(model=PHI, engine=Engine.tgi("3.3.5"), timeout_s=timeout)
+        DeployRequest(model=PHI, engine=TgiEngine.release("3.3.5"), timeout_s=timeout)
 
 
 @pytest.mark.parametrize(
@@ -108,7 +108,7 @@ def a10g(count: int) -> hardware.GpuInventory:
 
 
 def rendered_exec_start(name: str, port: int, devices: tuple[int, ...]) -> str:
-    the_plan = plan(PHI, a10g(max(1, len(devices))), Engine.tgi("3.3.5"), Overrides())
+    the_plan = plan(PHI, a10g(max(1, len(devices))), TgiEngine.release("3.3.5"), Overrides())
     options = UnitOptions(name, port=port, gpu_devices=devices)
     text = render_unit(the_plan, options, TEMPLATE, tgiops_version="t")
     return next(line for line in text.splitlines() if line.startswith("ExecStart="))
@@ -202,8 +202,8 @@ def test_the_probe_reads_other_units_listening_ports_and_the_record():
 
 
 def test_a_replaced_deploy_is_named_with_its_age():
-    request = DeployRequest(model=PHI, engine=Engine.tgi("3.3.5"), unit_name="tgiops-new")
-    the_plan = plan(PHI, a10g(1), Engine.tgi("3.3.5"), Overrides())
+    request = DeployRequest(model=PHI, engine=TgiEngine.release("3.3.5"), unit_name="tgiops-new")
+    the_plan = plan(PHI, a10g(1), TgiEngine.release("3.3.5"), Overrides())
     from datetime import datetime, timezone
 
     then = datetime(2026, 12, 4, 8, 0, 0, tzinfo=timezone.utc)
@@ -234,7 +234,7 @@ def _result(the_plan, *, healthy=True, changed=True, host="h") -> DeployResult:
 
 
 def test_a_fleet_runs_concurrently_within_the_bound_and_sums_up():
-    the_plan = plan(PHI, a10g(1), Engine.tgi("3.3.5"), Overrides())
+    the_plan = plan(PHI, a10g(1), TgiEngine.release("3.3.5"), Overrides())
     running, peak, lock = [0], [0], threading.Lock()
 
     def run_one(target: str) -> DeployResult:

@@ -21,10 +21,9 @@ import pytest
 
 from tgiops.core import hardware
 from tgiops.core.catalog import parse_catalog
-from tgiops.core.engines.tgi import Engine
+from tgiops.core.engines.tgi import TgiEngine, diagnose_journal
 from tgiops.core.errors import PlanInputError
 from tgiops.core.plan import Overrides, Plan, plan
-from tgiops.core.probe import diagnose_journal
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -109,7 +108,7 @@ def test_every_fitting_default_plan_starts_in_the_emulator(version):
     prefill-logits term), which the planner must leave room for (issue 14, item A)."""
     failed: list[str] = []
     checked = 0
-    tgi = Engine.tgi(version)
+    tgi = TgiEngine.release(version)
     for alias, spec in sorted(CATALOG.items()):
         for itype in hardware.all_instance_types():
             try:
@@ -146,7 +145,7 @@ def test_every_fitting_default_plan_starts_under_the_emulators_validation():
     checked: set[tuple[str, str]] = set()
     refused: list[str] = []
     for version in EMULATED:
-        tgi = Engine.tgi(version)
+        tgi = TgiEngine.release(version)
         for alias, spec in sorted(CATALOG.items()):
             for itype in hardware.all_instance_types():
                 inventory = hardware.inventory_for_instance_type(itype.name)
@@ -180,7 +179,7 @@ def test_without_chunking_the_default_prefill_covers_the_input(instance_type, fl
     result = plan(
         CATALOG["llama-3.1-8b"],
         hardware.inventory_for_instance_type(instance_type),
-        Engine.tgi("3.3.7"),
+        TgiEngine.release("3.3.7"),
         Overrides(flash_attention=flash_attention),
     )
     assert result.fits and not result.prefill_chunking
@@ -192,7 +191,7 @@ def test_a_forced_prefill_below_the_input_without_chunking_does_not_fit():
     result = plan(
         CATALOG["llama-3.1-8b"],
         hardware.inventory_for_instance_type("g5.xlarge"),
-        Engine.tgi("3.3.7"),
+        TgiEngine.release("3.3.7"),
         Overrides(max_batch_prefill_tokens=2048, max_input_tokens=6000, flash_attention=False),
     )
     assert not result.fits
@@ -207,7 +206,7 @@ def test_a_forced_prefill_below_the_input_without_chunking_does_not_fit():
 
 
 def test_chunking_follows_the_attention_backend_not_the_release_alone():
-    tgi = Engine.tgi("3.3.7")
+    tgi = TgiEngine.release("3.3.7")
     phi = CATALOG["phi-3-mini"]  # head_dim 96: not a flashinfer size
     on_t4 = tgi.attention_backend(
         flash=True, compute_capability=(7, 5), head_dim=phi.head_dim, model_type=phi.model_type
@@ -219,7 +218,7 @@ def test_chunking_follows_the_attention_backend_not_the_release_alone():
     assert not tgi.prefill_chunking(flash=True, attention=on_t4, vision=False)
     assert tgi.prefill_chunking(flash=True, attention=on_a10g, vision=False)
     assert tgi.attention_block_size(on_a10g) == 256
-    assert not Engine.tgi("2.4.1").prefill_chunking(
+    assert not TgiEngine.release("2.4.1").prefill_chunking(
         flash=True, attention="flashinfer", vision=False
     )
     assert not tgi.prefill_chunking(flash=False, attention="flashinfer", vision=False)
@@ -227,7 +226,7 @@ def test_chunking_follows_the_attention_backend_not_the_release_alone():
 
 
 def test_validate_launcher_args_speaks_tgis_texts():
-    new, old = Engine.tgi("3.3.7"), Engine.tgi("2.0.4")
+    new, old = TgiEngine.release("3.3.7"), TgiEngine.release("2.0.4")
     ok = dict(max_input_tokens=100, max_total_tokens=200, max_batch_prefill_tokens=100)
     assert new.validate_launcher_args(**ok, prefill_chunking=False) == ()
     assert new.validate_launcher_args(

@@ -14,13 +14,13 @@ from cli_run import run_tgiops as tgiops
 
 from tgiops.core import hardware
 from tgiops.core.catalog import model_from_hf_config, parse_catalog, quantized_siblings
-from tgiops.core.engines.tgi import Engine
+from tgiops.core.engines.tgi import TgiEngine
 from tgiops.core.errors import CatalogError, PlanInputError
 from tgiops.core.plan import Overrides, plan
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOG = parse_catalog((ROOT / "models.yaml").read_text(), origin="models.yaml")
-TGI = Engine.tgi("3.3.7")
+TGI = TgiEngine.release("3.3.7")
 
 
 def llama_config(**changes: object) -> dict[str, object]:
@@ -88,11 +88,11 @@ def test_an_unknown_model_type_warns_naming_tgis_list():
 
 
 def test_known_model_types_follow_the_release():
-    assert "gemma2" not in Engine.tgi("2.0.4").model_types
-    assert "gemma2" in Engine.tgi("2.1.0").model_types
-    assert "mllama" in Engine.tgi("2.3.1").model_types
-    assert "ssm" in Engine.tgi("2.4.0").model_types and "ssm" not in TGI.model_types
-    assert "llama4" in TGI.model_types and "phi3" not in Engine.tgi("2.0.1").model_types
+    assert "gemma2" not in TgiEngine.release("2.0.4").model_types
+    assert "gemma2" in TgiEngine.release("2.1.0").model_types
+    assert "mllama" in TgiEngine.release("2.3.1").model_types
+    assert "ssm" in TgiEngine.release("2.4.0").model_types and "ssm" not in TGI.model_types
+    assert "llama4" in TGI.model_types and "phi3" not in TgiEngine.release("2.0.1").model_types
 
 
 def test_a_context_beyond_tgis_token_counters_is_refused():

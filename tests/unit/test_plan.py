@@ -8,20 +8,20 @@ import pytest
 
 from tgiops.core import hardware
 from tgiops.core.catalog import ModelSpec, find_model, parse_catalog
-from tgiops.core.engines.tgi import Engine
+from tgiops.core.engines.tgi import TgiEngine
 from tgiops.core.errors import PlanInputError
 from tgiops.core.plan import Overrides, kv_bytes_per_token_per_gpu, plan
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOG = parse_catalog((ROOT / "models.yaml").read_text(), origin="models.yaml")
-TGI = Engine.tgi("3.3.5")
+TGI = TgiEngine.release("3.3.5")
 
 
 def model(alias: str) -> ModelSpec:
     return find_model(CATALOG, alias)
 
 
-def plan_on(alias: str, instance_type: str, engine: Engine = TGI, **overrides):
+def plan_on(alias: str, instance_type: str, engine: TgiEngine = TGI, **overrides):
     return plan(
         model(alias),
         hardware.inventory_for_instance_type(instance_type),
@@ -144,7 +144,7 @@ def test_turing_fallback_sets_non_flash_env_and_one_shard():
     ],
 )
 def test_fallback_env_names_follow_the_version(version, env):
-    result = plan_on("phi-3-mini", "g4dn.xlarge", engine=Engine.tgi(version))
+    result = plan_on("phi-3-mini", "g4dn.xlarge", engine=TgiEngine.release(version))
     assert result.env == env
 
 
@@ -235,13 +235,13 @@ def test_quantize_none_forbids_on_the_fly_quantization():
 
 
 def test_legacy_versions_use_their_own_flag_and_cover_input_with_prefill():
-    result = plan_on("llama-3.1-8b", "g5.2xlarge", engine=Engine.tgi("2.0.4"))
+    result = plan_on("llama-3.1-8b", "g5.2xlarge", engine=TgiEngine.release("2.0.4"))
     assert "--max-input-length" in result.launcher_args
     assert "--max-input-tokens" not in result.launcher_args
     assert result.max_batch_prefill_tokens >= result.max_input_tokens
     assert result.max_input_tokens <= 8192
-    assert Engine.tgi("2.0.4").token_env_var == "HUGGING_FACE_HUB_TOKEN"
-    assert Engine.tgi("3.3.5").token_env_var == "HF_TOKEN"
+    assert TgiEngine.release("2.0.4").token_env_var == "HUGGING_FACE_HUB_TOKEN"
+    assert TgiEngine.release("3.3.5").token_env_var == "HF_TOKEN"
 
 
 BAD_OVERRIDES = [
@@ -304,7 +304,7 @@ def test_impossible_overrides_are_bad_input(alias, itype, overrides, message):
 
 def test_quantize_on_the_fly_for_engine_without_fp8_marlin():
     # TGI 2.1 has no FP8-Marlin for sm8x: on A10G it must fall to eetq instead.
-    result = plan_on("llama-3.1-70b", "g5.12xlarge", engine=Engine.tgi("2.1.0"))
+    result = plan_on("llama-3.1-70b", "g5.12xlarge", engine=TgiEngine.release("2.1.0"))
     assert result.fits and result.quantize == "eetq"
 
 
@@ -317,7 +317,7 @@ def test_quantize_on_the_fly_for_engine_without_fp8_marlin():
 def test_prefill_logits_are_their_own_memory_term_per_release(version, copies):
     """flash_causal_lm.py: log_softmax into a new tensor up to 2.3.1, in place from 2.4.0
     (PR #2661), no prefill logprobs at all from 3.0.0 (REQUEST_LOGPROBS, PR #2797)."""
-    result = plan_on("llama-3.1-8b", "g5.xlarge", engine=Engine.tgi(version))
+    result = plan_on("llama-3.1-8b", "g5.xlarge", engine=TgiEngine.release(version))
     assert result.fits
     vocab = model("llama-3.1-8b").vocab_size
     expected = result.max_batch_prefill_tokens * copies * vocab * 2 / 2**20
@@ -329,7 +329,7 @@ def test_prefill_logits_are_their_own_memory_term_per_release(version, copies):
 def test_sharded_prefill_logits_gather_the_whole_vocabulary_on_each_shard():
     """TensorParallelHead.forward (layers/tensor_parallel.py@v2.4.1): a local V/world slice,
     then an all-gather of the full V on every shard."""
-    result = plan_on("llama-3.1-8b", "g5.12xlarge", engine=Engine.tgi("2.4.1"), num_shard=4)
+    result = plan_on("llama-3.1-8b", "g5.12xlarge", engine=TgiEngine.release("2.4.1"), num_shard=4)
     vocab = model("llama-3.1-8b").vocab_size
     per_token = (vocab + vocab // 4) * 2
     assert result.memory.prefill_logits_mib == pytest.approx(
@@ -339,7 +339,7 @@ def test_sharded_prefill_logits_gather_the_whole_vocabulary_on_each_shard():
 
 def test_before_3_0_the_wiggle_room_is_a_share_of_free_memory():
     """free * TGI_WIGGLE_ROOM (flash_causal_lm.py@v2.4.1 l.1549-1553), 0.90 at 2.4.x."""
-    result = plan_on("llama-3.1-8b", "g5.xlarge", engine=Engine.tgi("2.4.1"))
+    result = plan_on("llama-3.1-8b", "g5.xlarge", engine=TgiEngine.release("2.4.1"))
     mem = result.memory
     assert mem.kv_share == 0.90
     assert mem.usable_mib == pytest.approx(mem.gpu_memory_mib, abs=0.1)
@@ -365,13 +365,15 @@ def test_before_3_0_the_wiggle_room_is_a_share_of_free_memory():
 )
 def test_wiggle_room_default_per_release(version, wiggle):
     """TGI_WIGGLE_ROOM's default in models/globals.py at each tag (0.95 hard-coded <= 2.2)."""
-    assert Engine.tgi(version).wiggle_room == wiggle
+    assert TgiEngine.release(version).wiggle_room == wiggle
 
 
 def test_without_chunking_a_big_logits_term_shortens_the_input_rather_than_misfit():
     """2.1.0 on 4x A10G: eetq 70B fits with a shorter input; the prefill logits of 8192
     tokens would not (the planner settles on the longest input that fits)."""
-    result = plan_on("llama-3.1-70b", "g5.12xlarge", engine=Engine.tgi("2.1.0"), quantize="eetq")
+    result = plan_on(
+        "llama-3.1-70b", "g5.12xlarge", engine=TgiEngine.release("2.1.0"), quantize="eetq"
+    )
     assert result.fits
     assert 1024 <= result.max_input_tokens < 8192
     assert result.max_batch_prefill_tokens == result.max_input_tokens
@@ -382,7 +384,7 @@ def test_plan_output_shows_the_prefill_logits_term():
     from tgiops.cli.output import plan_as_text
     from tgiops.core.plan import plan_as_dict
 
-    result = plan_on("llama-3.1-8b", "g5.xlarge", engine=Engine.tgi("2.4.1"))
+    result = plan_on("llama-3.1-8b", "g5.xlarge", engine=TgiEngine.release("2.4.1"))
     memory = plan_as_dict(result)["memory"]
     assert memory["prefill_logits_gib"] == round(result.memory.prefill_logits_mib / 1024, 2) > 1
     assert f"prefill logits {result.memory.prefill_logits_mib / 1024:.2f}" in plan_as_text(result)

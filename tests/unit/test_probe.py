@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from tgiops.core.engines.tgi import diagnose_journal
 from tgiops.core.errors import ProbeError
 from tgiops.core.probe import (
     NVIDIA_SMI_QUERY_FIELDS,
     UNIT_STATE_PROPERTIES,
-    diagnose_journal,
     nvidia_smi_query_command,
     parse_df_bytes_available,
     parse_nvidia_smi_csv,

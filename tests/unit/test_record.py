@@ -10,7 +10,7 @@ import pytest
 
 from tgiops.core import record
 from tgiops.core.catalog import find_model
-from tgiops.core.engines.tgi import Engine
+from tgiops.core.engines.tgi import TgiEngine
 from tgiops.core.errors import InputError
 from tgiops.core.hardware import inventory_for_instance_type
 from tgiops.core.plan import Overrides, plan
@@ -23,7 +23,7 @@ CATALOG = resources.load_catalog(environ={})
 def request(**changes) -> DeployRequest:
     base = DeployRequest(
         model=find_model(CATALOG, "llama-3.1-70b-awq"),
-        engine=Engine.tgi("3.3.5"),
+        engine=TgiEngine.release("3.3.5"),
         overrides=Overrides(max_total_tokens=8192, flash_attention=True),
         port=8081,
         public=True,

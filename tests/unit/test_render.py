@@ -12,7 +12,7 @@ import pytest
 
 from tgiops.core import hardware
 from tgiops.core.catalog import find_model, parse_catalog
-from tgiops.core.engines.tgi import Engine
+from tgiops.core.engines.tgi import TgiEngine
 from tgiops.core.errors import InputError
 from tgiops.core.plan import Overrides, plan
 from tgiops.core.render import (
@@ -33,7 +33,7 @@ def make_plan(alias="llama-3.1-70b-awq", itype="g5.12xlarge", version="3.3.5", *
     return plan(
         find_model(CATALOG, alias),
         hardware.inventory_for_instance_type(itype),
-        Engine.tgi(version),
+        TgiEngine.release(version),
         Overrides(**overrides),
     )
 

@@ -13,7 +13,7 @@ import pytest
 
 from tgiops.commands import bootstrap
 from tgiops.core import catalog, record
-from tgiops.core.engines.tgi import Engine
+from tgiops.core.engines.tgi import TgiEngine
 from tgiops.core.errors import InputError
 from tgiops.core.hardware import inventory_for_instance_type
 from tgiops.core.plan import plan
@@ -26,7 +26,7 @@ TEMPLATES = resources.shipped_path("unit_templates")
 
 
 def a_record_dict() -> dict:
-    req = DeployRequest(model=catalog.find_model(CATALOG, "phi-3-mini"), engine=Engine.tgi())
+    req = DeployRequest(model=catalog.find_model(CATALOG, "phi-3-mini"), engine=TgiEngine.release())
     the_plan = plan(req.model, inventory_for_instance_type("g5.xlarge"), req.engine, req.overrides)
     rec = record.from_deploy(req, the_plan, tgiops_version="0.1.0")
     return json.loads(rec.to_json())
@@ -36,7 +36,7 @@ def a_record_dict() -> dict:
 
 
 def test_the_container_gets_the_model_cache_not_the_records():
-    req = DeployRequest(model=catalog.find_model(CATALOG, "phi-3-mini"), engine=Engine.tgi())
+    req = DeployRequest(model=catalog.find_model(CATALOG, "phi-3-mini"), engine=TgiEngine.release())
     the_plan = plan(req.model, inventory_for_instance_type("g5.xlarge"), req.engine, req.overrides)
     args = docker_run_args(the_plan, UnitOptions("tgiops-phi-3-mini"))
     mounts = [args[i + 1] for i, a in enumerate(args) if a == "-v"]

@@ -244,11 +244,11 @@ def test_cli_userdata_json_and_iam_policy():
 def test_user_data_carries_a_models_facts_only_when_the_catalog_cannot_supply_them(change, travels):
     from dataclasses import replace
 
-    from tgiops.core.engines.tgi import Engine
+    from tgiops.core.engines.tgi import TgiEngine
     from tgiops.core.request import DeployRequest
 
     model = replace(find_model(CATALOG, "phi-3-mini"), **change)
-    request = DeployRequest(model=model, engine=Engine.tgi("3.3.7"))
+    request = DeployRequest(model=model, engine=TgiEngine.release("3.3.7"))
     carried = bootstrap.userdata_record(request, CATALOG)
     assert carried.spec.repo_id == model.repo_id and carried.spec.model == model.alias
     if travels:

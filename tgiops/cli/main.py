@@ -434,7 +434,6 @@ def error_as_dict(kind: str, message: str, exit_code: int, exc: BaseException | 
     }
     plan = getattr(exc, "plan", None)
     if plan is not None:  # a plan that does not fit: what was planned, and the alternatives
-
         data["plan"] = plan_as_dict(plan)
     return data
 
@@ -577,13 +576,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from tgiops.cli import output
     from tgiops.core import hardware, recovery
     from tgiops.core.catalog import quantized_siblings
-    from tgiops.core.engines.tgi import DEFAULT_TGI_VERSION, Engine
+    from tgiops.core.engines.tgi import DEFAULT_TGI_VERSION, TgiEngine
     from tgiops.core.plan import plan
     from tgiops.edges import resources
 
     model = resolve_model(args)
     inventory = resolve_inventory(args)
-    engine = Engine.tgi(args.tgi_version or DEFAULT_TGI_VERSION)
+    engine = TgiEngine.release(args.tgi_version or DEFAULT_TGI_VERSION)
     recovery_estimate = recovery.estimate(
         model,
         hardware.find_instance_type(inventory.instance_type) if inventory.instance_type else None,
@@ -655,12 +654,12 @@ def _gpu_devices(text: str | None) -> tuple[int, ...]:
 def deploy_request_from(args: argparse.Namespace, **extra: Any) -> DeployRequest:
     """The deploy request the shared model/override/unit options describe, validated (exit 2)
     before any host or AWS is touched."""
-    from tgiops.core.engines.tgi import DEFAULT_TGI_VERSION, Engine
+    from tgiops.core.engines.tgi import DEFAULT_TGI_VERSION, TgiEngine
     from tgiops.core.request import DeployRequest
 
     request = DeployRequest(
         model=resolve_model(args),
-        engine=Engine.tgi(args.tgi_version or DEFAULT_TGI_VERSION),
+        engine=TgiEngine.release(args.tgi_version or DEFAULT_TGI_VERSION),
         overrides=overrides_from(args),
         unit_name=args.unit,
         port=args.port,

@@ -213,7 +213,6 @@ class Restored:
             "failure": self.failure,
         }
         if self.deploy is not None:
-
             data["deploy"] = deploy_as_dict(self.deploy)
         return data
 
@@ -221,10 +220,10 @@ class Restored:
 def host_cache_dir(record: DeploymentRecord, model: ModelSpec) -> str:
     """The model's Hugging Face cache folder on the host (``<data_dir>/cache`` is /data in
     TGI: tgiops.core.render.cache_dir)."""
-    from tgiops.core.engines.tgi import Engine
+    from tgiops.core.engines.tgi import TgiEngine
     from tgiops.core.render import CONTAINER_DATA, cache_dir
 
-    in_container = Engine.tgi(record.spec.tgi_version).cache_dir_in_container(model.repo_id)
+    in_container = TgiEngine.release(record.spec.tgi_version).cache_dir_in_container(model.repo_id)
     return cache_dir(record.spec.data_dir) + in_container[len(CONTAINER_DATA) :]
 
 

@@ -630,7 +630,7 @@ def _roll_back(
     on_progress: Progress,
 ) -> DeployResult:
     journal = _journal_tail(host, options, redact)
-    diagnosis = probe.diagnose_journal(journal)
+    diagnosis = the_plan.engine.diagnose_journal(journal)
     failure_text = redact(str(failure))
     q = shlex.quote
     unit, env, name = options.unit_path, options.env_file, options.unit_name + ".service"

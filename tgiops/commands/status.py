@@ -5,7 +5,6 @@ on parallel SSH connections, so an unreachable host costs its connect timeout an
 else; joins EC2 facts and warnings; the verdicts themselves are tgiops.core.status's.
 """
 
-
 from __future__ import annotations
 
 import logging
@@ -234,4 +233,3 @@ def gather_status(
 def _with_warnings(facts: Ec2Facts, host: HostStatus) -> Ec2Facts:
     ports = [u.facts.plan.port for u in host.units if u.facts and u.facts.plan.port]
     return replace(facts, warnings=exposure_warnings(facts.open_ingress, ports or [8080]))
-

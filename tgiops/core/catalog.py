@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from tgiops.core.engines.tgi import DEFAULT_TGI_VERSION, Engine
+from tgiops.core.engines.tgi import DEFAULT_TGI_VERSION, TgiEngine
 from tgiops.core.errors import CatalogError, UnknownModelError
 
 logger = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 
 # TGI's --quantize values in its newest release (the engine module keeps them per version).
-TGI_QUANTIZE_VALUES: tuple[str, ...] = Engine.tgi(DEFAULT_TGI_VERSION).accepted_quantize
+TGI_QUANTIZE_VALUES: tuple[str, ...] = TgiEngine.release(DEFAULT_TGI_VERSION).accepted_quantize
 # config.json quantization_config.quant_method -> TGI --quantize name. TGI auto-detects exactly
 # these (server/text_generation_server/models/__init__.py@737 l.447-462, tgi-facts.md §1).
 QUANT_METHOD_TO_TGI: Mapping[str, str] = MappingProxyType(

@@ -25,7 +25,7 @@ per GPU, in bytes:
 
 So, from v3.0.0: ``kv_budget = total * fraction * wiggle - used``; before v3.0.0 the wiggle
 room is a share of what is free instead, ``kv_budget = wiggle * (total * fraction - used)``
-(``Engine.wiggle_on_free_memory``, flash_causal_lm.py@v2.4.1 l.1549-1553), where
+(``TgiEngine.wiggle_on_free_memory``, flash_causal_lm.py@v2.4.1 l.1549-1553), where
 ``used = weights_per_gpu + cuda_context + activations + prefill_logits``.
 
 Estimates, and their known limits (none of these numbers is published by TGI):
@@ -44,7 +44,7 @@ Estimates, and their known limits (none of these numbers is published by TGI):
   ``prefill_logprobs`` (router/client/src/client.rs@v2.0.4 l.148,
   backends/v3/src/client/grpc_client.rs@v3.3.7 l.150-197), so before v3.0.0 the LM head runs
   on *every* prefill token and ``log_softmax`` follows over the full vocabulary
-  (``Engine.prefill_logits_copies`` cites the lines per release). They are in the model's
+  (``TgiEngine.prefill_logits_copies`` cites the lines per release). They are in the model's
   16-bit dtype: the head's output is ``input.new_empty`` / a 16-bit linear and no model
   class casts it (grep of ``.float()`` on logits in custom_modeling@v2.0.4 and @v2.4.1 finds
   none), and log_softmax keeps its input's dtype. Per GPU and prefill token:
@@ -69,9 +69,9 @@ Token limits: the plan keeps room for ``full_length_requests`` requests of full 
 prefill chunking a prompt is one prefill, so ``max_batch_prefill_tokens`` must cover
 ``max_input_tokens``; there the input is capped at 8192 tokens unless overridden. TGI chunks
 only from v3.0, on its flash model classes, with flashinfer or flashdecoding attention, for
-text-only models (``Engine.prefill_chunking``): not on the non-flash path of T4/V100, not with
+text-only models (``TgiEngine.prefill_chunking``): not on the non-flash path of T4/V100, not with
 paged attention. Every plan is checked against TGI's own argument validation
-(``Engine.validate_launcher_args``); one TGI would refuse does not fit.
+(``TgiEngine.validate_launcher_args``); one TGI would refuse does not fit.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tgiops.core.catalog import ModelSpec
-from tgiops.core.engines.tgi import Engine
+from tgiops.core.engines.tgi import TgiEngine
 from tgiops.core.errors import PlanInputError
 from tgiops.core.hardware import GpuInventory, InstanceType, inventory_for_instance_type
 
@@ -177,7 +177,7 @@ class Alternative:
 @dataclass(frozen=True)
 class Plan:
     model: ModelSpec
-    engine: Engine
+    engine: TgiEngine
     inventory: GpuInventory
     fits: bool
     num_shard: int
@@ -194,8 +194,8 @@ class Plan:
     warnings: tuple[str, ...] = ()
     alternatives: tuple[Alternative, ...] = ()
     problem: str | None = None  # why it does not fit, when fits is False
-    attention: str = "paged"  # the attention backend TGI will run (Engine.attention_backend)
-    prefill_chunking: bool = False  # whether TGI splits long prompts (Engine.prefill_chunking)
+    attention: str = "paged"  # the attention backend TGI will run (TgiEngine.attention_backend)
+    prefill_chunking: bool = False  # whether TGI splits long prompts (TgiEngine.prefill_chunking)
 
     @property
     def image(self) -> str:
@@ -242,7 +242,7 @@ class _Notes:
 def plan(
     model: ModelSpec,
     inventory: GpuInventory,
-    engine: Engine,
+    engine: TgiEngine,
     overrides: Overrides | None = None,
     *,
     instance_types: Iterable[InstanceType] = (),
@@ -269,7 +269,7 @@ def plan(
 _NOTHING_ELSE = "a smaller model, or a GPU with more memory"
 
 
-def _with_replicas_hint(result: Plan, engine: Engine, overrides: Overrides) -> Plan:
+def _with_replicas_hint(result: Plan, engine: TgiEngine, overrides: Overrides) -> Plan:
     """When the model fits on fewer GPUs than the host has, say how to use the rest: one
     unit per group of GPUs (``deploy --gpu-devices ... --port ...``), each a replica."""
     model, inventory = result.model, result.inventory
@@ -321,7 +321,7 @@ def _with_replicas_hint(result: Plan, engine: Engine, overrides: Overrides) -> P
 
 def _sibling_alternatives(
     inventory: GpuInventory,
-    engine: Engine,
+    engine: TgiEngine,
     overrides: Overrides,
     instance_types: tuple[InstanceType, ...],
     siblings: Iterable[ModelSpec],
@@ -376,7 +376,7 @@ def _sibling_alternatives(
 
 
 def _plan_once(
-    model: ModelSpec, inventory: GpuInventory, engine: Engine, overrides: Overrides
+    model: ModelSpec, inventory: GpuInventory, engine: TgiEngine, overrides: Overrides
 ) -> Plan:
     notes = _Notes()
     _check_override_values(overrides)
@@ -570,7 +570,7 @@ def _check_overrides_for_model(model: ModelSpec, overrides: Overrides) -> None:
 def _choose_prequantized(
     model: ModelSpec,
     inventory: GpuInventory,
-    engine: Engine,
+    engine: TgiEngine,
     overrides: Overrides,
     notes: _Notes,
     sm: str,
@@ -635,7 +635,7 @@ def _choose_prequantized(
 
 
 def _missing_kernels(
-    method: str, inventory: GpuInventory, engine: Engine, model: ModelSpec, sm: str
+    method: str, inventory: GpuInventory, engine: TgiEngine, model: ModelSpec, sm: str
 ) -> str | None:
     """Why the official image has no kernels for ``method`` on this GPU (§2 table), or None."""
     cc = inventory.compute_capability
@@ -774,7 +774,7 @@ def _choose_num_shard(
 def _size(
     model: ModelSpec,
     inventory: GpuInventory,
-    engine: Engine,
+    engine: TgiEngine,
     overrides: Overrides,
     quantize: str | None,
     dtype: str,
@@ -920,7 +920,7 @@ def _size(
 
 
 def _chunking_reason(
-    engine: Engine, flash: bool, attention: str, chunking: bool, model: ModelSpec
+    engine: TgiEngine, flash: bool, attention: str, chunking: bool, model: ModelSpec
 ) -> str:
     if chunking:
         return (
@@ -956,7 +956,7 @@ def _default_total(kv_tokens: int, mpe: int, overrides: Overrides, chunking: boo
 
 def _limits_reason(
     model: ModelSpec,
-    engine: Engine,
+    engine: TgiEngine,
     overrides: Overrides,
     max_total: int,
     prefill: int,
@@ -988,7 +988,7 @@ def _limits_reason(
 def _misfit(
     model: ModelSpec,
     inventory: GpuInventory,
-    engine: Engine,
+    engine: TgiEngine,
     memory: MemoryEstimate,
     max_total: int,
     max_input: int,
@@ -1082,7 +1082,7 @@ def kv_bytes_per_token_per_gpu(model: ModelSpec, num_shard: int, dtype_bytes: in
 def warmup_memory(
     model: ModelSpec,
     inventory: GpuInventory,
-    engine: Engine,
+    engine: TgiEngine,
     *,
     num_shard: int,
     quantize: str | None,
@@ -1133,11 +1133,11 @@ def warmup_memory(
 
 
 def prefill_logits_bytes(
-    model: ModelSpec, prefill_tokens: int, num_shard: int, engine: Engine
+    model: ModelSpec, prefill_tokens: int, num_shard: int, engine: TgiEngine
 ) -> float:
     """Bytes per GPU of the logits warmup computes over every prefill token (0 from TGI 3.0).
 
-    ``copies`` full-vocabulary 16-bit tensors per token (``Engine.prefill_logits_copies``),
+    ``copies`` full-vocabulary 16-bit tensors per token (``TgiEngine.prefill_logits_copies``),
     plus the local ``V / num_shard`` slice a sharded head computes before it all-gathers
     (layers/tensor_parallel.py@v2.4.1 l.34-59); a vocabulary that does not divide by
     ``num_shard`` is not sharded and not gathered (l.56-64). See the module docstring.
@@ -1169,7 +1169,7 @@ def activation_bytes(model: ModelSpec, prefill_tokens: int, num_shard: int) -> f
 def _alternatives(
     model: ModelSpec,
     inventory: GpuInventory,
-    engine: Engine,
+    engine: TgiEngine,
     overrides: Overrides,
     instance_types: Iterable[InstanceType],
 ) -> list[Alternative]:

@@ -443,12 +443,12 @@ class DeploymentRecord:
         timeout_s: float | None = None,
     ) -> Any:
         """The ``tgiops.commands.DeployRequest`` that rebuilds this deployment."""
-        from tgiops.core.engines.tgi import Engine
+        from tgiops.core.engines.tgi import TgiEngine
 
         spec = self.spec
         return DeployRequest(
             model=self.resolve_model(catalog),
-            engine=Engine.tgi(spec.tgi_version),
+            engine=TgiEngine.release(spec.tgi_version),
             overrides=Overrides(**spec.overrides),
             unit_name=spec.unit,
             port=spec.port,
@@ -464,10 +464,10 @@ class DeploymentRecord:
 
     def pinned_digest(self) -> str | None:
         """The registry digest to pin when it is the same release the spec asks for."""
-        from tgiops.core.engines.tgi import Engine
+        from tgiops.core.engines.tgi import TgiEngine
 
         deployed = self.deployed
-        if deployed is None or deployed.image != Engine.tgi(self.spec.tgi_version).image:
+        if deployed is None or deployed.image != TgiEngine.release(self.spec.tgi_version).image:
             return None
         return deployed.image_digest
 

@@ -42,7 +42,6 @@ _DATA_DIR_REFUSED = ("/var/lib/docker", "/var/lib/containerd", "/var/lib/dpkg", 
                      "/var/lib/systemd", "/opt/tgiops")  # fmt: skip
 ENV_DIR = "/etc/tgiops"
 UNIT_DIR = "/etc/systemd/system"
-CONTAINER_PORT = 80  # the image sets PORT=80 (tgi-facts §1, Dockerfile l.147-149)
 
 
 @dataclass(frozen=True)
@@ -190,7 +189,7 @@ def docker_run_args(plan: Plan, options: UnitOptions) -> list[str]:
         "--shm-size",
         "1g",
         "-p",
-        f"{options.bind_address}:{options.port}:{CONTAINER_PORT}",
+        f"{options.bind_address}:{options.port}:{plan.engine.container_port}",
         "-v",
         f"{cache_dir(options.data_dir)}:{CONTAINER_DATA}",
     ]

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tgiops.core.catalog import ModelSpec
-from tgiops.core.engines.tgi import Engine
+from tgiops.core.engines.tgi import TgiEngine
 from tgiops.core.errors import InputError
 from tgiops.core.plan import Overrides, Plan, plan_as_dict
 from tgiops.core.render import UNIT_PREFIX, UnitOptions, unit_name_from
@@ -34,7 +34,7 @@ class Redactor:
 @dataclass(frozen=True)
 class DeployRequest:
     model: ModelSpec
-    engine: Engine
+    engine: TgiEngine
     overrides: Overrides = field(default_factory=Overrides)
     unit_name: str | None = None  # default: tgiops-<alias>
     port: int | None = None  # None: the unit's current port, else the first free from 8080

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tgiops.core import hardware, probe
+from tgiops.core.engines import engine_of_image
 from tgiops.core.errors import ProbeError, TgiopsError, UnknownHardwareError
 from tgiops.core.probe import SECTION_MARKER, split_sections
 from tgiops.core.render import MANAGED_MARKER, UNIT_DIR, UNIT_PREFIX
@@ -614,7 +615,7 @@ def _unit_facts(name: str, sections: Mapping[str, str], redact: Callable[[str], 
         container=container,
         container_error=container_error,
         http=http,
-        diagnosis=probe.diagnose_journal(journal) if journal else None,
+        diagnosis=engine_of_image(plan.image).diagnose_journal(journal) if journal else None,
     )
 
 
@@ -623,11 +624,9 @@ def _unit_facts(name: str, sections: Mapping[str, str], redact: Callable[[str], 
 
 def info_mismatches(info: Mapping[str, Any], plan: UnitPlan) -> list[str]:
     """Where ``/info`` disagrees with the unit (only the facts the unit states)."""
-    from tgiops.core.engines.tgi import verify_info
-
     if plan.model_id is None:
         return []
-    return verify_info(
+    return engine_of_image(plan.image).info_mismatches(
         info,
         expected_model_id=plan.model_id,
         expected_max_total_tokens=plan.max_total_tokens,

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from tgiops.core.errors import AWSError, SecretError, TargetNotFoundError
+from tgiops.core.errors import AWSError, InputError, SecretError, TargetNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +190,7 @@ class Aws:
     def _client(self, service: str) -> Any:
         with self._lock:
             if service not in self._clients:
+                import botocore.exceptions
                 from botocore.config import Config
 
                 session = self._boto_session()
@@ -200,7 +201,13 @@ class Aws:
                     connect_timeout=10,
                     read_timeout=30,
                 )
-                self._clients[service] = session.client(service, config=config)
+                try:
+                    self._clients[service] = session.client(service, config=config)
+                except botocore.exceptions.InvalidRegionError as exc:
+                    raise InputError(
+                        f"--region {session.region_name!r} is not an AWS region name like "
+                        "us-east-1 (`aws ec2 describe-regions` lists them)"
+                    ) from exc
             return self._clients[service]
 
     def call(

@@ -292,5 +292,3 @@ def get_metrics(base_url: str, *, timeout_s: float = 10.0) -> dict[str, float]:
             f"{_tgi_error(response)}."
         )
     return parse_metrics(response.text)
-
-

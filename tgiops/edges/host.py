@@ -66,4 +66,3 @@ class Host(Protocol):
     def forward_local_port(
         self, remote_port: int, remote_host: str = "127.0.0.1"
     ) -> AbstractContextManager[int]: ...
-

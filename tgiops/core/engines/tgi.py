@@ -105,7 +105,7 @@ _MODEL_TYPES_CHANGED: tuple[tuple[Version, frozenset[str], frozenset[str]], ...]
 
 
 @dataclass(frozen=True)
-class Engine:
+class TgiEngine:
     """One TGI release: the flag and environment names it understands."""
 
     version_text: str
@@ -114,12 +114,36 @@ class Engine:
     name = "tgi"
 
     @classmethod
-    def tgi(cls, version_text: str = DEFAULT_TGI_VERSION) -> Engine:
+    def release(cls, version_text: str = DEFAULT_TGI_VERSION) -> TgiEngine:
         return cls(version_text=version_text.lstrip("v"), version=parse_version(version_text))
 
     @property
     def image(self) -> str:
         return f"{TGI_IMAGE}:{self.version_text}"
+
+    # -- the unit and the endpoint (tgiops.core.engines.Engine) ------------------------------
+
+    unit_template = "tgi.service.j2"
+    container_port = 80  # the image sets PORT=80 (tgi-facts §1, Dockerfile l.147-149)
+    health_path = "/health"  # 200 only after download, load and warmup
+
+    def info_mismatches(
+        self,
+        info: Mapping[str, Any],
+        *,
+        expected_model_id: str,
+        expected_max_total_tokens: int | None,
+        expected_max_input_tokens: int | None,
+    ) -> list[str]:
+        return verify_info(
+            info,
+            expected_model_id=expected_model_id,
+            expected_max_total_tokens=expected_max_total_tokens,
+            expected_max_input_tokens=expected_max_input_tokens,
+        )
+
+    def diagnose_journal(self, text: str) -> str | None:
+        return diagnose_journal(text)
 
     @property
     def token_env_var(self) -> str:
@@ -384,3 +408,100 @@ def verify_info(
         if got != expected_max_input_tokens:
             problems.append(f"{key} is {got}, the plan says {expected_max_input_tokens}")
     return problems
+
+
+# (pattern in the journal, diagnosis). Patterns are TGI's own messages (tgi-facts.md §2-§4).
+_DIAGNOSES: tuple[tuple[str, str], ...] = (
+    (
+        "FlashAttention only supports Ampere",
+        "the GPU is older than Ampere (sm80): TGI needs its "
+        "non-flash fallback there; plan without forcing flash attention (tgiops plan sets it)",
+    ),
+    (
+        "GPU with CUDA capability",
+        "the GPU's compute capability is not supported by this TGI build's kernels: TGI needs "
+        "its non-flash fallback there (tgiops plan sets it unless --flash-attention on)",
+    ),
+    (
+        "Found no NVIDIA driver",
+        "the container sees no GPU: check the NVIDIA driver and Container Toolkit (`docker run "
+        "--gpus all ... nvidia-smi`)",
+    ),
+    (
+        "could not select device driver",
+        "docker has no NVIDIA runtime: install the NVIDIA Container Toolkit and restart docker",
+    ),
+    (
+        # The router prints its error's Debug form: `Error: Backend(NotEnoughMemory(N))`.
+        "NotEnoughMemory(",
+        "the KV cache cannot hold max_total_tokens: lower --max-total-tokens, or quantize",
+    ),
+    # TGI's ArgumentValidation texts (launcher/src/main.rs and backends/v3/src/main.rs@v3.3.7
+    # l.182-195; the same words in 2.0.x, engine.validate_launcher_args): the router prints
+    # `Error: ArgumentValidation("...")` and the launcher relays it.
+    (
+        "must be >= `max_input_tokens`",
+        "TGI refused the token limits: max_batch_prefill_tokens is below max_input_tokens, "
+        "and TGI cannot chunk prefill here (non-flash path, paged attention, a multimodal model "
+        "or TGI < 3.0); re-plan with tgiops (it keeps prefill >= input there) or lower "
+        "--max-input-tokens",
+    ),
+    (
+        "must be < `max_total_tokens`",
+        "TGI refused the token limits: max_input_tokens must be below max_total_tokens; "
+        "drop --max-input-tokens or raise --max-total-tokens",
+    ),
+    (
+        "must be <= `max_batch_total_tokens`",
+        "TGI refused the token limits: the KV cache found at warmup holds fewer tokens than "
+        "max_total_tokens or max_batch_prefill_tokens; lower them, or quantize",
+    ),
+    (
+        "Not enough memory to handle",
+        "the KV cache or prefill does not fit: lower "
+        "--max-total-tokens or --max-batch-prefill-tokens, or quantize",
+    ),
+    (
+        "CUDA out of memory",
+        "the weights do not fit the GPU memory: use more GPUs, a quantized "
+        "model, or a larger instance type (see `tgiops plan`)",
+    ),
+    (
+        "must be divisible by",
+        "the shard count does not divide the model's heads: let tgiops choose --num-shard",
+    ),
+    (
+        "requires Flash Attention enabled models",
+        "this model runs on TGI's non-flash path here, which cannot shard: use --num-shard 1",
+    ),
+    (
+        "sharded is not supported",
+        "this model runs on TGI's non-flash path here, which cannot shard: use --num-shard 1",
+    ),
+    (
+        "401 Client Error",
+        "the Hugging Face token was refused or lacks access: accept the model's licence on "
+        "huggingface.co and store a token that has access (`tgiops secret set`)",
+    ),
+    (
+        "Cannot access gated repo",
+        "the model is gated: the token must belong to an account that accepted its licence",
+    ),
+    ("Repository Not Found", "the model repository does not exist or is private"),
+    (
+        "LocalEntryNotFoundError",
+        "offline start without the model in the cache: deploy once "
+        "with network access to fill /data",
+    ),
+    ("invalid value", "TGI rejected a launcher argument: check --tgi-version against the flags"),
+    ("Only 1 can be set between", "TGI refuses --dtype together with --quantize"),
+)
+
+
+def diagnose_journal(text: str) -> str | None:
+    """The likeliest cause of a failed start, in words, from the unit's journal lines."""
+    for line in reversed(text.splitlines()):
+        for pattern, diagnosis in _DIAGNOSES:
+            if pattern in line:
+                return diagnosis
+    return None
