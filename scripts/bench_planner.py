@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def vllm_main(as_json: bool) -> int:
-    """`--engine vllm`: score tgiops.core.engines.vllm on tests/data/calibration/vllm_startups.yaml."""
+    """`--engine vllm`: score tgiops.core.engines.vllm on calibration/vllm_startups.yaml."""
     from tgiops.core.engines import vllm_calibration
 
     cases = yaml.safe_load((CASES.parent / "vllm_startups.yaml").read_text())

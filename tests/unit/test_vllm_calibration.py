@@ -52,8 +52,7 @@ def test_at_least_15_public_cases_with_sources():
     for case in CASES.values():
         assert case["source"].startswith("https://"), case["id"]
         assert case["log_lines"], case["id"]
-        assert case["outcome"] in {"kv_tokens", "available_kv_gib", "max_len_error",
-                                   "no_kv_memory"}
+        assert case["outcome"] in {"kv_tokens", "available_kv_gib", "max_len_error", "no_kv_memory"}
 
 
 def test_every_case_has_a_row_and_unscored_rows_say_why():
@@ -102,7 +101,9 @@ def test_startup_lines_of_the_set_parse():
             "max seq len" in line for line in case["log_lines"]
         ):
             assert (facts.max_seq_len, facts.max_len_that_fits) == (
-                rep["max_seq_len"], rep["kv_tokens"]), case["id"]
+                rep["max_seq_len"],
+                rep["kv_tokens"],
+            ), case["id"]
         if any("Available KV cache memory" in line for line in case["log_lines"]):
             assert facts.available_kv_gib == rep["available_kv_gib"], case["id"]
 
@@ -110,7 +111,9 @@ def test_startup_lines_of_the_set_parse():
 def test_bench_planner_prints_the_vllm_table():
     proc = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "bench_planner.py"), "--engine", "vllm"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     for cid in _scored_ids():
         assert cid in proc.stdout

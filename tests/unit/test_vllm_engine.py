@@ -110,7 +110,7 @@ def test_v100_is_refused_with_reason():
 def test_t4_gets_float16_and_bf16_is_refused():
     p = make("phi-3-mini", "g4dn.xlarge")
     assert p.dtype == "float16" and "--dtype" in p.launch_args()
-    with pytest.raises(InputError, match="bfloat16.*--dtype float16"):
+    with pytest.raises(InputError, match=r"bfloat16.*--dtype float16"):
         make("phi-3-mini", "g4dn.xlarge", dtype="bfloat16")
 
 
@@ -124,7 +124,7 @@ def test_awq_on_ampere_uses_marlin_and_on_turing_falls_back():
 
 
 def test_fp8_needs_sm80_and_w8a8_sm89():
-    with pytest.raises(InputError, match="FP8.*8.0"):
+    with pytest.raises(InputError, match=r"FP8.*8\.0"):
         make("llama-3.1-8b", "g4dn.xlarge", quantize="fp8")
     a = make("llama-3.1-8b", "g5.xlarge", quantize="fp8")
     assert a.quantization_flag == "fp8" and any("weight-only" in r for r in a.reasons)
@@ -304,7 +304,9 @@ def unit_path_with_docker_stub(tmp_path_factory) -> str:
 
 
 @pytest.mark.parametrize("the_plan,options", VARIANTS)
-def test_unit_passes_systemd_analyze_verify(the_plan, options, tmp_path, unit_path_with_docker_stub):
+def test_unit_passes_systemd_analyze_verify(
+    the_plan, options, tmp_path, unit_path_with_docker_stub
+):
     if not shutil.which("systemd-analyze") or not Path("/usr/bin/docker").exists():
         pytest.fail("systemd-analyze and /usr/bin/docker are needed: run scripts/setup")
     text = vllm.render_unit(the_plan, options, TEMPLATE, tgiops_version="test")
@@ -392,7 +394,7 @@ def test_metrics_parsed_by_prometheus_client_not_by_hand():
 TWO_LINE = """\
 INFO 05-07 05:30:52 [gpu_worker.py:460] Available KV cache memory: 10.55 GiB
 INFO 05-07 05:30:53 [kv_cache_utils.py:1087] GPU KV cache size: 1,234,560 tokens
-INFO 05-07 05:30:53 [kv_cache_utils.py:1091] Maximum concurrency for 32,768 tokens per request: 37.68x
+INFO [kv_cache_utils.py:1091] Maximum concurrency for 32,768 tokens per request: 37.68x
 """
 ONE_LINE = (
     "(EngineCore pid=43) INFO [kv_cache_utils.py:1300] GPU KV cache size: 34,952 tokens, "
@@ -451,7 +453,7 @@ def test_startup_log_kv_errors():
             "capturing CUDA graphs: deploy with --enforce-eager",
         ),
         (
-            "File \"gpu_worker.py\", line 250, in determine_available_memory\n"
+            'File "gpu_worker.py", line 250, in determine_available_memory\n'
             "    self.model_runner.profile_run()\n"
             "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 3.91 GiB.",
             "profile run: lower --max-num-batched-tokens",
@@ -491,6 +493,17 @@ def test_module_is_pure():
     tree = ast.parse((ROOT / "tgiops" / "core" / "engines" / "vllm.py").read_text())
     names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    forbidden = {"os", "pathlib", "socket", "subprocess", "time", "requests", "tgiops.ssh",
-                 "tgiops.aws", "tgiops.health", "boto3", "paramiko"}
+    forbidden = {
+        "os",
+        "pathlib",
+        "socket",
+        "subprocess",
+        "time",
+        "requests",
+        "tgiops.ssh",
+        "tgiops.aws",
+        "tgiops.health",
+        "boto3",
+        "paramiko",
+    }
     assert not names & forbidden

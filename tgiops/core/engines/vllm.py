@@ -96,7 +96,9 @@ class ImageChoice:
     reason: str
 
 
-def image_for(version: str = DEFAULT_VLLM_VERSION, driver_version: str | None = None) -> ImageChoice:
+def image_for(
+    version: str = DEFAULT_VLLM_VERSION, driver_version: str | None = None
+) -> ImageChoice:
     """The image tag for ``version`` on a host with ``driver_version`` (None: not probed).
 
     From v0.20 the plain tag is CUDA 13.0 (driver >= 580) and ``-cu129`` serves R525..R575
@@ -326,8 +328,9 @@ def non_torch_bytes(tp: int) -> float:
     return (0.13 if tp == 1 else 0.55) * GIB
 
 
-def kv_cache_tokens(available_bytes: float, kv_bytes_per_token_layer: int, layers: int,
-                    block_size: int = BLOCK_SIZE) -> tuple[int, int]:
+def kv_cache_tokens(
+    available_bytes: float, kv_bytes_per_token_layer: int, layers: int, block_size: int = BLOCK_SIZE
+) -> tuple[int, int]:
     """(num_blocks, tokens): kv_cache_utils: num_blocks = available // page_size // layers,
     page_size = block_size x bytes per token per layer; tokens = num_blocks x block_size."""
     if available_bytes <= 0:
@@ -442,10 +445,11 @@ def _choose_tp(model: ModelSpec, inventory: GpuInventory, o: VllmOverrides, n: _
         n.reasons.append(f"tensor_parallel_size: {o.num_shard}, as requested")
         return o.num_shard
     tp = max(valid)
+    kv_how = "split" if model.num_key_value_heads >= tp else "replicated"
     n.reasons.append(
         f"tensor_parallel_size: {tp}, the largest count <= {count} GPU(s) that divides "
         f"{model.num_attention_heads} attention heads (key-value heads "
-        f"{model.num_key_value_heads}: {'split' if model.num_key_value_heads >= tp else 'replicated'})"
+        f"{model.num_key_value_heads}: {kv_how})"
     )
     if tp < count:
         n.warnings.append(f"{count - tp} GPU(s) stay idle: {tp} is the largest valid TP size")
@@ -496,8 +500,11 @@ def _choose_quantization(
             )
         n.reasons.append(
             f"quantization: {quant}"
-            + (" (FP8 W8A8 kernels, sm89+)" if cc >= (8, 9) else " (FP8 Marlin weight-only, "
-               "sm80-86: FP8 compute needs sm89+)")
+            + (
+                " (FP8 W8A8 kernels, sm89+)"
+                if cc >= (8, 9)
+                else " (FP8 Marlin weight-only, sm80-86: FP8 compute needs sm89+)"
+            )
         )
     elif quant in ("awq", "gptq"):
         if cc >= (8, 0):
@@ -514,8 +521,9 @@ def _choose_quantization(
     return quant, flag
 
 
-def _choose_dtype(model: ModelSpec, cc: tuple[int, int], quant: str | None,
-                  o: VllmOverrides, n: _Notes) -> str:
+def _choose_dtype(
+    model: ModelSpec, cc: tuple[int, int], quant: str | None, o: VllmOverrides, n: _Notes
+) -> str:
     sm = f"sm{cc[0]}{cc[1]}"
     if o.dtype not in (None, "auto"):
         dtype = _DTYPE_ALIASES.get(o.dtype, o.dtype)
@@ -536,9 +544,7 @@ def _choose_dtype(model: ModelSpec, cc: tuple[int, int], quant: str | None,
         n.reasons.append(f"dtype: float16, the activation dtype {quant} checkpoints are made for")
         return "float16"
     if cc < (8, 0):
-        n.reasons.append(
-            f"dtype: float16, as {sm} has no bfloat16 (vLLM refuses bf16 below sm80)"
-        )
+        n.reasons.append(f"dtype: float16, as {sm} has no bfloat16 (vLLM refuses bf16 below sm80)")
         return "float16"
     dtype = model.torch_dtype if model.torch_dtype in ("float16", "bfloat16") else "bfloat16"
     n.reasons.append(f"dtype: {dtype}, the checkpoint's")
@@ -578,13 +584,13 @@ def plan_vllm(
     tp = _choose_tp(model, inventory, o, n)
     quant, flag = _choose_quantization(model, cc, o, n)
     dtype = _choose_dtype(model, cc, quant, o, n)
-    if quant in ("awq", "gptq") and model.intermediate_size and tp > 1:
-        if (model.intermediate_size // tp) % 128:
-            raise InputError(
-                f"--num-shard {tp}: {model.alias}'s MLP ({model.intermediate_size}) split {tp} "
-                "ways is not a multiple of the 128-column quantization groups (vLLM: 'The input "
-                "size is not aligned with the quantized weight shape'); use a smaller TP size"
-            )
+    inter = model.intermediate_size
+    if quant in ("awq", "gptq") and inter and tp > 1 and (inter // tp) % 128:
+        raise InputError(
+            f"--num-shard {tp}: {model.alias}'s MLP ({inter}) split {tp} ways is not a "
+            "multiple of the 128-column quantization groups (vLLM: 'The input size is not "
+            "aligned with the quantized weight shape'); use a smaller TP size"
+        )
     total = float(device_total_mib or inventory.memory_mib)
     util = o.gpu_memory_utilization or DEFAULT_GPU_MEMORY_UTILIZATION
     n.reasons.append(
@@ -596,9 +602,12 @@ def plan_vllm(
     batched = o.max_num_batched_tokens or max(dflt_tokens, seqs)
     n.reasons.append(
         f"max_num_seqs {seqs}, max_num_batched_tokens {batched}: "
-        + ("as requested" if o.max_num_seqs or o.max_num_batched_tokens else
-           f"vLLM's OpenAI-server defaults for a {inventory.memory_gib:.0f} GiB {gpu_name} "
-           "(EngineArgs.get_batch_defaults), pinned; they size the profile run")
+        + (
+            "as requested"
+            if o.max_num_seqs or o.max_num_batched_tokens
+            else f"vLLM's OpenAI-server defaults for a {inventory.memory_gib:.0f} GiB {gpu_name} "
+            "(EngineArgs.get_batch_defaults), pinned; they size the profile run"
+        )
     )
     if batched < seqs:
         raise InputError(
@@ -634,7 +643,8 @@ def plan_vllm(
     if mem.available_kv_mib <= 0:
         problem = (
             f"no memory left for the KV cache on each {gpu_name}: {util:g} x "
-            f"{total / MIB_PER_GIB:.1f} GiB = {mem.requested_mib / MIB_PER_GIB:.1f} GiB is taken by "
+            f"{total / MIB_PER_GIB:.1f} GiB = {mem.requested_mib / MIB_PER_GIB:.1f} GiB is "
+            f"taken by "
             f"weights {mem.weights_mib / MIB_PER_GIB:.1f} GiB, profile-run activations "
             f"{mem.activations_mib / MIB_PER_GIB:.1f} GiB and non-torch "
             f"{mem.non_torch_mib / MIB_PER_GIB:.2f} GiB (vLLM: 'No available memory for the "
@@ -921,8 +931,7 @@ _DIAGNOSES: tuple[tuple[str, str], ...] = (
     ),
     (
         "must be divisible by tensor parallel size",
-        "the tensor parallel size does not divide the model's heads: let tgiops choose "
-        "--num-shard",
+        "the tensor parallel size does not divide the model's heads: let tgiops choose --num-shard",
     ),
     (
         "not aligned with the quantized weight shape",
@@ -938,16 +947,29 @@ _DIAGNOSES: tuple[tuple[str, str], ...] = (
         "the host's NVIDIA driver is too old for this CUDA 13 image: use the -cu129 tag or "
         "upgrade the driver to 580+",
     ),
-    ("Found no NVIDIA driver", "the container sees no GPU: check the NVIDIA driver and "
-     "Container Toolkit (`docker run --gpus all ... nvidia-smi`)"),
-    ("could not select device driver", "docker has no NVIDIA runtime: install the NVIDIA "
-     "Container Toolkit and restart docker"),
-    ("401 Client Error", "the Hugging Face token was refused or lacks access: accept the "
-     "model's licence on huggingface.co and store a token that has access (`tgiops secret set`)"),
-    ("Cannot access gated repo", "the model is gated: the token must belong to an account "
-     "that accepted its licence"),
-    ("LocalEntryNotFoundError", "offline start without the model in the cache: deploy once "
-     "with network access to fill the data volume"),
+    (
+        "Found no NVIDIA driver",
+        "the container sees no GPU: check the NVIDIA driver and "
+        "Container Toolkit (`docker run --gpus all ... nvidia-smi`)",
+    ),
+    (
+        "could not select device driver",
+        "docker has no NVIDIA runtime: install the NVIDIA Container Toolkit and restart docker",
+    ),
+    (
+        "401 Client Error",
+        "the Hugging Face token was refused or lacks access: accept the "
+        "model's licence on huggingface.co and store a token that has access (`tgiops secret set`)",
+    ),
+    (
+        "Cannot access gated repo",
+        "the model is gated: the token must belong to an account that accepted its licence",
+    ),
+    (
+        "LocalEntryNotFoundError",
+        "offline start without the model in the cache: deploy once "
+        "with network access to fill the data volume",
+    ),
     ("unrecognized arguments", "vLLM rejected a flag: check --engine-version against the flags"),
 )
 

@@ -44,7 +44,9 @@ class Row:
         return self.agrees is not None
 
 
-def _model(case: Mapping[str, Any], catalog: Mapping[str, ModelSpec]) -> tuple[ModelSpec | None, str]:
+def _model(
+    case: Mapping[str, Any], catalog: Mapping[str, ModelSpec]
+) -> tuple[ModelSpec | None, str]:
     model_id = case.get("model_id")
     if not model_id:
         return None, "model not stated"
@@ -88,8 +90,9 @@ def evaluate(case: Mapping[str, Any], catalog: Mapping[str, ModelSpec]) -> Row:
     if case.get("engine") == "v0" and not overrides["max_num_batched_tokens"]:
         # V0 without chunked prefill: max_num_batched_tokens = max(max_model_len, 2048)
         # (vllm/config.py SchedulerConfig, V0), so its profile run is sized by the length.
-        overrides["max_num_batched_tokens"] = max(int(max_len or model.max_position_embeddings),
-                                                  2048)
+        overrides["max_num_batched_tokens"] = max(
+            int(max_len or model.max_position_embeddings), 2048
+        )
         overrides["max_num_seqs"] = overrides["max_num_seqs"] or 256
         notes.append("V0: profile sized by max_model_len")
     plan = vllm.plan_vllm(
@@ -144,8 +147,9 @@ def table(rows: list[Row]) -> str:
     lines = [f"{'case':42} {'conf':6} {'reported':26} {'predicted':26} {'error %':>8}"]
     for r in rows:
         rep = r.outcome + (f" {r.reported_value:g}" if r.reported_value is not None else "")
-        pred = (r.predicted + (f" {r.predicted_value:g}" if r.predicted_value is not None
-                               else "")) or "-"
+        pred = (
+            r.predicted + (f" {r.predicted_value:g}" if r.predicted_value is not None else "")
+        ) or "-"
         err = f"{r.error_pct:+.1f}" if r.error_pct is not None else "-"
         mark = "" if r.agrees is None else ("  agrees" if r.agrees else "  DISAGREES")
         lines.append(f"{r.id:42} {r.confidence:6} {rep:26} {pred:26} {err:>8}{mark}")
