@@ -36,15 +36,10 @@ FIT_AGREEMENT = 0.90
 MEDIAN_ERROR_PCT = 15.0
 MAX_ERROR_PCT = 30.0
 
-KNOWN_GAPS = {
-    "llmd-llama33-70b-fp8-1xh100-no-kv": (
-        "the profile-run activation term is below the measured peak (3.43 GiB predicted vs "
-        "4.84 GiB logged): memory model §4 counts the tensors alive at the early V1 sampler's "
-        "top-p step (27 bytes per logit); current releases allocate more there (the logged "
-        "peaks are ~39 bytes per logit), which the stored sources do not let us derive. With "
-        "weights filling 67.7 of 71.3 GiB, that 1.4 GiB decides between 'tiny KV' and 'none'"
-    ),
-}
+# case id -> why the planner cannot agree (a strict xfail). Empty since the sampler term counts
+# every tensor _apply_top_k_top_p holds at its scatter (memory model §4): with 27 bytes per
+# logit the 1xH100 70B FP8 case predicted a sliver of KV where vLLM had none.
+KNOWN_GAPS: dict[str, str] = {}
 
 
 def test_at_least_15_public_cases_with_sources():

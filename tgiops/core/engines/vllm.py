@@ -298,9 +298,13 @@ def tp_divides(model: ModelSpec, tp: int) -> bool:
 
 def sampler_bytes_per_logit(dtype_bytes: int) -> int:
     """Bytes per (request x vocab) logit alive at the sampler's peak in the profile run (memory
-    model §4): the model-dtype logits, their float32 copy, the sort's values (4) and int64
-    indices (8), the top-p softmax (4), its cumsum (4) and the boolean mask (1)."""
-    return dtype_bytes + 4 + 4 + 8 + 4 + 4 + 1
+    model §4). The dummy sampler run asks for top-k and top-p (gpu_model_runner
+    _dummy_sampler_run: top_k = vocab - 1, top_p = 0.9), so vllm/v1/sample/sampler.py's
+    _apply_top_k_top_p runs; at its final scatter these are alive: the model-dtype logits
+    (held by the caller), their float32 copy (4), the sorted values (4) and int64 indices (8),
+    the top-k mask (1), the top-p softmax (4) and its cumsum (4), the top-p mask (1) and the
+    scatter's output (4)."""
+    return dtype_bytes + 4 + 4 + 8 + 1 + 4 + 4 + 1 + 4
 
 
 def profile_activation_bytes(
