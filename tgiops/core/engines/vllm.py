@@ -4,8 +4,7 @@ Everything here is a function of its arguments: the model facts (``tgiops.catalo
 the GPUs (``tgiops.hardware.GpuInventory``), the user's overrides and, for the parsers, text
 the caller read from the host. Each vLLM behaviour rule cites vLLM's source or docs; the memory
 model is derived, term by term, in ``tgiops/docs/vllm-memory-model.md`` (cited below as
-"memory model §N"). Facts about flags, metrics and images come from vLLM's docs as collected
-in that file's "Sources" section.
+"memory model §N"); kernel rules and image tags are in that file's last sections.
 
 The lead wires this module into the Engine seam (issue 13); nothing here imports an edge.
 """
@@ -38,8 +37,8 @@ GIB = 1024 * MIB
 
 VLLM_IMAGE = "vllm/vllm-openai"
 # v0.27.1: a vLLM release whose Docker Hub image `vllm/vllm-openai:v0.27.1` was pushed on
-# 2026-08-11 (vllm-memory-model.md "Sources": vLLM's own vllm-project/vllm-metal#603 "Bump vLLM
-# to 0.27.1", 2026-08-13). Never `latest`: a relaunched spot instance must run what was planned.
+# 2026-08-11 (tgiops/docs/vllm-memory-model.md "Image tags": vllm-project/vllm-metal#603 "Bump
+# vLLM to 0.27.1", 2026-08-13). Never `latest`: a relaunched spot instance must run what was planned.
 DEFAULT_VLLM_VERSION = "0.27.1"
 OLDEST_SUPPORTED = (0, 11, 0)  # V1 only, and V1 runs on sm75 since 0.10.2 (PRs #23614, #24022)
 NEWEST_SUPPORTED = (0, 99, 99)
@@ -47,7 +46,7 @@ NEWEST_SUPPORTED = (0, 99, 99)
 # (vllm-project/vllm PR #39878, "Switch default CUDA to 13.0").
 CUDA13_DEFAULT_FROM = (0, 20, 0)
 # CUDA 13.x needs an R580+ driver; CUDA 12.x runs on R525+ through minor-version compatibility
-# (NVIDIA's CUDA compatibility guide; vllm-memory-model.md "Sources").
+# (NVIDIA's CUDA minor-version compatibility; tgiops/docs/vllm-memory-model.md "Image tags").
 CUDA13_MIN_DRIVER = (580, 0)
 CUDA12_MIN_DRIVER = (525, 60)
 # CUDA-graph memory is profiled into the KV budget by default from v0.21 (memory model §5).
