@@ -51,7 +51,8 @@ CUDA13_MIN_DRIVER = (580, 0)
 CUDA12_MIN_DRIVER = (525, 60)
 # CUDA-graph memory is profiled into the KV budget by default from v0.21 (memory model §5).
 CUDAGRAPH_PROFILED_FROM = (0, 21, 0)
-# --gpu-memory-utilization default: 0.92 in current vllm/config/cache.py (0.9 through 0.11.x).
+# --gpu-memory-utilization default: 0.92 in current vllm/config/cache.py since PR #38284 (2026-04;
+# 0.9 before, e.g. in v0.15.1). tgiops always passes it.
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.92
 BLOCK_SIZE = 16  # CacheConfig.block_size default on CUDA (vllm/config/cache.py)
 CONTAINER_PORT = 8000  # `vllm serve --port` default
