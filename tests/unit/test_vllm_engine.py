@@ -139,6 +139,17 @@ def test_awq_group_alignment_is_checked():
         plan_vllm(m, inv("g5.12xlarge"), VllmOverrides(num_shard=2))
 
 
+def test_awq_tp_is_chosen_to_keep_whole_groups():
+    # 14592 = 128 x 114: whole groups at TP 2 (7296 = 128 x 57), not at TP 4 (3648).
+    m = replace(find_model(CATALOG, "llama-3.1-8b-awq"), intermediate_size=14592)
+    p = plan_vllm(m, inv("g5.12xlarge"))
+    assert p.tensor_parallel_size == 2
+    assert any("128-column awq groups" in r for r in p.reasons)
+    assert any("2 GPU(s) stay idle" in w for w in p.warnings)
+    assert vllm.groups_align(m, 2, "awq") and not vllm.groups_align(m, 4, "awq")
+    assert vllm.groups_align(m, 4, None)  # 16-bit weights have no groups
+
+
 # ---------------------------------------------------------------- memory
 
 

@@ -433,9 +433,19 @@ class _Notes:
     warnings: list[str] = field(default_factory=list)
 
 
-def _choose_tp(model: ModelSpec, inventory: GpuInventory, o: VllmOverrides, n: _Notes) -> int:
+def groups_align(model: ModelSpec, tp: int, quant: str | None) -> bool:
+    """AWQ/GPTQ weights split by TP must keep whole 128-column groups: intermediate / tp is a
+    multiple of 128 (vLLM: "The input size is not aligned with the quantized weight shape")."""
+    inter = model.intermediate_size
+    return not (quant in ("awq", "gptq") and inter and tp > 1 and (inter // tp) % 128)
+
+
+def _choose_tp(
+    model: ModelSpec, inventory: GpuInventory, quant: str | None, o: VllmOverrides, n: _Notes
+) -> int:
     count = inventory.count
     valid = [t for t in range(1, count + 1) if tp_divides(model, t)]
+    aligned = [t for t in valid if groups_align(model, t, quant)]
     if o.num_shard is not None:
         if o.num_shard > count:
             raise InputError(f"--num-shard {o.num_shard}: the host has only {count} GPU(s)")
@@ -446,14 +456,22 @@ def _choose_tp(model: ModelSpec, inventory: GpuInventory, o: VllmOverrides, n: _
                 f"key-value heads evenly (vLLM: 'must be divisible by tensor parallel size'); "
                 f"valid here: {valid}"
             )
+        if o.num_shard not in aligned:
+            raise InputError(
+                f"--num-shard {o.num_shard}: {model.alias}'s MLP ({model.intermediate_size}) "
+                f"split {o.num_shard} ways is not a multiple of the 128-column {quant} groups "
+                "(vLLM: 'The input size is not aligned with the quantized weight shape'); "
+                f"valid here: {aligned}"
+            )
         n.reasons.append(f"tensor_parallel_size: {o.num_shard}, as requested")
         return o.num_shard
-    tp = max(valid)
+    tp = max(aligned)
     kv_how = "split" if model.num_key_value_heads >= tp else "replicated"
     n.reasons.append(
         f"tensor_parallel_size: {tp}, the largest count <= {count} GPU(s) that divides "
         f"{model.num_attention_heads} attention heads (key-value heads "
         f"{model.num_key_value_heads}: {kv_how})"
+        + ("" if tp == max(valid) else f" and keeps whole 128-column {quant} groups")
     )
     if tp < count:
         n.warnings.append(f"{count - tp} GPU(s) stay idle: {tp} is the largest valid TP size")
@@ -585,16 +603,9 @@ def plan_vllm(
         )
     image = image_for(version, inventory.driver_version)
     n.reasons.append(f"image: {image.image} ({image.reason})")
-    tp = _choose_tp(model, inventory, o, n)
     quant, flag = _choose_quantization(model, cc, o, n)
+    tp = _choose_tp(model, inventory, quant, o, n)
     dtype = _choose_dtype(model, cc, quant, o, n)
-    inter = model.intermediate_size
-    if quant in ("awq", "gptq") and inter and tp > 1 and (inter // tp) % 128:
-        raise InputError(
-            f"--num-shard {tp}: {model.alias}'s MLP ({inter}) split {tp} ways is not a "
-            "multiple of the 128-column quantization groups (vLLM: 'The input size is not "
-            "aligned with the quantized weight shape'); use a smaller TP size"
-        )
     total = float(device_total_mib or inventory.memory_mib)
     util = o.gpu_memory_utilization or DEFAULT_GPU_MEMORY_UTILIZATION
     n.reasons.append(
