@@ -38,7 +38,7 @@ GIB = 1024 * MIB
 VLLM_IMAGE = "vllm/vllm-openai"
 # v0.27.1: a vLLM release whose Docker Hub image `vllm/vllm-openai:v0.27.1` was pushed on
 # 2026-08-11 (tgiops/docs/vllm-memory-model.md "Image tags": vllm-project/vllm-metal#603 "Bump
-# vLLM to 0.27.1", 2026-08-13). Never `latest`: a relaunched spot instance must run what was planned.
+# vLLM to 0.27.1", 2026-08-13). Never `latest`: a relaunched spot instance must run the plan.
 DEFAULT_VLLM_VERSION = "0.27.1"
 OLDEST_SUPPORTED = (0, 11, 0)  # V1 only, and V1 runs on sm75 since 0.10.2 (PRs #23614, #24022)
 NEWEST_SUPPORTED = (0, 99, 99)
