@@ -518,3 +518,26 @@ def test_module_is_pure():
         "paramiko",
     }
     assert not names & forbidden
+
+
+def test_every_catalog_model_on_every_instance_type_plans_or_refuses_cleanly():
+    """No model x instance type pair raises anything but InputError, and every plan is
+    self-consistent: a fitting plan's length fits its KV tokens and its positions, and only
+    a fitting plan has launch args."""
+    for model in CATALOG.values():
+        for itype in hardware.all_instance_types():
+            try:
+                p = plan_vllm(model, hardware.inventory_for_instance_type(itype.name))
+            except InputError:
+                continue
+            assert p.tensor_parallel_size <= itype.gpu_count
+            assert vllm.tp_divides(model, p.tensor_parallel_size)
+            if p.fits:
+                assert p.max_model_len <= model.max_position_embeddings
+                assert p.max_model_len <= p.memory.kv_cache_tokens
+                assert p.memory.kv_cache_tokens % vllm.BLOCK_SIZE == 0
+                assert p.launch_args()[:2] == ("--model", model.repo_id)
+            else:
+                assert p.problem and p.launch_args() == ()
+                with pytest.raises(DoesNotFitError):
+                    vllm.require_fit(p)
