@@ -342,7 +342,8 @@ def test_unit_exec_line_round_trips_and_keeps_secrets_out():
     for needle in (
         "--ipc=host",
         "-p 127.0.0.1:8080:8000",
-        "-v /var/lib/tgiops/data/cache:/root/.cache/huggingface",
+        "-v /var/lib/tgiops/data/cache:/root/.cache/huggingface ",
+        "-v /var/lib/tgiops/data/cache/vllm:/root/.cache/vllm ",
         "-e HF_TOKEN ",
         "-e VLLM_API_KEY ",
         "vllm/vllm-openai:v" + vllm.DEFAULT_VLLM_VERSION + " --model",

@@ -60,6 +60,10 @@ TOKEN_ENV = "HF_TOKEN"
 API_KEY_ENV = "VLLM_API_KEY"  # vllm/envs.py: the --api-key value from the environment
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1"}
 CONTAINER_HF_HOME = "/root/.cache/huggingface"  # the docs' `-v ~/.cache/huggingface:...`
+# VLLM_CACHE_ROOT: torch.compile and Triton artifacts; vLLM's docker docs suggest a volume there
+# so a restarted container reuses them (a relaunched spot instance starts faster).
+CONTAINER_VLLM_CACHE = "/root/.cache/vllm"
+VLLM_CACHE_SUBDIR = "vllm"  # inside the model cache dir the container already writes
 DEFAULT_FULL_LENGTH_REQUESTS = 4  # the same default as the TGI planner (tgiops/plan.py)
 MIN_USEFUL_MODEL_LEN = 1024
 
@@ -772,6 +776,8 @@ def docker_run_args(plan: VllmPlan, options: UnitOptions) -> list[str]:
         # that comes back finds the weights there and boots with HF_HUB_OFFLINE=1.
         "-v",
         f"{cache_dir(options.data_dir)}:{CONTAINER_HF_HOME}",
+        "-v",
+        f"{cache_dir(options.data_dir)}/{VLLM_CACHE_SUBDIR}:{CONTAINER_VLLM_CACHE}",
     ]
     for name in options.secret_env:
         args += ["-e", name]
