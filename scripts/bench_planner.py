@@ -239,12 +239,28 @@ def table(rows: list[Row]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="one JSON object")
+    parser.add_argument("--engine", choices=("tgi", "vllm"), default="tgi")
     args = parser.parse_args(argv)
+    if args.engine == "vllm":
+        return vllm_main(args.json)
     rows = [evaluate(c) for c in load_cases()]
     if args.json:
         print(json.dumps({"cases": [asdict(r) for r in rows]}, indent=2))
     else:
         print(table(rows))
+    return 0
+
+
+def vllm_main(as_json: bool) -> int:
+    """`--engine vllm`: score tgiops.core.engines.vllm on calibration/vllm_startups.yaml."""
+    from tgiops.core.engines import vllm_calibration
+
+    cases = yaml.safe_load((CASES.parent / "vllm_startups.yaml").read_text())
+    rows = [vllm_calibration.evaluate(c, CATALOG) for c in cases]
+    if as_json:
+        print(json.dumps({"cases": [asdict(r) for r in rows]}, indent=2))
+    else:
+        print(vllm_calibration.table(rows))
     return 0
 
 

@@ -1,0 +1,1045 @@
+"""vLLM as a serving engine: image tag, plan, launch args, unit, metrics, logs (pure: no I/O).
+
+Everything here is a function of its arguments: the model facts (``tgiops.catalog.ModelSpec``),
+the GPUs (``tgiops.hardware.GpuInventory``), the user's overrides and, for the parsers, text
+the caller read from the host. Each vLLM behaviour rule cites vLLM's source or docs; the memory
+model is derived, term by term, in ``tgiops/docs/vllm-memory-model.md`` (cited below as
+"memory model §N"); kernel rules and image tags are in that file's last sections.
+
+The lead wires this module into the Engine seam (issue 13); nothing here imports an edge.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from tgiops.catalog import ModelSpec
+from tgiops.errors import DoesNotFitError, InputError
+from tgiops.hardware import MIB_PER_GIB, GpuInventory
+from tgiops.plan import weight_bytes
+from tgiops.render import (
+    UnitOptions,
+    cache_dir,
+    comment_safe,
+    image_ref,
+    systemd_quote,
+)
+
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+
+# --------------------------------------------------------------------------------------------
+# Image and version
+# --------------------------------------------------------------------------------------------
+
+VLLM_IMAGE = "vllm/vllm-openai"
+# v0.27.1: a vLLM release whose Docker Hub image `vllm/vllm-openai:v0.27.1` was pushed on
+# 2026-08-11 (tgiops/docs/vllm-memory-model.md "Image tags": vllm-project/vllm-metal#603 "Bump
+# vLLM to 0.27.1", 2026-08-13). Never `latest`: a relaunched spot instance must run the plan.
+DEFAULT_VLLM_VERSION = "0.27.1"
+OLDEST_SUPPORTED = (0, 11, 0)  # V1 only, and V1 runs on sm75 since 0.10.2 (PRs #23614, #24022)
+NEWEST_SUPPORTED = (0, 99, 99)
+# From v0.20.0 the unsuffixed tags are CUDA 13.0 builds and `-cu129` is the CUDA 12.9 variant
+# (vllm-project/vllm PR #39878, "Switch default CUDA to 13.0").
+CUDA13_DEFAULT_FROM = (0, 20, 0)
+# CUDA 13.x needs an R580+ driver; CUDA 12.x runs on R525+ through minor-version compatibility
+# (NVIDIA's CUDA minor-version compatibility; tgiops/docs/vllm-memory-model.md "Image tags").
+CUDA13_MIN_DRIVER = (580, 0)
+CUDA12_MIN_DRIVER = (525, 60)
+# CUDA-graph memory is profiled into the KV budget by default from v0.21 (memory model §5).
+CUDAGRAPH_PROFILED_FROM = (0, 21, 0)
+# --gpu-memory-utilization default: 0.92 in current vllm/config/cache.py since PR #38284 (2026-04;
+# 0.9 before, e.g. in v0.15.1). tgiops always passes it.
+DEFAULT_GPU_MEMORY_UTILIZATION = 0.92
+BLOCK_SIZE = 16  # CacheConfig.block_size default on CUDA (vllm/config/cache.py)
+CONTAINER_PORT = 8000  # `vllm serve --port` default
+TOKEN_ENV = "HF_TOKEN"
+API_KEY_ENV = "VLLM_API_KEY"  # vllm/envs.py: the --api-key value from the environment
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1"}
+CONTAINER_HF_HOME = "/root/.cache/huggingface"  # the docs' `-v ~/.cache/huggingface:...`
+# VLLM_CACHE_ROOT: torch.compile and Triton artifacts; vLLM's docker docs suggest a volume there
+# so a restarted container reuses them (a relaunched spot instance starts faster).
+CONTAINER_VLLM_CACHE = "/root/.cache/vllm"
+VLLM_CACHE_SUBDIR = "vllm"  # inside the model cache dir the container already writes
+DEFAULT_FULL_LENGTH_REQUESTS = 4  # the same default as the TGI planner (tgiops/plan.py)
+MIN_USEFUL_MODEL_LEN = 1024
+
+Version = tuple[int, int, int]
+
+
+def parse_version(text: str) -> Version:
+    """'0.27.1' or 'v0.27.1' -> (0, 27, 1); anything else is an InputError naming the range."""
+    match = re.fullmatch(r"v?(\d+)\.(\d+)(?:\.(\d+))?", str(text).strip())
+    if not match:
+        raise InputError(
+            f"--engine-version {text!r} is not a vLLM version like {DEFAULT_VLLM_VERSION}"
+        )
+    version = (int(match[1]), int(match[2]), int(match[3] or 0))
+    if not OLDEST_SUPPORTED <= version <= NEWEST_SUPPORTED:
+        raise InputError(
+            f"--engine-version {text}: tgiops plans vLLM 0.11.0 and newer (the V1 engine); "
+            f"use e.g. {DEFAULT_VLLM_VERSION}"
+        )
+    return version
+
+
+def _driver(text: str) -> tuple[int, int]:
+    match = re.match(r"\s*(\d+)(?:\.(\d+))?", text)
+    if not match:
+        raise InputError(f"NVIDIA driver version {text!r} is not like 580.105.08")
+    return int(match[1]), int(match[2] or 0)
+
+
+@dataclass(frozen=True)
+class ImageChoice:
+    image: str  # vllm/vllm-openai:v0.27.1 or ...-cu129
+    cuda: str  # "13.0" | "12.9" | "12.x"
+    reason: str
+
+
+def image_for(
+    version: str = DEFAULT_VLLM_VERSION, driver_version: str | None = None
+) -> ImageChoice:
+    """The image tag for ``version`` on a host with ``driver_version`` (None: not probed).
+
+    From v0.20 the plain tag is CUDA 13.0 (driver >= 580) and ``-cu129`` serves R525..R575
+    drivers; older releases' plain tags are CUDA 12 builds. A driver too old for either is an
+    InputError with the fix.
+    """
+    v = parse_version(version)
+    tag = f"v{v[0]}.{v[1]}.{v[2]}"
+    if v < CUDA13_DEFAULT_FROM:
+        if driver_version is not None and _driver(driver_version) < CUDA12_MIN_DRIVER:
+            raise InputError(
+                f"NVIDIA driver {driver_version} is too old for vLLM {tag}'s CUDA 12 image "
+                "(needs 525.60 or newer): upgrade the driver (e.g. a current AWS Deep Learning "
+                "Base AMI ships 580+)"
+            )
+        return ImageChoice(f"{VLLM_IMAGE}:{tag}", "12.x", f"{tag} images before v0.20 are CUDA 12")
+    if driver_version is None:
+        return ImageChoice(
+            f"{VLLM_IMAGE}:{tag}",
+            "13.0",
+            f"{tag} is a CUDA 13.0 build: it needs NVIDIA driver 580+ (deploy reads the host's "
+            "driver and picks -cu129 for older ones)",
+        )
+    driver = _driver(driver_version)
+    if driver >= CUDA13_MIN_DRIVER:
+        return ImageChoice(
+            f"{VLLM_IMAGE}:{tag}", "13.0", f"driver {driver_version} >= 580 runs the CUDA 13 tag"
+        )
+    if driver >= CUDA12_MIN_DRIVER:
+        return ImageChoice(
+            f"{VLLM_IMAGE}:{tag}-cu129",
+            "12.9",
+            f"driver {driver_version} < 580 cannot run CUDA 13 images; {tag}-cu129 is the "
+            "CUDA 12.9 build of the same release",
+        )
+    raise InputError(
+        f"NVIDIA driver {driver_version} is too old for vLLM {tag}: the plain tag needs 580+ "
+        "(CUDA 13) and -cu129 needs 525.60+ (CUDA 12.9); upgrade the host's driver (a current "
+        "AWS Deep Learning Base AMI ships 580+)"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Overrides and plan
+# --------------------------------------------------------------------------------------------
+
+# The catalog's quantization names (TGI's) as vLLM knows them; vLLM auto-detects pre-quantized
+# checkpoints from config.json's quantization_config, so these are never passed for them.
+_PREQUANTIZED = frozenset({"awq", "gptq", "compressed-tensors", "fp8"})
+# vLLM's --quantization values tgiops will pass for quantizing at load ("online").
+ONLINE_QUANTIZATION = ("fp8", "bitsandbytes")
+ACCEPTED_QUANTIZE = ("none", "awq", "gptq", "fp8", "compressed-tensors", "bitsandbytes")
+# vLLM's --dtype choices (vllm/config/model.py ModelDType), as tgiops passes them.
+ACCEPTED_DTYPES = ("float16", "bfloat16", "half", "float32", "float", "auto")
+_DTYPE_ALIASES = {"half": "float16", "float": "float32"}
+# Bytes per parameter of quantized linear layers for on-the-fly quantization (as tgiops/plan.py).
+_DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}
+
+
+@dataclass(frozen=True)
+class VllmOverrides:
+    """What the user forced; None = let the planner decide. ``quantize="none"`` forbids it."""
+
+    num_shard: int | None = None  # --tensor-parallel-size
+    gpu_memory_utilization: float | None = None
+    max_model_len: int | None = None
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    quantize: str | None = None
+    dtype: str | None = None
+    enforce_eager: bool = False
+    full_length_requests: int = DEFAULT_FULL_LENGTH_REQUESTS
+
+
+@dataclass(frozen=True)
+class VllmMemory:
+    """One GPU's budget, in MiB (memory model §1-§6). The worker with the least wins; the GPUs
+    of one plan are alike, so one is enough."""
+
+    total_mib: float  # what cudaMemGetInfo calls total (nvidia-smi's memory.total unless given)
+    requested_mib: float  # ceil(total x utilization): request_memory()
+    weights_mib: float  # this GPU's shard of the weights
+    activations_mib: float  # the profile run's torch peak above the weights
+    non_torch_mib: float  # non-torch growth during profiling (cuBLAS, NCCL)
+    cudagraph_mib: float  # CUDA-graph estimate charged to the budget (0: not derived, §5)
+    kv_bytes_per_token: int  # all KV layers of this GPU's shard
+    kv_layers: int
+    block_size: int
+    num_blocks: int
+    kv_cache_tokens: int  # the `GPU KV cache size: N tokens` figure
+
+    @property
+    def available_kv_mib(self) -> float:
+        return (
+            self.requested_mib
+            - self.weights_mib
+            - self.activations_mib
+            - self.non_torch_mib
+            - self.cudagraph_mib
+        )
+
+
+@dataclass(frozen=True)
+class VllmPlan:
+    model: ModelSpec
+    inventory: GpuInventory
+    version: str
+    image: str
+    fits: bool
+    tensor_parallel_size: int
+    quantization: str | None  # what the weights are (checkpoint's or online)
+    quantization_flag: str | None  # --quantization, only for online quantization
+    dtype: str
+    gpu_memory_utilization: float
+    max_model_len: int
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    enforce_eager: bool
+    memory: VllmMemory
+    reasons: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
+    problem: str | None = None
+
+    @property
+    def engine(self) -> str:
+        return "vllm"
+
+    @property
+    def env_names(self) -> tuple[str, ...]:
+        """Secret env names the unit passes by name (values live in the 0600 env file)."""
+        return (TOKEN_ENV, API_KEY_ENV)
+
+    def launch_args(self, *, port: int = CONTAINER_PORT, host: str = "0.0.0.0") -> tuple[str, ...]:
+        """`vllm serve` arguments after the image (the entrypoint is `vllm serve`). Empty for a
+        plan that does not fit. Secrets never appear here: VLLM_API_KEY and HF_TOKEN are read
+        from the environment (vllm/envs.py)."""
+        if not self.fits:
+            return ()
+        args = ["--model", self.model.repo_id]
+        if self.model.revision:
+            args += ["--revision", self.model.revision]
+        args += [
+            "--served-model-name",
+            self.model.alias,
+            "--tensor-parallel-size",
+            str(self.tensor_parallel_size),
+            "--gpu-memory-utilization",
+            f"{self.gpu_memory_utilization:g}",
+            "--max-model-len",
+            str(self.max_model_len),
+            "--max-num-seqs",
+            str(self.max_num_seqs),
+            "--max-num-batched-tokens",
+            str(self.max_num_batched_tokens),
+            "--dtype",
+            self.dtype,
+        ]
+        if self.quantization_flag:
+            args += ["--quantization", self.quantization_flag]
+        if self.enforce_eager:
+            args.append("--enforce-eager")
+        args += ["--port", str(port), "--host", host]
+        return tuple(args)
+
+
+def batch_defaults(gpu_name: str, gpu_memory_mib: float) -> tuple[int, int]:
+    """(max_num_batched_tokens, max_num_seqs) vLLM picks for its OpenAI server.
+
+    EngineArgs.get_batch_defaults (vllm/engine/arg_utils.py): device memory >= 70 GiB and "a100"
+    not in the device name -> 8192 / 1024, else 2048 / 256 (memory model §3)."""
+    if gpu_memory_mib >= 70 * MIB_PER_GIB and "a100" not in gpu_name.lower():
+        return 8192, 1024
+    return 2048, 256
+
+
+def kv_heads_per_gpu(model: ModelSpec, tp: int) -> int:
+    """KV heads one GPU holds: total/tp, or 1 replicated head when tp exceeds them
+    (QKVParallelLinear; ModelConfig.get_num_kv_heads: max(1, total // tp))."""
+    return max(1, model.num_key_value_heads // tp)
+
+
+def kv_bytes_per_token_per_layer(model: ModelSpec, tp: int, dtype_bytes: int = 2) -> int:
+    """K and V of one token in one layer on one GPU (FullAttentionSpec.page_size_bytes / block)."""
+    return 2 * kv_heads_per_gpu(model, tp) * model.head_dim * dtype_bytes
+
+
+def tp_divides(model: ModelSpec, tp: int) -> bool:
+    """vLLM's TP rules: tp divides the attention heads (ModelConfig.verify_with_parallel_config:
+    "Total number of attention heads (..) must be divisible by tensor parallel size (..)"), and
+    the KV heads split evenly or replicate evenly (QKVParallelLinear: kv % tp == 0 when
+    kv >= tp, else tp % kv == 0)."""
+    heads, kv = model.num_attention_heads, model.num_key_value_heads
+    if heads % tp:
+        return False
+    return kv % tp == 0 if kv >= tp else tp % kv == 0
+
+
+def sampler_bytes_per_logit(dtype_bytes: int) -> int:
+    """Bytes per (request x vocab) logit alive at the sampler's peak in the profile run (memory
+    model §4). The dummy sampler run asks for top-k and top-p (gpu_model_runner
+    _dummy_sampler_run: top_k = vocab - 1, top_p = 0.9), so vllm/v1/sample/sampler.py's
+    _apply_top_k_top_p runs; at its final scatter these are alive: the model-dtype logits
+    (held by the caller), their float32 copy (4), the sorted values (4) and int64 indices (8),
+    the top-k mask (1), the top-p softmax (4) and its cumsum (4), the top-p mask (1) and the
+    scatter's output (4)."""
+    return dtype_bytes + 4 + 4 + 8 + 1 + 4 + 4 + 1 + 4
+
+
+def profile_activation_bytes(
+    model: ModelSpec, tp: int, max_num_batched_tokens: int, max_num_seqs: int, dtype_bytes: int
+) -> float:
+    """Torch peak of the profile run above the weights (memory model §4): the larger of the
+    forward pass at max_num_batched_tokens (residual + hidden + one layer's MLP: gate_up and
+    its activation) and the sampler on min(max_num_seqs, tokens) rows, with the final hidden
+    states still alive."""
+    tokens = max_num_batched_tokens
+    reqs = min(max_num_seqs, tokens)
+    inter = model.intermediate_size or 4 * model.hidden_size
+    if model.is_moe and model.experts_per_token:
+        inter *= model.experts_per_token  # routed tokens each run a top-k expert's MLP
+    hidden = tokens * model.hidden_size * dtype_bytes
+    forward = 2 * hidden + tokens * (3 * inter // tp) * dtype_bytes
+    sampler = hidden + reqs * model.vocab_size * sampler_bytes_per_logit(dtype_bytes)
+    return float(max(forward, sampler))
+
+
+def non_torch_bytes(tp: int) -> float:
+    """Non-torch memory growth during profiling (memory model §2): vLLM's own logs on an H100
+    report 0.13 GiB at TP=1 and 0.55 GiB per GPU at TP=2 (llm-d empirical results); larger TP
+    is taken as TP=2's (NCCL and custom all-reduce buffers; not derived beyond that)."""
+    return (0.13 if tp == 1 else 0.55) * GIB
+
+
+def kv_cache_tokens(
+    available_bytes: float, kv_bytes_per_token_layer: int, layers: int, block_size: int = BLOCK_SIZE
+) -> tuple[int, int]:
+    """(num_blocks, tokens): kv_cache_utils: num_blocks = available // page_size // layers,
+    page_size = block_size x bytes per token per layer; tokens = num_blocks x block_size."""
+    if available_bytes <= 0:
+        return 0, 0
+    page = block_size * kv_bytes_per_token_layer
+    blocks = int(available_bytes // page // layers)
+    return blocks, blocks * block_size
+
+
+def memory_estimate(
+    model: ModelSpec,
+    *,
+    gpu_name: str,
+    total_mib: float,
+    tp: int,
+    quantize: str | None,
+    dtype: str,
+    utilization: float,
+    max_num_batched_tokens: int,
+    max_num_seqs: int,
+    enforce_eager: bool = False,
+    version: Version = (0, 27, 1),
+) -> VllmMemory:
+    """One GPU's budget and the KV tokens vLLM will report (memory model §1-§6)."""
+    del gpu_name, enforce_eager, version  # §5: the CUDA-graph term is not derived (0)
+    dtype_bytes = _DTYPE_BYTES[dtype]
+    total = total_mib * MIB
+    requested = math.ceil(total * utilization)  # request_memory(), vllm/v1/worker/utils.py
+    weights = weight_bytes(model, quantize) / tp
+    if dtype_bytes == 4 and quantize is None:
+        weights *= 2  # float32 weights: twice the 16-bit bytes
+    activations = profile_activation_bytes(
+        model, tp, max_num_batched_tokens, max_num_seqs, min(dtype_bytes, 2)
+    )
+    non_torch = non_torch_bytes(tp)
+    per_layer = kv_bytes_per_token_per_layer(model, tp, dtype_bytes)
+    available = requested - weights - activations - non_torch
+    blocks, tokens = kv_cache_tokens(available, per_layer, model.kv_cache_layers)
+    return VllmMemory(
+        total_mib=total_mib,
+        requested_mib=requested / MIB,
+        weights_mib=weights / MIB,
+        activations_mib=activations / MIB,
+        non_torch_mib=non_torch / MIB,
+        cudagraph_mib=0.0,
+        kv_bytes_per_token=per_layer * model.kv_cache_layers,
+        kv_layers=model.kv_cache_layers,
+        block_size=BLOCK_SIZE,
+        num_blocks=blocks,
+        kv_cache_tokens=tokens,
+    )
+
+
+def _check_values(o: VllmOverrides) -> None:
+    def positive(name: str, value: int | None) -> None:
+        if value is not None and (isinstance(value, bool) or value < 1):
+            raise InputError(f"--{name} {value} must be a positive whole number")
+
+    positive("num-shard", o.num_shard)
+    positive("max-model-len", o.max_model_len)
+    positive("max-num-seqs", o.max_num_seqs)
+    positive("max-num-batched-tokens", o.max_num_batched_tokens)
+    if o.full_length_requests < 1:
+        raise InputError(f"full-length requests {o.full_length_requests} must be at least 1")
+    util = o.gpu_memory_utilization
+    if util is not None and not (0 < util <= 1):
+        # CacheConfig: Field(gt=0, le=1)
+        raise InputError(
+            f"--gpu-memory-utilization {util:g} must be above 0 and at most 1 (a fraction of "
+            f"the GPU's total memory; vLLM's default is {DEFAULT_GPU_MEMORY_UTILIZATION})"
+        )
+    if o.quantize is not None and o.quantize not in ACCEPTED_QUANTIZE:
+        raise InputError(
+            f"--quantize {o.quantize!r} is not one tgiops can run on vLLM; use one of "
+            + ", ".join(ACCEPTED_QUANTIZE)
+        )
+    if o.dtype is not None and o.dtype not in ACCEPTED_DTYPES:
+        raise InputError(
+            f"--dtype {o.dtype!r} is not a vLLM dtype; use one of " + ", ".join(ACCEPTED_DTYPES)
+        )
+    if (
+        o.max_num_seqs is not None
+        and o.max_num_batched_tokens is not None
+        and o.max_num_batched_tokens < o.max_num_seqs
+    ):
+        # SchedulerConfig verifies max_num_batched_tokens >= max_num_seqs.
+        raise InputError(
+            f"--max-num-batched-tokens {o.max_num_batched_tokens} is below --max-num-seqs "
+            f"{o.max_num_seqs}; vLLM refuses that: raise it to at least {o.max_num_seqs}"
+        )
+
+
+@dataclass
+class _Notes:
+    reasons: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def groups_align(model: ModelSpec, tp: int, quant: str | None) -> bool:
+    """AWQ/GPTQ weights split by TP must keep whole 128-column groups: intermediate / tp is a
+    multiple of 128 (vLLM: "The input size is not aligned with the quantized weight shape")."""
+    inter = model.intermediate_size
+    return not (quant in ("awq", "gptq") and inter and tp > 1 and (inter // tp) % 128)
+
+
+def _choose_tp(
+    model: ModelSpec, inventory: GpuInventory, quant: str | None, o: VllmOverrides, n: _Notes
+) -> int:
+    count = inventory.count
+    valid = [t for t in range(1, count + 1) if tp_divides(model, t)]
+    aligned = [t for t in valid if groups_align(model, t, quant)]
+    if o.num_shard is not None:
+        if o.num_shard > count:
+            raise InputError(f"--num-shard {o.num_shard}: the host has only {count} GPU(s)")
+        if o.num_shard not in valid:
+            raise InputError(
+                f"--num-shard {o.num_shard} does not split {model.alias}'s "
+                f"{model.num_attention_heads} attention heads and {model.num_key_value_heads} "
+                f"key-value heads evenly (vLLM: 'must be divisible by tensor parallel size'); "
+                f"valid here: {valid}"
+            )
+        if o.num_shard not in aligned:
+            raise InputError(
+                f"--num-shard {o.num_shard}: {model.alias}'s MLP ({model.intermediate_size}) "
+                f"split {o.num_shard} ways is not a multiple of the 128-column {quant} groups "
+                "(vLLM: 'The input size is not aligned with the quantized weight shape'); "
+                f"valid here: {aligned}"
+            )
+        n.reasons.append(f"tensor_parallel_size: {o.num_shard}, as requested")
+        return o.num_shard
+    tp = max(aligned)
+    kv_how = "split" if model.num_key_value_heads >= tp else "replicated"
+    n.reasons.append(
+        f"tensor_parallel_size: {tp}, the largest count <= {count} GPU(s) that divides "
+        f"{model.num_attention_heads} attention heads (key-value heads "
+        f"{model.num_key_value_heads}: {kv_how})"
+        + ("" if tp == max(valid) else f" and keeps whole 128-column {quant} groups")
+    )
+    if tp < count:
+        n.warnings.append(f"{count - tp} GPU(s) stay idle: {tp} is the largest valid TP size")
+    return tp
+
+
+def _choose_quantization(
+    model: ModelSpec, cc: tuple[int, int], o: VllmOverrides, n: _Notes
+) -> tuple[str | None, str | None]:
+    """(what the weights are, --quantization flag). Kernel rules by compute capability from
+    vLLM's docs/features/quantization/supported_hardware.md (memory model "Kernels")."""
+    sm = f"sm{cc[0]}{cc[1]}"
+    checkpoint = model.quantization
+    wanted = o.quantize
+    if wanted == "none":
+        if checkpoint:
+            raise InputError(
+                f"--quantize none: {model.alias} is a {checkpoint} checkpoint; pick its 16-bit "
+                "sibling instead"
+            )
+        return None, None
+    if wanted is not None and wanted not in ONLINE_QUANTIZATION and wanted != checkpoint:
+        raise InputError(
+            f"--quantize {wanted}: vLLM only runs {wanted} from a checkpoint quantized that "
+            f"way, and {model.alias} is {checkpoint or '16-bit'}; use a {wanted} checkpoint, or "
+            f"--quantize {' / '.join(ONLINE_QUANTIZATION)} to quantize at load"
+        )
+    if checkpoint and wanted not in (None, checkpoint):
+        raise InputError(
+            f"--quantize {wanted}: {model.alias} is already a {checkpoint} checkpoint; drop "
+            "--quantize"
+        )
+    quant = wanted or checkpoint
+    if quant is None:
+        return None, None
+    if quant not in ACCEPTED_QUANTIZE:
+        raise InputError(
+            f"{model.alias} is a {quant} checkpoint, which vLLM does not run; pick another"
+        )
+    if quant in ("fp8", "compressed-tensors"):
+        # FP8 W8A8 needs sm89+; sm80-86 run FP8 weight-only through FP8 Marlin; Turing's
+        # Marlin is marked unsupported in supported_hardware.md, so refuse there.
+        if cc < (8, 0):
+            raise InputError(
+                f"{quant} (FP8) weights need compute capability 8.0+ in vLLM (FP8 Marlin "
+                f"weight-only on sm80-86, W8A8 on sm89+); this GPU is {sm}: use an AWQ/GPTQ "
+                "or 16-bit model"
+            )
+        n.reasons.append(
+            f"quantization: {quant}"
+            + (
+                " (FP8 W8A8 kernels, sm89+)"
+                if cc >= (8, 9)
+                else " (FP8 Marlin weight-only, sm80-86: FP8 compute needs sm89+)"
+            )
+        )
+    elif quant in ("awq", "gptq"):
+        if cc >= (8, 0):
+            n.reasons.append(f"quantization: {quant} checkpoint; vLLM picks {quant}_marlin (sm80+)")
+        else:
+            n.reasons.append(
+                f"quantization: {quant} checkpoint on {sm}: Marlin kernels need sm80+, vLLM "
+                f"falls back to its plain {quant} kernel (slower)"
+            )
+            n.warnings.append(f"{sm} has no Marlin kernels: {quant} runs its slower fallback")
+    elif quant == "bitsandbytes":
+        n.reasons.append("quantization: bitsandbytes at load (Volta and newer)")
+    flag = quant if (wanted in ONLINE_QUANTIZATION and not checkpoint) else None
+    return quant, flag
+
+
+def _choose_dtype(
+    model: ModelSpec, cc: tuple[int, int], quant: str | None, o: VllmOverrides, n: _Notes
+) -> str:
+    sm = f"sm{cc[0]}{cc[1]}"
+    if o.dtype not in (None, "auto"):
+        dtype = _DTYPE_ALIASES.get(o.dtype, o.dtype)
+        if dtype == "bfloat16" and cc < (8, 0):
+            # gpu_worker._check_if_gpu_supports_dtype
+            raise InputError(
+                f"--dtype bfloat16: {sm} has no bfloat16 (vLLM: 'Bfloat16 is only supported on "
+                "GPUs with compute capability of at least 8.0'); use --dtype float16"
+            )
+        if quant in ("awq", "gptq") and cc < (8, 0) and dtype != "float16":
+            raise InputError(
+                f"--dtype {o.dtype}: vLLM's plain {quant} kernel runs float16 only; use "
+                "--dtype float16"
+            )
+        n.reasons.append(f"dtype: {dtype}, as requested")
+        return dtype
+    if quant in ("awq", "gptq"):
+        n.reasons.append(f"dtype: float16, the activation dtype {quant} checkpoints are made for")
+        return "float16"
+    if cc < (8, 0):
+        n.reasons.append(f"dtype: float16, as {sm} has no bfloat16 (vLLM refuses bf16 below sm80)")
+        return "float16"
+    dtype = model.torch_dtype if model.torch_dtype in ("float16", "bfloat16") else "bfloat16"
+    n.reasons.append(f"dtype: {dtype}, the checkpoint's")
+    return dtype
+
+
+def plan_vllm(
+    model: ModelSpec,
+    inventory: GpuInventory,
+    overrides: VllmOverrides | None = None,
+    *,
+    version: str = DEFAULT_VLLM_VERSION,
+    device_total_mib: float | None = None,
+) -> VllmPlan:
+    """A vLLM plan, or InputError for an override vLLM would refuse. A plan that does not fit
+    has ``fits=False`` and ``problem``; ``require_fit`` turns that into DoesNotFitError.
+
+    ``device_total_mib``: the total memory CUDA reports, when known (it is a little below
+    nvidia-smi's memory.total; memory model §1)."""
+    o = overrides or VllmOverrides()
+    _check_values(o)
+    v = parse_version(version)
+    n = _Notes()
+    if not inventory.homogeneous:
+        raise InputError("the GPUs differ; vLLM's tensor parallelism needs identical GPUs")
+    cc = inventory.compute_capability
+    gpu_name = inventory.gpus[0].name
+    if cc < (7, 5):
+        # gpu.cuda.inc.md: "compute capability 7.5 or higher"; CUDA 13 cannot build sm70.
+        raise InputError(
+            f"{gpu_name} is compute capability {cc[0]}.{cc[1]}: vLLM needs 7.5 or higher (T4, "
+            "A10G, L4, L40S, A100, H100 ...) in current releases; use TGI "
+            "(--engine tgi) on this GPU or a newer instance type"
+        )
+    image = image_for(version, inventory.driver_version)
+    n.reasons.append(f"image: {image.image} ({image.reason})")
+    quant, flag = _choose_quantization(model, cc, o, n)
+    tp = _choose_tp(model, inventory, quant, o, n)
+    dtype = _choose_dtype(model, cc, quant, o, n)
+    total = float(device_total_mib or inventory.memory_mib)
+    util = o.gpu_memory_utilization or DEFAULT_GPU_MEMORY_UTILIZATION
+    n.reasons.append(
+        f"gpu_memory_utilization: {util:g} of the GPU's TOTAL memory "
+        + ("(as requested)" if o.gpu_memory_utilization else "(vLLM's default, pinned)")
+    )
+    dflt_tokens, dflt_seqs = batch_defaults(gpu_name, inventory.memory_mib)
+    seqs = o.max_num_seqs or dflt_seqs
+    batched = o.max_num_batched_tokens or max(dflt_tokens, seqs)
+    n.reasons.append(
+        f"max_num_seqs {seqs}, max_num_batched_tokens {batched}: "
+        + (
+            "as requested"
+            if o.max_num_seqs or o.max_num_batched_tokens
+            else f"vLLM's OpenAI-server defaults for a {inventory.memory_gib:.0f} GiB {gpu_name} "
+            "(EngineArgs.get_batch_defaults), pinned; they size the profile run"
+        )
+    )
+    if batched < seqs:
+        raise InputError(
+            f"--max-num-batched-tokens {batched} is below --max-num-seqs {seqs}; raise it to "
+            f"at least {seqs}"
+        )
+    mem = memory_estimate(
+        model,
+        gpu_name=gpu_name,
+        total_mib=total,
+        tp=tp,
+        quantize=quant,
+        dtype=dtype,
+        utilization=util,
+        max_num_batched_tokens=batched,
+        max_num_seqs=seqs,
+        enforce_eager=o.enforce_eager,
+        version=v,
+    )
+    if v >= CUDAGRAPH_PROFILED_FROM and not o.enforce_eager:
+        n.warnings.append(
+            "vLLM >= 0.21 also charges its CUDA-graph estimate to the KV budget; tgiops does "
+            "not predict it (typically well under 1 GiB): the reported KV size may be smaller"
+        )
+    mpe = model.max_position_embeddings
+    problem = None
+    if o.max_model_len is not None and o.max_model_len > mpe:
+        raise InputError(
+            f"--max-model-len {o.max_model_len} is above {model.alias}'s "
+            f"{mpe} positions (vLLM refuses it); use at most {mpe}"
+        )
+    kv = mem.kv_cache_tokens
+    if mem.available_kv_mib <= 0:
+        problem = (
+            f"no memory left for the KV cache on each {gpu_name}: {util:g} x "
+            f"{total / MIB_PER_GIB:.1f} GiB = {mem.requested_mib / MIB_PER_GIB:.1f} GiB is "
+            f"taken by "
+            f"weights {mem.weights_mib / MIB_PER_GIB:.1f} GiB, profile-run activations "
+            f"{mem.activations_mib / MIB_PER_GIB:.1f} GiB and non-torch "
+            f"{mem.non_torch_mib / MIB_PER_GIB:.2f} GiB (vLLM: 'No available memory for the "
+            "cache blocks'); use more GPUs, a quantized model, or a larger instance type"
+        )
+        max_len = o.max_model_len or min(mpe, MIN_USEFUL_MODEL_LEN)
+    elif o.max_model_len is not None:
+        max_len = o.max_model_len
+        if max_len > kv:
+            fit = kv // BLOCK_SIZE * BLOCK_SIZE
+            problem = (
+                f"--max-model-len {max_len} is above the ~{kv} tokens of KV cache vLLM will "
+                f"find (it refuses to start: 'larger than the maximum number of tokens that can "
+                f"be stored in KV cache'); use --max-model-len {fit} or less, more GPUs, or "
+                "a quantized model"
+            )
+        else:
+            n.reasons.append(f"max_model_len: {max_len}, as requested")
+    else:
+        share = kv // o.full_length_requests // BLOCK_SIZE * BLOCK_SIZE
+        max_len = min(mpe, share)
+        if max_len < min(mpe, MIN_USEFUL_MODEL_LEN):
+            problem = (
+                f"only ~{kv} tokens of KV cache would remain: {o.full_length_requests} requests "
+                f"could not exceed {max_len} tokens each; use more GPUs, a quantized model, a "
+                "larger instance type, or fewer full-length requests"
+            )
+        elif max_len == mpe:
+            n.reasons.append(
+                f"max_model_len: {mpe}, the model's positions; {kv} KV tokens hold "
+                f"{kv / mpe:.1f} requests of full length (>= {o.full_length_requests} wanted)"
+            )
+        else:
+            n.reasons.append(
+                f"max_model_len: {max_len}, so {o.full_length_requests} requests of full length "
+                f"fit the ~{kv} KV tokens (the model allows {mpe})"
+            )
+    return VllmPlan(
+        model=model,
+        inventory=inventory,
+        version=f"{v[0]}.{v[1]}.{v[2]}",
+        image=image.image,
+        fits=problem is None,
+        tensor_parallel_size=tp,
+        quantization=quant,
+        quantization_flag=flag,
+        dtype=dtype,
+        gpu_memory_utilization=util,
+        max_model_len=max_len,
+        max_num_seqs=seqs,
+        max_num_batched_tokens=batched,
+        enforce_eager=o.enforce_eager,
+        memory=mem,
+        reasons=tuple(n.reasons),
+        warnings=tuple(n.warnings),
+        problem=problem,
+    )
+
+
+def require_fit(plan: VllmPlan) -> VllmPlan:
+    """The plan, or DoesNotFitError (exit 2) with its problem."""
+    if not plan.fits:
+        raise DoesNotFitError(plan.problem or "the plan does not fit", plan)
+    return plan
+
+
+def free_memory_problem(plan: VllmPlan, inventory: GpuInventory) -> str | None:
+    """Why vLLM would refuse to start on the probed GPUs, or None: request_memory() raises when
+    a GPU's free memory is below ceil(utilization x total) (vllm/v1/worker/utils.py)."""
+    for gpu in inventory.gpus[: plan.tensor_parallel_size]:
+        free = gpu.memory_mib - gpu.memory_used_mib
+        wanted = math.ceil(gpu.memory_mib * plan.gpu_memory_utilization)
+        if free < wanted:
+            most = math.floor(free / gpu.memory_mib * 100) / 100
+            return (
+                f"GPU {gpu.index} ({gpu.name}) has {free} MiB free of {gpu.memory_mib} MiB, but "
+                f"vLLM will ask for {plan.gpu_memory_utilization:g} x total = {wanted} MiB and "
+                f"refuses to start with less free ('less than desired GPU memory utilization'); "
+                f"stop what uses {gpu.memory_used_mib} MiB there (another container?), or "
+                f"deploy with --gpu-memory-utilization {most:.2f} or less"
+            )
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# The unit
+# --------------------------------------------------------------------------------------------
+
+
+def docker_run_args(plan: VllmPlan, options: UnitOptions) -> list[str]:
+    """The unit's `docker run` line. Secret values never: HF_TOKEN / VLLM_API_KEY by name."""
+    gpus = (
+        "all"
+        if not options.gpu_devices
+        else ('"device=' + ",".join(str(i) for i in options.gpu_devices) + '"')
+    )
+    args = [
+        "/usr/bin/docker",
+        "run",
+        "--rm",
+        "--name",
+        options.container,
+        "--gpus",
+        gpus,
+        # vLLM's docs: --ipc=host (or a sized --shm-size) for PyTorch's shared memory under TP.
+        "--ipc=host",
+        "-p",
+        f"{options.bind_address}:{options.port}:{CONTAINER_PORT}",
+        # The same host cache dir as TGI's (render.cache_dir), at vLLM's HF home: an instance
+        # that comes back finds the weights there and boots with HF_HUB_OFFLINE=1.
+        "-v",
+        f"{cache_dir(options.data_dir)}:{CONTAINER_HF_HOME}",
+        "-v",
+        f"{cache_dir(options.data_dir)}/{VLLM_CACHE_SUBDIR}:{CONTAINER_VLLM_CACHE}",
+    ]
+    for name in options.secret_env:
+        args += ["-e", name]
+    for name, value in sorted(options.extra_env.items()):
+        args += ["-e", f"{name}={value}"]
+    args.append(image_ref(plan.image, options.image_digest))
+    args += plan.launch_args()
+    return args
+
+
+def render_unit(
+    plan: VllmPlan, options: UnitOptions, template_text: str, *, tgiops_version: str
+) -> str:
+    """unit_templates/vllm.service.j2 rendered (StrictUndefined, every Exec argument quoted)."""
+    import jinja2  # pure; imported here to keep `tgiops --help` fast
+
+    env = jinja2.Environment(
+        undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
+    )
+    image = image_ref(plan.image, options.image_digest)
+    pull = f"docker image inspect {image} >/dev/null 2>&1 || exec docker pull {image}"
+    summary = (
+        f"engine=vllm {plan.version} tp={plan.tensor_parallel_size} "
+        f"quantization={plan.quantization or 'none'} dtype={plan.dtype} "
+        f"max_model_len={plan.max_model_len} kv_tokens~{plan.memory.kv_cache_tokens}"
+    )
+    return env.from_string(template_text).render(
+        tgiops_version=tgiops_version,
+        alias=comment_safe(plan.model.alias),
+        repo_id=comment_safe(plan.model.repo_id),
+        hardware=comment_safe(plan.inventory.describe()),
+        plan_summary=summary,
+        env_file=options.env_file,
+        container=options.container,
+        pull_script=systemd_quote(pull),
+        exec_start=" ".join(systemd_quote(a) for a in docker_run_args(plan, options)),
+        stop_timeout_s=options.stop_timeout_s,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics, startup log, diagnosis
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VllmMetrics:
+    """The figures status shows, from vLLM's /metrics (names: vLLM's metrics docs)."""
+
+    requests_running: float | None
+    requests_waiting: float | None
+    kv_cache_usage: float | None  # 0..1
+    generation_tokens: float | None
+
+
+def parse_metrics(text: str) -> VllmMetrics:
+    """Prometheus text -> VllmMetrics, parsed by prometheus_client (never by hand). Counts are
+    summed over label sets (one per engine); KV usage is their mean. ``kv_cache_usage_perc`` is
+    preferred; ``gpu_cache_usage_perc`` (deprecated by PR #18354) is the fallback. Text that is
+    not Prometheus is an InputError."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if not math.isfinite(sample.value) or sample.name.endswith("_created"):
+                    continue
+                sums[sample.name] = sums.get(sample.name, 0.0) + float(sample.value)
+                counts[sample.name] = counts.get(sample.name, 0) + 1
+    except ValueError as exc:
+        raise InputError(f"cannot parse vLLM's /metrics text: {exc}") from exc
+
+    def total(name: str) -> float | None:
+        return sums.get(name)
+
+    def mean(name: str) -> float | None:
+        return sums[name] / counts[name] if name in sums else None
+
+    usage = mean("vllm:kv_cache_usage_perc")
+    if usage is None:
+        usage = mean("vllm:gpu_cache_usage_perc")
+    return VllmMetrics(
+        requests_running=total("vllm:num_requests_running"),
+        requests_waiting=total("vllm:num_requests_waiting"),
+        kv_cache_usage=usage,
+        generation_tokens=total("vllm:generation_tokens_total"),
+    )
+
+
+@dataclass(frozen=True)
+class StartupFacts:
+    kv_cache_tokens: int | None = None  # GPU KV cache size: N tokens
+    concurrency_tokens: int | None = None  # Maximum concurrency for N tokens per request
+    max_concurrency: float | None = None  # ... : X x
+    available_kv_gib: float | None = None  # Available KV cache memory: X GiB
+    max_seq_len: int | None = None  # the failing max seq len, on the KV error
+    max_len_that_fits: int | None = None  # what vLLM says would fit, on the KV error
+
+
+_NUM = r"(\d[\d,]*)"
+_KV_TOKENS_RE = re.compile(r"GPU KV cache size: " + _NUM + r" tokens")
+_CONCURRENCY_RE = re.compile(
+    r"Maximum concurrency for " + _NUM + r" tokens per request(?: changes from [\d.]+x to)?:?"
+    r"\s*([\d.]+)x"
+)
+_AVAILABLE_RE = re.compile(r"Available KV cache memory: (-?[\d.]+) GiB")
+# Older: "The model's max seq len (32768) is larger than the maximum number of tokens that can
+# be stored in KV cache (16832)". Newer: "To serve at least one request with the model's max
+# seq len (196608), 23.25 GiB KV cache is needed, which is larger than the available KV cache
+# memory (22.5 GiB). Based on the available memory, the estimated maximum model length is N."
+_OLD_KV_ERR_RE = re.compile(
+    r"max seq len \((\d+)\) is larger than the maximum number of tokens that can be stored in "
+    r"KV cache \((\d+)\)"
+)
+_NEW_KV_ERR_RE = re.compile(r"the model's max seq len \((\d+)\)")
+_ESTIMATED_RE = re.compile(r"estimated maximum model length is (\d+)")
+
+
+def _int(text: str) -> int:
+    return int(text.replace(",", ""))
+
+
+def parse_startup_log(text: str) -> StartupFacts:
+    """The KV-cache facts of a vLLM start from its log (one- and two-line formats alike)."""
+    kv = conc_len = max_seq = fits = None
+    conc = avail = None
+    for line in text.splitlines():
+        if m := _KV_TOKENS_RE.search(line):
+            kv = _int(m[1])
+        if m := _CONCURRENCY_RE.search(line):
+            conc_len, conc = _int(m[1]), float(m[2])
+        if m := _AVAILABLE_RE.search(line):
+            avail = float(m[1])
+        if m := _OLD_KV_ERR_RE.search(line):
+            max_seq, fits = int(m[1]), int(m[2])
+        elif m := _NEW_KV_ERR_RE.search(line):
+            max_seq = int(m[1])
+        if m := _ESTIMATED_RE.search(line):
+            fits = int(m[1])
+    return StartupFacts(kv, conc_len, conc, avail, max_seq, fits)
+
+
+# (pattern, diagnosis): the first pattern found, scanning the journal from its last line back,
+# names the cause (the shape of tgiops/probe.py _DIAGNOSES). Patterns are vLLM's own messages.
+_DIAGNOSES: tuple[tuple[str, str], ...] = (
+    (
+        "less than desired GPU memory utilization",
+        "not enough free GPU memory at start: vLLM asks for --gpu-memory-utilization x the "
+        "GPU's TOTAL memory and something else holds part of it; stop the other process "
+        "(a leftover container?) or lower --gpu-memory-utilization",
+    ),
+    (
+        "No available memory for the cache blocks",
+        "the weights and the profile run leave no memory for the KV cache: use more GPUs, a "
+        "quantized model, or a larger instance type (see `tgiops plan --engine vllm`)",
+    ),
+    (
+        "Bfloat16 is only supported on GPUs with compute capability",
+        "this GPU has no bfloat16 (below sm80): deploy with --dtype float16",
+    ),
+    (
+        "is not supported for the current GPU",
+        "the quantization kernel needs a newer GPU (Marlin AWQ/GPTQ: sm80+; FP8 W8A8: sm89+): "
+        "use a checkpoint this GPU runs, or a newer instance type",
+    ),
+    (
+        "no kernel image is available for execution on the device",
+        "this vLLM build has no kernels for this GPU (vLLM needs compute capability 7.5+): "
+        "use --engine tgi here or a newer instance type",
+    ),
+    (
+        "must be divisible by tensor parallel size",
+        "the tensor parallel size does not divide the model's heads: let tgiops choose --num-shard",
+    ),
+    (
+        "not aligned with the quantized weight shape",
+        "the quantized MLP does not split evenly across the GPUs: use a smaller --num-shard",
+    ),
+    (
+        "CUDA driver version is insufficient",
+        "the host's NVIDIA driver is too old for this image: below 580, use the -cu129 tag "
+        "(tgiops picks it from the probed driver), or upgrade the driver",
+    ),
+    (
+        "forward compatibility was attempted on non supported HW",
+        "the host's NVIDIA driver is too old for this CUDA 13 image: use the -cu129 tag or "
+        "upgrade the driver to 580+",
+    ),
+    (
+        "Found no NVIDIA driver",
+        "the container sees no GPU: check the NVIDIA driver and "
+        "Container Toolkit (`docker run --gpus all ... nvidia-smi`)",
+    ),
+    (
+        "could not select device driver",
+        "docker has no NVIDIA runtime: install the NVIDIA Container Toolkit and restart docker",
+    ),
+    (
+        "401 Client Error",
+        "the Hugging Face token was refused or lacks access: accept the "
+        "model's licence on huggingface.co and store a token that has access (`tgiops secret set`)",
+    ),
+    (
+        "Cannot access gated repo",
+        "the model is gated: the token must belong to an account that accepted its licence",
+    ),
+    (
+        "LocalEntryNotFoundError",
+        "offline start without the model in the cache: deploy once "
+        "with network access to fill the data volume",
+    ),
+    ("unrecognized arguments", "vLLM rejected a flag: check --engine-version against the flags"),
+)
+
+
+def diagnose_journal(text: str) -> str | None:
+    """The likeliest cause of a failed vLLM start, in words, from the unit's journal lines."""
+    lines = text.splitlines()
+    for line in reversed(lines):
+        if m := _OLD_KV_ERR_RE.search(line):
+            fit = int(m[2]) // BLOCK_SIZE * BLOCK_SIZE
+            return (
+                f"--max-model-len {m[1]} is above the {m[2]} tokens the KV cache holds: deploy "
+                f"with --max-model-len {fit} or less (or more GPUs / a quantized model)"
+            )
+        if _NEW_KV_ERR_RE.search(line):
+            est = _ESTIMATED_RE.search(line)
+            hint = f"--max-model-len {est[1]} or less" if est else "a smaller --max-model-len"
+            seq = _NEW_KV_ERR_RE.search(line)
+            assert seq is not None
+            return (
+                f"--max-model-len {seq[1]} needs more KV cache than is left: deploy with "
+                f"{hint} (or more GPUs / a quantized model)"
+            )
+        if "CUDA out of memory" in line or "OutOfMemoryError" in line:
+            return _oom_diagnosis(lines)
+        for pattern, diagnosis in _DIAGNOSES:
+            if pattern in line:
+                return diagnosis
+    return None
+
+
+def _oom_diagnosis(lines: Iterable[str]) -> str:
+    text = "\n".join(lines).lower()
+    if "capturing cuda graph" in text or "capture_model" in text or "graph capturing" in text:
+        return (
+            "CUDA out of memory while capturing CUDA graphs: deploy with --enforce-eager, or "
+            "lower --gpu-memory-utilization a little to leave room for the graphs"
+        )
+    if "profile_run" in text or "determine_available_memory" in text or "dummy" in text:
+        return (
+            "CUDA out of memory in vLLM's profile run: lower --max-num-batched-tokens / "
+            "--max-num-seqs (they size it), or use more GPUs"
+        )
+    return (
+        "CUDA out of memory: the weights do not fit the GPUs' memory; use more GPUs, a "
+        "quantized model, or a larger instance type (see `tgiops plan --engine vllm`)"
+    )
+
+
+def unit_env(offline: bool) -> Mapping[str, str]:
+    """Plain env for the unit: HF_HUB_OFFLINE=1 when the instance boots without the Hub."""
+    return dict(OFFLINE_ENV) if offline else {}
