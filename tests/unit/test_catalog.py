@@ -730,3 +730,12 @@ def test_bad_config_json_names_the_field(
         model_from_hf_config(config, "/tmp/config.json", repo_id=repo_id)
     assert str(caught.value).startswith("/tmp/config.json")
     assert f"field {field!r}" in str(caught.value)
+
+
+def test_the_catalog_quantize_names_are_the_newest_tgi_releases_values():
+    """catalog.QUANTIZE_VALUES is spelled like TGI's --quantize, kept apart so the catalog does
+    not depend on an engine; this keeps the two lists the same."""
+    from tgiops.core.catalog import QUANTIZE_VALUES
+    from tgiops.core.engines.tgi import TgiEngine
+
+    assert set(QUANTIZE_VALUES) == set(TgiEngine.release().accepted_quantize)

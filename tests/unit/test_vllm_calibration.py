@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tgiops.catalog import parse_catalog
+from tgiops.core.catalog import parse_catalog
 from tgiops.core.engines import vllm
 from tgiops.core.engines.vllm_calibration import evaluate
 

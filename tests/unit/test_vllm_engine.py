@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from tgiops import hardware
-from tgiops.catalog import find_model, parse_catalog
+from tgiops.core import hardware
+from tgiops.core.catalog import find_model, parse_catalog
 from tgiops.core.engines import vllm
 from tgiops.core.engines.vllm import VllmOverrides, plan_vllm
-from tgiops.errors import DoesNotFitError, InputError
-from tgiops.render import UnitOptions
+from tgiops.core.errors import DoesNotFitError, InputError
+from tgiops.core.render import UnitOptions
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOG = parse_catalog((ROOT / "models.yaml").read_text(), origin="models.yaml")
@@ -512,9 +512,9 @@ def test_module_is_pure():
         "subprocess",
         "time",
         "requests",
-        "tgiops.ssh",
-        "tgiops.aws",
-        "tgiops.health",
+        "tgiops.edges.ssh",
+        "tgiops.edges.aws",
+        "tgiops.edges.health",
         "boto3",
         "paramiko",
     }

@@ -21,7 +21,6 @@ from typing import Any
 
 import yaml
 
-from tgiops.core.engines.tgi import DEFAULT_TGI_VERSION, TgiEngine
 from tgiops.core.errors import CatalogError, UnknownModelError
 
 logger = logging.getLogger(__name__)
@@ -29,7 +28,21 @@ logger = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 
 # TGI's --quantize values in its newest release (the engine module keeps them per version).
-TGI_QUANTIZE_VALUES: tuple[str, ...] = TgiEngine.release(DEFAULT_TGI_VERSION).accepted_quantize
+# The quantization names a catalog entry may give: the checkpoint formats tgiops plans for, in
+# TGI's spelling (its --quantize values at 3.3.7; every engine maps them to its own flags, and
+# tests/unit/test_catalog.py checks this list against TgiEngine.accepted_quantize).
+QUANTIZE_VALUES: tuple[str, ...] = (
+    "awq",
+    "eetq",
+    "gptq",
+    "bitsandbytes",
+    "bitsandbytes-nf4",
+    "bitsandbytes-fp4",
+    "fp8",
+    "exl2",
+    "marlin",
+    "compressed-tensors",
+)
 # config.json quantization_config.quant_method -> TGI --quantize name. TGI auto-detects exactly
 # these (server/text_generation_server/models/__init__.py@737 l.447-462, tgi-facts.md §1).
 QUANT_METHOD_TO_TGI: Mapping[str, str] = MappingProxyType(
@@ -385,14 +398,15 @@ def _check_kind(value: Any, kind: str, fail: Any) -> Any:
             raise fail(f"must be one of {', '.join(TORCH_DTYPES)} (or null), {got}.")
         return value
     if kind == "quant":
-        if value not in TGI_QUANTIZE_VALUES:
+        if value not in QUANTIZE_VALUES:
             hint = (
                 f" Did you mean {QUANT_METHOD_TO_TGI[value]!r} (TGI's name for it)?"
                 if isinstance(value, str) and value in QUANT_METHOD_TO_TGI
                 else ""
             )
             raise fail(
-                f"must be one of TGI's --quantize values ({', '.join(TGI_QUANTIZE_VALUES)}) or "
+                "must be one of the quantization names tgiops knows "
+                f"({', '.join(QUANTIZE_VALUES)}) or "
                 f"null for a 16-bit checkpoint, {got}.{hint}"
             )
         return value

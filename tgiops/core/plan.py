@@ -78,12 +78,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tgiops.core.catalog import ModelSpec
-from tgiops.core.engines.tgi import TgiEngine
 from tgiops.core.errors import PlanInputError
 from tgiops.core.hardware import GpuInventory, InstanceType, inventory_for_instance_type
+
+if TYPE_CHECKING:  # the engine modules sit above the planner (they call it)
+    from tgiops.core.engines.tgi import TgiEngine
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB

@@ -1,7 +1,7 @@
 """vLLM as a serving engine: image tag, plan, launch args, unit, metrics, logs (pure: no I/O).
 
-Everything here is a function of its arguments: the model facts (``tgiops.catalog.ModelSpec``),
-the GPUs (``tgiops.hardware.GpuInventory``), the user's overrides and, for the parsers, text
+Everything here is a function of its arguments: the model facts (``tgiops.core.catalog.ModelSpec``),
+the GPUs (``tgiops.core.hardware.GpuInventory``), the user's overrides and, for the parsers, text
 the caller read from the host. Each vLLM behaviour rule cites vLLM's source or docs; the memory
 model is derived, term by term, in ``tgiops/docs/vllm-memory-model.md`` (cited below as
 "memory model §N"); kernel rules and image tags are in that file's last sections.
@@ -16,11 +16,11 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from tgiops.catalog import ModelSpec
-from tgiops.errors import DoesNotFitError, InputError
-from tgiops.hardware import MIB_PER_GIB, GpuInventory
-from tgiops.plan import weight_bytes
-from tgiops.render import (
+from tgiops.core.catalog import ModelSpec
+from tgiops.core.errors import DoesNotFitError, InputError
+from tgiops.core.hardware import MIB_PER_GIB, GpuInventory
+from tgiops.core.plan import weight_bytes
+from tgiops.core.render import (
     UnitOptions,
     cache_dir,
     comment_safe,
@@ -64,7 +64,7 @@ CONTAINER_HF_HOME = "/root/.cache/huggingface"  # the docs' `-v ~/.cache/hugging
 # so a restarted container reuses them (a relaunched spot instance starts faster).
 CONTAINER_VLLM_CACHE = "/root/.cache/vllm"
 VLLM_CACHE_SUBDIR = "vllm"  # inside the model cache dir the container already writes
-DEFAULT_FULL_LENGTH_REQUESTS = 4  # the same default as the TGI planner (tgiops/plan.py)
+DEFAULT_FULL_LENGTH_REQUESTS = 4  # the same default as the TGI planner (tgiops/core/plan.py)
 MIN_USEFUL_MODEL_LEN = 1024
 
 Version = tuple[int, int, int]
@@ -158,7 +158,7 @@ ACCEPTED_QUANTIZE = ("none", "awq", "gptq", "fp8", "compressed-tensors", "bitsan
 # vLLM's --dtype choices (vllm/config/model.py ModelDType), as tgiops passes them.
 ACCEPTED_DTYPES = ("float16", "bfloat16", "half", "float32", "float", "auto")
 _DTYPE_ALIASES = {"half": "float16", "float": "float32"}
-# Bytes per parameter of quantized linear layers for on-the-fly quantization (as tgiops/plan.py).
+# Bytes per parameter of quantized linear layers for on-the-fly quantization (as core/plan.py).
 _DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}
 
 
@@ -923,7 +923,7 @@ def parse_startup_log(text: str) -> StartupFacts:
 
 
 # (pattern, diagnosis): the first pattern found, scanning the journal from its last line back,
-# names the cause (the shape of tgiops/probe.py _DIAGNOSES). Patterns are vLLM's own messages.
+# names the cause (the shape of tgiops/core/probe.py _DIAGNOSES). Patterns are vLLM's own messages.
 _DIAGNOSES: tuple[tuple[str, str], ...] = (
     (
         "less than desired GPU memory utilization",

@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tgiops import hardware
-from tgiops.catalog import ModelSpec
+from tgiops.core import hardware
+from tgiops.core.catalog import ModelSpec
 from tgiops.core.engines import vllm
-from tgiops.errors import InputError
+from tgiops.core.errors import InputError
 
 # Checkpoints a case names that the catalog does not hold, mapped to a catalog entry with the
 # same architecture and weight format (a stated approximation, shown in the table).
