@@ -12,8 +12,6 @@ from pathlib import Path
 import pytest
 from test_bad_input_properties import run
 
-from tgiops.cli import main as cli
-
 ROOT = Path(__file__).resolve().parents[2]
 CLOSED = "127.0.0.1:9"  # discard port: nothing listens on loopback there
 
@@ -130,7 +128,9 @@ def test_an_unexpected_exception_is_one_redacted_line(monkeypatch):
     def boom(args):
         raise RuntimeError("kaput hf_abcdefghijklmnopqrstuvwxyz")
 
-    monkeypatch.setattr(cli, "cmd_models", boom)
+    from tgiops.cli import plan as plan_verbs
+
+    monkeypatch.setattr(plan_verbs, "cmd_models", boom)
     code, out, err = run(["models", "--json"])
     assert code == 1
     line = one_error_line(err)

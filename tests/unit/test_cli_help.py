@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 from test_bad_input_properties import run
 
+from tgiops.cli import args as cli_args
 from tgiops.cli import main as cli
 
 
@@ -44,7 +45,7 @@ def test_every_verb_has_a_description_and_every_option_help(path, parser):
             continue
         if action.help == argparse.SUPPRESS:
             # Hidden on purpose: only deprecated aliases of a documented option.
-            assert isinstance(action, cli._DeprecatedAlias), (path, action.option_strings)
+            assert isinstance(action, cli_args.DeprecatedAlias), (path, action.option_strings)
             continue
         assert action.help and action.help.strip(), (path, action.option_strings or action.dest)
 
@@ -84,10 +85,3 @@ def test_models_table_explains_its_dashes_and_shows_the_context_length():
     phi = next(line for line in out.splitlines() if line.startswith("phi-3-mini "))
     assert phi.split()[-1] == "4096"
     assert "- = not verified" in out and "- = none" in out
-
-
-def test_the_cli_default_data_dir_is_the_renderers():
-    from tgiops.cli import main as cli
-    from tgiops.core import render
-
-    assert cli.DEFAULT_DATA_DIR == render.DEFAULT_DATA_DIR

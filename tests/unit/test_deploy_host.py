@@ -14,14 +14,9 @@ from tgiops.core import hardware, probe, progress, record
 from tgiops.core.catalog import find_model, parse_catalog
 from tgiops.core.engines.tgi import TgiEngine
 from tgiops.core.errors import InputError, SSHError
+from tgiops.core.layout import UNIT_NAME_RE
 from tgiops.core.plan import Overrides, plan
-from tgiops.core.render import (
-    UNIT_NAME_RE,
-    UnitOptions,
-    check_data_dir,
-    render_unit,
-    unit_name_from,
-)
+from tgiops.core.render import UnitOptions, check_data_dir, render_unit, unit_name_from
 from tgiops.core.request import DeployRequest, DeployResult, Replaced, default_unit_name
 
 ROOT = Path(__file__).resolve().parents[2]

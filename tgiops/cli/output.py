@@ -696,3 +696,18 @@ def recovery_as_text(rec: Any) -> str:
     if rec.advice:
         lines.append(f"  - {rec.advice}")
     return "\n".join(lines) + "\n"
+
+
+def error_as_dict(kind: str, message: str, exit_code: int, exc: BaseException | None = None):
+    """The one JSON shape of every verb's failure (README: "Errors as JSON")."""
+    data: dict[str, Any] = {
+        "ok": False,
+        "exit_code": exit_code,
+        "error": {"type": kind, "message": message},
+    }
+    plan = getattr(exc, "plan", None)
+    if plan is not None:  # a plan that does not fit: what was planned, and the alternatives
+        from tgiops.core.plan import plan_as_dict
+
+        data["plan"] = plan_as_dict(plan)
+    return data

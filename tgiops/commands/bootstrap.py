@@ -43,6 +43,7 @@ from tgiops import __version__
 from tgiops.core import probe
 from tgiops.core.catalog import ModelSpec, find_model
 from tgiops.core.errors import AWSError, HealthError, InputError, TgiopsError, UnknownModelError
+from tgiops.core.layout import BOOTSTRAP_CONFIG_PATH, DEFAULT_DATA_DIR, MANAGED_MARKER, TGIOPS_BIN
 from tgiops.core.record import (
     DeploymentRecord,
     DeploymentSpec,
@@ -61,12 +62,8 @@ from tgiops.edges.record_store import read_entries
 
 log = logging.getLogger(__name__)
 
-CONFIG_PATH = "/etc/tgiops/bootstrap.json"
 CONFIG_FORMAT = "tgiops.bootstrap/1"
-DEFAULT_DATA_DIR = "/var/lib/tgiops/data"
-TGIOPS_BIN = "/opt/tgiops/bin/tgiops"
 USERDATA_JSON_DELIMITER = "TGIOPS_BOOTSTRAP_JSON"
-MANAGED_MARKER = "# Managed by tgiops"  # the first line of every unit tgiops writes
 _EIP_RE = re.compile(r"eipalloc-[0-9a-f]{8,17}")
 _EFS_RE = re.compile(r"fs-[0-9a-f]{8,17}")
 _DEVICE_RE = re.compile(r"/dev/[A-Za-z0-9/_.-]+")
@@ -235,7 +232,7 @@ def look_script(record: DeploymentRecord, model: ModelSpec) -> str:
     snapshot that holds ``*.safetensors``; and no ``blobs/*.incomplete`` is left by an
     interrupted download. Anything less starts online, which still works with network.
     """
-    from tgiops.core.render import UNIT_DIR
+    from tgiops.core.layout import UNIT_DIR
 
     q = shlex.quote
     unit_path = f"{UNIT_DIR}/{record.unit}.service"
@@ -506,7 +503,7 @@ def point_elastic_ip(aws: Any, allocation_id: str, instance_id: str) -> EipOutco
 
 @dataclass(frozen=True)
 class BootstrapOptions:
-    config_path: str = CONFIG_PATH
+    config_path: str = BOOTSTRAP_CONFIG_PATH
     data_dir: str | None = None  # where to look for records (default: the config's, or default)
     elastic_ip: str | None = None
     region: str | None = None

@@ -39,15 +39,9 @@ from tgiops import __version__
 from tgiops.core import hardware, probe, progress, record
 from tgiops.core.engines.tgi import verify_info
 from tgiops.core.errors import DeployError, DoesNotFitError, HealthError, InputError, ProbeError
+from tgiops.core.layout import ENV_DIR, LOCK_PATH, MANAGED_MARKER, UNIT_DIR
 from tgiops.core.plan import Plan, plan
-from tgiops.core.render import (
-    ENV_DIR,
-    MANAGED_MARKER,
-    UNIT_DIR,
-    UnitOptions,
-    render_env_file,
-    render_unit,
-)
+from tgiops.core.render import UnitOptions, render_env_file, render_unit
 from tgiops.core.request import (
     DEFAULT_PORT,
     DeployRequest,
@@ -57,7 +51,7 @@ from tgiops.core.request import (
     default_timeout_s,
 )
 from tgiops.edges import record_store
-from tgiops.edges.ssh import LOCK_PATH, FileUpload
+from tgiops.edges.ssh import FileUpload
 
 log = logging.getLogger(__name__)
 

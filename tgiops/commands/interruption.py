@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from tgiops.core.errors import AWSError, InputError, TgiopsError
+from tgiops.core.layout import DEFAULT_DATA_DIR
 from tgiops.core.record import LastStop
 from tgiops.edges.record_store import note_stop, read_records
 
@@ -44,7 +45,7 @@ _MIN_GRACE_S = 5
 
 @dataclass(frozen=True)
 class WatchOptions:
-    data_dir: str = "/var/lib/tgiops/data"
+    data_dir: str = DEFAULT_DATA_DIR
     units: tuple[str, ...] = ()  # default: every unit recorded on the data volume
     interval_s: float = POLL_INTERVAL_S
     on_rebalance: str = "log"  # log | stop
@@ -198,8 +199,7 @@ def _units(host: Any, options: WatchOptions) -> list[str]:
         return []
     # A record names a unit; only one tgiops wrote is stopped (the records are not the
     # operator's: tgiops.core.record, "Trust").
-    from tgiops.commands.bootstrap import MANAGED_MARKER
-    from tgiops.core.render import UNIT_DIR
+    from tgiops.core.layout import MANAGED_MARKER, UNIT_DIR
 
     paths = " ".join(shlex.quote(f"{UNIT_DIR}/{u}.service") for u in recorded)
     out = host.run_script(f"grep -l '^{MANAGED_MARKER}' {paths} 2>/dev/null; true", check=False)

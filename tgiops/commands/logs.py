@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tgiops.core.errors import InputError
-from tgiops.core.render import MANAGED_MARKER, UNIT_DIR, UNIT_PREFIX
+from tgiops.core.layout import MANAGED_MARKER, UNIT_DIR, UNIT_PREFIX
 from tgiops.core.request import Redactor
 
 log = logging.getLogger(__name__)

@@ -34,7 +34,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tgiops.commands.bootstrap import (
-    DEFAULT_DATA_DIR,
     EipOutcome,
     Restored,
     check_elastic_ip,
@@ -43,8 +42,8 @@ from tgiops.commands.bootstrap import (
 )
 from tgiops.core.catalog import ModelSpec
 from tgiops.core.errors import InputError, TargetNotFoundError, TgiopsError
+from tgiops.core.layout import DEFAULT_DATA_DIR, DEFAULT_TOKEN_SECRET
 from tgiops.core.record import (
-    DEFAULT_TOKEN_SECRET,
     DeploymentRecord,
     Entry,
     OperatorSettings,

@@ -2,7 +2,7 @@
 
 Two round trips: (1) read the host's tgiops unit files (which unit, its data directory and
 model, whether another unit shares that model's cache); (2) under the same host lock as
-deploy (``flock`` on tgiops.edges.ssh.LOCK_PATH), ``systemctl disable --now``, remove the
+deploy (``flock`` on tgiops.core.layout.LOCK_PATH), ``systemctl disable --now``, remove the
 container, the unit file, the env file and their ``.previous`` / staged copies,
 ``daemon-reload``, ``reset-failed``, optionally remove this model's cache directory, and
 then report whatever is still there, so the result says what was checked, not what was hoped.
@@ -21,21 +21,20 @@ from typing import Any
 
 from tgiops.commands.logs import choose_unit
 from tgiops.core.errors import InputError, TgiopsError
-from tgiops.core.probe import split_sections
-from tgiops.core.record import record_path
-from tgiops.core.render import (
+from tgiops.core.layout import (
     ENV_DIR,
+    LOCK_PATH,
     MANAGED_MARKER,
     RESERVED_UNITS,
     UNIT_DIR,
     UNIT_NAME_RE,
-    data_dir_of_mount,
-    unit_name_from,
 )
+from tgiops.core.probe import split_sections
+from tgiops.core.record import record_path
+from tgiops.core.render import data_dir_of_mount, unit_name_from
 from tgiops.core.status import UnitPlan, parse_unit_plan
 from tgiops.edges.ssh import (
     LOCK_BUSY_EXIT,
-    LOCK_PATH,
     STAGE_DIR_GLOB,
     lock_holder_identity,
     lock_release_script,

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from tgiops.core.errors import ProbeError
 from tgiops.core.hardware import Gpu, GpuInventory, lookup_gpu_model
-from tgiops.core.render import MANAGED_MARKER
+from tgiops.core.layout import MANAGED_MARKER
 
 logger = logging.getLogger(__name__)
 

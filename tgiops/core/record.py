@@ -31,7 +31,7 @@ data dir, ``public`` -- comes only from the operator (:class:`OperatorSettings`:
 flags of ``reconcile``, the Lambda's environment, the bootstrap config the operator's user
 data wrote) and :meth:`DeploymentRecord.under` replaces the record's values with those.
 Tags no longer carry them at all. The engine's container does not see the records: it gets
-only ``<data_dir>/cache`` as /data (tgiops.core.render.CACHE_SUBDIR). Every record is decoded by
+only ``<data_dir>/cache`` as /data (tgiops.core.layout.CACHE_SUBDIR). Every record is decoded by
 one validating decoder (:meth:`DeploymentRecord.from_dict`): wrong types, out-of-range
 numbers, unknown fields in the spec and paths outside the allowed data-dir prefixes are
 refused with the field's name; a record that fails becomes an :class:`Unreadable`, reported
@@ -73,18 +73,17 @@ from tgiops.core.errors import (
     TgiopsError,
     UnknownModelError,
 )
+from tgiops.core.layout import DEFAULT_DATA_DIR, DEFAULT_TOKEN_SECRET, RECORD_SUBDIR, UNIT_NAME_RE
 from tgiops.core.plan import Overrides, Plan
-from tgiops.core.render import DEFAULT_DATA_DIR, UNIT_NAME_RE, check_data_dir, comment_safe
+from tgiops.core.render import check_data_dir, comment_safe
 from tgiops.core.request import DeployRequest, default_unit_name
 
 log = logging.getLogger(__name__)
 
 FORMAT = "tgiops.deployment/1"
-RECORD_SUBDIR = "tgiops/deployments"
 TAG_PREFIX = "tgiops:record:"
 MANAGED_TAG = "tgiops:managed"  # on every instance tgiops deployed to (`status --all`)
 TAG_VALUE_MAX_CHARS = 256  # EC2 tag values (and Auto Scaling group tag values)
-DEFAULT_TOKEN_SECRET = "tgiops/hf-token"
 _FORMAT_RE = re.compile(r"tgiops\.deployment/(\d+)")
 # Secrets Manager names: 1-512 of letters, digits and /_+=.@- (AWS Secrets Manager API
 # reference, CreateSecret "Name").
@@ -125,9 +124,9 @@ class DeploymentSpec:
     unit: str
     port: int = 8080
     public: bool = False
-    data_dir: str = "/var/lib/tgiops/data"
+    data_dir: str = DEFAULT_DATA_DIR
     gpu_devices: tuple[int, ...] = ()
-    token_secret: str | None = "tgiops/hf-token"
+    token_secret: str | None = DEFAULT_TOKEN_SECRET
     api_key_secret: str | None = None
     overrides: Mapping[str, Any] = field(default_factory=dict)  # only what differs from default
 

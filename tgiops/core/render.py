@@ -13,25 +13,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from tgiops.core.errors import InputError
+from tgiops.core.layout import (
+    CACHE_SUBDIR,
+    DEFAULT_DATA_DIR,
+    ENV_DIR,
+    RESERVED_UNITS,
+    UNIT_DIR,
+    UNIT_NAME_RE,
+    UNIT_PREFIX,
+)
 from tgiops.core.plan import Plan
 
-# Every unit tgiops writes is named tgiops-*: a name outside that pattern (docker, sshd) is
-# never tgiops' to write, stop or delete. One pattern, used by deploy, undeploy, status, records.
-UNIT_PREFIX = "tgiops-"
-UNIT_NAME_RE = re.compile(r"tgiops-[a-zA-Z0-9][a-zA-Z0-9_.-]{0,55}")
-# tgiops' own units on an instance (`tgiops userdata`): never a TGI unit's name.
-RESERVED_UNITS = frozenset({"tgiops-bootstrap", "tgiops-watch-interruption"})
-# The first line of every unit file tgiops writes; a unit file without it is not tgiops'.
-MANAGED_MARKER = "# Managed by tgiops"
 _SAFE_ARG_RE = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
 _ENV_NAME_RE = re.compile(r"[A-Z_][A-Z0-9_]*")
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_.\-]{8,512}")
-DEFAULT_DATA_DIR = "/var/lib/tgiops/data"
 # The container sees only the model cache, ``<data_dir>/cache``, as /data (HF_HOME=/data from
 # TGI 2.3, HUGGINGFACE_HUB_CACHE=/data before: tgi-facts.md §6, Engine.cache_dir_in_container).
 # The deployment records (``<data_dir>/tgiops/deployments``, tgiops.core.record) stay outside it:
 # the engine's container must not be able to rewrite what bootstrap and reconcile restore.
-CACHE_SUBDIR = "cache"
 CONTAINER_DATA = "/data"
 # Where a data dir may live: below these (or one of the mount points /data, /mnt, /srv
 # itself). Never /, /etc, /usr, /root, /home, /boot, /var/lib/docker ... and never tgiops' own
@@ -40,8 +39,6 @@ DATA_DIR_PREFIXES = ("/var/lib/", "/mnt/", "/data/", "/opt/", "/srv/")
 DATA_DIR_MOUNT_POINTS = ("/data", "/mnt", "/srv")
 _DATA_DIR_REFUSED = ("/var/lib/docker", "/var/lib/containerd", "/var/lib/dpkg", "/var/lib/apt",
                      "/var/lib/systemd", "/opt/tgiops")  # fmt: skip
-ENV_DIR = "/etc/tgiops"
-UNIT_DIR = "/etc/systemd/system"
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,9 @@ from typing import Any
 from tgiops.core.catalog import ModelSpec
 from tgiops.core.engines.tgi import TgiEngine
 from tgiops.core.errors import InputError
+from tgiops.core.layout import DEFAULT_DATA_DIR, DEFAULT_TOKEN_SECRET, UNIT_PREFIX
 from tgiops.core.plan import Overrides, Plan, plan_as_dict
-from tgiops.core.render import UNIT_PREFIX, UnitOptions, unit_name_from
+from tgiops.core.render import UnitOptions, unit_name_from
 
 DEFAULT_PORT = 8080
 
@@ -39,9 +40,9 @@ class DeployRequest:
     unit_name: str | None = None  # default: tgiops-<alias>
     port: int | None = None  # None: the unit's current port, else the first free from 8080
     public: bool = False
-    data_dir: str = "/var/lib/tgiops/data"
+    data_dir: str = DEFAULT_DATA_DIR
     gpu_devices: tuple[int, ...] = ()
-    token_secret: str | None = "tgiops/hf-token"  # None: no token (ungated models only)
+    token_secret: str | None = DEFAULT_TOKEN_SECRET  # None: no token (ungated models only)
     api_key_secret: str | None = None
     offline: bool = False  # HF_HUB_OFFLINE=1: start from the cache (spot relaunch)
     dry_run: bool = False

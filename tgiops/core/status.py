@@ -40,8 +40,8 @@ from typing import Any
 from tgiops.core import hardware, probe
 from tgiops.core.engines import engine_of_image
 from tgiops.core.errors import ProbeError, TgiopsError, UnknownHardwareError
+from tgiops.core.layout import MANAGED_MARKER, UNIT_DIR, UNIT_PREFIX
 from tgiops.core.probe import SECTION_MARKER, split_sections
-from tgiops.core.render import MANAGED_MARKER, UNIT_DIR, UNIT_PREFIX
 
 log = logging.getLogger(__name__)
 

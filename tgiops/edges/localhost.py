@@ -204,7 +204,8 @@ class LocalHost:
         release as a remote deploy's (``tgiops.edges.ssh.lock_script``)."""
         directory = os.path.dirname(path) or "/"
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        os.chmod(directory, 0o700)  # root's alone (tgiops.edges.ssh.LOCK_DIR): no one else may lock
+        # root's alone (tgiops.core.layout.LOCK_DIR): no one else may lock
+        os.chmod(directory, 0o700)
         deadline = time.monotonic() + timeout_s
         told = False
         while True:

@@ -58,11 +58,6 @@ _STALE_STAGE_MIN = 60
 # A cut link must become an error, not a hang: unacknowledged data older than this aborts the
 # socket (TCP_USER_TIMEOUT, RFC 5482; Linux), waking every channel and SFTP call waiting on it.
 _DEAD_LINK_S = 30
-# The host lock deploy and undeploy hold (``hold_lock``): in a directory only root can enter.
-# Not /run/lock: that is world-writable (1777) and flock(1) locks through a read-only
-# descriptor, so any local user could hold /run/lock/tgiops.lock and block every deploy.
-LOCK_DIR = "/run/tgiops"
-LOCK_PATH = f"{LOCK_DIR}/lock"
 # The remote lock holder gives up after this long without a heartbeat from us, so a client
 # that vanished behind a cut link (sshd never hears of it) cannot lock a host for hours.
 _LOCK_LEASE_S = 90
