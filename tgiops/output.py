@@ -55,6 +55,13 @@ def plan_as_dict(plan: Plan) -> dict[str, Any]:
             "overhead_gib": round(mem.overhead_mib / MIB_PER_GIB, 2),
             "activations_gib": round(mem.activations_mib / MIB_PER_GIB, 2),
             "prefill_logits_gib": round(mem.prefill_logits_mib / MIB_PER_GIB, 2),
+            "warmup_kv_gib": round(mem.warmup_kv_mib / MIB_PER_GIB, 2),
+            "dense_attention_gib": round(mem.dense_attention_mib / MIB_PER_GIB, 2),
+            "lm_head_gib": round(mem.lm_head_mib / MIB_PER_GIB, 2),
+            "kv_share": mem.kv_share,
+            # Every term by name, as plan.MemoryEstimate.terms() lists them (tgiops/docs/
+            # tgi-memory-model.md).
+            "terms_gib": {k: round(v / MIB_PER_GIB, 2) for k, v in mem.terms().items()},
             "kv_bytes_per_token_per_gpu": mem.kv_bytes_per_token_per_gpu,
             "kv_cache_tokens": mem.kv_cache_tokens,
         },
@@ -95,6 +102,9 @@ def plan_as_text(plan: Plan) -> str:
         f"{mem.activations_mib / MIB_PER_GIB:.2f}, prefill logits "
         f"{mem.prefill_logits_mib / MIB_PER_GIB:.2f}, KV cache {mem.kv_cache_tokens} tokens "
         f"({mem.kv_bytes_per_token_per_gpu // 1024} KiB/token)",
+        "  warmup      "
+        + ", ".join(f"{k} {v / MIB_PER_GIB:.2f}" for k, v in mem.terms().items())
+        + " GiB per GPU",
         "",
     ]
     if plan.launcher_args:  # none for a plan that does not fit
