@@ -4,7 +4,8 @@ The serving engine is a parameter of every plan, not a constant of the code: TGI
 maintenance mode since 2025-12-11 (tgi-facts.md §7) and its authors point to vLLM and SGLang,
 so a second engine must be able to slot in beside this one.
 
-Every rule here cites ../shared/reference/tgi-facts.md (section numbers), which cites TGI's source.
+Every rule here cites ../shared/reference/tgi-facts.md (section numbers), which cites TGI's source;
+the warmup memory rules are derived in tgiops/docs/tgi-memory-model.md.
 """
 
 from __future__ import annotations
