@@ -7,8 +7,8 @@ Memory model
 ============
 The full derivation, term by term with links per release, is tgiops/docs/tgi-memory-model.md
 (the warmup batch's KV reservation, the LM head, Gemma 3's dense masks, the prefill logits,
-the wiggle room per release). In short, derived from TGI's own warmup (tgi-facts.md §4, ``flash_causal_lm.py@v3.3.7`` l.1507-1684),
-per GPU, in bytes:
+the wiggle room per release). In short, derived from TGI's own warmup (tgi-facts.md §4,
+``flash_causal_lm.py@v3.3.7`` l.1507-1684), per GPU, in bytes:
 
 1. TGI loads the weights. Each shard holds ``weights / num_shard``: linear layers are split
    by rows or columns and the vocabulary is split ``ceil(V / world)`` (§3); norms are
