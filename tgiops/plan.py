@@ -453,15 +453,13 @@ def _plan_once(
             "only through PTX JIT, if at all: unverified on this GPU (vLLM documents B200 "
             "runs, e.g. its gpt-oss recipe, github.com/vllm-project/recipes)"
         )
-    if model.model_type == "gemma3" and engine.version >= (3, 2, 0):
+    if engine.dense_prefill_attention(model.model_type, "flashinfer") is not None:
         notes.warnings.append(
-            "Gemma 3 on TGI >= 3.2: the router's warmup puts an image in its first request "
-            "(backends/v3/src/client/grpc_client.rs warmup, `n_tokens == 0`), and with an image "
-            "Gemma 3's prefill runs padded scaled_dot_product_attention with a dense "
-            "[batch, 1, input, input] mask (custom_modeling/flash_gemma3_modeling.py@v3.2.1 "
-            "get_attention_mask, l.245-300 and 700-753): prefill memory grows with the square of "
-            "the input, which this plan does not model. Keep --max-input-tokens modest: 31000 "
-            "failed warmup on 4x A100 80GB (TGI issue #3130)"
+            f"Gemma 3 on TGI {engine.version_text} builds dense [batch, 1, input, input] "
+            "attention masks for its prefills (the warmup's included: its first request carries "
+            "an image), so prefill memory grows with the square of the input; the plan counts "
+            "them (dense_attention, tgiops/docs/tgi-memory-model.md) as a lower bound. 31000 "
+            "prefill tokens failed warmup on 4x A100 80GB (TGI issue #3130)"
         )
     gpu_label = inventory.describe()
     if not inventory.homogeneous:
