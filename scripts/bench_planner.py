@@ -158,10 +158,13 @@ def _limits(
 def evaluate(case: dict[str, Any]) -> Row:
     cid, outcome = case["id"], case["outcome"]
     reported = case.get("reported") or {}
-    if "kv_cache_blocks" in reported:
-        reported_tokens = int(reported["kv_cache_blocks"]) * int(reported.get("kv_block_size", 1))
-    elif outcome == "kv_tokens":
+    # The router's "Setting max batch total tokens" is the minimum over the shards
+    # (backends/v3/src/client/sharded_client.rs warmup, "Take the minimum value"); the
+    # "KV-cache blocks" line is rank 0's alone (log_master). Prefer the router's figure.
+    if "max_batch_total_tokens" in reported:
         reported_tokens = int(reported["max_batch_total_tokens"])
+    elif "kv_cache_blocks" in reported:
+        reported_tokens = int(reported["kv_cache_blocks"]) * int(reported.get("kv_block_size", 1))
     else:
         reported_tokens = None
 

@@ -166,10 +166,11 @@ def evaluate(cid: str) -> tuple[str, int | None, int | None] | None:
         max_total=max_total,
         fraction=float(flags.get("cuda_memory_fraction") or 1.0),
     )
-    if "kv_cache_blocks" in reported:
-        real = int(reported["kv_cache_blocks"]) * int(reported.get("kv_block_size", 1))
-    elif case["outcome"] == "kv_tokens":
+    # the router's figure (the minimum over the shards) before rank 0's "KV-cache blocks"
+    if "max_batch_total_tokens" in reported:
         real = int(reported["max_batch_total_tokens"])
+    elif "kv_cache_blocks" in reported:
+        real = int(reported["kv_cache_blocks"]) * int(reported.get("kv_block_size", 1))
     else:
         real = None
     return ("kv_tokens" if found is not None else "no_fit"), found, real
