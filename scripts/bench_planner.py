@@ -34,7 +34,18 @@ from tgiops.core.errors import InputError  # noqa: E402
 from tgiops.core.plan import warmup_memory  # noqa: E402
 
 CASES = ROOT / "tests" / "data" / "calibration" / "tgi_warmups.yaml"
-CATALOG = parse_catalog((ROOT / "models.yaml").read_text(), origin="models.yaml")
+CALIBRATION_MODELS = ROOT / "tests" / "data" / "calibration" / "models.yaml"
+# The product's catalog, plus the checkpoints only calibration cases name (same format).
+CATALOG = {
+    **parse_catalog((ROOT / "models.yaml").read_text(), origin="models.yaml"),
+    **parse_catalog(CALIBRATION_MODELS.read_text(), origin=str(CALIBRATION_MODELS)),
+}
+
+# The issue's thresholds (issue 14 section 2): fit/no-fit agreement, and the KV-token error
+# of the warmups that completed.
+MIN_AGREEMENT_PCT = 90.0
+MAX_MEDIAN_KV_ERROR_PCT = 15.0
+MAX_KV_ERROR_PCT = 30.0
 
 # The Llama 3.1 repositories were renamed from meta-llama/Meta-Llama-3.1-* (model-facts.md #1:
 # "meta-llama/Llama-3.1-8B-Instruct (Meta-Llama-3.1-8B-Instruct)"; S7: configs whose
@@ -109,28 +120,51 @@ def _model(case: dict[str, Any]) -> tuple[ModelSpec | None, str]:
     return None, f"{model_id} is not in models.yaml"
 
 
-def _default_prefill(case: dict[str, Any], model: ModelSpec, engine: TgiEngine) -> int | None:
-    """The max_batch_prefill_tokens TGI picks itself (tgi-facts §1b), where it can be known."""
+def _limits(
+    case: dict[str, Any], model: ModelSpec, engine: TgiEngine
+) -> tuple[int | None, int | None, int | None]:
+    """(max_input, max_total, max_batch_prefill) as the router warms up with them.
+
+    The flags as run; for the rest, the launcher's own defaults (launcher/src/main.rs@v2.0.0
+    l.1290-1350, @v2.4.0 l.1670-1740): the model's max_position_embeddings capped at 4096,
+    input one less, prefill input + 50. From v3.0 unset limits reach warmup as None (zero
+    config) and the prefill default is the launcher's FLOP- and VRAM-based choice on the cards
+    it knows, not modelled (None), else 4096 (tgi-facts §1b).
+    """
     flags = case.get("flags") or {}
+    given_input = flags.get("max_input_tokens") or flags.get("max_input_length")
+    given_total = flags.get("max_total_tokens")
+    given_prefill = flags.get("max_batch_prefill_tokens")
     mpe = model.max_position_embeddings
-    if engine.version < (2, 4, 0):
-        given = flags.get("max_input_tokens") or flags.get("max_input_length")
-        return int(given or min(mpe, 4096) - 1) + 50
     if engine.version < (3, 0, 0):
-        return min(4096, mpe)
-    quantized = flags.get("quantize") or model.quantization
-    if case["gpu"] in _TGI_FLOP_CARDS and not quantized:
-        return None  # FLOP- and VRAM-based: not modelled here
-    return min(4096, mpe)
+        capped = min(mpe, 4096)
+        max_input = int(given_input or capped - 1)
+        max_total = int(given_total or capped)
+        return max_input, max_total, int(given_prefill or max_input + 50)
+    prefill = given_prefill
+    if prefill is None:
+        quantized = flags.get("quantize") or model.quantization
+        # A VLM's Config.flop() is None, so compute_optimal gives up and 4096 stands
+        # (launcher/src/main.rs@v3.0.0 l.254-258, l.2035-2036).
+        if case["gpu"] not in _TGI_FLOP_CARDS or quantized or model.vision:
+            prefill = min(4096, mpe)
+    return (
+        int(given_input) if given_input else None,
+        int(given_total) if given_total else None,
+        int(prefill) if prefill else None,
+    )
 
 
 def evaluate(case: dict[str, Any]) -> Row:
     cid, outcome = case["id"], case["outcome"]
     reported = case.get("reported") or {}
-    if "kv_cache_blocks" in reported:
-        reported_tokens = int(reported["kv_cache_blocks"]) * int(reported.get("kv_block_size", 1))
-    elif outcome == "kv_tokens":
+    # The router's "Setting max batch total tokens" is the minimum over the shards
+    # (backends/v3/src/client/sharded_client.rs warmup, "Take the minimum value"); the
+    # "KV-cache blocks" line is rank 0's alone (log_master). Prefer the router's figure.
+    if "max_batch_total_tokens" in reported:
         reported_tokens = int(reported["max_batch_total_tokens"])
+    elif "kv_cache_blocks" in reported:
+        reported_tokens = int(reported["kv_cache_blocks"]) * int(reported.get("kv_block_size", 1))
     else:
         reported_tokens = None
 
@@ -165,10 +199,9 @@ def evaluate(case: dict[str, Any]) -> Row:
     if memory is None:
         notes.append(f"memory not stated: {gpu_model.name}'s {gpu_model.memory_mib} MiB")
     quantize = flags.get("quantize") or model.quantization
+    max_input, max_total, prefill = _limits(case, model, engine)
     if outcome == "prefill_oom" and "prefill_tokens" in reported:
         prefill = int(reported["prefill_tokens"])  # the number TGI printed
-    else:
-        prefill = flags.get("max_batch_prefill_tokens") or _default_prefill(case, model, engine)
     if prefill is None:
         return skip("TGI's FLOP-based default max_batch_prefill_tokens is not modelled")
     flash = inventory.compute_capability >= (8, 0)
@@ -188,10 +221,12 @@ def evaluate(case: dict[str, Any]) -> Row:
         fraction=float(flags.get("cuda_memory_fraction") or 1.0),
         flash=flash,
         attention=attention,
+        max_input_tokens=max_input,
+        max_total_tokens=max_total,
     )
-    if found.weights_per_gpu_mib + found.overhead_mib > found.usable_mib:
+    if not found.weights_fit:
         predicted = "cuda_oom_load"
-    elif found.kv_cache_tokens < prefill:
+    elif not found.prefill_fits:
         predicted = "prefill_oom"
     else:
         predicted = "kv_tokens"
@@ -201,10 +236,10 @@ def evaluate(case: dict[str, Any]) -> Row:
         if tokens is not None and reported_tokens
         else None
     )
+    terms = ", ".join(f"{name} {mib / 1024:.2f}" for name, mib in found.terms().items() if mib)
     notes.append(
-        f"prefill {prefill}, weights {found.weights_per_gpu_mib / 1024:.1f} GiB, activations "
-        f"{found.activations_mib / 1024:.2f} GiB, prefill logits "
-        f"{found.prefill_logits_mib / 1024:.2f} GiB per GPU"
+        f"prefill {prefill}, input {max_input}, total {max_total}; GiB per GPU: {terms} "
+        f"(limit {found.limit_mib / 1024:.1f}, measured against {found.usable_mib / 1024:.1f})"
     )
     return Row(
         cid,
@@ -214,7 +249,7 @@ def evaluate(case: dict[str, Any]) -> Row:
         tokens,
         reported_tokens,
         error,
-        predicted == outcome,
+        (predicted == "kv_tokens") == (outcome == "kv_tokens"),  # fit / no-fit
         "; ".join(notes),
     )
 
@@ -230,10 +265,55 @@ def table(rows: list[Row]) -> str:
         mark = "" if r.agrees is None else ("  agrees" if r.agrees else "  DISAGREES")
         lines.append(f"{r.id:46} {r.confidence:6} {rep:22} {pred:22} {err:>8}{mark}")
         lines.append(f"{'':46} {r.note}")
-    scored = [r for r in rows if r.scored]
-    agree = sum(1 for r in scored if r.agrees)
-    lines.append(f"\n{len(rows)} cases, {len(scored)} scored, {agree} agree on the outcome")
+    lines.append("")
+    lines.append(summary_line(summarize(rows)))
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Summary:
+    cases: int
+    scored: int
+    agree: int
+    kv_scored: int
+    median_abs_kv_error_pct: float | None
+    max_abs_kv_error_pct: float | None
+
+    @property
+    def agreement_pct(self) -> float:
+        return 100.0 * self.agree / self.scored if self.scored else 0.0
+
+
+def summarize(rows: list[Row]) -> Summary:
+    """Fit/no-fit agreement over the scored cases; KV error over the completed warmups the
+    planner also expects to complete (the issue's metrics)."""
+    scored = [r for r in rows if r.scored]
+    errors = sorted(abs(r.error_pct) for r in scored if r.error_pct is not None)
+    median = None
+    if errors:
+        mid = len(errors) // 2
+        median = errors[mid] if len(errors) % 2 else (errors[mid - 1] + errors[mid]) / 2
+    return Summary(
+        cases=len(rows),
+        scored=len(scored),
+        agree=sum(1 for r in scored if r.agrees),
+        kv_scored=len(errors),
+        median_abs_kv_error_pct=median,
+        max_abs_kv_error_pct=errors[-1] if errors else None,
+    )
+
+
+def summary_line(summ: Summary) -> str:
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1f}%"
+
+    return (
+        f"{summ.cases} cases, {summ.scored} scored, {summ.agree} agree on fit/no-fit "
+        f"({summ.agreement_pct:.0f}%, goal >= {MIN_AGREEMENT_PCT:.0f}%); KV tokens on "
+        f"{summ.kv_scored} completed warmups: median |error| {pct(summ.median_abs_kv_error_pct)} "
+        f"(goal <= {MAX_MEDIAN_KV_ERROR_PCT:.0f}%), max {pct(summ.max_abs_kv_error_pct)} "
+        f"(goal <= {MAX_KV_ERROR_PCT:.0f}%)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -245,7 +325,16 @@ def main(argv: list[str] | None = None) -> int:
         return vllm_main(args.json)
     rows = [evaluate(c) for c in load_cases()]
     if args.json:
-        print(json.dumps({"cases": [asdict(r) for r in rows]}, indent=2))
+        summ = summarize(rows)
+        print(
+            json.dumps(
+                {
+                    "cases": [asdict(r) for r in rows],
+                    "summary": {**asdict(summ), "agreement_pct": summ.agreement_pct},
+                },
+                indent=2,
+            )
+        )
     else:
         print(table(rows))
     return 0

@@ -4,51 +4,95 @@ Pure functions (no environment, files or clock): the launcher gathers inputs int
 `LaunchRequest` and turns `Failure`s into log lines and exit codes. The rules, per release
 (tgi-facts sections in brackets), are written down in the package docstring (__init__.py).
 
-Memory model (tgi-facts §4, flash_causal_lm.warmup), per shard:
-    total           = memory_mib x 2^20                     (what nvidia-smi reports)
-    budget          = min(fraction x total, total - CUDA_CONTEXT_BYTES)   torch may allocate
-    weights         = checkpoint bytes / num_shard           (on-the-fly 8-bit: /2, 4-bit: /4)
+Memory model, per shard: the warmup's steps and their sources are in memory.py, with the
+rules of every release tag (memory.rules_for); `warmup_memory` below does the arithmetic:
+    budget          = min(fraction x total, total - context)        what torch may allocate
+    context         = CUDA_CONTEXT_BYTES (+ NCCL_BYTES when sharded)
+    weights         = (checkpoint - untied head) / num_shard + the 16-bit head per shard
+                      (a tied head is loaded a second time; on-the-fly 8-bit: /2, 4-bit: /4)
     kv_per_token    = 2 x kv_layers x kv_heads_per_shard x head_dim x (2, or 1 for fp8 KV)
-    warmup          = ceil(prefill / BLOCK) blocks of KV + prefill x activation bytes
-    prefill OOM     if weights + warmup > budget
-    cuda_free       = total - CUDA_CONTEXT_BYTES - weights - warmup      (activations stay cached)
-    free (>= 3.0)   = max(0, cuda_free - (1 - fraction x TGI_WIGGLE_ROOM) x total)
-    free (2.3-2.4)  = TGI_WIGGLE_ROOM x max(0, cuda_free - (1 - fraction) x total)
-    free (2.0.x)    = 0.95 x max(0, cuda_free - (1 - fraction) x total)
+    warmup KV       = per warmup request, ceil((max_total - 1) / BLOCK) blocks
+    prefill         = prefill x activation bytes (+ warmup logits before 3.0)
+                      + Gemma 3's dense masks (3.2+)
+    prefill OOM     if weights + warmup KV + prefill > budget
+    cuda_free       = total - context - weights - warmup KV - prefill   (activations stay cached)
+    free            = memory.free_for_kv(rules, cuda_free, ...)  (0.95 x / wiggle x / wiggle in)
     capacity        = (free // (kv_per_token x BLOCK) + warmup blocks) x BLOCK
-Activation bytes per prefill token = dtype x (4 x hidden + 3 x intermediate x top_k / shards),
-plus, before v3.0.0, the full-vocabulary logits the warmup computes on every prefill token
-(tgi-facts Addendum): 2 x vocab x copies (2 before 2.4.0, where log_softmax makes a new tensor;
-1 from 2.4.0, in place), + 2 x vocab / shards for the local slice a gathering head computes.
+Activation bytes per prefill token = dtype x (4 x hidden + 4 x intermediate x top_k / shards).
 All these constants are the emulator's; TGI measures rather than estimates.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
+from . import memory
 from .gpus import MIB, EmulatedGpu
 from .versions import VersionProfile
 
 GIB = 1024 * MIB
-# torch + CUDA 12 context, cuBLAS workspace and NCCL buffers: measured values are 0.3-0.8 GiB.
+# torch + CUDA 12 context and cuBLAS workspace: measured values are 0.3-0.8 GiB.
 CUDA_CONTEXT_BYTES = 600 * MIB
+# NCCL's communicator buffers on each GPU of a sharded model (not in TGI's source; NCCL sizes
+# them per peer and channel): the emulator's estimate, ~0.5 GiB per GPU.
+NCCL_BYTES = 512 * MIB
 BLOCK_SIZES = {"flashinfer": 1, "flashdecoding": 256, "paged": 16, "flashdecoding-ipex": 64}
 FLASHINFER_HEAD_DIMS = (64, 128, 256)
 # Multimodal model types TGI 3.3.7 builds with support_chunking=False (models/__init__.py).
 UNCHUNKED_MODEL_TYPES = frozenset({"mllama", "qwen2_vl", "qwen2_5_vl", "gemma3"})
 
-# Model types with a flash implementation, and the name TGI's FLASH_ATT_ERROR_MESSAGE uses.
+# Model types with a flash implementation (a Flash* model class in server/text_generation_server/
+# models/__init__.py@v3.3.7 l.680-1730), and the name TGI's FLASH_ATT_ERROR_MESSAGE uses for
+# them ("Sharded {name} requires Flash Attention enabled models."). Releases that predate a
+# type refuse it earlier (VersionProfile.unsupported_model_types).
 FLASH_MODEL_NAMES = {
+    "deepseek_v2": "Sharded Deepseek V2",
+    "deepseek_v3": "Sharded Deepseek V3",
+    "gpt_bigcode": "Sharded Santacoder",
+    "santacoder": "Sharded Santacoder",
+    "gpt2": "Sharded GPT-2",
+    "gptj": "Sharded GPT-J",
+    "gemma": "Sharded Gemma",
+    "gemma2": "Sharded Gemma2",
+    "gemma3": "Sharded Gemma3",
+    "gemma3_text": "Sharded Gemma3",
+    "cohere": "Sharded Cohere",
+    "dbrx": "Sharded DBRX",
+    "falcon": "Sharded Falcon",
+    "mistral": "Sharded Mistral",
+    "mixtral": "Sharded Mixtral",
+    "starcoder2": "Sharded Starcoder2",
+    "qwen2": "Sharded Qwen2",
+    "qwen2_vl": "Qwen2_VL",
+    "qwen2_5_vl": "Qwen2_5_VL",
+    "mllama": "Mllama",
+    "idefics2": "Idefics",
+    "idefics3": "Idefics",
+    "paligemma": "PaliGemma",
+    "llava_next": "LlavaNext",
+    # f"Sharded {model_type}" (v2.4.1, v3.3.7); v2.0.4 names llama "Sharded Llama".
+    "llama": "Sharded llama",
+    "phi3": "Sharded phi3",
+    "granite": "Sharded granite",
+    "baichuan": "Sharded baichuan",
+    "gpt_neox": "Sharded gpt_neox",
+    "phi": "Sharded phi",
+    "phimoe": "Sharded phimoe",
+}
+# The router's `enum Config` variants (router/src/config.rs) for the types tests use.
+ROUTER_CONFIG_NAMES = {
     "llama": "Llama",
     "mistral": "Mistral",
     "mixtral": "Mixtral",
     "qwen2": "Qwen2",
+    "gemma": "Gemma",
     "gemma2": "Gemma2",
+    "gemma3": "Gemma3",
     "phi3": "Phi3",
     "mllama": "Mllama",
 }
+# Gemma's config classes default tie_word_embeddings to True when config.json omits it.
+_TIED_BY_DEFAULT = frozenset({"gemma", "gemma2", "gemma3", "gemma3_text", "paligemma"})
 # Checkpoint quant_method -> the launcher's Quantization (models/__init__.py @737 l.447-462).
 CHECKPOINT_QUANT = {
     "gptq": "gptq",
@@ -79,10 +123,18 @@ class ModelArch:
     experts_per_token: int
     is_vlm: bool
     weight_bytes: int
+    tied_embeddings: bool = False  # the LM head is loaded again from the embedding weights
 
     @property
     def pretty_name(self) -> str:
-        return FLASH_MODEL_NAMES.get(self.model_type, self.model_type)
+        """The router's `Config` variant, as its "Using config Some(...)" line prints it."""
+        return ROUTER_CONFIG_NAMES.get(self.model_type, self.model_type)
+
+    def flash_error_name(self, version: str) -> str:
+        """What FLASH_ATT_ERROR_MESSAGE.format() gets for this model type (models/__init__.py)."""
+        if version == "2.0.4" and self.model_type == "llama":
+            return "Sharded Llama"
+        return FLASH_MODEL_NAMES.get(self.model_type, f"Sharded {self.model_type}")
 
     @property
     def rope_type(self) -> str | None:
@@ -125,6 +177,14 @@ def arch_from_config(config: dict, weight_bytes: int) -> ModelArch:
         experts_per_token=int(text.get("num_experts_per_tok", 1)),
         is_vlm="vision_config" in config,
         weight_bytes=weight_bytes,
+        tied_embeddings=bool(
+            text.get(
+                "tie_word_embeddings",
+                config.get(
+                    "tie_word_embeddings", str(config.get("model_type")) in _TIED_BY_DEFAULT
+                ),
+            )
+        ),
     )
 
 
@@ -269,12 +329,23 @@ def _checkpoint_quant(arch: ModelArch) -> str | None:
     return CHECKPOINT_QUANT.get(arch.quant_method) if arch.quant_method else None
 
 
-def _weights_bytes(arch: ModelArch, quantize: str | None) -> int:
+def _weights_bytes(arch: ModelArch, quantize: str | None, num_bytes: int | None = None) -> int:
+    """`num_bytes` of 16-bit checkpoint (default: all of it) after on-the-fly quantization."""
+    size = arch.weight_bytes if num_bytes is None else num_bytes
     if _checkpoint_quant(arch) is not None or quantize is None:
-        return arch.weight_bytes
+        return size
     if quantize in ("bitsandbytes-nf4", "bitsandbytes-fp4"):
-        return arch.weight_bytes // 4
-    return arch.weight_bytes // 2  # fp8 / eetq / bitsandbytes quantize 16-bit linears to 8 bits
+        return size // 4
+    return size // 2  # fp8 / eetq / bitsandbytes quantize 16-bit linears to 8 bits
+
+
+def weights_per_shard(arch: ModelArch, quantize: str | None, num_shard: int) -> int:
+    """The checkpoint over the shards, with the 16-bit LM head placed as TGI loads it
+    (memory.lm_head_bytes): an untied head's file bytes replaced by its per-shard copy, a tied
+    head added (loaded a second time from the embedding weights)."""
+    head_in_file = 0 if arch.tied_embeddings else arch.vocab_size * arch.hidden_size * 2
+    body = _weights_bytes(arch, quantize, max(0, arch.weight_bytes - head_in_file))
+    return body // num_shard + memory.lm_head_bytes(arch.vocab_size, arch.hidden_size, num_shard)
 
 
 def kv_bytes_per_token(arch: ModelArch, num_shard: int, kv_cache_dtype: str | None) -> int:
@@ -284,20 +355,20 @@ def kv_bytes_per_token(arch: ModelArch, num_shard: int, kv_cache_dtype: str | No
     return 2 * arch.num_layers * max(1, per_shard) * arch.head_dim * element
 
 
-def activation_bytes_per_token(profile: VersionProfile, arch: ModelArch, num_shard: int) -> int:
+def activation_bytes_per_token(
+    rules: memory.ReleaseMemoryRules, arch: ModelArch, num_shard: int
+) -> int:
+    # The MLP at its peak holds gate_up (2 x I), act(gate) (I) and their product (I) per token:
+    # `down_proj(act(gate_up[:, 0]) * gate_up[:, 1])` (flash_llama_modeling.py LlamaMLP).
     hidden = 2 * (
-        4 * arch.hidden_size + 3 * arch.intermediate_size * arch.experts_per_token // num_shard
+        4 * arch.hidden_size + 4 * arch.intermediate_size * arch.experts_per_token // num_shard
     )
-    # Warmup logits (VersionProfile.warmup_logits_copies) in the model's 16-bit dtype. With
-    # tensor parallelism TensorParallelHead.forward (layers/tensor_parallel.py@v2.4.1 l.34-59)
-    # writes this shard's vocab/world slice, then all-gathers the whole vocabulary on every
-    # shard; when the vocabulary does not divide, load() keeps the whole head on each shard
-    # and does not gather (l.56-64).
-    vocab = arch.vocab_size
-    gathers = num_shard > 1 and vocab % num_shard == 0
-    copies = profile.warmup_logits_copies
-    logits = 2 * (copies * vocab + (vocab // num_shard if gathers else 0)) if copies else 0
-    return hidden + logits
+    # Warmup logits (memory.ReleaseMemoryRules.warmup_logits_copies) in the model's 16-bit
+    # dtype. With tensor parallelism TensorParallelHead.forward (layers/tensor_parallel.py
+    # @v2.4.1 l.34-59) writes this shard's vocab/world slice, then all-gathers the whole
+    # vocabulary on every shard; when the vocabulary does not divide, load() keeps the whole
+    # head on each shard and does not gather (l.56-64).
+    return hidden + memory.logits_bytes_per_token(rules, arch.vocab_size, num_shard)
 
 
 def compute_token_defaults(req: LaunchRequest) -> TokenDefaults | Failure:
@@ -468,8 +539,8 @@ def load_shards(req: LaunchRequest) -> ShardPlan | Failure:
     if not flash and req.num_shard > 1:
         if flash_known:
             text = (
-                f"NotImplementedError: Sharded {arch.pretty_name} requires Flash Attention "
-                "enabled models."
+                f"NotImplementedError: {arch.flash_error_name(profile.version)} requires Flash "
+                "Attention enabled models."
             )
         else:
             text = "NotImplementedError: sharded is not supported for AutoModel"
@@ -550,7 +621,7 @@ def load_shards(req: LaunchRequest) -> ShardPlan | Failure:
         dtype = "float16"  # these kernels only take fp16 activations
 
     # --- Weights must fit (torch allocator limit: fraction x total, and the physical rest).
-    weights = _weights_bytes(arch, quantize) // n
+    weights = weights_per_shard(arch, quantize, n)
     gpu = used[0]
     budget = min(req.cuda_memory_fraction * gpu.memory_bytes, gpu.memory_bytes - CUDA_CONTEXT_BYTES)
     if weights > budget:
@@ -664,32 +735,30 @@ def warmup(req: LaunchRequest, plan: ShardPlan, defaults: TokenDefaults) -> Warm
         result = WarmupResult(total_tokens, max_input, max_total, prefill, False, tuple(logs))
         return _router_checks(req, plan, result)
 
-    # Step 1: KV for the warmup batch plus one prefill forward.
-    block = plan.block_size
-    kv_tok = kv_bytes_per_token(arch, req.num_shard, req.kv_cache_dtype)
-    warm_blocks = math.ceil(prefill / block)
-    warm_kv = warm_blocks * block * kv_tok
-    act = prefill * activation_bytes_per_token(profile, arch, req.num_shard)
-    budget = min(req.cuda_memory_fraction * gpu.memory_bytes, gpu.memory_bytes - CUDA_CONTEXT_BYTES)
-    if plan.weights_per_shard + warm_kv + act > budget:
+    rules = memory.rules_for(profile.version)
+    found = warmup_memory(
+        rules,
+        arch,
+        gpu_bytes=gpu.memory_bytes,
+        num_shard=req.num_shard,
+        weights_per_shard=plan.weights_per_shard,
+        kv_cache_dtype=req.kv_cache_dtype,
+        attention=plan.attention,
+        block=plan.block_size,
+        prefill=prefill,
+        max_input=defaults.max_input_tokens,
+        max_total=defaults.max_total_tokens,
+        fraction=req.cuda_memory_fraction,
+        wiggle_env=req.wiggle_room_env,
+    )
+    if found is None:
         return _warmup_failure(
             profile,
             f"RuntimeError: Not enough memory to handle {prefill} prefill tokens. You need to "
             "decrease `--max-batch-prefill-tokens`",
             "text_generation_server/models/flash_causal_lm.py",
         )
-    # Step 2-4: free memory after warmup -> number of KV blocks.
-    cuda_free = gpu.memory_bytes - CUDA_CONTEXT_BYTES - plan.weights_per_shard - warm_kv - act
-    fraction = req.cuda_memory_fraction
-    wiggle = req.wiggle_room_env if req.wiggle_room_env is not None else profile.wiggle_room
-    if profile.wiggle_formula == "legacy":
-        free = profile.wiggle_room * max(0.0, cuda_free - (1 - fraction) * gpu.memory_bytes)
-    elif profile.wiggle_formula == "free_share":
-        free = wiggle * max(0.0, cuda_free - (1 - fraction) * gpu.memory_bytes)
-    else:
-        free = max(0.0, cuda_free - (1 - fraction * wiggle) * gpu.memory_bytes)
-    num_blocks = int(free // (kv_tok * block)) + warm_blocks
-    capacity = num_blocks * block
+    capacity = found
 
     max_total = defaults.max_total_tokens
     if max_total is None and plan.chunking:
@@ -706,6 +775,41 @@ def warmup(req: LaunchRequest, plan: ShardPlan, defaults: TokenDefaults) -> Warm
         logs.append(("WARN", f"Inferred max batch total tokens: {capacity}"))
     result = WarmupResult(capacity, max_input, max_total, prefill, True, tuple(logs))
     return _router_checks(req, plan, result)
+
+
+def warmup_memory(
+    rules: memory.ReleaseMemoryRules,
+    arch: ModelArch,
+    *,
+    gpu_bytes: int,
+    num_shard: int,
+    weights_per_shard: int,
+    kv_cache_dtype: str | None,
+    attention: str | None,
+    block: int,
+    prefill: int,
+    max_input: int | None,
+    max_total: int | None,
+    fraction: float,
+    wiggle_env: float | None = None,
+) -> int | None:
+    """The KV-cache tokens one shard's warmup finds, or None when its prefill fails
+    (memory.py, steps 1-4; the module docstring of this file for the constants)."""
+    kv_tok = kv_bytes_per_token(arch, num_shard, kv_cache_dtype)
+    lengths = memory.warmup_batch(prefill, max_input)
+    warm_blocks = memory.reserved_blocks(lengths, max_total, block)
+    warm_kv = warm_blocks * block * kv_tok
+    act = prefill * activation_bytes_per_token(rules, arch, num_shard)
+    act += memory.gemma3_mask_bytes(
+        rules, arch.model_type, lengths, arch.num_heads // num_shard, attention
+    )
+    context = CUDA_CONTEXT_BYTES + (NCCL_BYTES if num_shard > 1 else 0)
+    budget = min(fraction * gpu_bytes, gpu_bytes - context)
+    if weights_per_shard + warm_kv + act > budget:
+        return None
+    cuda_free = gpu_bytes - context - weights_per_shard - warm_kv - act
+    free = memory.free_for_kv(rules, cuda_free, gpu_bytes, fraction, wiggle_env)
+    return (int(free // (kv_tok * block)) + warm_blocks) * block
 
 
 def _router_checks(

@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import engine, hub
+from . import engine, hub, memory
 from .args import ClapError, EarlyExit, LauncherArgs, parse_args, write_clap_error
 from .gpus import GpuSpecError, parse_gpus, select_visible
 from .logs import TracingLog, print_final_error
@@ -343,7 +343,9 @@ class Launcher:
             use_flash_attention_env=self.environ.get("USE_FLASH_ATTENTION"),
             attention_env=self.environ.get("ATTENTION") if profile.resolves_attention else None,
             prefix_caching_env=self.environ.get("PREFIX_CACHING"),
-            wiggle_room_env=_env_float(self.environ, "TGI_WIGGLE_ROOM", profile.wiggle_room)
+            wiggle_room_env=_env_float(
+                self.environ, "TGI_WIGGLE_ROOM", memory.rules_for(profile.version).wiggle_room
+            )
             if "TGI_WIGGLE_ROOM" in self.environ
             else None,
             lora_adapters=bool(args.get("lora_adapters")),

@@ -66,6 +66,18 @@ _QUANTIZE_2_4_1 = (
 )
 
 
+# Model types TGI's ModelType gained after a release (server/text_generation_server/models/
+# __init__.py at each tag): 2.1.0 gemma2; 2.2.0 deepseek_v2, paligemma; 2.3.0 gptj; 2.3.1
+# mllama, phimoe; 2.4.0 granite; 2.4.1 qwen2_vl; 3.0.2 idefics3; 3.1.0 deepseek_v3; 3.1.1
+# qwen2_5_vl; 3.2.0 gemma3, gemma3_text; 3.2.3 llama4. A release refuses the later ones.
+_TYPES_AFTER_2_4_1 = frozenset(
+    {"idefics3", "deepseek_v3", "qwen2_5_vl", "gemma3", "gemma3_text", "llama4"}
+)
+_TYPES_AFTER_2_0_4 = _TYPES_AFTER_2_4_1 | frozenset(
+    {"gemma2", "deepseek_v2", "paligemma", "gptj", "mllama", "phimoe", "granite", "qwen2_vl"}
+)
+
+
 @dataclass(frozen=True)
 class VersionProfile:
     """What differs between emulated releases (each field cites its source)."""
@@ -84,21 +96,8 @@ class VersionProfile:
     hf_api_token_target: str
     # Env var the launcher's own config.json fetch reads (§1: only HF_TOKEN from v2.2.0).
     launcher_config_token_env: tuple[str, ...]
-    # Memory headroom, flash_causal_lm.warmup:
-    # "legacy" = 0.95 x max(0, free - (1-fraction) x total), hard-coded (<= v2.2.0, l.809-813
-    #   @v2.0.4);
-    # "free_share" = TGI_WIGGLE_ROOM x max(0, free - (1-fraction) x total), the env var's default
-    #   0.90 (v2.3-v2.4.x; @v2.4.1 l.1549-1553, models/globals.py l.26);
-    # "wiggle" = max(0, free - (1 - fraction x wiggle) x total) (v3.0.0+, @v3.3.7 l.1556).
-    wiggle_formula: str
-    wiggle_room: float
-    # Before v3.0.0 the router's warmup asks for prefill logprobs, so the LM head runs on every
-    # prefill token and log_softmax follows over the vocabulary (§ Addendum): the number of
-    # full-vocabulary model-dtype tensors per prefill token that stay allocated. 2 up to v2.3.1
-    # (`prefill_logprobs_tensor = torch.log_softmax(out, -1)`, a new tensor); 1 from v2.4.0
-    # (`torch.log_softmax(out, -1, out=out)`, in place, PR #2661); 0 from v3.0.0 (the server
-    # drops prefill_logprobs unless REQUEST_LOGPROBS=1, flash_causal_lm.py@v3.0.0 l.298).
-    warmup_logits_copies: int
+    # Warmup memory rules (wiggle room, warmup logits, Gemma 3 masks) are per release in
+    # memory.py (memory.rules_for(version)), for every tag, not only the emulated images.
     # Prefill chunking (default from v3.0; needs flashinfer/flashdecoding) (§1b).
     chunking: bool
     # How token limits are defaulted: "launcher" (<= v2.3), "warmup_prefill" (v2.4), "warmup" (v3).
@@ -154,9 +153,6 @@ _PROFILES: dict[str, VersionProfile] = {
         token_env=("HUGGING_FACE_HUB_TOKEN",),
         hf_api_token_target="HUGGING_FACE_HUB_TOKEN",
         launcher_config_token_env=("HUGGING_FACE_HUB_TOKEN",),
-        wiggle_formula="legacy",
-        wiggle_room=0.95,
-        warmup_logits_copies=2,
         chunking=False,
         defaults_mode="launcher",
         resolves_attention=False,
@@ -168,7 +164,7 @@ _PROFILES: dict[str, VersionProfile] = {
         hub_errors_module="huggingface_hub.utils._errors",
         sm75_flash_v1=True,
         fp8_min_capability=(8, 9),
-        unsupported_model_types=frozenset({"gemma2", "mllama"}),
+        unsupported_model_types=_TYPES_AFTER_2_0_4,
         unsupported_rope_types=frozenset({"llama3"}),
         sse_done_marker=False,
         default_max_new_tokens=100,
@@ -195,9 +191,6 @@ _PROFILES: dict[str, VersionProfile] = {
         token_env=("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"),
         hf_api_token_target="HF_TOKEN",
         launcher_config_token_env=("HF_TOKEN",),
-        wiggle_formula="free_share",
-        wiggle_room=0.90,
-        warmup_logits_copies=1,
         chunking=False,
         defaults_mode="warmup_prefill",
         resolves_attention=True,
@@ -209,7 +202,7 @@ _PROFILES: dict[str, VersionProfile] = {
         hub_errors_module="huggingface_hub.errors",
         sm75_flash_v1=False,
         fp8_min_capability=(8, 0),
-        unsupported_model_types=frozenset(),
+        unsupported_model_types=_TYPES_AFTER_2_4_1,
         unsupported_rope_types=frozenset(),
         sse_done_marker=True,
         default_max_new_tokens=100,
@@ -240,9 +233,6 @@ _PROFILES: dict[str, VersionProfile] = {
         token_env=("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"),
         hf_api_token_target="HF_TOKEN",
         launcher_config_token_env=("HF_TOKEN",),
-        wiggle_formula="wiggle",
-        wiggle_room=0.90,
-        warmup_logits_copies=0,
         chunking=True,
         defaults_mode="warmup",
         resolves_attention=True,

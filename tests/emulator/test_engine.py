@@ -13,7 +13,7 @@ from .conftest import A10G, A100_80, SCRIPTS, T4
 
 sys.path.insert(0, str(SCRIPTS))
 
-from tgi_emulator import engine, hub, versions
+from tgi_emulator import engine, hub, memory, versions
 from tgi_emulator.args import ClapError, parse_args
 from tgi_emulator.gpus import parse_gpus, select_visible
 
@@ -70,7 +70,7 @@ def test_capacity_follows_the_documented_formula_3x():
     plan, result = start(req)
     a, gpu = req.arch, req.gpus[0]
     kv = 2 * 32 * 8 * 128 * 2
-    act = 4096 * 2 * (4 * 4096 + 3 * 14336)  # no prefill logits from v3.0
+    act = 4096 * 2 * (4 * 4096 + 4 * 14336)  # no prefill logits from v3.0
     cuda_free = gpu.memory_bytes - engine.CUDA_CONTEXT_BYTES - a.weight_bytes - 4096 * kv - act
     free = cuda_free - (1 - 1.0 * 0.90) * gpu.memory_bytes
     assert plan.attention == "flashinfer" and plan.block_size == 1
@@ -92,8 +92,10 @@ def test_legacy_wiggle_in_2_0():
     plan, result = start(req)
     gpu = req.gpus[0]
     kv = 2 * 32 * 8 * 128 * 2
-    blocks = -(-1050 // 16)
-    act = 1050 * (2 * (4 * 4096 + 3 * 14336) + 4 * 32768)
+    # The warmup batch: requests of 1000 and 50 tokens, each reserving max_total - 1 = 1999
+    # slots (memory.py, steps 1-2), not just the 1050 prefill tokens.
+    blocks = 2 * -(-1999 // 16)
+    act = 1050 * (2 * (4 * 4096 + 4 * 14336) + 4 * 32768)
     cuda_free = (
         gpu.memory_bytes
         - engine.CUDA_CONTEXT_BYTES
@@ -135,14 +137,13 @@ def test_prefill_logits_cost_before_3_0():
     a = arch("meta-llama/Llama-3.1-8B-Instruct")
     vocab = a.vocab_size  # 128256, divisible by 2
     per_token = {
-        v: engine.activation_bytes_per_token(versions.get_profile(v), a, 1)
+        v: engine.activation_bytes_per_token(memory.rules_for(v), a, 1)
         for v in ("2.0.4", "2.4.1", "3.3.7")
     }
     assert per_token["2.0.4"] - per_token["3.3.7"] == 4 * vocab
     assert per_token["2.4.1"] - per_token["3.3.7"] == 2 * vocab
     sharded = {
-        v: engine.activation_bytes_per_token(versions.get_profile(v), a, 2)
-        for v in ("2.4.1", "3.3.7")
+        v: engine.activation_bytes_per_token(memory.rules_for(v), a, 2) for v in ("2.4.1", "3.3.7")
     }
     assert sharded["2.4.1"] - sharded["3.3.7"] == 2 * vocab + 2 * (vocab // 2)
     # Qwen2.5 7B (vocab 152064) on one A10G with a 16384-token prefill: 2.0.4's 9.3 GiB of

@@ -73,7 +73,8 @@ CASES = [
         env={"USE_FLASH_ATTENTION": "False"},
         output=(
             "`USE_FLASH_ATTENTION` is false",
-            "NotImplementedError: Sharded Llama requires Flash Attention enabled models.",
+            # models/__init__.py@v3.3.7 l.1017: .format(f"Sharded {model_type}")
+            "NotImplementedError: Sharded llama requires Flash Attention enabled models.",
         ),
         stderr="Error: ShardCannotStart",
     ),
@@ -157,8 +158,29 @@ CASES = [
         [A10G],
         model=L31_8B,
         env=TOKEN,
+        # One warmup request whose 47999-slot reservation still fits the A10G, while the KV
+        # cache TGI then sizes (0.90 of the memory) holds fewer than 48000 tokens.
+        args=[
+            "--max-total-tokens",
+            "48000",
+            "--max-input-tokens",
+            "4000",
+            "--max-batch-prefill-tokens",
+            "4000",
+        ],
+        output=("Error: Backend(NotEnoughMemory(48000))",),
+        stderr="Error: WebserverFailed",
+    ),
+    Case(
+        # 131072 total tokens: each warmup request reserves 131071 KV slots before the prefill
+        # (memory.py steps 1-2), 32 GiB on a 24 GiB A10G, so TGI fails in warmup's try block.
+        "max-total-reservation-fails-warmup-3x",
+        "3.3.7",
+        [A10G],
+        model=L31_8B,
+        env=TOKEN,
         args=["--max-total-tokens", "131072", "--max-input-tokens", "4000"],
-        output=("Error: Backend(NotEnoughMemory(131072))",),
+        output=("Not enough memory to handle", "prefill tokens"),
         stderr="Error: WebserverFailed",
     ),
     Case(
@@ -167,19 +189,21 @@ CASES = [
         [A10G],
         model="mistralai/Mistral-7B-Instruct-v0.3",
         env={"HUGGING_FACE_HUB_TOKEN": FAKE_TOKEN},
+        # Before 3.0 the warmup batch's blocks always join the cache, so only block rounding
+        # leaves it below max_total_tokens: 8000 reserved slots, nothing free at fraction 0.67.
         args=[
             "--max-total-tokens",
-            "32768",
+            "8001",
             "--max-input-length",
             "1000",
             "--max-batch-prefill-tokens",
-            "1050",
+            "1000",
             "--cuda-memory-fraction",
-            "0.7",
+            "0.67",
         ],
         output=(
             'Error: ArgumentValidation("`max_total_tokens` must be <= '
-            "`max_batch_total_tokens`. Given: 32768 and",
+            "`max_batch_total_tokens`. Given: 8001 and 8000",
         ),
         stderr="Error: WebserverFailed",
     ),

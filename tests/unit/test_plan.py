@@ -94,7 +94,9 @@ FITTING = [
         True,
         id="70b-fp8-checkpoint-on-h100",
     ),
-    pytest.param("gemma-2-9b", "g6.xlarge", 1, None, "bfloat16", True, id="gemma-2-on-L4"),
+    # fp8: Gemma 2's tied head is loaded a second time (test_a_tied_head_is_loaded_twice):
+    # 16-bit leaves an L4 ~1600 tokens of KV cache.
+    pytest.param("gemma-2-9b", "g6.xlarge", 1, "fp8", "bfloat16", True, id="gemma-2-on-L4"),
     pytest.param("phi-3-mini", "g4dn.xlarge", 1, None, "float16", False, id="phi-3-on-T4"),
 ]
 
@@ -214,7 +216,9 @@ def test_too_many_prefill_tokens_cannot_warm_up():
 def test_max_total_tokens_above_the_kv_cache_does_not_fit():
     result = plan_on("llama-3.1-70b-awq", "g6e.xlarge", max_total_tokens=100000)
     assert not result.fits
-    assert "max_total_tokens=100000" in result.problem
+    # The warmup batch reserves max_total_tokens - 1 KV slots before its prefill, so TGI
+    # already fails there ("Not enough memory to handle 4096 prefill tokens"), and says so.
+    assert "--max-total-tokens" in result.problem
     shorter = [a for a in result.alternatives if "--max-total-tokens" in a.flags]
     assert shorter
     total = int(shorter[0].flags[1])
@@ -344,8 +348,17 @@ def test_before_3_0_the_wiggle_room_is_a_share_of_free_memory():
     assert mem.kv_share == 0.90
     assert mem.usable_mib == pytest.approx(mem.gpu_memory_mib, abs=0.1)
     assert mem.kv_budget_mib == pytest.approx(0.90 * (mem.usable_mib - mem.used_mib))
-    # TGI adds the warmup batch's blocks back after taking the share of what is left free.
-    warm = result.max_batch_prefill_tokens
+    # TGI adds the warmup batch's blocks back after taking the share of what is left free;
+    # the batch holds max_total_tokens - 1 slots per request (TgiEngine.warmup_reserved_tokens).
+    warm = TgiEngine.warmup_reserved_tokens(
+        result.max_batch_prefill_tokens,
+        result.max_input_tokens,
+        result.max_total_tokens,
+        TgiEngine.attention_block_size(result.attention),
+    )
+    assert mem.warmup_kv_mib == pytest.approx(
+        warm * mem.kv_bytes_per_token_per_gpu / 2**20, abs=0.1
+    )
     free = (mem.usable_mib - mem.used_mib) * 2**20 - warm * mem.kv_bytes_per_token_per_gpu
     expected = int(0.90 * free // mem.kv_bytes_per_token_per_gpu) + warm
     assert abs(mem.kv_cache_tokens - expected) <= 2  # the estimate's fields are rounded
@@ -399,3 +412,114 @@ def test_prefill_activations_hold_the_mlp_at_its_peak():
     attention = (m.num_attention_heads * 2 + 2 * m.num_key_value_heads) * m.head_dim
     per_token = 4 * m.hidden_size + attention + 4 * m.intermediate_size
     assert activation_bytes(m, 1000, 1) == 1000 * per_token * 2
+
+
+# --- Issue 14 section 1: the warmup batch, the LM head, Gemma 3's dense masks -------------
+
+
+@pytest.mark.parametrize(
+    ("prefill", "max_input", "expected"),
+    [
+        (4096, 4095, (4095, 1)),
+        (32768, 8000, (8000, 8000, 8000, 8000, 768)),  # issue #1831's flags
+        (131122, 131072, (131072, 50)),  # issue #2301's
+        (4096, None, (4096,)),  # 3.x zero config: one request of the whole budget
+    ],
+)
+def test_the_warmup_batch_splits_the_prefill_budget_into_requests(prefill, max_input, expected):
+    """router/client/src/client.rs@v2.0.4 warmup; backends/v3/src/client/grpc_client.rs."""
+    assert TgiEngine.warmup_requests(prefill, max_input) == expected
+
+
+def test_each_warmup_request_reserves_kv_for_max_total_tokens():
+    """max_new_tokens = max_total - truncate, and the server reserves
+    ceil((input + max_new_tokens - 1) / BLOCK_SIZE) blocks per request (from_pb)."""
+    assert TgiEngine.warmup_reserved_tokens(131122, 131072, 139264, 16) == 2 * 139264
+    assert TgiEngine.warmup_reserved_tokens(4096, None, None, 1) == 4096
+    assert TgiEngine.warmup_reserved_tokens(35000, 35000, 36864, 16) == 36864
+
+
+def test_the_warmup_reservation_counts_for_the_prefill_peak():
+    """A long max_total_tokens makes the warmup batch reserve its KV before the prefill: on one
+    L40S the 70B AWQ has ~11 GiB left, so 100k tokens (31 GiB of KV) cannot warm up."""
+    result = plan_on("llama-3.1-70b-awq", "g6e.xlarge", max_total_tokens=100000)
+    assert not result.fits
+    assert result.memory.warmup_kv_mib > 30 * 1024
+    assert not result.memory.prefill_fits
+    assert "KV blocks the warmup batch reserves" in result.problem
+
+
+def test_a_tied_head_is_loaded_twice():
+    """flash_*_modeling.py: ``SpeculativeHead.load(prefix="...embed_tokens")`` loads the tied
+    embedding again as the LM head, a second 16-bit copy (V x H x 2 bytes)."""
+    from tgiops.core.plan import weight_bytes, weights_per_gpu_bytes
+
+    m = model("gemma-2-9b")
+    assert m.tie_word_embeddings
+    head = m.vocab_size * m.hidden_size * 2
+    assert weights_per_gpu_bytes(m, None, 1) == pytest.approx(weight_bytes(m, None) + head)
+    untied = model("llama-3.1-8b")
+    assert weights_per_gpu_bytes(untied, None, 1) == pytest.approx(weight_bytes(untied, None))
+
+
+def test_a_head_whose_vocabulary_does_not_divide_is_whole_on_every_shard():
+    """TensorParallelHead.load: get_sharded(dim=0) raises AssertionError when the vocabulary
+    does not divide, and the whole head is loaded on each shard."""
+    from dataclasses import replace as dc_replace
+
+    from tgiops.core.plan import lm_head_bytes_per_gpu
+
+    m = model("llama-3.1-8b")
+    head = m.vocab_size * m.hidden_size * 2
+    assert lm_head_bytes_per_gpu(m, 2) == head / 2
+    odd = dc_replace(m, vocab_size=m.vocab_size + 1)
+    assert lm_head_bytes_per_gpu(odd, 2) == (m.vocab_size + 1) * m.hidden_size * 2
+
+
+@pytest.mark.parametrize(
+    ("version", "attention", "kind"),
+    [
+        ("3.1.1", "flashinfer", None),
+        ("3.2.0", "flashinfer", "sdpa"),
+        ("3.2.3", "flashinfer", "sdpa"),
+        ("3.3.0", "flashinfer", "mask"),
+        ("3.3.7", "flashdecoding", "sdpa"),
+    ],
+)
+def test_gemma3_dense_prefill_attention_per_release(version, attention, kind):
+    """flash_gemma3_modeling.py@v3.2.x: SDPA with a dense mask when the batch has an image;
+    @v3.3.0 the mask for every prefill, SDPA only off flashinfer."""
+    assert TgiEngine.release(version).dense_prefill_attention("gemma3", attention) == kind
+    assert TgiEngine.release(version).dense_prefill_attention("llama", attention) is None
+
+
+def test_gemma3_dense_masks_grow_with_the_square_of_the_input():
+    from dataclasses import replace as dc_replace
+
+    from tgiops.core.plan import dense_attention_bytes
+
+    gemma3 = dc_replace(
+        model("gemma-2-9b"), model_type="gemma3", num_attention_heads=32, vision=True
+    )
+    engine = TgiEngine.release("3.2.1")
+    one = dense_attention_bytes(gemma3, engine, "flashinfer", (10000,), 4)
+    two = dense_attention_bytes(gemma3, engine, "flashinfer", (20000,), 4)
+    assert two == pytest.approx(4 * one)
+    # masks (6 bytes per cell) + scores and softmax (2 x 8 heads x 2 bytes) per cell
+    assert one == pytest.approx(10000**2 * (6 + 2 * 8 * 2))
+    assert dense_attention_bytes(gemma3, TgiEngine.release("3.3.7"), "flashinfer", (10000,), 4) == (
+        pytest.approx(10000**2 * 6)
+    )
+
+
+def test_plan_output_shows_every_memory_term():
+    from tgiops.cli.output import plan_as_text
+    from tgiops.core.plan import plan_as_dict
+
+    result = plan_on("llama-3.1-8b", "g5.xlarge", engine=TgiEngine.release("2.4.1"))
+    memory = plan_as_dict(result)["memory"]
+    assert set(memory["terms_gib"]) == set(result.memory.terms())
+    assert memory["warmup_kv_gib"] == round(result.memory.warmup_kv_mib / 1024, 2) > 0
+    text = plan_as_text(result)
+    for name in result.memory.terms():
+        assert name in text

@@ -42,6 +42,9 @@ def plan_as_text(plan: Plan) -> str:
         f"{mem.activations_mib / MIB_PER_GIB:.2f}, prefill logits "
         f"{mem.prefill_logits_mib / MIB_PER_GIB:.2f}, KV cache {mem.kv_cache_tokens} tokens "
         f"({mem.kv_bytes_per_token_per_gpu // 1024} KiB/token)",
+        "  warmup      "
+        + ", ".join(f"{k} {v / MIB_PER_GIB:.2f}" for k, v in mem.terms().items())
+        + " GiB per GPU",
         "",
     ]
     if plan.launcher_args:  # none for a plan that does not fit

@@ -5,8 +5,10 @@ dtype, the attention fallback and the token limits, and says why for each decisi
 
 Memory model
 ============
-Derived from TGI's own warmup (tgi-facts.md §4, ``flash_causal_lm.py@v3.3.7`` l.1507-1684),
-per GPU, in bytes:
+The full derivation, term by term with links per release, is tgiops/docs/tgi-memory-model.md
+(the warmup batch's KV reservation, the LM head, Gemma 3's dense masks, the prefill logits,
+the wiggle room per release). In short, derived from TGI's own warmup (tgi-facts.md §4,
+``flash_causal_lm.py@v3.3.7`` l.1507-1684), per GPU, in bytes:
 
 1. TGI loads the weights. Each shard holds ``weights / num_shard``: linear layers are split
    by rows or columns and the vocabulary is split ``ceil(V / world)`` (§3); norms are
@@ -144,15 +146,26 @@ class Overrides:
 
 @dataclass(frozen=True)
 class MemoryEstimate:
+    """What TGI's warmup should find, per GPU, term by term (tgiops/docs/tgi-memory-model.md).
+
+    ``used_mib`` is what stays allocated when warmup measures free memory; the warmup batch's
+    own KV blocks (``warmup_kv_mib``) are allocated before the prefill and become part of the
+    KV cache afterwards, so they count for the prefill's peak but not against the cache.
+    """
+
     gpu_memory_mib: int
     usable_mib: float  # total x fraction (x wiggle room from TGI 3.0; see kv_share)
-    weights_per_gpu_mib: float
+    weights_per_gpu_mib: float  # includes lm_head_mib
     overhead_mib: float  # CUDA context (+ NCCL when sharded)
     activations_mib: float  # warmup prefill
     kv_bytes_per_token_per_gpu: int
     kv_cache_tokens: int  # what TGI should find at warmup
     prefill_logits_mib: float = 0.0  # warmup's logits over every prefill token (TGI < 3.0)
     kv_share: float = 1.0  # the share of free memory TGI makes KV: the wiggle room before 3.0
+    warmup_kv_mib: float = 0.0  # KV blocks the warmup batch reserves before its prefill
+    dense_attention_mib: float = 0.0  # Gemma 3's dense prefill masks (and SDPA scores)
+    lm_head_mib: float = 0.0  # the LM head's share of the weights (a tied head loads twice)
+    limit_mib: float = 0.0  # what torch may allocate: total x cuda_memory_fraction
 
     @property
     def used_mib(self) -> float:
@@ -161,11 +174,38 @@ class MemoryEstimate:
             + self.overhead_mib
             + self.activations_mib
             + self.prefill_logits_mib
+            + self.dense_attention_mib
         )
 
     @property
     def kv_budget_mib(self) -> float:
         return self.kv_share * (self.usable_mib - self.used_mib)
+
+    @property
+    def prefill_peak_mib(self) -> float:
+        """Memory in use at the warmup prefill's peak."""
+        return self.used_mib + self.warmup_kv_mib
+
+    @property
+    def weights_fit(self) -> bool:
+        return self.weights_per_gpu_mib + self.overhead_mib <= (self.limit_mib or self.usable_mib)
+
+    @property
+    def prefill_fits(self) -> bool:
+        """False: TGI's warmup fails with "Not enough memory to handle N prefill tokens"."""
+        return self.weights_fit and self.prefill_peak_mib <= (self.limit_mib or self.usable_mib)
+
+    def terms(self) -> dict[str, float]:
+        """Every term of the estimate in MiB, in the order warmup meets them."""
+        return {
+            "weights": self.weights_per_gpu_mib,
+            "lm_head_in_weights": self.lm_head_mib,
+            "cuda_context_and_nccl": self.overhead_mib,
+            "warmup_kv_blocks": self.warmup_kv_mib,
+            "prefill_activations": self.activations_mib,
+            "prefill_logits": self.prefill_logits_mib,
+            "dense_attention": self.dense_attention_mib,
+        }
 
 
 @dataclass(frozen=True)
@@ -416,15 +456,13 @@ def _plan_once(
             "only through PTX JIT, if at all: unverified on this GPU (vLLM documents B200 "
             "runs, e.g. its gpt-oss recipe, github.com/vllm-project/recipes)"
         )
-    if model.model_type == "gemma3" and engine.version >= (3, 2, 0):
+    if engine.dense_prefill_attention(model.model_type, "flashinfer") is not None:
         notes.warnings.append(
-            "Gemma 3 on TGI >= 3.2: the router's warmup puts an image in its first request "
-            "(backends/v3/src/client/grpc_client.rs warmup, `n_tokens == 0`), and with an image "
-            "Gemma 3's prefill runs padded scaled_dot_product_attention with a dense "
-            "[batch, 1, input, input] mask (custom_modeling/flash_gemma3_modeling.py@v3.2.1 "
-            "get_attention_mask, l.245-300 and 700-753): prefill memory grows with the square of "
-            "the input, which this plan does not model. Keep --max-input-tokens modest: 31000 "
-            "failed warmup on 4x A100 80GB (TGI issue #3130)"
+            f"Gemma 3 on TGI {engine.version_text} builds dense [batch, 1, input, input] "
+            "attention masks for its prefills (the warmup's included: its first request carries "
+            "an image), so prefill memory grows with the square of the input; the plan counts "
+            "them (dense_attention, tgiops/docs/tgi-memory-model.md) as a lower bound. 31000 "
+            "prefill tokens failed warmup on 4x A100 80GB (TGI issue #3130)"
         )
     gpu_label = inventory.describe()
     if not inventory.homogeneous:
@@ -794,7 +832,9 @@ def _size(
 
     mpe = model.max_position_embeddings
 
-    def warmup(prefill: int) -> MemoryEstimate:
+    def warmup(
+        prefill: int, max_input: int | None = None, max_total: int | None = None
+    ) -> MemoryEstimate:
         return warmup_memory(
             model,
             inventory,
@@ -805,10 +845,14 @@ def _size(
             fraction=fraction,
             flash=flash,
             attention=attention,
+            max_input_tokens=max_input,
+            max_total_tokens=max_total,
         )
 
-    def kv_tokens_for(prefill: int) -> tuple[int, float, float]:
-        found = warmup(prefill)
+    def kv_tokens_for(
+        prefill: int, max_input: int | None = None, max_total: int | None = None
+    ) -> tuple[int, float, float]:
+        found = warmup(prefill, max_input, max_total)
         return found.kv_cache_tokens, found.activations_mib, found.prefill_logits_mib
 
     # Token limits: a fixed point, since the prefill size costs activations that shrink the
@@ -841,7 +885,8 @@ def _size(
         # above may oscillate. Take the longest request that still leaves room for
         # full_length_requests of them; the KV cache shrinks as the request grows.
         def enough(total: int) -> bool:
-            return kv_tokens_for(total - 1)[0] // overrides.full_length_requests >= total
+            found = kv_tokens_for(total - 1, total - 1, total)[0]
+            return found // overrides.full_length_requests >= total
 
         low, high = 1, min(mpe, NON_CHUNKED_INPUT_CAP + 1)
         while low < high:
@@ -853,9 +898,14 @@ def _size(
         if low >= 2:
             max_total, max_input = low, low - 1
             prefill = max_input
-            kv_tokens, act_mib, logits_mib = kv_tokens_for(prefill)
 
-    memory = warmup(prefill)
+    # The router warms up with the limits chosen: its batch reserves KV for them.
+    memory = warmup(prefill, max_input, max_total)
+    kv_tokens, act_mib, logits_mib = (
+        memory.kv_cache_tokens,
+        memory.activations_mib,
+        memory.prefill_logits_mib,
+    )
     weights_mib, overhead_mib = memory.weights_per_gpu_mib, memory.overhead_mib
     usable_mib, share = memory.usable_mib, memory.kv_share
     kv_per_token = memory.kv_bytes_per_token_per_gpu
@@ -885,7 +935,15 @@ def _size(
         )
         reasons.append(
             f"memory: {weights_mib / 1024:.1f} GiB weights + {overhead_mib / 1024:.2f} GiB "
-            f"context + {act_mib / 1024:.2f} GiB prefill activations{logits_text} per GPU "
+            f"context + {act_mib / 1024:.2f} GiB prefill activations{logits_text}"
+            + (
+                f" + {memory.dense_attention_mib / 1024:.2f} GiB dense attention masks "
+                f"({model.model_type} on TGI {engine.version_text} builds them for every prefill "
+                "with an image, as warmup's is)"
+                if memory.dense_attention_mib
+                else ""
+            )
+            + " per GPU "
             f"leave {(usable_mib - memory.used_mib) / 1024:.1f} GiB of "
             f"{usable_mib / 1024:.1f} usable GiB{share_text}: {kv_tokens} KV-cache tokens at "
             f"{kv_per_token // 1024} KiB/token/GPU"
@@ -1005,23 +1063,29 @@ def _misfit(
     gpu = inventory.describe()
     fmt = quantize or "16-bit"
     weights_total_gib = memory.weights_per_gpu_mib * num_shard / 1024
-    if memory.weights_per_gpu_mib + memory.overhead_mib > memory.usable_mib:
+    if not memory.weights_fit:
         return (
             f"{model.alias} ({fmt}) needs ~{weights_total_gib:.1f} GiB of weights, "
             f"{memory.weights_per_gpu_mib / 1024:.1f} GiB per GPU over {num_shard} shard(s); "
             f"{gpu} leaves {memory.usable_mib / 1024:.1f} GiB usable per GPU "
             "(TGI would fail with CUDA out of memory while loading)"
         )
-    if memory.kv_budget_mib <= 0 or memory.kv_cache_tokens < prefill:
+    if not memory.prefill_fits or memory.kv_cache_tokens < prefill:
+        extra = [
+            f"{mib / 1024:.2f} GiB of {what}"
+            for what, mib in (
+                ("activations", memory.activations_mib),
+                ("prefill logits", memory.prefill_logits_mib),
+                ("dense attention masks", memory.dense_attention_mib),
+                ("KV blocks the warmup batch reserves", memory.warmup_kv_mib),
+            )
+            if mib
+        ]
         return (
             f"warmup would fail: not enough memory to handle {prefill} prefill tokens "
-            f"({memory.activations_mib / 1024:.2f} GiB of activations"
-            + (
-                f" and {memory.prefill_logits_mib / 1024:.2f} GiB of prefill logits"
-                if memory.prefill_logits_mib
-                else ""
-            )
-            + " per GPU on top of the weights); lower --max-batch-prefill-tokens"
+            f"({', '.join(extra)} per GPU on top of the weights); lower "
+            "--max-batch-prefill-tokens"
+            + (" or --max-total-tokens" if memory.warmup_kv_mib else "")
         )
     if max_total > memory.kv_cache_tokens:
         return (
@@ -1081,6 +1145,53 @@ def kv_bytes_per_token_per_gpu(model: ModelSpec, num_shard: int, dtype_bytes: in
     return 2 * model.kv_cache_layers * kv_heads_per_shard * model.head_dim * dtype_bytes
 
 
+def lm_head_bytes_per_gpu(model: ModelSpec, num_shard: int) -> float:
+    """The LM head on each GPU: 16-bit in every quantization TGI serves (AWQ/GPTQ/EETQ/
+    Marlin keep heads unquantized, layers/tensor_parallel.py@v2.2.0 ``TensorParallelHead.load``),
+    split by vocabulary when it divides by ``num_shard``, else loaded whole on every shard
+    (the same function, ``except AssertionError``). A tied head is loaded a second time from
+    the embedding weights (``suffix = "model.embed_tokens"``,
+    custom_modeling/flash_llama_modeling.py@v3.3.7 l.636-650)."""
+    head = model.vocab_size * model.hidden_size * 2.0
+    return head / num_shard if model.vocab_size % num_shard == 0 else head
+
+
+def weights_per_gpu_bytes(model: ModelSpec, quantize: str | None, num_shard: int) -> float:
+    """Weights on one GPU: the checkpoint split over the shards, with the LM head placed as
+    TGI loads it (``lm_head_bytes_per_gpu``): an untied head's file bytes are replaced by its
+    per-GPU copy, a tied head is added (the file holds it once, the GPU twice)."""
+    head_in_file = 0.0 if model.tie_word_embeddings else model.vocab_size * model.hidden_size * 2.0
+    total = weight_bytes(model, quantize)
+    return (total - head_in_file) / num_shard + lm_head_bytes_per_gpu(model, num_shard)
+
+
+def dense_attention_bytes(
+    model: ModelSpec, engine: TgiEngine, attention: str, requests: tuple[int, ...], num_shard: int
+) -> float:
+    """Gemma 3's dense prefill masks for the warmup batch ``requests``
+    (``TgiEngine.dense_prefill_attention``).
+
+    The batch is padded to its longest request S, and the tensors alive together in the
+    model's forward are: the 16-bit mask (2 bytes x b x S x S), its sliding-window copy
+    (2 bytes) and the boolean window mask (1 byte, plus the transient ``ones_like`` it is
+    built from: 1 byte): 6 x b x S x S bytes (flash_gemma3_modeling.py@v3.2.1 l.700-753 and
+    l.847-866; from v3.3.0 the boolean mask built in vlm_causal_lm.py takes the transient's
+    place). With "sdpa" PyTorch's math kernel, the only one taking both ``attn_mask`` and
+    ``enable_gqa`` (torch.nn.functional.scaled_dot_product_attention docs), holds the scores
+    and their softmax: 2 x b x heads/num_shard x S x S in the model dtype. A lower bound:
+    ``get_attention_mask``'s intermediates are freed into PyTorch's cache and reused.
+    """
+    kind = engine.dense_prefill_attention(model.model_type, attention)
+    if kind is None or not requests:
+        return 0.0
+    batch, longest = len(requests), max(requests)
+    square = float(batch) * longest * longest
+    total = 6.0 * square
+    if kind == "sdpa":
+        total += 2.0 * square * (model.num_attention_heads // num_shard) * 2
+    return total
+
+
 def warmup_memory(
     model: ModelSpec,
     inventory: GpuInventory,
@@ -1092,21 +1203,31 @@ def warmup_memory(
     fraction: float = 1.0,
     flash: bool = True,
     attention: str = "paged",
+    max_input_tokens: int | None = None,
+    max_total_tokens: int | None = None,
 ) -> MemoryEstimate:
     """What TGI's warmup should find with exactly these settings, per GPU (see the module
-    docstring): no limits are chosen and nothing is checked, so a calibration can compare it
-    with a real warmup (scripts/bench_planner.py).
+    docstring and tgiops/docs/tgi-memory-model.md): no limits are chosen and nothing is
+    checked, so a calibration can compare it with a real warmup (scripts/bench_planner.py).
+
+    ``max_input_tokens`` / ``max_total_tokens`` are the limits the router warms up with (None:
+    unknown, TGI 3.x zero config); they shape the warmup batch (``TgiEngine.warmup_requests``)
+    and the KV blocks it reserves before the prefill (``TgiEngine.warmup_reserved_tokens``).
 
     KV tokens follow TGI's own arithmetic (flash_causal_lm.py ``warmup``): the warmup batch's
     KV blocks are allocated before free memory is measured and added back afterwards,
     ``num_blocks = share * free // block_bytes + warmup_blocks``; with the wiggle room folded
-    into the fraction (3.0+) that is the same as sharing the whole budget.
+    into the fraction (3.0+) that is the same as sharing the whole budget. The prefill fails
+    when its peak exceeds what torch may allocate, ``total x cuda_memory_fraction``
+    (``set_per_process_memory_fraction``, utils/dist.py@v3.3.7 l.56).
     """
     gpu_mib = inventory.memory_mib
     # Before 3.0 the wiggle room is a share of the free memory, from 3.0 of the total.
     share = engine.wiggle_room if engine.wiggle_on_free_memory else 1.0
-    usable_mib = gpu_mib * fraction * (1.0 if engine.wiggle_on_free_memory else engine.wiggle_room)
-    weights_mib = weight_bytes(model, quantize) / num_shard / MIB
+    limit_mib = gpu_mib * fraction
+    usable_mib = limit_mib * (1.0 if engine.wiggle_on_free_memory else engine.wiggle_room)
+    weights_mib = weights_per_gpu_bytes(model, quantize, num_shard) / MIB
+    head_mib = lm_head_bytes_per_gpu(model, num_shard) / MIB
     overhead_mib = CUDA_CONTEXT_MIB + (NCCL_BUFFERS_MIB if num_shard > 1 else 0)
     kv_per_token = kv_bytes_per_token_per_gpu(model, num_shard)
     block = engine.attention_block_size(attention)
@@ -1114,12 +1235,21 @@ def warmup_memory(
     logits_mib = (
         prefill_logits_bytes(model, prefill_tokens, num_shard, engine) / MIB if flash else 0.0
     )
-    warm_blocks = -(-prefill_tokens // block)
-    warm_mib = warm_blocks * block * kv_per_token / MIB
-    free_mib = usable_mib - weights_mib - overhead_mib - act_mib - logits_mib - warm_mib
-    if free_mib < 0:
-        tokens = max(0, int((free_mib + warm_mib) * MIB // kv_per_token) // block * block)
+    requests = engine.warmup_requests(prefill_tokens, max_input_tokens)
+    dense_mib = (
+        dense_attention_bytes(model, engine, attention, requests, num_shard) / MIB if flash else 0.0
+    )
+    warm_tokens = engine.warmup_reserved_tokens(
+        prefill_tokens, max_input_tokens, max_total_tokens, block
+    )
+    warm_blocks = warm_tokens // block
+    warm_mib = warm_tokens * kv_per_token / MIB
+    used_mib = weights_mib + overhead_mib + act_mib + logits_mib + dense_mib
+    peak_mib = used_mib + warm_mib
+    if peak_mib > limit_mib or weights_mib + overhead_mib > limit_mib:
+        tokens = 0  # the prefill itself fails: no KV cache is sized
     else:
+        free_mib = max(0.0, usable_mib - peak_mib)  # get_free_memory's max(0, ...)
         tokens = (int(share * free_mib * MIB // (kv_per_token * block)) + warm_blocks) * block
     return MemoryEstimate(
         gpu_memory_mib=gpu_mib,
@@ -1131,6 +1261,10 @@ def warmup_memory(
         kv_cache_tokens=tokens,
         prefill_logits_mib=round(logits_mib, 1),
         kv_share=share,
+        warmup_kv_mib=round(warm_mib, 1),
+        dense_attention_mib=round(dense_mib, 1),
+        lm_head_mib=round(head_mib, 1),
+        limit_mib=round(limit_mib, 1),
     )
 
 
@@ -1177,8 +1311,22 @@ def _alternatives(
 ) -> list[Alternative]:
     found: list[Alternative] = []
     base = _plan_once(model, inventory, engine, overrides)
-    # A shorter context, when the weights fit but the asked-for limits do not.
+    # A shorter context, when the weights fit but the asked-for limits do not. When the
+    # warmup batch's reservation for the asked-for max_total_tokens is what fails, the KV
+    # cache is the one the same plan finds without that limit.
     tokens = base.memory.kv_cache_tokens
+    if overrides.max_total_tokens and not base.memory.prefill_fits and base.memory.weights_fit:
+        tokens = warmup_memory(
+            model,
+            inventory,
+            engine,
+            num_shard=base.num_shard,
+            quantize=base.quantize,
+            prefill_tokens=base.max_batch_prefill_tokens,
+            fraction=base.cuda_memory_fraction,
+            flash=base.flash_attention,
+            attention=base.attention,
+        ).kv_cache_tokens
     if overrides.max_total_tokens and tokens >= MIN_USEFUL_TOTAL_TOKENS:
         total = min(tokens, model.max_position_embeddings)
         found.append(
@@ -1187,10 +1335,7 @@ def _alternatives(
                 flags=("--max-total-tokens", str(total)),
             )
         )
-    if (
-        overrides.max_batch_prefill_tokens
-        and base.memory.weights_per_gpu_mib < base.memory.usable_mib
-    ):
+    if overrides.max_batch_prefill_tokens and base.memory.weights_fit:
         found.append(
             Alternative(
                 "a smaller prefill: drop --max-batch-prefill-tokens or lower it",
@@ -1285,6 +1430,13 @@ def plan_as_dict(plan: Plan) -> dict[str, Any]:
             "overhead_gib": round(mem.overhead_mib / (GIB // MIB), 2),
             "activations_gib": round(mem.activations_mib / (GIB // MIB), 2),
             "prefill_logits_gib": round(mem.prefill_logits_mib / (GIB // MIB), 2),
+            "warmup_kv_gib": round(mem.warmup_kv_mib / (GIB // MIB), 2),
+            "dense_attention_gib": round(mem.dense_attention_mib / (GIB // MIB), 2),
+            "lm_head_gib": round(mem.lm_head_mib / (GIB // MIB), 2),
+            "kv_share": mem.kv_share,
+            # Every term by name, as plan.MemoryEstimate.terms() lists them (tgiops/docs/
+            # tgi-memory-model.md).
+            "terms_gib": {k: round(v / (GIB // MIB), 2) for k, v in mem.terms().items()},
             "kv_bytes_per_token_per_gpu": mem.kv_bytes_per_token_per_gpu,
             "kv_cache_tokens": mem.kv_cache_tokens,
         },

@@ -4,7 +4,8 @@ The serving engine is a parameter of every plan, not a constant of the code: TGI
 maintenance mode since 2025-12-11 (tgi-facts.md §7) and its authors point to vLLM and SGLang,
 so a second engine must be able to slot in beside this one.
 
-Every rule here cites ../shared/reference/tgi-facts.md (section numbers), which cites TGI's source.
+Every rule here cites ../shared/reference/tgi-facts.md (section numbers), which cites TGI's source;
+the warmup memory rules are derived in tgiops/docs/tgi-memory-model.md.
 """
 
 from __future__ import annotations
@@ -241,6 +242,70 @@ class TgiEngine:
         if self.version >= (3, 0, 0):
             return 0
         return 1 if self.version >= (2, 4, 0) else 2
+
+    @staticmethod
+    def warmup_requests(prefill_tokens: int, max_input_tokens: int | None) -> tuple[int, ...]:
+        """The input lengths of the requests the router's warmup batch holds.
+
+        The router fills ``max_batch_prefill_tokens`` with requests of at most
+        ``max_input_tokens`` each: ``truncate = min(max_input, prefill - n_tokens)`` until
+        ``n_tokens`` reaches the prefill budget (router/client/src/client.rs@v2.0.4 ``warmup``,
+        router/client/src/v3/client.rs@v2.2.0, backends/v3/src/client/grpc_client.rs@v2.4.1
+        and @v3.3.7: 2.0-2.2 advance ``n_tokens`` by ``max_input_length`` and later releases
+        by ``truncate``, which gives the same lengths). From v3.0 ``max_input_tokens`` may be
+        unknown (zero config): one request of the whole budget. See
+        tgiops/docs/tgi-memory-model.md, "Warmup batch".
+        """
+        if prefill_tokens < 1:
+            return ()
+        if not max_input_tokens:
+            return (prefill_tokens,)
+        full, rest = divmod(prefill_tokens, max_input_tokens)
+        return (max_input_tokens,) * full + ((rest,) if rest else ())
+
+    @staticmethod
+    def warmup_reserved_tokens(
+        prefill_tokens: int, max_input_tokens: int | None, max_total_tokens: int | None, block: int
+    ) -> int:
+        """KV-cache slots the warmup batch allocates before its prefill runs.
+
+        Every warmup request asks for ``max_new_tokens = max_total_tokens - truncate``, or 1
+        when ``max_total_tokens`` is unknown (same router files as ``warmup_requests``), and
+        the server reserves ``ceil((input + max_new_tokens - 1) / BLOCK_SIZE)`` blocks per
+        request before the forward pass (``FlashCausalLMBatch.from_pb``/``from_tokenized``,
+        flash_causal_lm.py@v2.0.4 l.227-229, @v2.4.1 l.354-358, @v3.3.7 l.346-350; warmup
+        calls ``init_kv_cache(batch.num_blocks, ...)`` first). So each request holds the
+        whole ``max_total_tokens - 1`` slots, not just its input.
+        """
+        reserved = 0
+        for length in TgiEngine.warmup_requests(prefill_tokens, max_input_tokens):
+            slots = (max_total_tokens - 1) if max_total_tokens else length
+            reserved += -(-max(slots, 1) // block) * block
+        return reserved
+
+    def dense_prefill_attention(self, model_type: str, attention: str) -> str | None:
+        """Whether a prefill of ``model_type`` builds dense [batch, 1, S, S] attention masks.
+
+        Gemma 3 is the one flash model class that does (custom_modeling/flash_gemma3_modeling.py):
+
+        - v3.2.0-v3.2.3: when the batch carries an image (the warmup's first request always
+          does: backends/v3/src/client/grpc_client.rs ``n_tokens == 0``), ``get_attention_mask``
+          builds the mask and the prefill runs padded ``F.scaled_dot_product_attention`` with
+          it (@v3.2.1 l.250-307, l.703-753): "sdpa";
+        - from v3.3.0: ``VlmCausalLm.forward`` builds the mask for every Gemma 3 prefill
+          (vlm_causal_lm.py@v3.3.0 l.1021-1031), and the model uses it through SDPA unless the
+          attention is flashinfer (flash_gemma3_modeling.py@v3.3.0 l.252): "mask" with
+          flashinfer, else "sdpa".
+
+        None for every other model and release (masks come from the attention kernels).
+        """
+        if model_type not in ("gemma3",):
+            return None
+        if (3, 2, 0) <= self.version < (3, 3, 0):
+            return "sdpa"
+        if self.version >= (3, 3, 0):
+            return "mask" if attention == "flashinfer" else "sdpa"
+        return None
 
     def non_flash_env(self) -> dict[str, str]:
         """Environment that keeps this release off the FlashAttention kernels (sm < 8.0).

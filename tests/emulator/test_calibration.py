@@ -1,0 +1,275 @@
+"""The TGI emulator's warmup arithmetic against real TGI warmups (issue 14 section 2).
+
+The same calibration set as the planner's (tests/data/calibration/tgi_warmups.yaml, each case
+quoted from a public TGI issue), scored with the same thresholds, through the emulator's own
+arithmetic (scripts/tgi_emulator/memory.py and engine.warmup_memory) and the warmup rules of
+each case's own TGI release (memory.rules_for), never the planner's: an e2e test is only as
+good as its double. Model facts come from the catalogs' YAML (read here as plain data), GPU
+memory from nvidia-smi's memory.total of each card.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from statistics import median
+
+import pytest
+import yaml
+
+from .conftest import SCRIPTS
+
+sys.path.insert(0, str(SCRIPTS))
+
+from tgi_emulator import engine, memory
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO / "tests" / "data" / "calibration"
+CASES = {c["id"]: c for c in yaml.safe_load((DATA / "tgi_warmups.yaml").read_text())}
+MODELS = {
+    **yaml.safe_load((REPO / "models.yaml").read_text())["models"],
+    **yaml.safe_load((DATA / "models.yaml").read_text())["models"],
+}
+# nvidia-smi memory.total (MiB) of the cards the cases name (testbed-notes / the issues'
+# own nvidia-smi output): H100 80GB HBM3 81559, A100 80GB 81920, ...
+GPU_MIB = {
+    ("H100", None): 81559,
+    ("H100", 80): 81559,
+    ("A100", 80): 81920,
+    ("RTX 3090", None): 24576,
+    ("L40S", None): 46068,
+    ("RTX A6000", None): 49140,
+}
+# Repositories renamed since the case was reported (same checkpoints).
+RENAMED = {
+    "meta-llama/meta-llama-3.1-8b-instruct": "meta-llama/llama-3.1-8b-instruct",
+    "meta-llama/meta-llama-3.1-70b-instruct": "meta-llama/llama-3.1-70b-instruct",
+    "meta-llama-3.1-405b-instruct-fp8": "meta-llama/llama-3.1-405b-instruct-fp8",
+    "/model_data/mistral7b-free": "mistralai/mistral-7b-instruct-v0.3",
+}
+ASSUMED_SHARDS = {"llama31-405b-fp8-8xh100-tgi220-cudagraph-oom": 8}
+_BYTES_PER_PARAM = {None: 2.0, "fp8": 1.0, "compressed-tensors": 1.0, "awq": 0.5625}
+# cards whose FLOPs the 3.x launcher knows (launcher/src/main.rs@v3.0.0 l.1679-1703): their
+# default max_batch_prefill_tokens is FLOP-based, which this test does not reproduce.
+_FLOP_CARDS = {"T4", "L4", "L40", "L40S", "A10G", "A100", "H100", "RTX 4090"}
+
+KNOWN_OUTCOME_GAPS = {
+    "llama31-405b-fp8-8xh100-tgi220-cudagraph-oom": "CUDA-graph capture memory is not modelled",
+    "gemma3-27b-4xh100-tgi320-warmup-oom": "the SDPA term is a lower bound (PyTorch internals)",
+}
+KNOWN_KV_OUTLIERS = {
+    "llama31-8b-2xl40s-tgi240-kv": "low-confidence case, an 18 GiB gap no TGI term explains",
+    "mixtral-8x22b-4xh100-tgi204-kv": "0.3 GiB free after warmup: a small memory gap, large %",
+}
+
+
+def _version(text: str) -> tuple[int, int, int]:
+    major, minor, *patch = (int(p) for p in str(text).split("."))
+    return major, minor, patch[0] if patch else 0
+
+
+def _model(case: dict) -> dict | None:
+    wanted = str(case.get("model_id") or "").casefold()
+    wanted = RENAMED.get(wanted, wanted)
+    for entry in MODELS.values():
+        if str(entry["repo_id"]).casefold() == wanted:
+            return entry
+    return None
+
+
+def _arch(entry: dict) -> engine.ModelArch:
+    config: dict = {
+        "model_type": entry["model_type"],
+        "hidden_size": entry["hidden_size"],
+        "num_attention_heads": entry["num_attention_heads"],
+        "num_key_value_heads": entry["num_key_value_heads"],
+        "head_dim": entry.get("head_dim"),
+        "num_hidden_layers": entry["num_layers"],
+        "intermediate_size": entry.get("intermediate_size") or 4 * entry["hidden_size"],
+        "vocab_size": entry["vocab_size"],
+        "max_position_embeddings": entry["max_position_embeddings"],
+        "num_experts_per_tok": entry.get("experts_per_token") or 1,
+        "tie_word_embeddings": bool(entry.get("tie_word_embeddings")),
+    }
+    if entry.get("quantization"):
+        config["quantization_config"] = {"quant_method": entry["quantization"]}
+    if entry.get("vision"):
+        config["vision_config"] = {}
+    weight = entry.get("weight_bytes") or int(
+        entry["parameters_b"] * 1e9 * _BYTES_PER_PARAM.get(entry.get("quantization"), 2.0)
+    )
+    return engine.arch_from_config(config, weight)
+
+
+def _attention(case: dict, version: tuple[int, int, int], arch: engine.ModelArch) -> str:
+    """The launcher's resolve_attention from v2.3 (flashinfer for head_dim 64/128/256, else
+    flashdecoding on sm80+), paged before (launcher/src/main.rs@v2.3.1, @v3.3.7 l.131-199)."""
+    given = (case.get("env") or {}).get("ATTENTION")
+    if given:
+        return str(given)
+    if version < (2, 3, 0):
+        return "paged"
+    return "flashinfer" if arch.head_dim in (64, 128, 256) else "flashdecoding"
+
+
+def evaluate(cid: str) -> tuple[str, int | None, int | None] | None:
+    """(outcome, predicted KV tokens, reported KV tokens), or None when the case lacks a fact."""
+    case = CASES[cid]
+    if not case.get("tgi_version"):
+        return None
+    version = _version(case["tgi_version"])
+    entry = _model(case)
+    if entry is None:
+        return None
+    flags = case.get("flags") or {}
+    shards = flags.get("num_shard") or (1 if case["gpus"] == 1 else ASSUMED_SHARDS.get(cid))
+    mib = GPU_MIB.get((case["gpu"], case.get("gpu_memory_gib")))
+    if shards is None or mib is None:
+        return None
+    arch = _arch(entry)
+    rules = memory.rules_for(case["tgi_version"])
+    mpe = int(entry["max_position_embeddings"])
+    given_input = flags.get("max_input_tokens") or flags.get("max_input_length")
+    if version < (3, 0, 0):  # the launcher's defaults (launcher/src/main.rs@v2.0.0, @v2.4.0)
+        capped = min(mpe, 4096)
+        max_input = int(given_input or capped - 1)
+        max_total = int(flags.get("max_total_tokens") or capped)
+        prefill = flags.get("max_batch_prefill_tokens") or max_input + 50
+    else:
+        max_input = int(given_input) if given_input else None
+        total = flags.get("max_total_tokens")
+        max_total = int(total) if total else None
+        prefill = flags.get("max_batch_prefill_tokens")
+        if prefill is None:
+            quantized = flags.get("quantize") or entry.get("quantization")
+            if case["gpu"] in _FLOP_CARDS and not quantized and not entry.get("vision"):
+                return None
+            prefill = min(4096, mpe)
+    reported = case.get("reported") or {}
+    if case["outcome"] == "prefill_oom" and "prefill_tokens" in reported:
+        prefill = reported["prefill_tokens"]
+    quantize = flags.get("quantize") or entry.get("quantization")
+    attention = _attention(case, version, arch)
+    block = engine.BLOCK_SIZES.get(attention, 16)
+    found = engine.warmup_memory(
+        rules,
+        arch,
+        gpu_bytes=mib * 2**20,
+        num_shard=int(shards),
+        weights_per_shard=engine.weights_per_shard(arch, quantize, int(shards)),
+        kv_cache_dtype=None,
+        attention=attention,
+        block=block,
+        prefill=int(prefill),
+        max_input=max_input,
+        max_total=max_total,
+        fraction=float(flags.get("cuda_memory_fraction") or 1.0),
+    )
+    # the router's figure (the minimum over the shards) before rank 0's "KV-cache blocks"
+    if "max_batch_total_tokens" in reported:
+        real = int(reported["max_batch_total_tokens"])
+    elif "kv_cache_blocks" in reported:
+        real = int(reported["kv_cache_blocks"]) * int(reported.get("kv_block_size", 1))
+    else:
+        real = None
+    return ("kv_tokens" if found is not None else "no_fit"), found, real
+
+
+RESULTS = {cid: evaluate(cid) for cid in CASES}
+SCORED = sorted(cid for cid, r in RESULTS.items() if r is not None)
+KV_SCORED = sorted(
+    cid
+    for cid in SCORED
+    if CASES[cid]["outcome"] == "kv_tokens" and RESULTS[cid][0] == "kv_tokens"  # type: ignore[index]
+)
+
+
+def _error_pct(cid: str) -> float:
+    _, found, real = RESULTS[cid]  # type: ignore[misc]
+    assert found is not None and real
+    return 100.0 * (found - real) / real
+
+
+def _param(cid: str, gaps: dict[str, str]) -> object:
+    if cid in gaps:
+        return pytest.param(cid, marks=pytest.mark.xfail(strict=True, reason=gaps[cid]))
+    return cid
+
+
+def test_the_emulator_scores_the_cases_the_planner_scores():
+    assert len(SCORED) >= 10, SCORED
+
+
+@pytest.mark.parametrize("cid", [_param(c, KNOWN_OUTCOME_GAPS) for c in SCORED])
+def test_the_emulator_agrees_with_tgi_on_fit_or_no_fit(cid):
+    fits = RESULTS[cid][0] == "kv_tokens"  # type: ignore[index]
+    assert fits == (CASES[cid]["outcome"] == "kv_tokens"), RESULTS[cid]
+
+
+@pytest.mark.parametrize("cid", [_param(c, KNOWN_KV_OUTLIERS) for c in KV_SCORED])
+def test_the_emulators_kv_tokens_are_within_30_percent(cid):
+    assert abs(_error_pct(cid)) <= 30.0, RESULTS[cid]
+
+
+def test_the_emulator_meets_the_issue_thresholds_outside_the_documented_gaps():
+    scored = [c for c in SCORED if c not in KNOWN_OUTCOME_GAPS and c not in KNOWN_KV_OUTLIERS]
+    agree = sum(
+        (RESULTS[c][0] == "kv_tokens") == (CASES[c]["outcome"] == "kv_tokens")  # type: ignore[index]
+        for c in scored
+    )
+    assert 100.0 * agree / len(scored) >= 90.0
+    errors = [abs(_error_pct(c)) for c in KV_SCORED if c in scored]
+    assert errors and median(errors) <= 15.0 and max(errors) <= 30.0, errors
+
+
+def test_each_release_has_its_own_rules():
+    """Not several releases mapped onto one profile: the rules differ where TGI's source
+    does (wiggle room per tag, logits copies, Gemma 3 masks)."""
+    assert {memory.rules_for(v).wiggle_room for v in memory.RELEASES} == {0.95, 0.93, 0.90}
+    assert memory.rules_for("2.2.0").wiggle_formula == "legacy"
+    assert memory.rules_for("2.3.1").wiggle_formula == "free_share"
+    assert memory.rules_for("2.3.1").wiggle_room == 0.95
+    assert memory.rules_for("2.4.0").wiggle_room == 0.90
+    assert memory.rules_for("3.0.1").wiggle_room == 0.95
+    assert memory.rules_for("3.2.3").wiggle_room == 0.93
+    assert [memory.rules_for(v).warmup_logits_copies for v in ("2.3.1", "2.4.0", "3.0.0")] == [
+        2,
+        1,
+        0,
+    ]
+    assert memory.rules_for("3.1.1").gemma3_dense_mask is None
+    assert memory.rules_for("3.2.1").gemma3_dense_mask == "with_image"
+    assert memory.rules_for("3.3.7").gemma3_dense_mask == "always"
+
+
+def test_the_warmup_batch_reserves_max_total_tokens_per_request():
+    assert memory.warmup_batch(131122, 131072) == [131072, 50]
+    assert memory.reserved_blocks([131072, 50], 139264, 16) == 2 * 139264 // 16
+    assert memory.reserved_blocks([4096], None, 1) == 4096
+
+
+def test_gemma3_runs_its_flash_class_sharded_on_3_3_and_is_unknown_to_2_4():
+    """models/__init__.py@v3.3.7: gemma3 has a flash VLM class (it shards; only without flash
+    attention would TGI refuse "Sharded Gemma3"); ModelType gained gemma3 in v3.2.0."""
+    from tgi_emulator import versions
+    from tgi_emulator.gpus import parse_gpus
+
+    from .conftest import A100_80
+
+    gemma3 = _arch(MODELS["calib-gemma-3-27b"])
+    assert "gemma3" in engine.FLASH_MODEL_NAMES and gemma3.tied_embeddings
+
+    def load(version: str) -> object:
+        req = engine.LaunchRequest(
+            profile=versions.get_profile(version),
+            gpus=tuple(parse_gpus(json.dumps([A100_80, A100_80]))),
+            num_shard=2,
+            arch=gemma3,
+            launcher_arch=gemma3,
+        )
+        return engine.load_shards(req)
+
+    plan = load("3.3.7")
+    assert isinstance(plan, engine.ShardPlan) and plan.flash, plan
+    assert isinstance(load("2.4.1"), engine.Failure)
