@@ -175,6 +175,16 @@ def _add_plan_overrides(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_recommend_args(parser: argparse.ArgumentParser) -> None:
+    r = parser.add_argument_group(
+        "without hardware flags: every instance type of the table, cheapest that fits first"
+    )
+    r.add_argument("--max-usd-per-hour", type=float, metavar="USD", help="price cap per hour")
+    r.add_argument("--spot", action="store_true", help="rank and cap by the current spot price")
+    r.add_argument("--min-context", type=int, metavar="N", help="tokens one request needs")
+    _add_aws_args(parser)
+
+
 def _add_aws_args(parser: argparse.ArgumentParser) -> None:
     aws = parser.add_argument_group("AWS (boto3's standard chain; AWS_ENDPOINT_URL honoured)")
     aws.add_argument(
@@ -269,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="seconds a replacement may spend reading the weights: recommends a throughput",
     )
+    _add_recommend_args(p)
     p.set_defaults(func=cmd_plan)
 
     d = sub.add_parser(
@@ -577,6 +588,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from tgiops.plan import plan
 
     model = resolve_model(args)
+    hardware_flags = (args.instance_type, args.gpu, args.gpus, args.gpu_memory_gib)
+    if all(v is None for v in (*hardware_flags, args.compute_capability)):
+        from tgiops import recommend_cmd  # no hardware: which instance type? (issue 14 §4)
+
+        return recommend_cmd.run(args, model, overrides_from(args))
     inventory = resolve_inventory(args)
     engine = Engine.tgi(args.tgi_version or DEFAULT_TGI_VERSION)
     recovery_estimate = recovery.estimate(
