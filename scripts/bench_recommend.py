@@ -38,6 +38,8 @@ def main() -> int:
     engine = Engine.tgi()
     rows = []
     for alias, model in catalog.items():
+        if model.unsupported_by_tgi:
+            continue  # refused before any planning (gpt-oss, Mistral Small 3.1)
         best = float("inf")
         for _ in range(max(1, args.repeat)):
             start = time.perf_counter()

@@ -79,7 +79,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
-from tgiops.catalog import ModelSpec
+from tgiops.catalog import ModelSpec, require_tgi_servable
 from tgiops.engine import Engine
 from tgiops.errors import PlanInputError
 from tgiops.hardware import GpuInventory, InstanceType, inventory_for_instance_type
@@ -254,6 +254,7 @@ def plan(
     pre-quantized checkpoints of the same model.
     """
     overrides = overrides or Overrides()
+    require_tgi_servable(model)  # gpt-oss (MXFP4), Mistral Small 3.1: name the engine that can
     result = _plan_once(model, inventory, engine, overrides)
     if result.fits:
         return _with_replicas_hint(result, engine, overrides)

@@ -48,6 +48,9 @@ FLASH_MODEL_NAMES = {
     "gemma2": "Gemma2",
     "phi3": "Phi3",
     "mllama": "Mllama",
+    # ModelType.GEMMA3 and flash_gemma3_modeling.py exist from v3.2.0 (models/__init__.py);
+    # the 2.x profiles list gemma3 as unsupported (their transformers predates it).
+    "gemma3": "Gemma3",
 }
 # Checkpoint quant_method -> the launcher's Quantization (models/__init__.py @737 l.447-462).
 CHECKPOINT_QUANT = {

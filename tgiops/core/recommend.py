@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from tgiops.catalog import ModelSpec
+from tgiops.catalog import ModelSpec, require_tgi_servable
 from tgiops.engine import Engine
 from tgiops.errors import InputError, PlanInputError
 from tgiops.hardware import PRICE_DATE, PRICE_REGION, InstanceType, inventory_for_instance_type
@@ -110,6 +110,7 @@ def recommend(
 ) -> Recommendation:
     """Plan ``model`` on each instance type; rank the ones that fit and pass the filters."""
     check_filters(filters)
+    require_tgi_servable(model)  # one refusal naming the engine that can, not one per type
     overrides = overrides or Overrides()
     if filters.min_context is not None:
         overrides = _with_min_context(model, overrides, filters.min_context)
