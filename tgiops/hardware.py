@@ -10,6 +10,8 @@ Two tables live here:
   AWS's P3 launch post [UG+P3B]; on-demand us-east-1 prices from Karpenter's generated pricing
   file at commit 6fc13b523, generated 2026-07-20 [K26]).
 
+Facts and their sources, in prose: tgiops/docs/gpus-and-instances.md.
+
 A ``GpuInventory`` is what a host has (probed with nvidia-smi, see ``probe.py``) or what an
 instance type / ``--gpu`` spec implies.
 """
