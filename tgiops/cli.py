@@ -582,17 +582,15 @@ def overrides_from(args: argparse.Namespace):  # -> Overrides
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from tgiops import hardware, output, recovery, resources
+    from tgiops import hardware, output, recommend_cmd, recovery, resources
     from tgiops.catalog import quantized_siblings
     from tgiops.engine import DEFAULT_TGI_VERSION, Engine
     from tgiops.plan import plan
 
     model = resolve_model(args)
-    hardware_flags = (args.instance_type, args.gpu, args.gpus, args.gpu_memory_gib)
-    if all(v is None for v in (*hardware_flags, args.compute_capability)):
-        from tgiops import recommend_cmd  # no hardware: which instance type? (issue 14 §4)
-
+    if recommend_cmd.no_hardware_given(args):  # which instance type? (issue 14 §4)
         return recommend_cmd.run(args, model, overrides_from(args))
+    recommend_cmd.refuse_filters_with_hardware(args)
     inventory = resolve_inventory(args)
     engine = Engine.tgi(args.tgi_version or DEFAULT_TGI_VERSION)
     recovery_estimate = recovery.estimate(

@@ -14,6 +14,12 @@ from tgiops.errors import AWSError, InputError
 from tgiops.plan import Overrides
 
 
+def no_hardware_given(args: argparse.Namespace) -> bool:
+    """No --instance-type, --gpu, --gpus, --gpu-memory-gib or --compute-capability: rank."""
+    flags = ("instance_type", "gpu", "gpus", "gpu_memory_gib", "compute_capability")
+    return all(getattr(args, flag, None) is None for flag in flags)
+
+
 def run(args: argparse.Namespace, model: ModelSpec, overrides: Overrides) -> int:
     """Rank the table's instance types for ``model``; print them (text or --json).
 
@@ -53,6 +59,27 @@ def run(args: argparse.Namespace, model: ModelSpec, overrides: Overrides) -> int
             raise InputError(rc.nothing_fits_message(rec))
     print(json.dumps(rc.as_dict(rec), indent=2) if args.json else rc.as_text(rec))
     return 0 if rec.candidates else 1
+
+
+def refuse_filters_with_hardware(args: argparse.Namespace) -> None:
+    """The ranking's filters mean nothing next to --instance-type / --gpu: refuse, don't ignore."""
+    given = [
+        flag
+        for flag, value in (
+            ("--max-usd-per-hour", getattr(args, "max_usd_per_hour", None)),
+            ("--spot", getattr(args, "spot", False) or None),
+            ("--min-context", getattr(args, "min_context", None)),
+            ("--region", getattr(args, "region", None)),
+            ("--profile", getattr(args, "profile", None)),
+        )
+        if value is not None
+    ]
+    if given:
+        raise InputError(
+            f"{', '.join(given)} rank the instance table and go with `tgiops plan MODEL` without "
+            "--instance-type/--gpu; drop them, or drop the hardware flags to compare instance "
+            "types (for one type's context use --max-total-tokens)"
+        )
 
 
 def _spot_prices(region: str, profile: str | None, names: list[str]):  # -> rc.SpotPrices

@@ -294,3 +294,19 @@ def test_the_ranking_module_is_pure():
 
     assert (PACKAGE / "core" / "recommend.py").exists()
     test_pure_module_has_no_io("core/recommend")
+
+
+@pytest.mark.parametrize(
+    "flags", [["--spot"], ["--max-usd-per-hour", "3"], ["--min-context", "8192"], ["--region", "x"]]
+)
+def test_ranking_filters_with_hardware_flags_are_refused_not_ignored(tmp_path, flags):
+    done = tgiops(
+        "plan",
+        "llama-3.1-8b",
+        "--instance-type",
+        "g5.xlarge",
+        *flags,
+        env=no_credentials_env(tmp_path),
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert flags[0] in done.stderr and "without --instance-type/--gpu" in done.stderr
