@@ -257,7 +257,7 @@ def test_gemma3_runs_its_flash_class_sharded_on_3_3_and_is_unknown_to_2_4():
 
     from .conftest import A100_80
 
-    gemma3 = _arch(MODELS["calib-gemma-3-27b"])
+    gemma3 = _arch(MODELS["gemma-3-27b"])
     assert "gemma3" in engine.FLASH_MODEL_NAMES and gemma3.tied_embeddings
 
     def load(version: str) -> object:

@@ -144,3 +144,71 @@ def test_blackwell_plans_warn_that_tgis_kernels_do_not_target_it(card, warned):
         CATALOG["llama-3.1-8b"], hardware.inventory_from_spec(card, 1), TgiEngine.release()
     )
     assert any("TORCH_CUDA_ARCH_LIST" in w for w in result.warnings) == warned
+
+
+@pytest.mark.parametrize(
+    ("name", "first"),
+    [
+        ("A1000", ["A100-40GB", "A100-80GB"]),  # was V100 / H100 / A10G by spelling alone
+        ("a100x", ["A100-40GB", "A100-80GB"]),
+        ("RTX 409", ["RTX 4090"]),  # the family's prefix, not RTX 3090 first
+        ("RTX4090", ["RTX 4090"]),
+        ("RTX A600", ["RTX A6000"]),
+        ("4090", ["RTX 4090"]),
+        ("A6000", ["RTX A6000"]),
+        ("GH-200", ["GH200"]),
+        ("B20", ["B200"]),
+        ("H10", ["H100"]),
+    ],
+)
+def test_suggestions_put_prefix_and_family_matches_first_one_per_card(name, first):
+    with pytest.raises(UnknownHardwareError) as caught:
+        hardware.find_gpu_model(name)
+    suggested = str(caught.value).split("Did you mean: ")[1].split("?")[0].split(", ")
+    assert suggested[: len(first)] == first
+    assert len(suggested) == len(set(suggested)) and all(
+        hardware.lookup_gpu_model(s) is not None and "NVIDIA" not in s for s in suggested
+    )
+
+
+def test_a_vendor_spelled_family_name_resolves_by_memory():
+    inventory = hardware.inventory_from_spec("NVIDIA A100", 1, 80)
+    assert inventory.gpus[0].name == "NVIDIA A100-SXM4-80GB"
+
+
+def test_probe_of_a_card_not_in_the_table_plans_from_nvidia_smis_own_answer(tmp_path):
+    """The testbed's nvidia-smi double answers deploy's exact query for a card tgiops does not
+    know (an RTX 6000 Ada: 8.9, 49140 MiB): the plan uses those numbers, not a table row."""
+    import os
+    import subprocess
+    import sys
+
+    from tgiops.core.probe import nvidia_smi_query_command
+
+    gpus = [
+        {
+            "index": i,
+            "name": "NVIDIA RTX 6000 Ada Generation",
+            "memory_mib": 49140,
+            "compute_capability": "8.9",
+            "uuid": f"GPU-00000000-0000-0000-0000-00000000000{i}",
+            "bus_id": f"00000000:0{i}:00.0",
+        }
+        for i in range(2)
+    ]
+    inventory_file = tmp_path / "gpus.json"
+    inventory_file.write_text(json.dumps({"driver_version": "550.127.08", "gpus": gpus}))
+    smi = ROOT / "scripts" / "testbedlib" / "hostfiles" / "nvidia_smi.py"
+    done = subprocess.run(
+        [sys.executable, str(smi), *nvidia_smi_query_command()[1:]],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TESTBED_GPUS_JSON": str(inventory_file)},
+        check=True,
+        timeout=30,
+    )
+    inventory = parse_nvidia_smi_csv(done.stdout)
+    assert inventory.model is None and inventory.count == 2
+    assert (inventory.compute_capability, inventory.memory_mib) == ((8, 9), 49140)
+    result = plan(CATALOG["llama-3.1-70b-fp8"], inventory, TgiEngine.release())
+    assert result.fits and result.num_shard == 2 and result.memory.gpu_memory_mib == 49140

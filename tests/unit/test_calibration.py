@@ -143,10 +143,10 @@ def test_gemma3_warmup_fails_for_its_dense_masks(monkeypatch):
     row = ROWS[case["id"]]
     assert row.predicted == "prefill_oom", row
     assert "dense_attention" in row.note
-    spec = bench_planner.CATALOG["calib-gemma-3-27b"]
+    spec = bench_planner.CATALOG["gemma-3-27b"]
     text_only = replace(spec, model_type="gemma3_text", vision=False)
     monkeypatch.setattr(
-        bench_planner, "CATALOG", {**bench_planner.CATALOG, "calib-gemma-3-27b": text_only}
+        bench_planner, "CATALOG", {**bench_planner.CATALOG, "gemma-3-27b": text_only}
     )
     assert bench_planner.evaluate(case).predicted == "kv_tokens"
 

@@ -96,7 +96,9 @@ def test_plan_that_does_not_fit_exits_1_and_still_prints_json():
             "does not divide",
             id="shards-not-dividing-heads",
         ),
-        pytest.param(["plan", "llama-3.1-8b"], "--instance-type", id="no-hardware"),
+        # No hardware flag at all ranks the instance table (tests/unit/test_recommend.py);
+        # --gpus without --gpu names no hardware.
+        pytest.param(["plan", "llama-3.1-8b", "--gpus", "2"], "--instance-type", id="no-hardware"),
         pytest.param(["plan", "--instance-type", "g5.xlarge"], "which model", id="no-model"),
         pytest.param(
             ["plan", "llama-3.1-8b", "--gpu", "RTX 6000 Ada"], "RTX 6000 Ada", id="unknown-gpu"

@@ -5,13 +5,16 @@ Every architecture fact comes from the model's published config.json (models.yam
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from cli_run import run_tgiops
 
 from tgiops.core import hardware
 from tgiops.core.catalog import parse_catalog, quantized_siblings
 from tgiops.core.engines.tgi import TgiEngine
+from tgiops.core.errors import PlanInputError
 from tgiops.core.plan import plan
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -157,3 +160,100 @@ def test_mistral_small_plans_on_usual_instance_types(instance_type, num_shard, q
     )
     assert result.fits, result.problem
     assert (result.num_shard, result.quantize) == (num_shard, quantize)
+
+
+# -- issue 14 §6: Qwen3 32B and 30B-A3B, Gemma 3, gpt-oss, Mistral Small 3.1 -----------------
+
+
+@pytest.mark.parametrize(
+    ("alias", "instance_type", "num_shard", "quantize"),
+    [
+        ("qwen3-32b", "g6e.12xlarge", 4, None),  # 4x L40S, 16-bit
+        ("qwen3-32b", "p5.4xlarge", 1, None),  # one H100 80GB
+        ("qwen3-32b", "g6e.xlarge", 1, "fp8"),  # one L40S: 16-bit weights alone are ~61 GiB
+        ("qwen3-30b-a3b", "g6e.12xlarge", 4, None),
+        ("qwen3-30b-a3b", "p5.4xlarge", 1, None),
+        ("qwen3-30b-a3b", "g6e.xlarge", 1, "fp8"),
+        ("gemma-3-12b", "g6e.xlarge", 1, None),
+        ("gemma-3-12b", "g5.12xlarge", 4, None),
+        ("gemma-3-27b", "g6e.12xlarge", 4, None),
+        ("gemma-3-27b", "p5.4xlarge", 1, None),
+    ],
+)
+def test_new_models_plan_on_the_instance_types_they_are_served_on(
+    alias, instance_type, num_shard, quantize
+):
+    result = plan(
+        CATALOG[alias], hardware.inventory_for_instance_type(instance_type), TgiEngine.release()
+    )
+    assert result.fits, result.problem
+    assert (result.num_shard, result.quantize) == (num_shard, quantize)
+    assert result.max_total_tokens >= 4096
+    assert result.memory.kv_cache_tokens >= result.max_total_tokens
+
+
+def test_the_moe_entry_keeps_every_expert_on_the_gpus():
+    """Qwen3-30B-A3B: 128 experts of 768 (moe_intermediate_size), 8 per token; the weights are
+    all 30.5B parameters, not the ~3B active ones."""
+    moe = CATALOG["qwen3-30b-a3b"]
+    assert (moe.num_experts, moe.experts_per_token, moe.intermediate_size) == (128, 8, 768)
+    result = plan(moe, hardware.inventory_for_instance_type("p5.4xlarge"), TgiEngine.release())
+    assert result.memory.weights_per_gpu_mib * 1024 * 1024 > 55e9  # ~61 GB of 16-bit weights
+
+
+def test_gemma3_needs_tgi_3_2():
+    """TGI has a gemma3 class from 3.2.0 (engine.py _MODEL_TYPES_CHANGED): before, the plan
+    warns that TGI may refuse the model."""
+    assert "gemma3" in TgiEngine.release("3.2.0").model_types
+    assert "gemma3" not in TgiEngine.release("3.1.1").model_types
+    model, p5 = CATALOG["gemma-3-27b"], hardware.inventory_for_instance_type("p5.4xlarge")
+    assert any("gemma3" in w for w in plan(model, p5, TgiEngine.release("3.1.1")).warnings)
+    assert not any("may refuse" in w for w in plan(model, p5, TgiEngine.release("3.2.0")).warnings)
+
+
+@pytest.mark.parametrize("alias", ["gpt-oss-20b", "gpt-oss-120b"])
+def test_gpt_oss_from_the_catalog_is_refused_naming_vllm_and_its_release(alias):
+    done = run_tgiops("plan", alias, "--instance-type", "p5.4xlarge", "--json")
+    assert done.returncode == 2, done.stdout + done.stderr
+    message = json.loads(done.stdout)["error"]["message"]
+    assert "TGI cannot serve it" in message and "MXFP4" in message
+    assert "vLLM >= 0.10.1" in message and "p5" in message
+    # Without hardware (the instance-type ranking) the same one refusal, not 43 rejections.
+    done = run_tgiops("plan", alias)
+    assert done.returncode == 2 and "vLLM >= 0.10.1" in done.stderr
+    with pytest.raises(PlanInputError, match="vLLM"):
+        plan(
+            CATALOG[alias], hardware.inventory_for_instance_type("p5.4xlarge"), TgiEngine.release()
+        )
+
+
+def test_mistral_small_3_1_is_refused_naming_vllm_and_the_tgi_alternative():
+    done = run_tgiops("plan", "mistral-small-3.1-24b", "--instance-type", "g6e.12xlarge")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "vLLM" in done.stderr and "mistral-small-24b" in done.stderr and "#3133" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "alias",
+    [
+        "qwen3-32b",
+        "qwen3-30b-a3b",
+        "gemma-3-12b",
+        "gemma-3-27b",
+        "gpt-oss-20b",
+        "gpt-oss-120b",
+        "mistral-small-3.1-24b",
+    ],
+)
+def test_every_new_fact_names_its_source(alias):
+    from tgiops.core.catalog import spec_fact_fields
+
+    spec = CATALOG[alias]
+    unsourced = [
+        name
+        for name in spec_fact_fields()
+        if getattr(spec, name) not in (None, False) and not spec.sources.get(name)
+    ]
+    assert unsourced == []
+    assert "huggingface.co/" + spec.repo_id in spec.sources["num_layers"]

@@ -114,6 +114,16 @@ def add_plan_overrides(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_recommend_args(parser: argparse.ArgumentParser) -> None:
+    r = parser.add_argument_group(
+        "without hardware flags: every instance type of the table, cheapest that fits first"
+    )
+    r.add_argument("--max-usd-per-hour", type=float, metavar="USD", help="price cap per hour")
+    r.add_argument("--spot", action="store_true", help="rank and cap by the current spot price")
+    r.add_argument("--min-context", type=int, metavar="N", help="tokens one request needs")
+    add_aws_args(parser)
+
+
 def add_aws_args(parser: argparse.ArgumentParser) -> None:
     aws = parser.add_argument_group("AWS (boto3's standard chain; AWS_ENDPOINT_URL honoured)")
     aws.add_argument(

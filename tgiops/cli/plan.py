@@ -12,6 +12,7 @@ from tgiops.cli.args import (
     add_json_arg,
     add_model_args,
     add_plan_overrides,
+    add_recommend_args,
     overrides_from,
     resolve_inventory,
     resolve_model,
@@ -19,7 +20,7 @@ from tgiops.cli.args import (
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from tgiops.cli import output
+    from tgiops.cli import output, recommend
     from tgiops.core import hardware, recovery
     from tgiops.core.catalog import quantized_siblings
     from tgiops.core.engines.tgi import DEFAULT_TGI_VERSION, TgiEngine
@@ -27,6 +28,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from tgiops.edges import resources
 
     model = resolve_model(args)
+    if recommend.no_hardware_given(args):  # which instance type? (issue 14 §4)
+        return recommend.run(args, model, overrides_from(args))
+    recommend.refuse_filters_with_hardware(args)
     inventory = resolve_inventory(args)
     engine = TgiEngine.release(args.tgi_version or DEFAULT_TGI_VERSION)
     recovery_estimate = recovery.estimate(
@@ -92,6 +96,7 @@ def add_plan_parser(sub: Any) -> None:
         metavar="S",
         help="seconds a replacement may spend reading the weights: recommends a throughput",
     )
+    add_recommend_args(p)
     p.set_defaults(func=cmd_plan)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from tgiops.core.errors import CatalogError, UnknownModelError
+from tgiops.core.errors import CatalogError, PlanInputError, UnknownModelError
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +89,9 @@ class ModelSpec:
     sources: Mapping[str, str] = field(hash=False)  # fact name -> source
     origin: str  # where it was loaded from
     notes: tuple[str, ...] = ()  # caveats worth showing to a user (e.g. revision advice)
+    # Why no TGI release serves this checkpoint, naming the engine that does (gpt-oss: MXFP4);
+    # None when TGI serves it. find_model refuses such an alias (exit 2).
+    unsupported_by_tgi: str | None = None
 
     def __post_init__(self) -> None:
         # Freeze the mutable inputs so a spec can be shared safely.
@@ -146,6 +149,7 @@ _ENTRY_KINDS: dict[str, str] = {
     "weight_bytes": "opt_int",
     "kv_layers": "opt_int",
     "vision": "bool",
+    "unsupported_by_tgi": "opt_str",
     "sources": "sources",
     "notes": "notes",
 }
@@ -491,6 +495,7 @@ def _spec_from_entry(
         sources=sources,
         origin=origin,
         notes=values.get("notes", ()),
+        unsupported_by_tgi=values.get("unsupported_by_tgi"),
     )
     _check_consistency(spec, lambda fld, msg: fail_for(fld)(msg))
     return spec
@@ -595,6 +600,10 @@ def find_model(catalog: Mapping[str, ModelSpec], alias: str) -> ModelSpec:
 
     Raises UnknownModelError carrying the closest aliases.
     """
+    return require_tgi_servable(_find_model(catalog, alias))
+
+
+def _find_model(catalog: Mapping[str, ModelSpec], alias: str) -> ModelSpec:
     if alias in catalog:
         return catalog[alias]
     wanted = alias.strip().casefold()
@@ -609,6 +618,16 @@ def find_model(catalog: Mapping[str, ModelSpec], alias: str) -> ModelSpec:
             )
         return catalog[by_repo[0]]
     raise UnknownModelError(alias, closest_models(catalog, alias))
+
+
+def require_tgi_servable(spec: ModelSpec) -> ModelSpec:
+    """The spec, or PlanInputError (exit 2) when no TGI release serves it: plan and deploy refuse
+    it by name before touching anything, and the message names the engine that can."""
+    if spec.unsupported_by_tgi:
+        raise PlanInputError(
+            f"{spec.alias} ({spec.repo_id}): TGI cannot serve it. {spec.unsupported_by_tgi}"
+        )
+    return spec
 
 
 def quantized_siblings(catalog: Mapping[str, ModelSpec], model: ModelSpec) -> list[ModelSpec]:
@@ -953,11 +972,17 @@ def model_from_hf_config(
 # (server/text_generation_server/models/__init__.py, launcher/src/main.rs @v3.3.7); vLLM has
 # GptOssForCausalLM (vllm/model_executor/models/gpt_oss.py, docs.vllm.ai v0.10.2 API) and a
 # gpt-oss recipe (github.com/vllm-project/recipes OpenAI/GPT-OSS.md).
-_OTHER_ENGINES = {
-    "mxfp4": " TGI cannot serve MXFP4 checkpoints such as gpt-oss (no model class, no "
-    "kernels in any release up to 3.3.7); serve it with vLLM "
-    "(`vllm serve openai/gpt-oss-20b`, see vllm-facts.md).",
-}
+# Engine support for MXFP4 (tgiops/docs/gpus-and-instances.md "gpt-oss"): vLLM from 0.10.1
+# (launched as the vllm==0.10.1+gptoss build, openai/openai-cookbook#1990); its recipe runs it
+# on Hopper and Blackwell (H100, H200, B200) and on Ampere (A100) through Marlin MXFP4 MoE
+# kernels (github.com/vllm-project/recipes OpenAI/GPT-OSS.md).
+MXFP4_ENGINES = (
+    "TGI has no gpt_oss model class and no MXFP4 kernels in any release up to 3.3.7, its last; "
+    "serve it with vLLM >= 0.10.1 (`vllm serve openai/gpt-oss-20b`), which runs MXFP4 on "
+    "Hopper/Blackwell (H100, H200, B200: p5, p5e/p5en) and on Ampere A100 through Marlin "
+    "kernels (p4d/p4de)"
+)
+_OTHER_ENGINES = {"mxfp4": f" {MXFP4_ENGINES}."}
 
 
 def _quantization_of(qc: Any, origin: str, alias: str) -> tuple[str | None, int | None]:

@@ -10,6 +10,8 @@ Two tables live here:
   AWS's P3 launch post [UG+P3B]; on-demand us-east-1 prices from Karpenter's generated pricing
   file at commit 6fc13b523, generated 2026-07-20 [K26]).
 
+Facts and their sources, in prose: tgiops/docs/gpus-and-instances.md.
+
 A ``GpuInventory`` is what a host has (probed with nvidia-smi, see ``probe.py``) or what an
 instance type / ``--gpu`` spec implies.
 """
@@ -173,9 +175,11 @@ def find_gpu_model(name: str, memory_gib: float | None = None) -> GpuModel:
             f"(--gpu {variants[-1].name}) or give its memory (--gpu {name} --gpu-memory-gib "
             f"{variants[-1].memory_gib:.0f})"
         )
-    closest = _closest(
-        name, [m.name for m in GPU_MODELS] + [s for m in GPU_MODELS for s in m.smi_names]
+    spelled = _closest(
+        name, [m.name for m in GPU_MODELS] + [s for m in GPU_MODELS for s in m.smi_names], n=12
     )
+    # one suggestion per card, by its short name (nvidia-smi's names match too)
+    closest = list(dict.fromkeys(_GPU_BY_NAME[_normalize(s)].name for s in spelled))[:3]
     hint = f" Did you mean: {', '.join(closest)}?" if closest else ""
     known = ", ".join(m.name for m in GPU_MODELS)
     raise UnknownHardwareError(
@@ -187,7 +191,7 @@ def find_gpu_model(name: str, memory_gib: float | None = None) -> GpuModel:
 
 def gpu_variants(name: str) -> list[GpuModel]:
     """The memory variants of a family name: "A100" -> A100-40GB, A100-80GB."""
-    key = _normalize(name)
+    key = _bare(name)
     return [m for m in GPU_MODELS if _normalize(m.name).startswith(key + "-")]
 
 
@@ -197,28 +201,57 @@ def lookup_gpu_model(name: str) -> GpuModel | None:
 
 
 def _closest(value: str, candidates: list[str], n: int = 3) -> list[str]:
-    """Names like ``value``: same-family names first (one is a prefix of the other, "A100" ->
-    A100-40GB, A100-80GB; "L40" -> L40S), then by spelling (difflib)."""
+    """Names like ``value``, in three tiers, each by spelling (difflib's ratio) within:
+
+    1. prefix: one name starts with the other once case, spaces, dashes and the vendor words are
+       dropped ("A1000" -> A100-40GB/A100-80GB, "RTX 409" -> RTX 4090, "H10" -> H100);
+    2. family: the given name is a word of the candidate or shares its first word of 3+
+       characters ("4090" -> RTX 4090, "A6000" -> RTX A6000, "A100 SXM" -> A100-*);
+    3. spelling alone (difflib.get_close_matches), so "A100" never suggests V100 before A100.
+    """
     by_key: dict[str, str] = {}
     for cand in candidates:
-        by_key.setdefault(cand.casefold(), cand)
-    key = _normalize(value)
+        by_key.setdefault(_bare(cand), cand)
+    key = _bare(value)
+    if not key:
+        return []
+    compact = _compact(key)
+    stem = key.split(" ")[0]
+
+    def ratio(k: str) -> float:
+        return difflib.SequenceMatcher(None, compact, _compact(k)).ratio()
+
+    def tier(k: str) -> int:
+        ck = _compact(k)
+        head = _compact(re.split(r"[\s-]", k)[0])  # the model number: "a100" of "a100-80gb"
+        if ck.startswith(compact) or (len(ck) >= 3 and compact.startswith(ck)):
+            return 0
+        if len(head) >= 3 and any(c.isdigit() for c in head) and compact.startswith(head):
+            return 0
+        if (len(key) >= 3 and key in k.split(" ")) or (
+            len(stem) >= 3 and k.split(" ")[0].startswith(stem)
+        ):
+            return 1
+        return 2
+
+    spelled = set(difflib.get_close_matches(key, list(by_key), n=n, cutoff=0.5))
+    ranked = sorted(
+        (k for k in by_key if tier(k) < 2 or k in spelled),
+        key=lambda k: (tier(k), -ratio(k), len(k), k),
+    )
+    return [by_key[k] for k in ranked[:n]]
+
+
+def _bare(name: str) -> str:
+    """Lower case, one space, without the vendor words nvidia-smi prints ("NVIDIA GeForce")."""
+    key = _normalize(name)
     for prefix in (*_VENDOR_PREFIXES, "geforce "):
         key = key.removeprefix(prefix)
-    stem = key.split(" ")[0] if key else ""  # "a100 sxm" -> "a100"
+    return key
 
-    def same_family(k: str) -> bool:
-        return bool(key) and (
-            k.startswith(key)
-            or (len(k) >= 3 and key.startswith(k))
-            or (len(stem) >= 3 and k.startswith(stem))
-        )
 
-    family = [k for k in by_key if same_family(k)]
-    family.sort(key=lambda k: (len(k), k))
-    spelled = difflib.get_close_matches(key, list(by_key), n=n + len(family), cutoff=0.5)
-    ranked = list(dict.fromkeys(family + spelled))
-    return [by_key[k] for k in ranked[:n]]
+def _compact(key: str) -> str:
+    return re.sub(r"[\s_-]+", "", key)
 
 
 # --------------------------------------------------------------------------------------------

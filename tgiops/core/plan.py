@@ -82,7 +82,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from tgiops.core.catalog import ModelSpec
+from tgiops.core.catalog import ModelSpec, require_tgi_servable
 from tgiops.core.errors import PlanInputError
 from tgiops.core.hardware import GpuInventory, InstanceType, inventory_for_instance_type
 
@@ -297,6 +297,7 @@ def plan(
     pre-quantized checkpoints of the same model.
     """
     overrides = overrides or Overrides()
+    require_tgi_servable(model)  # gpt-oss (MXFP4), Mistral Small 3.1: name the engine that can
     result = _plan_once(model, inventory, engine, overrides)
     if result.fits:
         return _with_replicas_hint(result, engine, overrides)
