@@ -254,5 +254,3 @@ def parse_serve(argv: list[str], profile: VersionProfile, environ: dict[str, str
 def write_args_error(error: ArgsError) -> None:
     sys.stderr.write(error.text)
     sys.stderr.flush()
-
-

@@ -140,7 +140,7 @@ def resolve_quantization(arch: ModelArch, requested: str | None, cc: int) -> Ker
                 f"ValueError: Cannot find the config file for {requested}",
                 "vllm/model_executor/model_loader/weight_utils.py",
             )
-        compatible = {checkpoint_method, MARLIN_UPGRADE.get(checkpoint_method or "", None)}
+        compatible = {checkpoint_method, MARLIN_UPGRADE.get(checkpoint_method or "")}
         if checkpoint_method is not None and requested not in compatible:
             raise StartupError(
                 "api",

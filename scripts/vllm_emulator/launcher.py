@@ -33,6 +33,7 @@ from .versions import DEFAULT_VERSION, VersionProfile, get_profile
 
 _SITE = "/usr/local/lib/python3.12/dist-packages"
 HUB_ERRORS = "huggingface_hub.errors"
+_RUNNER = "vllm/v1/worker/gpu_model_runner.py"
 
 
 class StopFlag:
@@ -390,12 +391,16 @@ class Launcher:
             try:
                 self._download(repo)
             except hub.HubError as exc:
-                raise StartupError("engine", "\n".join(exc.lines[-4:]), "huggingface_hub")
+                raise StartupError("engine", "\n".join(exc.lines[-4:]), "huggingface_hub") from None
             self.log.engine("gpu_model_runner.py:2602", f"Starting to load model {args.model}...")
             started = time.monotonic()
             self._pause(self.load_seconds * 0.6)
             if acc.weights_bytes > acc.free_at_init_bytes:
-                self._oom(index, acc, min(acc.weights_bytes, 1024 * memory.MIB), acc.free_at_init_bytes - acc.weights_bytes % memory.GIB, "vllm/model_executor/model_loader/default_loader.py")
+                tried = min(acc.weights_bytes, 1024 * memory.MIB)
+                free = acc.free_at_init_bytes - (acc.weights_bytes - tried)
+                self._oom(
+                    index, acc, tried, free, "vllm/model_executor/model_loader/default_loader.py"
+                )
             took = time.monotonic() - started
             self.log.engine("default_loader.py:267", f"Loading weights took {took:.2f} seconds")
             self.log.engine(
@@ -407,29 +412,29 @@ class Launcher:
             peak = acc.weights_bytes + acc.activation_bytes + acc.non_torch_bytes
             if peak > acc.free_at_init_bytes:
                 free_now = acc.free_at_init_bytes - acc.weights_bytes
-                self._oom(index, acc, acc.activation_bytes, free_now, "vllm/v1/worker/gpu_model_runner.py")
+                self._oom(index, acc, acc.activation_bytes, free_now, _RUNNER)
             if profile.cudagraph_in_kv_budget and not args.enforce_eager:
                 self.log.engine(
                     "gpu_model_runner.py:6365",
-                    f"Estimated CUDA graph memory: {acc.cudagraph_bytes / memory.GIB:.2f} GiB total",
+                    "Estimated CUDA graph memory: "
+                    f"{acc.cudagraph_bytes / memory.GIB:.2f} GiB total",
                 )
             self.log.engine(
                 "gpu_worker.py:298",
                 f"Available KV cache memory: {acc.available_kv_bytes / memory.GIB:.2f} GiB",
             )
-            if profile.cudagraph_in_kv_budget and not args.enforce_eager and acc.total_bytes:
-                if in_budget:
-                    util = args.gpu_memory_utilization
-                    share = acc.cudagraph_bytes / acc.total_bytes
-                    self.log.engine(
-                        "gpu_worker.py:481",
-                        "CUDA graph memory profiling is enabled (default since v0.21.0). The "
-                        f"current --gpu-memory-utilization={util:.4f} is equivalent to "
-                        f"--gpu-memory-utilization={util - share:.4f} without CUDA graph memory "
-                        "profiling. To maintain the same effective KV cache size as before, "
-                        f"increase --gpu-memory-utilization to {util + share:.4f}. To disable, "
-                        "set VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=0.",
-                    )
+            if in_budget and not args.enforce_eager:
+                util = args.gpu_memory_utilization
+                share = acc.cudagraph_bytes / acc.total_bytes
+                self.log.engine(
+                    "gpu_worker.py:481",
+                    "CUDA graph memory profiling is enabled (default since v0.21.0). The "
+                    f"current --gpu-memory-utilization={util:.4f} is equivalent to "
+                    f"--gpu-memory-utilization={util - share:.4f} without CUDA graph memory "
+                    "profiling. To maintain the same effective KV cache size as before, "
+                    f"increase --gpu-memory-utilization to {util + share:.4f}. To disable, "
+                    "set VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=0.",
+                )
             self._check_kv(acc, max_model_len)
             tokens = acc.kv_tokens
             self.log.engine("kv_cache_utils.py:1087", f"GPU KV cache size: {tokens:,} tokens")
@@ -443,8 +448,9 @@ class Launcher:
                 if not in_budget:
                     in_use = acc.requested_bytes - acc.activation_bytes
                     if in_use + acc.cudagraph_bytes > acc.free_at_init_bytes:
-                        self._oom(index, acc, min(acc.cudagraph_bytes, 512 * memory.MIB),
-                                  acc.free_at_init_bytes - in_use, "vllm/v1/worker/gpu_model_runner.py")
+                        tried = min(acc.cudagraph_bytes, 512 * memory.MIB)
+                        free = acc.free_at_init_bytes - in_use
+                        self._oom(index, acc, tried, free, _RUNNER)
                 self.log.engine(
                     "gpu_model_runner.py:3480",
                     f"Graph capturing finished in 1 secs, took "
@@ -606,4 +612,3 @@ def main(argv: list[str] | None = None, early_signals: list[int] | None = None) 
     if early_signals:
         launcher.stop.set()
     return launcher.run()
-

@@ -182,8 +182,10 @@ def account(inputs: MemoryInputs) -> MemoryAccount:
         shape, tp, inputs.max_num_batched_tokens, inputs.dtype_bytes
     ) + sampler_peak_bytes(shape, seqs)
     non_torch = NON_TORCH_BYTES + (TP_COMM_BYTES if tp > 1 else 0)
-    graphs = 0 if inputs.enforce_eager else cudagraph_bytes(
-        shape, tp, inputs.max_num_seqs, inputs.dtype_bytes
+    graphs = (
+        0
+        if inputs.enforce_eager
+        else cudagraph_bytes(shape, tp, inputs.max_num_seqs, inputs.dtype_bytes)
     )
     available = requested - (inputs.weight_bytes_per_rank + activation + non_torch)
     if inputs.cudagraph_in_kv_budget:

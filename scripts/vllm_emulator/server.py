@@ -52,32 +52,52 @@ class ServerState:
         with self.lock:
             usage = min(1.0, self.running_tokens / self.kv_tokens) if self.kv_tokens else 0.0
             gauges = [
-                ("vllm:num_requests_running", "Number of requests in model execution batches.",
-                 float(self.running)),
+                (
+                    "vllm:num_requests_running",
+                    "Number of requests in model execution batches.",
+                    float(self.running),
+                ),
                 ("vllm:num_requests_waiting", "Number of requests waiting to be processed.", 0.0),
                 ("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", usage),
             ]
             if self.profile.legacy_cache_usage_metric:
                 gauges.append(
-                    ("vllm:gpu_cache_usage_perc",
-                     "GPU KV-cache usage. 1 means 100 percent usage.", usage)
+                    (
+                        "vllm:gpu_cache_usage_perc",
+                        "GPU KV-cache usage. 1 means 100 percent usage.",
+                        usage,
+                    )
                 )
             counters = [
-                ("vllm:prompt_tokens_total", "Number of prefill tokens processed.",
-                 float(self.prompt_tokens_total)),
-                ("vllm:generation_tokens_total", "Number of generation tokens processed.",
-                 float(self.generation_tokens_total)),
+                (
+                    "vllm:prompt_tokens_total",
+                    "Number of prefill tokens processed.",
+                    float(self.prompt_tokens_total),
+                ),
+                (
+                    "vllm:generation_tokens_total",
+                    "Number of generation tokens processed.",
+                    float(self.generation_tokens_total),
+                ),
             ]
             success = dict(self.success)
         lines = []
         for metric, help_text, value in gauges:
-            lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} gauge",
-                      f"{metric}{{{labels}}} {value}"]
+            lines += [
+                f"# HELP {metric} {help_text}",
+                f"# TYPE {metric} gauge",
+                f"{metric}{{{labels}}} {value}",
+            ]
         for metric, help_text, value in counters:
-            lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter",
-                      f"{metric}{{{labels}}} {value}"]
-        lines += ["# HELP vllm:request_success_total Count of successfully processed requests.",
-                  "# TYPE vllm:request_success_total counter"]
+            lines += [
+                f"# HELP {metric} {help_text}",
+                f"# TYPE {metric} counter",
+                f"{metric}{{{labels}}} {value}",
+            ]
+        lines += [
+            "# HELP vllm:request_success_total Count of successfully processed requests.",
+            "# TYPE vllm:request_success_total counter",
+        ]
         for reason in ("stop", "length", "abort"):
             lines.append(
                 f'vllm:request_success_total{{{labels},finished_reason="{reason}"}} '
@@ -91,8 +111,11 @@ class ServerState:
             "num_gpu_blocks": str(self.num_gpu_blocks),
         }
         rendered = ",".join(f'{k}="{v}"' for k, v in info.items())
-        lines += ["# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig",
-                  "# TYPE vllm:cache_config_info gauge", f"vllm:cache_config_info{{{rendered}}} 1.0"]
+        lines += [
+            "# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig",
+            "# TYPE vllm:cache_config_info gauge",
+            f"vllm:cache_config_info{{{rendered}}} 1.0",
+        ]
         return "\n".join(lines) + "\n"
 
 
@@ -100,9 +123,7 @@ class ApiError(Exception):
     def __init__(self, status: int, message: str, kind: str, param: str | None = None) -> None:
         super().__init__(message)
         self.status = status
-        self.body = {
-            "error": {"message": message, "type": kind, "param": param, "code": status}
-        }
+        self.body = {"error": {"message": message, "type": kind, "param": param, "code": status}}
 
 
 class VllmServer(ThreadingHTTPServer):
@@ -253,17 +274,16 @@ class Handler(BaseHTTPRequestHandler):
         state = self.server.state
         model = body.get("model")
         if model not in state.served_names:
-            raise ApiError(
-                404, f"The model `{model}` does not exist.", "NotFoundError", "model"
-            )
+            raise ApiError(404, f"The model `{model}` does not exist.", "NotFoundError", "model")
         prompt_text = self._prompt_text(body, chat)
         prompt_tokens = max(1, count_tokens(prompt_text))
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
         if limit is None:
             limit = 16 if not chat else state.max_model_len - prompt_tokens
         if not isinstance(limit, int) or limit < 1:
-            raise ApiError(400, "max_tokens must be at least 1, got "
-                           f"{limit}.", "BadRequestError", "max_tokens")
+            raise ApiError(
+                400, f"max_tokens must be at least 1, got {limit}.", "BadRequestError", "max_tokens"
+            )
         if prompt_tokens + limit > state.max_model_len:
             raise ApiError(
                 400,
@@ -286,8 +306,9 @@ class Handler(BaseHTTPRequestHandler):
                 self._stream(body, chat, request_id, words, finish, prompt_tokens)
             else:
                 time.sleep(state.token_seconds * len(words))
-                self._send_json(200, self._full(body, chat, request_id, words, finish,
-                                                prompt_tokens))
+                self._send_json(
+                    200, self._full(body, chat, request_id, words, finish, prompt_tokens)
+                )
         finally:
             with state.lock:
                 state.running -= 1
@@ -310,16 +331,26 @@ class Handler(BaseHTTPRequestHandler):
         if chat:
             choice = {
                 "index": 0,
-                "message": {"role": "assistant", "content": text, "tool_calls": [],
-                            "reasoning_content": None},
+                "message": {
+                    "role": "assistant",
+                    "content": text,
+                    "tool_calls": [],
+                    "reasoning_content": None,
+                },
                 "logprobs": None,
                 "finish_reason": finish,
                 "stop_reason": None,
             }
             kind = "chat.completion"
         else:
-            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish,
-                      "stop_reason": None, "prompt_logprobs": None}
+            choice = {
+                "index": 0,
+                "text": text,
+                "logprobs": None,
+                "finish_reason": finish,
+                "stop_reason": None,
+                "prompt_logprobs": None,
+            }
             kind = "text_completion"
         return {
             "id": request_id,
@@ -350,28 +381,58 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
 
         def chunk(choice: dict) -> dict:
-            out = {"id": request_id, "object": kind, "created": created, "model": model,
-                   "choices": [choice]}
+            out = {
+                "id": request_id,
+                "object": kind,
+                "created": created,
+                "model": model,
+                "choices": [choice],
+            }
             if include_usage:
                 out["usage"] = None
             return out
 
         if chat:
-            self._event(chunk({"index": 0, "delta": {"role": "assistant", "content": ""},
-                               "logprobs": None, "finish_reason": None}))
+            self._event(
+                chunk(
+                    {
+                        "index": 0,
+                        "delta": {"role": "assistant", "content": ""},
+                        "logprobs": None,
+                        "finish_reason": None,
+                    }
+                )
+            )
         for index, word in enumerate(words):
             time.sleep(state.token_seconds)
             piece = word if index == 0 else " " + word
             last = index == len(words) - 1
             if chat:
-                choice = {"index": 0, "delta": {"content": piece}, "logprobs": None,
-                          "finish_reason": finish if last else None}
+                choice = {
+                    "index": 0,
+                    "delta": {"content": piece},
+                    "logprobs": None,
+                    "finish_reason": finish if last else None,
+                }
             else:
-                choice = {"index": 0, "text": piece, "logprobs": None,
-                          "finish_reason": finish if last else None, "stop_reason": None}
+                choice = {
+                    "index": 0,
+                    "text": piece,
+                    "logprobs": None,
+                    "finish_reason": finish if last else None,
+                    "stop_reason": None,
+                }
             self._event(chunk(choice))
         if include_usage:
-            self._event({"id": request_id, "object": kind, "created": created, "model": model,
-                         "choices": [], "usage": self._usage(prompt_tokens, len(words))})
+            self._event(
+                {
+                    "id": request_id,
+                    "object": kind,
+                    "created": created,
+                    "model": model,
+                    "choices": [],
+                    "usage": self._usage(prompt_tokens, len(words)),
+                }
+            )
         self._event("[DONE]")
         self._write_chunk(b"")
