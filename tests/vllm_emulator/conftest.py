@@ -6,6 +6,8 @@ check that it behaves like the vLLM facts it is built from, so tgiops can be tes
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import os
 import re
@@ -41,6 +43,28 @@ LINE = re.compile(
     r"^\((?:APIServer|EngineCore_DP0) pid=\d+\) (INFO|WARNING|ERROR|DEBUG) "
     r"\d\d-\d\d \d\d:\d\d:\d\d \[[\w.]+\.py:\d+\] (.*)$"
 )
+
+
+def emulator_module(name: str):
+    """A module of scripts/vllm_emulator, imported in-process.
+
+    This test package is itself named `vllm_emulator` (pytest puts tests/ on sys.path), so the
+    emulator is loaded under another package name, `vllm_emulator_under_test`.
+    """
+    package = "vllm_emulator_under_test"
+    if package not in sys.modules:
+        if str(SCRIPTS) not in sys.path:
+            sys.path.append(str(SCRIPTS))  # for its own `tgi_emulator` imports
+        spec = importlib.util.spec_from_file_location(
+            package,
+            SCRIPTS / "vllm_emulator" / "__init__.py",
+            submodule_search_locations=[str(SCRIPTS / "vllm_emulator")],
+        )
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[package] = module
+        spec.loader.exec_module(module)
+    return importlib.import_module(f"{package}.{name}")
 
 
 def free_port() -> int:

@@ -67,7 +67,7 @@ def test_the_flags_tgiops_uses_are_accepted(vllm) -> None:
             "k",
             "--trust-remote-code",
             "--no-enable-log-requests",
-        ],  # fmt: skip
+        ],
     )
     emulator.wait_ready()
     assert emulator.saw("Using max model len 1024")  # "1K" = 1024 (binary K), underscore spelling
