@@ -115,8 +115,14 @@ class Kernel:
     logs: tuple[tuple[str, str], ...]  # (level, message) from the engine core
 
 
-def resolve_quantization(arch: ModelArch, requested: str | None, cc: int) -> Kernel:
-    """ModelConfig._verify_quantization (vllm/config/model.py) for one GPU capability."""
+def resolve_quantization(
+    arch: ModelArch, requested: str | None, cc: int, quant_format: str | None = None
+) -> Kernel:
+    """ModelConfig._verify_quantization (vllm/config/model.py) for one GPU capability.
+
+    A compressed-tensors checkpoint in "float-quantized" format holds FP8 weights: its scheme
+    (CompressedTensorsW8A8Fp8) runs natively on sm89+ and weight-only through Marlin on sm80+.
+    """
     checkpoint_method = arch.quant_method
     logs: list[tuple[str, str]] = []
     if requested is None:
@@ -160,7 +166,10 @@ def resolve_quantization(arch: ModelArch, requested: str | None, cc: int) -> Ker
             )
     if method is None:
         return Kernel(None, tuple(logs))
-    minimum = MIN_CAPABILITY.get(method, 0)
+    fp8 = method in ("fp8", "fbgemm_fp8") or (
+        method == "compressed-tensors" and quant_format == "float-quantized"
+    )
+    minimum = MIN_CAPABILITY["fp8"] if fp8 else MIN_CAPABILITY.get(method, 0)
     if cc < minimum:
         raise StartupError(
             "api",
@@ -168,7 +177,7 @@ def resolve_quantization(arch: ModelArch, requested: str | None, cc: int) -> Ker
             f"GPU. Minimum capability: {minimum}. Current capability: {cc}.",
             "vllm/config/model.py",
         )
-    if method in ("fp8", "fbgemm_fp8") and cc < 89:
+    if fp8 and cc < 89:
         logs.append(
             (
                 "WARNING",

@@ -269,7 +269,10 @@ class Launcher:
             if weakest.compute_capability < profile.min_compute_capability:
                 self._old_gpu_warning(weakest)
             engine.check_attention_heads(arch, tp)
-            kernel = engine.resolve_quantization(arch, args.quantization, cc)
+            quant_config = (repo.config if repo else {}).get("quantization_config") or {}
+            kernel = engine.resolve_quantization(
+                arch, args.quantization, cc, quant_config.get("format")
+            )
             config_dtype = (repo.config if repo else {}).get("torch_dtype")
             dtype = engine.resolve_dtype(config_dtype, args.dtype, kernel.quantization, weakest)
             batch = memory.batch_defaults(
@@ -294,7 +297,7 @@ class Launcher:
         except StartupError as exc:
             if exc.process == "api":
                 return self._fail_api(exc.exception)
-            raise
+            return self._fail_engine(exc.where, exc.exception)
         self.log.api(
             "scheduler.py:205",
             "Chunked prefill is enabled with max_num_batched_tokens="
