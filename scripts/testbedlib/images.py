@@ -182,10 +182,26 @@ def ensure_images(paths: TestbedPaths, rootfs: Path) -> ImageSet:
             vllm_tags,
         )
         log.info("emulator images ready in %.1f s: %s", time.monotonic() - started, tar_path)
-        for old in paths.cache_dir.glob("images-*.tar"):
-            if old != tar_path:
-                old.unlink(missing_ok=True)
+        _prune(paths.cache_dir, keep=tar_path)
     return ImageSet(tar_path, tags)
+
+
+KEEP_OTHER_TARS = 3
+
+
+def _prune(cache_dir: Path, keep: Path) -> None:
+    """Drop all but the newest few other image tars.
+
+    Worktrees of the same repository share the cache and may carry different emulator
+    versions; deleting every other tar would make them rebuild in turn.
+    """
+    others = sorted(
+        (p for p in cache_dir.glob("images-*.tar") if p != keep),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for old in others[KEEP_OTHER_TARS:]:
+        old.unlink(missing_ok=True)
 
 
 def _build(
