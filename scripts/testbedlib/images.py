@@ -261,7 +261,7 @@ def _build(
     try:
         daemon.wait_ready(timeout_s=60, pid=pid)
         client = docker_client()
-        for version, tag in zip(versions, tags, strict=True):
+        for version, tag in zip(versions, tags[: len(versions)], strict=True):
             changes = [dockerfile_env(k, v) for k, v in sorted(image_env[version].items())]
             changes.append(dockerfile_env("PYTHONPATH", "/opt"))
             changes.append(f'ENTRYPOINT ["{ENTRYPOINT}"]')
