@@ -203,7 +203,7 @@ class Handler(BaseHTTPRequestHandler):
         elif path == "/metrics":
             self._send_text(200, state.metrics_text(), "text/plain; version=0.0.4; charset=utf-8")
         elif path == "/v1/models":
-            data = [
+            data: list[dict] = [
                 {
                     "id": name,
                     "object": "model",
