@@ -137,3 +137,21 @@ def test_the_011_line_still_exports_the_deprecated_cache_metric(vllm) -> None:
     emulator.wait_ready()
     text = get(emulator.url + "/metrics")[1]
     assert metric(text, "vllm:gpu_cache_usage_perc") == metric(text, "vllm:kv_cache_usage_perc")
+
+
+def test_metrics_count_a_request_in_flight(vllm) -> None:
+    emulator = vllm(
+        args=["--served-model-name", "tiny"], env={"VLLM_EMULATOR_TOKEN_SECONDS": "0.3"}
+    )
+    emulator.wait_ready()
+    stream = client(emulator).completions.create(
+        model="tiny", prompt="one two three four five six", max_tokens=6, stream=True
+    )
+    next(iter(stream))  # the first token is out; the rest are being generated
+    text = get(emulator.url + "/metrics")[1]
+    assert metric(text, "vllm:num_requests_running") == 1
+    assert metric(text, "vllm:kv_cache_usage_perc") > 0
+    list(stream)
+    text = get(emulator.url + "/metrics")[1]
+    assert metric(text, "vllm:num_requests_running") == 0
+    assert metric(text, "vllm:generation_tokens_total") == 6

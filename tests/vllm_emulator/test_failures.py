@@ -247,3 +247,28 @@ def test_h100_kv_is_bigger_than_on_an_a10g_for_the_same_model(vllm, tmp_path) ->
         return int(line.split()[4].replace(",", ""))
 
     assert kv(H100, "h") > 3 * kv(A10G, "a")
+
+
+def test_cuda_graph_capture_oom_before_021_but_not_after(vllm, tmp_path) -> None:
+    # Almost all of an H100 asked for, and a small profile run: before v0.21 the graphs are
+    # captured after the KV cache took its share, in what the profile run left (~1 GiB), and
+    # they need more; from v0.21 their estimate comes out of the KV budget instead.
+    args = [
+        "--gpu-memory-utilization",
+        "0.993",
+        "--max-num-batched-tokens",
+        "256",
+        "--max-num-seqs",
+        "256",
+        "--max-model-len",
+        "8192",
+    ]
+    out = failed(vllm(model=LLAMA_8B, env=TOKEN, gpus=[H100], args=args, data_dir=tmp_path / "a"))
+    engine_failure(out)
+    assert "GPU KV cache size" in out  # the KV cache was sized; the capture ran out
+    assert "torch.OutOfMemoryError: CUDA out of memory." in out
+    newer = vllm(
+        model=LLAMA_8B, env=TOKEN, gpus=[H100], args=args, version="0.27.1", data_dir=tmp_path / "b"
+    )
+    newer.wait_ready()
+    assert newer.saw("Estimated CUDA graph memory: ")

@@ -3,6 +3,8 @@ measured start-up, and its effect on the KV cache the emulator reports."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from .conftest import A10G, H100, emulator_module
@@ -113,3 +115,11 @@ def test_bigger_batches_shrink_the_reported_kv_cache(vllm, tmp_path) -> None:
     graphs = kv_tokens([], "c", version="0.27.1")
     eager = kv_tokens(["--enforce-eager"], "d", version="0.27.1")
     assert graphs < eager  # from v0.21 the CUDA-graph estimate is too
+
+
+def test_the_emulator_never_reads_tgiops() -> None:
+    # Its arithmetic must stay independent of the planner it is used to check.
+    package = Path(memory.__file__).parent
+    for source in package.glob("*.py"):
+        text = source.read_text()
+        assert "import tgiops" not in text and "from tgiops" not in text, source
