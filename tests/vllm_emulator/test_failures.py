@@ -250,8 +250,8 @@ def test_h100_kv_is_bigger_than_on_an_a10g_for_the_same_model(vllm, tmp_path) ->
 
 
 def test_cuda_graph_capture_oom_before_021_but_not_after(vllm, tmp_path) -> None:
-    # Almost all of an H100 asked for, and a small profile run: before v0.21 the graphs are
-    # captured after the KV cache took its share, in what the profile run left (~1 GiB), and
+    # Almost all of an H100 asked for, and a tiny profile run: before v0.21 the graphs are
+    # captured after the KV cache took its share, in what the profile run left (~0.1 GiB), and
     # they need more; from v0.21 their estimate comes out of the KV budget instead.
     args = [
         "--gpu-memory-utilization",
@@ -259,7 +259,7 @@ def test_cuda_graph_capture_oom_before_021_but_not_after(vllm, tmp_path) -> None
         "--max-num-batched-tokens",
         "256",
         "--max-num-seqs",
-        "256",
+        "8",
         "--max-model-len",
         "8192",
     ]
