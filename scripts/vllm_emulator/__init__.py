@@ -24,6 +24,10 @@ Test-double inputs (environment):
   VLLM_EMULATOR_LOAD_SECONDS   load + profile + capture time (default: TGI_EMULATOR_LOAD_SECONDS,
                           else 2); TGI_EMULATOR_DOWNLOAD_SECONDS: download time (default 1)
   VLLM_EMULATOR_TOKEN_SECONDS  time per generated token (default 0.002)
+  VLLM_EMULATOR_HEALTH_FLAP    N: /health answers N x 200, N x 503, ... (fault tests)
+  VLLM_EMULATOR_CRASH_AFTER_SECONDS  N: after N s of serving the engine core "dies" (exit 1)
+                          (both also read under their TGI_EMULATOR_* names, which the
+                          testbed's host-wide emulator.env sets)
 vLLM's own variables that change behaviour: VLLM_API_KEY, HF_TOKEN / HUGGING_FACE_HUB_TOKEN,
 HF_HOME / HF_HUB_CACHE / HUGGINGFACE_HUB_CACHE (or --download-dir), HF_HUB_OFFLINE,
 CUDA_VISIBLE_DEVICES, VLLM_ALLOW_LONG_MAX_MODEL_LEN, VLLM_ENABLE_CUDA_COMPATIBILITY,

@@ -552,6 +552,7 @@ class Launcher:
             gpu_memory_utilization=args.gpu_memory_utilization,
             cache_dtype=args.kv_cache_dtype,
             token_seconds=_env_float(self.environ, ("VLLM_EMULATOR_TOKEN_SECONDS",), 0.002),
+            health_flap_every=self._option_int("HEALTH_FLAP"),
         )
         self.log.api("api_server.py:1634", "Supported_tasks: ['generate']")
         shown = host if host else "0.0.0.0"
@@ -577,7 +578,16 @@ class Launcher:
         self.log.raw(f"INFO:     Started server process [{pid}]")
         self.log.raw("INFO:     Waiting for application startup.")
         self.log.raw("INFO:     Application startup complete.")
-        self.stop.wait()
+        crash_after = self._option_int("CRASH_AFTER_SECONDS", allow_zero=True)
+        stopped = self.stop.wait(None if crash_after is None else float(crash_after))
+        if not stopped:
+            # The engine core process dies under a serving API server (vLLM V1's
+            # core_client.py monitor), which then shuts down with an error.
+            self.log.api(
+                "core_client.py:564",
+                "Engine core proc EngineCore_DP0 died unexpectedly, shutting down client.",
+                "ERROR",
+            )
         self.log.raw("INFO:     Shutting down")
         self.server.shutdown()
         self.server.server_close()
@@ -585,7 +595,22 @@ class Launcher:
         self.log.raw("INFO:     Waiting for application shutdown.")
         self.log.raw("INFO:     Application shutdown complete.")
         self.log.raw(f"INFO:     Finished server process [{pid}]")
+        if not stopped:
+            self.log.raw(
+                "vllm.v1.engine.exceptions.EngineDeadError: EngineCore encountered an "
+                "issue. See stack trace (above) for the root cause."
+            )
+            return 1
         return 0
+
+    def _option_int(self, name: str, allow_zero: bool = False) -> int | None:
+        """A test-double option: VLLM_EMULATOR_<name>, else TGI_EMULATOR_<name> (the testbed's
+        /etc/testbed/emulator.env sets the TGI names host-wide, for either engine)."""
+        for prefix in ("VLLM_EMULATOR_", "TGI_EMULATOR_"):
+            value = (self.environ.get(prefix + name) or "").strip()
+            if value.isdigit() and (int(value) > 0 or allow_zero):
+                return int(value)
+        return None
 
 
 def main(argv: list[str] | None = None, early_signals: list[int] | None = None) -> int:

@@ -38,6 +38,8 @@ class ServerState:
     gpu_memory_utilization: float
     cache_dtype: str
     token_seconds: float = 0.0
+    health_flap_every: int | None = None  # test-double option: N x 200, N x 503, ...
+    health_calls: int = 0
     created: int = field(default_factory=lambda: int(time.time()))
     lock: threading.Lock = field(default_factory=threading.Lock)
     running: int = 0
@@ -45,6 +47,13 @@ class ServerState:
     prompt_tokens_total: int = 0
     generation_tokens_total: int = 0
     success: dict = field(default_factory=dict)
+
+    def next_health_ok(self) -> bool:
+        with self.lock:
+            n = self.health_calls
+            self.health_calls += 1
+        every = self.health_flap_every
+        return not every or (n // every) % 2 == 0
 
     def metrics_text(self) -> str:
         name = self.served_names[0]
@@ -195,7 +204,8 @@ class Handler(BaseHTTPRequestHandler):
             return
         state = self.server.state
         if path == "/health":
-            self.send_response(200)
+            # 503 is what vLLM answers when the engine is dead (PR #24897, facts §1.3).
+            self.send_response(200 if state.next_health_ok() else 503)
             self.send_header("Content-Length", "0")
             self.end_headers()
         elif path == "/version":

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import signal
 import time
+import urllib.error
+import urllib.request
 
 from .conftest import CONCURRENCY, KV_TOKENS, LINE, emulator_module, port_open
 
@@ -70,3 +72,24 @@ def test_images_of_every_version_and_cuda_flavour() -> None:
     assert tags["vllm/vllm-openai:v0.11.0"] == "12.8"
     assert "vllm/vllm-openai:v0.11.0-cu129" not in tags  # the variant scheme starts at 0.20
     assert versions.DEFAULT_VERSION in versions.SUPPORTED_VERSIONS
+
+
+def test_engine_death_after_serving_exits_one(vllm) -> None:
+    # The testbed's host-wide fault option, under its TGI name, works for vLLM too.
+    emulator = vllm(env={"TGI_EMULATOR_CRASH_AFTER_SECONDS": "1"})
+    emulator.wait_ready()
+    assert emulator.wait_exit() == 1
+    assert emulator.saw("Engine core proc EngineCore_DP0 died unexpectedly, shutting down client.")
+
+
+def test_health_flaps_when_asked(vllm) -> None:
+    emulator = vllm(env={"VLLM_EMULATOR_HEALTH_FLAP": "2"})
+    emulator.wait_ready()
+    codes = []
+    for _ in range(6):
+        try:
+            with urllib.request.urlopen(emulator.url + "/health", timeout=5) as response:
+                codes.append(response.status)
+        except urllib.error.HTTPError as exc:
+            codes.append(exc.code)
+    assert codes == [200, 200, 503, 503, 200, 200]
