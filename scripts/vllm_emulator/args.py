@@ -97,6 +97,14 @@ class ArgsError(Exception):
         self.text = text
 
 
+class HelpRequested(Exception):
+    """`vllm serve --help`: argparse prints the help on stdout and exits 0."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # argparse's own format, without exiting the process
         raise ArgsError(f"usage: {self.usage}\n{self.prog}: error: {message}\n")
@@ -210,7 +218,7 @@ def parse_serve(argv: list[str], profile: VersionProfile, environ: dict[str, str
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if namespace.help:
-        raise ArgsError("")  # help is not modelled; treated as a refusal without text
+        raise HelpRequested(build_parser(profile).format_help())
     # vLLM: the positional model_tag wins over --model; with neither, `vllm serve` falls back
     # to its default model (Qwen/Qwen3-0.6B, not in the emulator's hub: it then fails).
     model = namespace.model_tag or namespace.model or "Qwen/Qwen3-0.6B"

@@ -25,7 +25,7 @@ from tgi_emulator.engine import ModelArch, arch_from_config, format_torch_size
 from tgi_emulator.gpus import EmulatedGpu, GpuSpecError, parse_gpus
 
 from . import engine, memory
-from .args import ArgsError, ServeArgs, parse_serve, write_args_error
+from .args import ArgsError, HelpRequested, ServeArgs, parse_serve, write_args_error
 from .engine import StartupError
 from .logs import VllmLog, gib
 from .server import ServerState, VllmServer
@@ -628,6 +628,9 @@ def main(argv: list[str] | None = None, early_signals: list[int] | None = None) 
     except ArgsError as exc:
         write_args_error(exc)
         return 2
+    except HelpRequested as exc:
+        sys.stdout.write(exc.text)
+        return 0
     pid = os.getpid()
     log = VllmLog(api_pid=pid, engine_pid=pid + 97)
     launcher = Launcher(profile, cuda, args, environ, log)

@@ -74,3 +74,10 @@ def test_the_flags_tgiops_uses_are_accepted(vllm) -> None:
     assert emulator.saw("Chunked prefill is enabled with max_num_batched_tokens=1024.")
     assert emulator.saw("kv_cache_dtype=fp8")
     assert (emulator.data_dir / "dl" / "models--tgiops-test--tiny-llama").is_dir()
+
+
+def test_help_lists_the_flags_and_exits_zero(vllm) -> None:
+    emulator = vllm(args=["--help"])
+    assert emulator.wait_exit() == 0
+    assert "--gpu-memory-utilization" in emulator.output
+    assert not emulator.saw("vLLM API server version")
