@@ -98,6 +98,12 @@ def visible_gpus(environ: dict[str, str]) -> list[tuple[EmulatedGpu, int]]:
     return selected
 
 
+def _hub_error(exc: hub.HubError) -> str:
+    """The exception part of huggingface_hub's error (the fake hub's lines without TGI's
+    own traceback frames, which the vLLM traceback replaces)."""
+    return "\n".join(line for line in exc.lines if not line.startswith(("Traceback", "  ")))
+
+
 def _api_traceback(exception: str) -> str:
     return "\n".join(
         [
@@ -202,7 +208,8 @@ class Launcher:
                 raise hub.offline_missing_error(HUB_ERRORS, model, None)
         else:
             hub.check_access(repo, model, None, self._token(), HUB_ERRORS)
-        assert repo is not None
+        if repo is None:  # cached offline, but not a model of the fake hub
+            raise hub.not_found_error(HUB_ERRORS, model, None)
         return repo, arch_from_config(repo.config, repo.weight_bytes), None
 
     def _download(self, repo: hub.RepoInfo | None) -> None:
@@ -253,7 +260,7 @@ class Launcher:
         except StartupError as exc:
             return self._fail_api(exc.exception)
         except hub.HubError as exc:
-            return self._fail_api("\n".join(exc.lines[-4:]))
+            return self._fail_api(_hub_error(exc))
         architectures = (repo.config.get("architectures") if repo else None) or [arch.model_type]
         self.log.api("model.py:547", f"Resolved architecture: {architectures[0]}")
 
@@ -394,7 +401,7 @@ class Launcher:
             try:
                 self._download(repo)
             except hub.HubError as exc:
-                raise StartupError("engine", "\n".join(exc.lines[-4:]), "huggingface_hub") from None
+                raise StartupError("engine", _hub_error(exc), "huggingface_hub") from None
             self.log.engine("gpu_model_runner.py:2602", f"Starting to load model {args.model}...")
             started = time.monotonic()
             self._pause(self.load_seconds * 0.6)
@@ -555,9 +562,8 @@ class Launcher:
             health_flap_every=self._option_int("HEALTH_FLAP"),
         )
         self.log.api("api_server.py:1634", "Supported_tasks: ['generate']")
-        shown = host if host else "0.0.0.0"
         self.log.api(
-            "api_server.py:1912", f"Starting vLLM API server 0 on http://{shown}:{args.port}"
+            "api_server.py:1912", f"Starting vLLM API server 0 on http://{host}:{args.port}"
         )
         self.log.api("launcher.py:34", "Available routes are:")
         for route, methods in (

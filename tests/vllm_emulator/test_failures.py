@@ -272,3 +272,7 @@ def test_cuda_graph_capture_oom_before_021_but_not_after(vllm, tmp_path) -> None
     )
     newer.wait_ready()
     assert newer.saw("Estimated CUDA graph memory: ")
+
+
+def test_unknown_model(vllm) -> None:
+    assert "RepositoryNotFoundError" in failed(vllm(model="nobody/no-such-model"))
