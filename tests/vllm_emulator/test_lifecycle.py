@@ -93,3 +93,14 @@ def test_health_flaps_when_asked(vllm) -> None:
         except urllib.error.HTTPError as exc:
             codes.append(exc.code)
     assert codes == [200, 200, 503, 503, 200, 200]
+
+
+def test_a_local_snapshot_directory_is_a_model(vllm, tmp_path) -> None:
+    first = vllm(data_dir=tmp_path)
+    first.wait_ready()
+    first.terminate()
+    (snapshot,) = (tmp_path / "hf/hub/models--tgiops-test--tiny-llama/snapshots").iterdir()
+    local = vllm(data_dir=tmp_path, model=str(snapshot), args=["--served-model-name", "tiny"])
+    local.wait_ready()
+    assert local.saw("Using max model len 2048")  # read from the directory's config.json
+    assert not local.saw("Download file")
