@@ -87,3 +87,13 @@ def test_plain_commands_pass():
     shim.check_other_commands(["volume", "create", "v"])
     shim.check_other_commands(["exec", "c", "sh"])
     assert shim.rewrite_argv(["ps", "-a"], HOST, GPUS) == ["ps", "-a"]
+
+
+def test_the_vllm_emulator_gets_memory_used_and_the_driver():
+    gpus = [dict(GPUS[0], memory_used_mib=4096), dict(GPUS[0], index=1, memory_used_mib=0)]
+    argv = shim.rewrite_argv(["run", "--gpus", "device=1", "img:1"], HOST, gpus, "535.247.01")
+    env = [argv[i + 1] for i, a in enumerate(argv) if a == "-e"]
+    assert "TESTBED_GPU_MEMORY_USED_MIB=[0]" in env  # the selected GPU's, not GPU 0's
+    assert "TESTBED_GPU_DRIVER_VERSION=535.247.01" in env
+    everything = shim.rewrite_argv(["run", "--gpus", "all", "img:1"], HOST, gpus)
+    assert "TESTBED_GPU_MEMORY_USED_MIB=[4096,0]" in everything

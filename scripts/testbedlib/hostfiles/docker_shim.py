@@ -13,6 +13,10 @@ for those, before the image argument, it:
    ``{"name", "memory_mib", "compute_capability"}`` taken from /etc/testbed/gpus.json and
    narrowed as ``--gpus`` asks (``all``, a count ``N``/``count=N``, ``device=0,2``); "[]"
    when no ``--gpus`` was given (a container started without it sees no GPU);
+   and, for the vLLM emulator (which refuses to start when other processes hold the memory
+   it asks for, or a CUDA 13 build meets an older driver), ``-e
+   TESTBED_GPU_MEMORY_USED_MIB=<json list>`` (memory.used of those GPUs, as the fake
+   nvidia-smi reports it) and ``-e TESTBED_GPU_DRIVER_VERSION=<driver_version>``;
 3. adds ``--env-file /etc/testbed/emulator.env`` (TGI_EMULATOR_LOAD_SECONDS etc., from
    ``scripts/testbed up --tgi-load-seconds``); the caller's own ``-e`` still wins;
 4. confines every bind mount to the host: dockerd runs on the outer machine and resolves
@@ -199,7 +203,9 @@ def check_option(name: str, value: str) -> None:
         raise Refused(f"{name}=host: the outer machine's namespace")
 
 
-def rewrite_run(options: list[str], host: dict, gpus: list[dict]) -> list[str]:
+def rewrite_run(
+    options: list[str], host: dict, gpus: list[dict], driver: str | None = None
+) -> list[str]:
     """Rewrite the option part of `docker run` (everything up to the image)."""
     outer_root = host["outer_root"]
     out: list[str] = []
@@ -268,16 +274,22 @@ def rewrite_run(options: list[str], host: dict, gpus: list[dict]) -> list[str]:
         for g in visible
     ]
     added = ["-e", "TGI_EMULATOR_GPUS=" + json.dumps(inventory, separators=(",", ":"))]
+    used = [int(g.get("memory_used_mib", 0)) for g in visible]
+    added += ["-e", "TESTBED_GPU_MEMORY_USED_MIB=" + json.dumps(used, separators=(",", ":"))]
+    if driver:
+        added += ["-e", f"TESTBED_GPU_DRIVER_VERSION={driver}"]
     if os.path.exists(EMULATOR_ENV):
         added += ["--env-file", EMULATOR_ENV]
     return added + out
 
 
-def rewrite_argv(argv: list[str], host: dict, gpus: list[dict]) -> list[str]:
+def rewrite_argv(
+    argv: list[str], host: dict, gpus: list[dict], driver: str | None = None
+) -> list[str]:
     start = find_command(argv)
     if start is None:
         return list(argv)
-    return argv[:start] + rewrite_run(argv[start:], host, gpus)
+    return argv[:start] + rewrite_run(argv[start:], host, gpus, driver)
 
 
 def check_other_commands(argv: list[str]) -> None:
@@ -296,8 +308,8 @@ def main(argv: list[str]) -> None:
         check_other_commands(args)
         if find_command(args) is not None:
             host = load_json(HOST_CONFIG)
-            gpus = load_json(GPUS_JSON)["gpus"]
-            args = rewrite_argv(args, host, gpus)
+            inventory = load_json(GPUS_JSON)
+            args = rewrite_argv(args, host, inventory["gpus"], inventory.get("driver_version"))
     except Refused as exc:
         print(f"docker (testbed shim): refused: {exc}", file=sys.stderr)
         sys.exit(125)
