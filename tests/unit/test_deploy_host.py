@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tgiops.cli import progress as cli_progress
 from tgiops.commands import deploy, undeploy
 from tgiops.core import hardware, probe, progress, record
 from tgiops.core.catalog import find_model, parse_catalog
@@ -300,7 +301,7 @@ def tick(elapsed: float, line: str, phase: str) -> progress.Tick:
 def test_without_a_tty_a_20_minute_download_prints_a_line_every_30_s_and_on_phase_changes():
     out: list[str] = []
     clock = FakeClock()
-    show = progress.Printer(out.append, tty=False, clock=clock)
+    show = cli_progress.Printer(out.append, tty=False, clock=clock)
     show("probing h")
     for second in range(1200):
         clock.now = float(second)
@@ -317,7 +318,7 @@ def test_without_a_tty_a_20_minute_download_prints_a_line_every_30_s_and_on_phas
 
 def test_on_a_tty_one_line_is_rewritten_in_place():
     out: list[str] = []
-    show = progress.Printer(out.append, tty=True, clock=FakeClock())
+    show = cli_progress.Printer(out.append, tty=True, clock=FakeClock())
     for second in range(5):
         show(tick(second, "x" * 300, "warming up"))
     show("done")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import replace
+from datetime import datetime, timezone
 
 import pytest
 
@@ -16,6 +17,8 @@ from tgiops.core.hardware import inventory_for_instance_type
 from tgiops.core.plan import Overrides, plan
 from tgiops.core.request import DeployRequest
 from tgiops.edges import resources
+
+NOW = datetime(2026, 12, 4, 8, 0, 0, tzinfo=timezone.utc)
 
 CATALOG = resources.load_catalog(environ={})
 
@@ -40,7 +43,7 @@ def a_record(**changes) -> record.DeploymentRecord:
     the_plan = plan(
         req.model, inventory_for_instance_type("g5.12xlarge"), req.engine, req.overrides
     )
-    return record.from_deploy(req, the_plan, tgiops_version="9.9.9")
+    return record.from_deploy(req, the_plan, tgiops_version="9.9.9", now=NOW)
 
 
 def test_the_spec_rebuilds_the_same_request():

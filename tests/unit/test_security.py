@@ -8,6 +8,7 @@ import copy
 import json
 import re
 from dataclasses import replace
+from datetime import datetime, timezone
 
 import pytest
 
@@ -21,6 +22,8 @@ from tgiops.core.render import UnitOptions, check_data_dir, docker_run_args
 from tgiops.core.request import DeployRequest
 from tgiops.edges import resources
 
+NOW = datetime(2026, 12, 4, 8, 0, 0, tzinfo=timezone.utc)
+
 CATALOG = resources.load_catalog(environ={})
 TEMPLATES = resources.shipped_path("unit_templates")
 
@@ -28,7 +31,7 @@ TEMPLATES = resources.shipped_path("unit_templates")
 def a_record_dict() -> dict:
     req = DeployRequest(model=catalog.find_model(CATALOG, "phi-3-mini"), engine=TgiEngine.release())
     the_plan = plan(req.model, inventory_for_instance_type("g5.xlarge"), req.engine, req.overrides)
-    rec = record.from_deploy(req, the_plan, tgiops_version="0.1.0")
+    rec = record.from_deploy(req, the_plan, tgiops_version="0.1.0", now=NOW)
     return json.loads(rec.to_json())
 
 

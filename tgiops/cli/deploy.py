@@ -25,9 +25,8 @@ if TYPE_CHECKING:  # annotations only: verbs import what they run lazily
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    from tgiops.cli import output
+    from tgiops.cli import output, progress
     from tgiops.commands import deploy, fleet
-    from tgiops.core import progress
     from tgiops.core.request import deploy_as_dict
     from tgiops.edges.ssh import RemoteHost
 

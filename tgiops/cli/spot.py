@@ -286,9 +286,8 @@ def cmd_userdata(args: argparse.Namespace) -> int:
 
 
 def cmd_bootstrap(args: argparse.Namespace) -> int:
-    from tgiops.cli import output
+    from tgiops.cli import output, progress
     from tgiops.commands import bootstrap
-    from tgiops.core import progress
     from tgiops.edges import resources
     from tgiops.edges.aws import Aws, AwsSettings
     from tgiops.edges.imds import Imds
@@ -331,9 +330,8 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
 def cmd_reconcile(args: argparse.Namespace) -> int:
     import time
 
-    from tgiops.cli import output
+    from tgiops.cli import output, progress
     from tgiops.commands import reconcile
-    from tgiops.core import progress
     from tgiops.edges import resources
 
     if args.watch is not None and args.watch <= 0:

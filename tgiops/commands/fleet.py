@@ -34,7 +34,9 @@ def remember_deploy(
     if result.dry_run or not result.healthy:
         return
     if target.instance is not None and aws is not None:
-        the_record = record.from_deploy(request, result.plan, tgiops_version="")
+        the_record = record.from_deploy(
+            request, result.plan, tgiops_version="", now=datetime.now(timezone.utc)
+        )
         aws.tag_instance(target.instance.instance_id, record.instance_tags(the_record))
     ssh_config = target.ssh.ssh_config_path
     entry = state.KnownDeployment(

@@ -1,6 +1,6 @@
 """What a long deploy shows while it waits: the phase, the elapsed time, the newest log line.
 
-Pure apart from the ``write`` function and the ``clock`` it is given (tests pass fakes).
+Pure: the phase of a log line and the progress tick; tgiops.cli.progress writes them.
 
 The phase is read from TGI's own launcher and router lines (launcher/src/main.rs and
 backends/v3/src/lib.rs, modelled line by line in scripts/tgi_emulator/launcher.py and
@@ -21,9 +21,6 @@ download prints a few dozen lines, not one per second.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 # (substring of a TGI log line, phase); the last matching line of a poll decides.
 _PHASES: tuple[tuple[str, str], ...] = (
     ("Starting download process", "downloading"),
@@ -37,8 +34,6 @@ _PHASES: tuple[tuple[str, str], ...] = (
     ("Warming up model", "warming up"),
     ("Connected", "serving soon"),
 )
-NO_TTY_INTERVAL_S = 30.0
-_LINE_CHARS = 100
 
 
 def phase_of(line: str) -> str | None:
@@ -77,73 +72,7 @@ class Tick(str):
         return self
 
 
-class Printer:
-    """Turns progress (step messages and ``Tick``s) into what a person sees.
-
-    ``write(text)`` writes to the terminal (stderr); on a TTY the status line is redrawn with a
-    carriage return, elsewhere whole lines are written at most every ``interval_s``.
-    """
-
-    def __init__(
-        self,
-        write: Callable[[str], None],
-        *,
-        tty: bool,
-        clock: Callable[[], float] = time.monotonic,
-        interval_s: float = NO_TTY_INTERVAL_S,
-        prefix: str = "",
-    ) -> None:
-        self._write = write
-        self._tty = tty
-        self._clock = clock
-        self._interval_s = interval_s
-        self._prefix = prefix
-        self._open_line = False  # a status line is on screen (TTY): the next write replaces it
-        self._last_phase: str | None = None
-        self._last_line_at: float | None = None
-
-    def __call__(self, event: object) -> None:
-        if isinstance(event, Tick):
-            self._tick(event)
-        else:
-            self._step(str(event))
-
-    def _step(self, message: str) -> None:
-        self._end_status_line()
-        self._write(f"{self._prefix}  .. {message}\n")
-        self._last_phase = None
-        self._last_line_at = None
-
-    def _tick(self, tick: Tick) -> None:
-        line = " ".join(tick.line.split())
-        if len(line) > _LINE_CHARS:
-            line = line[: _LINE_CHARS - 3] + "..."
-        text = f"{self._prefix}  .. {tick.unit}: {tick.phase}, {_elapsed(tick.elapsed_s)}"
-        if line:
-            text += f" | {line}"
-        if self._tty:
-            self._write("\r\x1b[2K" + text)
-            self._open_line = True
-            return
-        now = self._clock()
-        changed = tick.phase != self._last_phase
-        due = self._last_line_at is None or now - self._last_line_at >= self._interval_s
-        if changed or due:
-            self._write(text + "\n")
-            self._last_phase = tick.phase
-            self._last_line_at = now
-
-    def _end_status_line(self) -> None:
-        if self._open_line:
-            self._write("\n")
-            self._open_line = False
-
-    def close(self) -> None:
-        """End a status line left open (before the result is printed)."""
-        self._end_status_line()
-
-
-def _elapsed(seconds: float) -> str:
+def elapsed_text(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
@@ -159,20 +88,3 @@ class PhaseTracker:
         if found is not None:
             self.phase = found
         return self.phase
-
-
-def stderr_printer(*, tty: bool, prefix: str = "") -> Printer:
-    """Deploy's progress on stderr (a status line on a terminal, periodic lines elsewhere);
-    each message also goes to the log (-v)."""
-    import logging
-    import sys
-
-    log = logging.getLogger("tgiops.commands.deploy")
-
-    def write(text: str) -> None:
-        sys.stderr.write(text)
-        sys.stderr.flush()
-        if text.endswith("\n") and text.strip():  # not each redraw of a terminal status line
-            log.info("%s", text.strip())
-
-    return Printer(write, tty=tty, prefix=prefix)

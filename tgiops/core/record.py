@@ -595,10 +595,10 @@ def model_from_dict(data: Mapping[str, Any], *, origin: str) -> ModelSpec:
 
 
 def from_deploy(
-    request: Any, the_plan: Plan, *, tgiops_version: str, now: datetime | None = None
+    request: DeployRequest, the_plan: Plan, *, tgiops_version: str, now: datetime
 ) -> DeploymentRecord:
     """The record of a healthy deploy of ``request`` (a DeployRequest) with ``the_plan``."""
-    at = (now or datetime.now(timezone.utc)).isoformat(timespec="seconds")
+    at = now.astimezone(timezone.utc).isoformat(timespec="seconds")
     return DeploymentRecord(
         spec=DeploymentSpec.from_request(request),
         model_spec=model_as_dict(request.model),

@@ -8,6 +8,7 @@ import logging
 import posixpath
 import shlex
 from dataclasses import replace
+from datetime import datetime, timezone
 
 from tgiops.core.errors import InputError, TgiopsError
 from tgiops.core.plan import Plan
@@ -129,7 +130,8 @@ def save_deploy_record(
     digest (a restore pins the digest, or checks the ID: tgiops.commands.bootstrap.restore).
     Never fails the deploy."""
     try:
-        the_record = from_deploy(request, the_plan, tgiops_version=tgiops_version)
+        now = datetime.now(timezone.utc)
+        the_record = from_deploy(request, the_plan, tgiops_version=tgiops_version, now=now)
         image_id, digest = inspect_image(host, the_plan.image)
         if the_record.deployed is not None:
             if digest is None:
