@@ -68,7 +68,21 @@ def read_moto(paths: TestbedPaths) -> tuple[int, str] | None:
     marker = read_marker(pid)
     if not pid_alive(pid) or marker is None or marker[0] != str(paths.state_dir):
         return None
+    if not _installation_present(pid):
+        return None
     return pid, endpoint
+
+
+def _installation_present(pid: int) -> bool:
+    """Whether the moto_server a pid runs still has its files. The server is shared by every
+    checkout on the machine: one started from a virtualenv that was deleted since (a removed
+    git worktree) still answers its health URL but fails each service it has not imported
+    yet with a 500, so it must be replaced, not reused."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return all(Path(arg.decode()).exists() for arg in argv[:2] if arg.startswith(b"/"))
 
 
 def ensure_moto(paths: TestbedPaths, timeout_s: float = 60.0) -> str:

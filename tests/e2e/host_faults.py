@@ -6,11 +6,8 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
 from testbedlib.processes import pid_alive
 

@@ -52,7 +52,6 @@ from tgiops.edges.ssh import STAGE_DIR_GLOB, STAGE_DIR_PREFIX, RemoteHost, SSHTa
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts"))
 
 from aws_faults import ThrottlingRelay  # noqa: E402
 from delay_proxy import DelayProxy  # noqa: E402

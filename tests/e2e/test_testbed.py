@@ -20,9 +20,6 @@ from pathlib import Path
 
 import pytest
 from instance_support import wait_until
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-
 from testbedlib import kernel
 from testbedlib.processes import find_marked_pids, pid_alive
 

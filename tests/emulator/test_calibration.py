@@ -11,17 +11,11 @@ memory from nvidia-smi's memory.total of each card.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from statistics import median
 
 import pytest
 import yaml
-
-from .conftest import SCRIPTS
-
-sys.path.insert(0, str(SCRIPTS))
-
 from tgi_emulator import engine, memory
 
 REPO = Path(__file__).resolve().parents[2]

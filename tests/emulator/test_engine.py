@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from dataclasses import replace
 
 import pytest
-
-from .conftest import A10G, A100_80, SCRIPTS, T4
-
-sys.path.insert(0, str(SCRIPTS))
-
 from tgi_emulator import engine, hub, memory, versions
 from tgi_emulator.args import ClapError, parse_args
 from tgi_emulator.gpus import parse_gpus, select_visible
+
+from .conftest import A10G, A100_80, SCRIPTS, T4
 
 
 def gpus(*specs):

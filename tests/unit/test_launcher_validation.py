@@ -13,7 +13,6 @@ texts here too.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,7 +25,6 @@ from tgiops.core.errors import PlanInputError
 from tgiops.core.plan import Overrides, Plan, plan
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts"))
 
 from tgi_emulator import engine as emulator  # noqa: E402
 from tgi_emulator import hub, versions  # noqa: E402

@@ -290,14 +290,6 @@ def test_cli_with_credentials_shows_the_spot_price_and_zone(aws):
     assert spots == sorted(spots)
 
 
-def test_the_ranking_module_is_pure():
-    """tgiops/core/recommend.py takes the same purity check as the other core modules."""
-    from test_purity import PACKAGE, test_pure_module_has_no_io
-
-    assert (PACKAGE / "core" / "recommend.py").exists()
-    test_pure_module_has_no_io("core/recommend")
-
-
 @pytest.mark.parametrize(
     "flags", [["--spot"], ["--max-usd-per-hour", "3"], ["--min-context", "8192"], ["--region", "x"]]
 )

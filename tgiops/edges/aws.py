@@ -233,6 +233,7 @@ class Aws:
         own retries, for calls a deploy cannot do without.
         """
         import botocore.exceptions
+        import botocore.parsers
 
         client = self._client(service)
 
@@ -269,6 +270,13 @@ class Aws:
         except botocore.exceptions.BotoCoreError as exc:
             text = _scrub(str(exc), secret)
             raise error(f"{what} failed: {text}") from (None if text != str(exc) else exc)
+        except botocore.parsers.ResponseParserError as exc:
+            # Not a BotoCoreError: an answer botocore cannot parse (an HTML 500 page from an
+            # overloaded endpoint or a proxy) after its own retries. AWS failed, not tgiops.
+            raise error(
+                f"{what} failed: AWS answered with something that is not an AWS response "
+                "(an error page); try again, or check a proxy between here and AWS"
+            ) from exc
 
     def _translated(
         self,
