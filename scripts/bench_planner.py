@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def vllm_main(as_json: bool) -> int:
     """`--engine vllm`: score tgiops.core.engines.vllm on calibration/vllm_startups.yaml."""
-    from tgiops.core.engines import vllm_calibration
+    import vllm_calibration
 
     cases = yaml.safe_load((CASES.parent / "vllm_startups.yaml").read_text())
     rows = [vllm_calibration.evaluate(c, CATALOG) for c in cases]

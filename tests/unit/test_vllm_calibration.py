@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from vllm_calibration import evaluate
 
 from tgiops.core.catalog import parse_catalog
 from tgiops.core.engines import vllm
-from tgiops.core.engines.vllm_calibration import evaluate
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOG = parse_catalog((ROOT / "models.yaml").read_text(), origin="models.yaml")

@@ -1,1 +1,2 @@
-"""The command line: argument parsing (main.py) and one renderer per verb (output.py)."""
+"""The command line: main.py (entry and the one error door), args.py (shared options), one
+module per verb group that parses and prints, output.py (the text and JSON renderers)."""
