@@ -37,7 +37,7 @@ import shlex
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from tgiops import __version__
 from tgiops.core import probe
@@ -59,6 +59,10 @@ from tgiops.core.render import comment_safe
 from tgiops.core.request import default_timeout_s, deploy_as_dict
 from tgiops.edges.localhost import seconds_since_boot
 from tgiops.edges.record_store import read_entries
+
+# What a boot found of the model in the cache, and what it did for a recorded unit.
+CacheState = Literal["complete", "partial", "absent", "unknown"]  # unknown: not checked
+RestoreAction = Literal["unchanged", "deployed", "failed"]
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +170,7 @@ def check_elastic_ip(allocation_id: str) -> str:
 class HostLook:
     """What the host says before a restore (one round trip)."""
 
-    cache: str  # complete / partial / absent
+    cache: CacheState
     # none / online / offline (an installed unit with HF_HUB_OFFLINE=1) / foreign (a unit of
     # that name that tgiops did not write: never replaced)
     installed: str
@@ -180,10 +184,10 @@ class Restored:
     unit: str
     model: str
     port: int
-    action: str  # unchanged / deployed / failed
+    action: RestoreAction
     healthy: bool
     offline: bool
-    cache: str
+    cache: CacheState
     record_source: str
     deploy: Any = None  # tgiops.commands.DeployResult, when deploy ran
     failure: str | None = None

@@ -35,7 +35,7 @@ import re
 import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 from tgiops.core import hardware, probe
 from tgiops.core.engines import engine_of_image
@@ -46,7 +46,8 @@ from tgiops.core.probe import SECTION_MARKER, split_sections
 log = logging.getLogger(__name__)
 
 SCHEMA = "tgiops.status/1"
-VERDICTS = ("healthy", "loading", "degraded", "failed", "not-deployed", "unreachable")
+Verdict = Literal["healthy", "loading", "degraded", "failed", "not-deployed", "unreachable"]
+VERDICTS: tuple[Verdict, ...] = get_args(Verdict)
 DEFAULT_MAX_PARALLEL = 32
 SCRIPT_TIMEOUT_S = 45.0
 # Restarts with the port still closed that make a unit "crash-looping" rather than "loading":
@@ -196,7 +197,7 @@ class Ec2Facts:
 @dataclass(frozen=True)
 class UnitStatus:
     unit: str | None  # None: the host could not tell (unreachable, nothing deployed)
-    verdict: str
+    verdict: Verdict
     reason: str
     facts: UnitFacts | None = None
 
@@ -232,7 +233,7 @@ class StatusReport:
         return bool(units) and all(u.verdict == "healthy" for _, u in units)
 
     def counts(self) -> dict[str, int]:
-        counts = dict.fromkeys(VERDICTS, 0)
+        counts: dict[str, int] = dict.fromkeys(VERDICTS, 0)
         for _, u in self.all_units:
             counts[u.verdict] += 1
         return counts
@@ -653,7 +654,7 @@ def format_duration(seconds: float | None) -> str:
 
 def judge_unit(
     facts: UnitFacts, *, now_epoch_s: int | None = None, previous_restarts: int | None = None
-) -> tuple[str, str]:
+) -> tuple[Verdict, str]:
     """(verdict, reason in words) for one installed unit."""
     http = facts.http
     sd = facts.systemd
@@ -763,20 +764,11 @@ def judge_host(
     """A verdict for every unit on the host, plus ``not-deployed`` for wanted ones missing."""
     previous = previous or {}
     statuses = [
-        UnitStatus(
-            unit=u.name,
-            facts=u,
-            **dict(
-                zip(
-                    ("verdict", "reason"),
-                    judge_unit(
-                        u, now_epoch_s=facts.now_epoch_s, previous_restarts=previous.get(u.name)
-                    ),
-                    strict=True,
-                )
-            ),
-        )
+        UnitStatus(u.name, verdict, reason, facts=u)
         for u in facts.units
+        for verdict, reason in [
+            judge_unit(u, now_epoch_s=facts.now_epoch_s, previous_restarts=previous.get(u.name))
+        ]
     ]
     for name in wanted_units:
         if name not in facts.managed_units:
