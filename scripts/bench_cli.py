@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=12)
     args = parser.parse_args(argv)
 
-    results = {}
+    results: dict[str, list[float]] = {}
     cases = commands()
     for argv_ in cases.values():  # warm the page cache and .pyc files once
         time_once(argv_)

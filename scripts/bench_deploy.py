@@ -42,12 +42,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
+
+if TYPE_CHECKING:
+    from tgiops.core.render import UnitOptions
 
 UNIT_NAME = "tgiops-bench"
 MODEL = "phi-3-mini"
@@ -103,7 +108,7 @@ class Target:
     host_key: str  # "ssh-ed25519 AAAA..."
 
 
-def render_files(run: int) -> tuple[str, str, object]:
+def render_files(run: int) -> tuple[str, str, UnitOptions]:
     """The unit and env file tgiops renders for MODEL on 1x A10G, marked with the run number."""
     from tgiops import __version__
     from tgiops.core import hardware
@@ -273,12 +278,13 @@ def boot_host(name: str) -> Target:
     testbed = Testbed()
     info = testbed.up(name, "1xA10G")
     record = testbed._load_record(name)
+    assert record is not None, f"testbed host {name} has no record"
     # What deploy's probe prepares before installing (not timed): the env file's directory.
     subprocess.run(testbed.ssh_argv(name, "install -d -m 0700 /etc/tgiops"), check=True)
     return Target(name, info.address, info.identity, record.host_key)
 
 
-def median(values: list[float]) -> float:
+def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
@@ -306,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 config = tgiops_ssh_config(workdir, port, target)
                 write_ansible_files(workdir, port, target)
-                t_steps, t_proc, a_proc, a_steps, trips = [], [], [], [], set()
+                t_steps, t_proc, a_proc, a_steps = [], [], [], []
+                trips: set[int] = set()
                 t_parts: list[list[float]] = []
                 run = int(delay * 1000)
                 for i in range(args.repeat):
@@ -351,10 +358,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(header)
     print("-" * len(header))
-    for delay, ts, tp, ast, ap, trips, ops in rows:
+    for delay, ts, tp, ast, ap, trip_counts, ops in rows:
         print(
             f"{delay:>10g} ms | {ts:>12.3f} {tp:>14.3f} | {ast:>13.3f} {ap:>15.3f} | "
-            f"{ast / ts:>11.1f} {ap / tp:>13.1f} | {','.join(map(str, trips)):>10} {ops:>15}"
+            f"{ast / ts:>11.1f} {ap / tp:>13.1f} | {','.join(map(str, trip_counts)):>10} {ops:>15}"
         )
     base = rows[0]
     if base[0] == 0 and len(rows) > 1:

@@ -16,13 +16,14 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tgiops.core import hardware  # noqa: E402
 from tgiops.core.catalog import parse_catalog  # noqa: E402
-from tgiops.core.engines.tgi import Engine  # noqa: E402
+from tgiops.core.engines.tgi import TgiEngine  # noqa: E402
 from tgiops.core.recommend import Filters, recommend  # noqa: E402
 
 LIMIT_S = 1.0
@@ -35,8 +36,8 @@ def main() -> int:
     args = parser.parse_args()
     catalog = parse_catalog((ROOT / "models.yaml").read_text(), origin="models.yaml")
     types = hardware.all_instance_types()
-    engine = Engine.tgi()
-    rows = []
+    engine = TgiEngine.release()
+    rows: list[dict[str, Any]] = []
     for alias, model in catalog.items():
         if model.unsupported_by_tgi:
             continue  # refused before any planning (gpt-oss, Mistral Small 3.1)

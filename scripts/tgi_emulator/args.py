@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from typing import cast
 
 from .versions import VersionProfile
 
@@ -231,11 +232,11 @@ def _debug_value(spec: FlagSpec, value: object) -> str:
     if spec.kind in ("flag",):
         return "true" if value else "false"
     if spec.kind == "strlist":
-        return "[" + ", ".join(_debug_scalar(spec, v) for v in value) + "]"  # type: ignore[union-attr]
+        return "[" + ", ".join(_debug_scalar(spec, v) for v in cast("list[object]", value)) + "]"
     if spec.kind == "intlist":
         if value is None:
             return "None"
-        return "Some([" + ", ".join(str(v) for v in value) + "])"  # type: ignore[union-attr]
+        return "Some([" + ", ".join(str(v) for v in cast("list[object]", value)) + "])"
     required = spec.default is not None and spec.kind != "optbool"
     if value is None:
         return "None"
@@ -397,7 +398,7 @@ def parse_args(argv: list[str], environ: dict[str, str], profile: VersionProfile
         value = _convert(spec, inline, from_env=False)
         if spec.kind == "strlist":
             cli.setdefault(spec.attr, [])
-            cli[spec.attr].append(value)  # type: ignore[union-attr]
+            cast("list[object]", cli[spec.attr]).append(value)
             continue
         if spec.attr in cli:
             raise ClapError(
@@ -419,7 +420,9 @@ def parse_args(argv: list[str], environ: dict[str, str], profile: VersionProfile
             values[spec.attr] = [value] if spec.kind == "strlist" else value
             explicit.add(spec.attr)
             continue
-        values[spec.attr] = list(spec.default) if spec.kind == "strlist" else spec.default
+        values[spec.attr] = (
+            list(cast("list[object]", spec.default)) if spec.kind == "strlist" else spec.default
+        )
     return LauncherArgs(values=values, specs=specs, explicit=explicit)
 
 

@@ -493,6 +493,7 @@ def load_shards(req: LaunchRequest) -> ShardPlan | Failure:
 
     # --- Flash attention availability (tgi-facts §2; package docstring "Engine path").
     # The launcher already logged the decision; the shards inherit ATTENTION / PREFIX_CACHING.
+    attention: str | None
     attention, prefix, _ = resolve_attention(
         profile, req.launcher_arch, cc, req.attention_env, req.prefix_caching_env, req.lora_adapters
     )

@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import cast
 
 from . import engine, hub, memory
 from .args import ClapError, EarlyExit, LauncherArgs, parse_args, write_clap_error
@@ -338,7 +339,7 @@ class Launcher:
             launcher_arch=launcher_arch,
             quantize_arg=args.quantize,
             dtype_arg=args.dtype,
-            kv_cache_dtype=args.get("kv_cache_dtype"),
+            kv_cache_dtype=cast("str | None", args.get("kv_cache_dtype")),
             cuda_memory_fraction=float(args.cuda_memory_fraction),
             use_flash_attention_env=self.environ.get("USE_FLASH_ATTENTION"),
             attention_env=self.environ.get("ATTENTION") if profile.resolves_attention else None,
@@ -349,7 +350,7 @@ class Launcher:
             if "TGI_WIGGLE_ROOM" in self.environ
             else None,
             lora_adapters=bool(args.get("lora_adapters")),
-            max_input_tokens=max_input,
+            max_input_tokens=cast("int | None", max_input),
             max_total_tokens=args.max_total_tokens,
             max_batch_prefill_tokens=args.max_batch_prefill_tokens,
             max_batch_total_tokens=args.max_batch_total_tokens,
@@ -551,7 +552,7 @@ class Launcher:
             waiting_served_ratio=args.waiting_served_ratio,
             max_batch_size=args.max_batch_size,
             model_dtype=plan.dtype,
-            api_key=args.get("api_key"),
+            api_key=cast("str | None", args.get("api_key")),
             vocab_size=arch.vocab_size,
             compute_type=self.environ.get("COMPUTE_TYPE") or f"{self.num_shard}-{card}",
             health_flap_every=int(flap) if flap and flap.isdigit() and int(flap) > 0 else None,
