@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tgiops.core import hardware  # noqa: E402
-from tgiops.core.catalog import ModelSpec, parse_catalog  # noqa: E402
+from tgiops.core.catalog import ModelSpec  # noqa: E402
+from tgiops.core.catalog_file import parse_catalog  # noqa: E402
 from tgiops.core.engines.tgi import TgiEngine  # noqa: E402
 from tgiops.core.errors import InputError  # noqa: E402
 from tgiops.core.plan import warmup_memory  # noqa: E402

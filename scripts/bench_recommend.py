@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tgiops.core import hardware  # noqa: E402
-from tgiops.core.catalog import parse_catalog  # noqa: E402
+from tgiops.core.catalog_file import parse_catalog  # noqa: E402
 from tgiops.core.engines.tgi import TgiEngine  # noqa: E402
 from tgiops.core.recommend import Filters, recommend  # noqa: E402
 

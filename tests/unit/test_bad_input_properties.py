@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 
 from tgiops.cli import main as cli
 from tgiops.core import hardware
-from tgiops.core.catalog import ENTRY_FIELDS, REQUIRED_FIELDS
+from tgiops.core.catalog_file import ENTRY_FIELDS, REQUIRED_FIELDS
 from tgiops.core.engines.tgi import parse_version
 from tgiops.core.errors import TgiopsError
 

@@ -9,17 +9,10 @@ from typing import Any
 import pytest
 import yaml
 
-from tgiops.core.catalog import (
-    ModelSpec,
-    estimate_parameters,
-    find_model,
-    merge_catalogs,
-    model_from_hf_config,
-    parse_catalog,
-    spec_fact_fields,
-    validate_model,
-)
+from tgiops.core.catalog import ModelSpec, find_model, merge_catalogs
+from tgiops.core.catalog_file import parse_catalog, spec_fact_fields, validate_model
 from tgiops.core.errors import CatalogError, UnknownModelError
+from tgiops.core.hf_config import estimate_parameters, model_from_hf_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILTIN_TEXT = (REPO_ROOT / "models.yaml").read_text(encoding="utf-8")

@@ -12,7 +12,8 @@ import pytest
 from cli_run import run_tgiops
 
 from tgiops.core import hardware
-from tgiops.core.catalog import parse_catalog, quantized_siblings
+from tgiops.core.catalog import quantized_siblings
+from tgiops.core.catalog_file import parse_catalog
 from tgiops.core.engines.tgi import TgiEngine
 from tgiops.core.errors import PlanInputError
 from tgiops.core.plan import plan
@@ -247,7 +248,7 @@ def test_mistral_small_3_1_is_refused_naming_vllm_and_the_tgi_alternative():
     ],
 )
 def test_every_new_fact_names_its_source(alias):
-    from tgiops.core.catalog import spec_fact_fields
+    from tgiops.core.catalog_file import spec_fact_fields
 
     spec = CATALOG[alias]
     unsourced = [

@@ -12,7 +12,8 @@ import pytest
 from tgiops.cli import progress as cli_progress
 from tgiops.commands import deploy, undeploy
 from tgiops.core import hardware, probe, progress, record
-from tgiops.core.catalog import find_model, parse_catalog
+from tgiops.core.catalog import find_model
+from tgiops.core.catalog_file import parse_catalog
 from tgiops.core.engines.tgi import TgiEngine
 from tgiops.core.errors import InputError, SSHError
 from tgiops.core.layout import UNIT_NAME_RE

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tgiops.core import hardware
-from tgiops.core.catalog import parse_catalog
+from tgiops.core.catalog_file import parse_catalog
 from tgiops.core.engines.tgi import TgiEngine, diagnose_journal
 from tgiops.core.errors import PlanInputError
 from tgiops.core.plan import Overrides, Plan, plan

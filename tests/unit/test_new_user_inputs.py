@@ -13,9 +13,11 @@ import pytest
 from cli_run import run_tgiops as tgiops
 
 from tgiops.core import hardware
-from tgiops.core.catalog import model_from_hf_config, parse_catalog, quantized_siblings
+from tgiops.core.catalog import quantized_siblings
+from tgiops.core.catalog_file import parse_catalog
 from tgiops.core.engines.tgi import TgiEngine
 from tgiops.core.errors import CatalogError, PlanInputError
+from tgiops.core.hf_config import model_from_hf_config
 from tgiops.core.plan import Overrides, plan
 
 ROOT = Path(__file__).resolve().parents[2]

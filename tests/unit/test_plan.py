@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from tgiops.core import hardware
-from tgiops.core.catalog import ModelSpec, find_model, parse_catalog
+from tgiops.core.catalog import ModelSpec, find_model
+from tgiops.core.catalog_file import parse_catalog
 from tgiops.core.engines.tgi import TgiEngine
 from tgiops.core.errors import PlanInputError
 from tgiops.core.plan import Overrides, kv_bytes_per_token_per_gpu, plan

@@ -14,7 +14,7 @@ import pytest
 
 from tgiops.core import hardware
 from tgiops.core import recommend as rc
-from tgiops.core.catalog import parse_catalog
+from tgiops.core.catalog_file import parse_catalog
 from tgiops.core.engines.tgi import TgiEngine
 from tgiops.core.errors import InputError
 from tgiops.core.plan import plan

@@ -11,7 +11,7 @@ import pytest
 from cli_run import run_tgiops as tgiops
 
 from tgiops.core import hardware, recovery
-from tgiops.core.catalog import parse_catalog
+from tgiops.core.catalog_file import parse_catalog
 from tgiops.core.errors import PlanInputError
 
 ROOT = Path(__file__).resolve().parents[2]

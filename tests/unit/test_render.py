@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from tgiops.core import hardware
-from tgiops.core.catalog import find_model, parse_catalog
+from tgiops.core.catalog import find_model
+from tgiops.core.catalog_file import parse_catalog
 from tgiops.core.engines.tgi import TgiEngine
 from tgiops.core.errors import InputError
 from tgiops.core.plan import Overrides, plan

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 import pytest
 
 from tgiops.commands import bootstrap
-from tgiops.core import catalog, record
+from tgiops.core import catalog, catalog_file, hf_config, record
 from tgiops.core.engines.tgi import TgiEngine
 from tgiops.core.errors import InputError
 from tgiops.core.hardware import inventory_for_instance_type
@@ -151,15 +151,15 @@ def test_a_config_json_name_with_a_newline_is_not_a_repository_id():
               "intermediate_size": 128,
               "_name_or_path": "org/x\n"}  # fmt: skip
     with pytest.raises(InputError, match="repo"):
-        catalog.model_from_hf_config(config, origin="config.json")
+        hf_config.model_from_hf_config(config, origin="config.json")
     config["_name_or_path"] = "org/x"
-    assert catalog.model_from_hf_config(config, origin="config.json").repo_id == "org/x"
+    assert hf_config.model_from_hf_config(config, origin="config.json").repo_id == "org/x"
 
 
 def test_a_catalog_alias_with_a_trailing_newline_is_refused():
     text = (resources.shipped_path("models.yaml")).read_text()
     with pytest.raises(InputError, match="alias"):
-        catalog.parse_catalog(text.replace("  phi-3-mini:", '  "phi-3-mini\\n":', 1), "t.yaml")
+        catalog_file.parse_catalog(text.replace("  phi-3-mini:", '  "phi-3-mini\\n":', 1), "t.yaml")
 
 
 def test_the_user_data_summary_is_one_comment_line():

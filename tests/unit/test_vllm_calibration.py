@@ -21,7 +21,7 @@ import pytest
 import yaml
 from vllm_calibration import evaluate
 
-from tgiops.core.catalog import parse_catalog
+from tgiops.core.catalog_file import parse_catalog
 from tgiops.core.engines import vllm
 
 ROOT = Path(__file__).resolve().parents[2]

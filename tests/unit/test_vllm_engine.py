@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from tgiops.core import hardware
-from tgiops.core.catalog import find_model, parse_catalog
+from tgiops.core.catalog import find_model
+from tgiops.core.catalog_file import parse_catalog
 from tgiops.core.engines import vllm
 from tgiops.core.engines.vllm import VllmOverrides, plan_vllm
 from tgiops.core.errors import DoesNotFitError, InputError

@@ -65,7 +65,8 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timezone
 from typing import Any, TypeGuard
 
-from tgiops.core.catalog import ALIAS_RE, ENTRY_FIELDS, REPO_RE, ModelSpec, find_model
+from tgiops.core.catalog import ModelSpec, find_model
+from tgiops.core.catalog_file import ALIAS_RE, ENTRY_FIELDS, REPO_RE
 from tgiops.core.errors import (
     HostKeyError,
     InputError,
@@ -576,7 +577,7 @@ def model_as_dict(model: ModelSpec) -> dict[str, Any]:
 
 def model_from_dict(data: Mapping[str, Any], *, origin: str) -> ModelSpec:
     """The stored model facts, checked like a catalog entry (tgiops.core.catalog)."""
-    from tgiops.core.catalog import _spec_from_entry, validate_model
+    from tgiops.core.catalog_file import spec_from_entry, validate_model
 
     alias = data.get("alias")
     if not isinstance(alias, str) or not ALIAS_RE.fullmatch(alias):
@@ -586,7 +587,7 @@ def model_from_dict(data: Mapping[str, Any], *, origin: str) -> ModelSpec:
         raise InputError(f"{origin}: the stored model facts have unknown field(s) {unknown}")
     entry = {k: v for k, v in data.items() if k in ENTRY_FIELDS and v is not None}
     entry["sources"] = {}  # provenance is for people; it does not travel into a restore
-    spec = _spec_from_entry(alias, entry, f"{origin} (model_spec)", {}, {})
+    spec = spec_from_entry(alias, entry, f"{origin} (model_spec)", {}, {})
     validate_model(spec)
     return spec
 

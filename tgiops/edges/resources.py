@@ -12,8 +12,10 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from tgiops.core.catalog import ModelSpec, merge_catalogs, model_from_hf_config, parse_catalog
+from tgiops.core.catalog import ModelSpec, merge_catalogs
+from tgiops.core.catalog_file import parse_catalog
 from tgiops.core.errors import CatalogError
+from tgiops.core.hf_config import model_from_hf_config
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent  # tgiops/, beside _data/ in a wheel
 CATALOG_ENV_VAR = "TGIOPS_MODELS"
