@@ -397,3 +397,14 @@ def test_a_directory_instead_of_a_file_exits_2(option, tmp_path):
         "plan", "--model-config", str(tmp_path), *HW]  # fmt: skip
     code, out, err = run(argv)
     assert_bad_input(code, out, err, str(tmp_path))
+
+
+def test_a_model_tgi_cannot_serve_is_refused_naming_its_catalog():
+    """Found by the property above: `unsupported_by_tgi: '0'` in a user catalog refused the
+    model without saying which file declared it."""
+    entry = dict(GOOD_ENTRY, unsupported_by_tgi="0")
+    text = yaml.safe_dump({"schema_version": 1, "models": {"mine": entry}})
+    with tempfile.TemporaryDirectory() as folder:
+        path = _write(folder, "models.yaml", text)
+        code, out, err = _plan_with_catalog(path, "mine", via_env=False)
+    assert_bad_input(code, out, err, path)

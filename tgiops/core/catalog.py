@@ -169,7 +169,8 @@ def require_tgi_servable(spec: ModelSpec) -> ModelSpec:
     it by name before touching anything, and the message names the engine that can."""
     if spec.unsupported_by_tgi:
         raise PlanInputError(
-            f"{spec.alias} ({spec.repo_id}): TGI cannot serve it. {spec.unsupported_by_tgi}"
+            f"{spec.alias} ({spec.repo_id}, {spec.origin}): TGI cannot serve it. "
+            f"{spec.unsupported_by_tgi}"
         )
     return spec
 
