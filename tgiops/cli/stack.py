@@ -32,7 +32,13 @@ def add_stack_parsers(sub: Any) -> None:
         "the plan first; running it twice changes nothing.",
     )
     add_model_args(up)
-    up.add_argument("--name", required=True, metavar="NAME", help="the stack's name")
+    up.add_argument(
+        "--name",
+        required=True,
+        metavar="NAME",
+        help="the stack's name; its resources carry the tags tgiops:stack=NAME and the EC2 "
+        "Name tag tgiops-NAME",
+    )
     add_plan_overrides(up)
     add_spot_unit_args(up)
     g = up.add_argument_group("capacity")
@@ -86,7 +92,12 @@ def add_stack_parsers(sub: Any) -> None:
     add_json_arg(down)
     down.set_defaults(func=cmd_down)
 
-    ls = sub.add_parser("stacks", help="the stacks of the region, their state and $/h")
+    ls = sub.add_parser(
+        "stacks",
+        help="the stacks of the region, their state and $/h",
+        description="List the stacks `tgiops up` made in the region (from the resources tagged "
+        "tgiops:stack): their state, instances in service and what they cost per hour now.",
+    )
     add_aws_args(ls)
     add_json_arg(ls)
     ls.set_defaults(func=cmd_stacks)

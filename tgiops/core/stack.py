@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tgiops.core.errors import InputError
+from tgiops.core.layout import TGIOPS_BIN, UNIT_PREFIX
 
 STACK_TAG = "tgiops:stack"
 HOST_KEY_TAG = "tgiops:ssh-host-key"  # the instance publishes its ed25519 host key here
@@ -91,7 +92,7 @@ def check_stack_name(name: str) -> str:
 
 def resource_name(stack: str) -> str:
     """One name for the stack's security group, role, profile, launch template and group."""
-    return f"tgiops-{stack}"
+    return f"{UNIT_PREFIX}{stack}"
 
 
 def stack_tags(stack: str, model: str | None = None) -> dict[str, str]:
@@ -498,7 +499,7 @@ publish_host_key() {{
   iid=$(curl -sS -H "X-aws-ec2-metadata-token: $token" http://169.254.169.254/latest/meta-data/instance-id)
   reg=$(curl -sS -H "X-aws-ec2-metadata-token: $token" http://169.254.169.254/latest/meta-data/placement/region)
   key=$(cut -d' ' -f1,2 /etc/ssh/ssh_host_ed25519_key.pub)
-  /opt/tgiops/bin/python - "$iid" "$reg" "$key" <<'TGIOPS_PY'
+  {python} - "$iid" "$reg" "$key" <<'TGIOPS_PY'
 import sys, boto3
 boto3.client("ec2", region_name=sys.argv[2]).create_tags(
     Resources=[sys.argv[1]], Tags=[{{"Key": "{tag}", "Value": sys.argv[3]}}])
@@ -509,4 +510,8 @@ publish_host_key || echo "tgiops user data: could not publish the SSH host key" 
 
 
 def with_host_key_publishing(user_data: str) -> str:
-    return user_data.rstrip("\n") + "\n" + HOST_KEY_SNIPPET.format(tag=HOST_KEY_TAG)
+    return (
+        user_data.rstrip("\n")
+        + "\n"
+        + HOST_KEY_SNIPPET.format(tag=HOST_KEY_TAG, python=TGIOPS_BIN.rsplit("/", 1)[0] + "/python")
+    )
