@@ -409,3 +409,28 @@ def test_up_waits_for_the_elastic_ip_on_a_healthy_instance_and_pins_its_host_key
     assert instance in pinned[0].split()[0].split(",")
     assert address["PublicIp"] in pinned[0].split()[0].split(",")
     assert known_hosts.stat().st_mode & 0o777 == 0o600
+
+
+def test_without_yes_and_without_a_terminal_up_and_down_refuse_and_change_nothing(
+    aws, capsys, state
+):
+    put_secret(aws)
+    asking = [a for a in up_args(aws) if a != "--yes"]
+    code, result, err = run(capsys, asking)
+    assert code == 2, err
+    assert "--yes" in result["error"]["message"]
+    assert tagged_everywhere(aws) == {}
+    assert run(capsys, up_args(aws))[0] == 0
+    code, result, err = run(capsys, ["down", STACK, "--json"])
+    assert code == 2 and "--yes" in result["error"]["message"]
+    assert "groups" in tagged_everywhere(aws)
+    assert run(capsys, ["down", STACK, "--yes", "--json"])[0] == 0
+
+
+def test_the_plan_in_text_names_resources_types_and_prices(aws, capsys, state):
+    put_secret(aws)
+    code = main([a for a in up_args(aws, "--dry-run") if a != "--json"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "create  launch-template" in out and "create  autoscaling-group" in out
+    assert "g5.xlarge ($" in out and "/h for one instance" in out
