@@ -73,7 +73,16 @@ def tagged_everywhere(aws: Any, stack: str = STACK) -> dict[str, list[str]]:
         for p in iam.list_instance_profiles()["InstanceProfiles"]
         if mine in (p.get("Tags") or [])
     ]
+    elb = aws.client("elbv2")
+    elb_arns = [lb["LoadBalancerArn"] for lb in elb.describe_load_balancers()["LoadBalancers"]]
+    elb_arns += [tg["TargetGroupArn"] for tg in elb.describe_target_groups()["TargetGroups"]]
+    elb_tagged = [
+        d["ResourceArn"]
+        for d in (elb.describe_tags(ResourceArns=elb_arns)["TagDescriptions"] if elb_arns else [])
+        if mine in d.get("Tags", [])
+    ]
     found = {
+        "load-balancers-and-target-groups": elb_tagged,
         "security-groups": [g["GroupId"] for g in sgs],
         "addresses": [a["AllocationId"] for a in ec2.describe_addresses(Filters=f)["Addresses"]],
         "launch-templates": [t["LaunchTemplateId"] for t in lts],
@@ -434,3 +443,51 @@ def test_the_plan_in_text_names_resources_types_and_prices(aws, capsys, state):
     assert code == 0
     assert "create  launch-template" in out and "create  autoscaling-group" in out
     assert "g5.xlarge ($" in out and "/h for one instance" in out
+
+
+def test_alb_stack_admits_the_engine_port_from_the_alb_only_and_down_removes_it(aws, capsys, state):
+    put_secret(aws)
+    code, plan, err = run(capsys, up_args(aws, "--alb", "--no-eip", "--dry-run"))
+    assert code == 0, err
+    assert {"alb-security-group", "target-group", "load-balancer", "listener"} <= set(actions(plan))
+    code, _, err = run(capsys, up_args(aws, "--alb", "--no-eip"))
+    assert code == 0, err
+    ec2, elb = aws.client("ec2"), aws.client("elbv2")
+    name = f"tgiops-{STACK}"
+    groups = {
+        g["GroupName"]: g
+        for g in ec2.describe_security_groups(Filters=[{"Name": f"tag:{TAG}", "Values": [STACK]}])[
+            "SecurityGroups"
+        ]
+    }
+    alb_sg = groups[f"{name}-alb"]["GroupId"]
+    engine = [p for p in groups[name]["IpPermissions"] if p.get("FromPort") == 8080]
+    assert engine and engine[0]["IpRanges"] == []
+    assert [u["GroupId"] for u in engine[0]["UserIdGroupPairs"]] == [alb_sg]
+    tg = elb.describe_target_groups(Names=[name])["TargetGroups"][0]
+    assert tg["HealthCheckPath"] == "/health" and tg["Port"] == 8080
+    lb = elb.describe_load_balancers(Names=[name])["LoadBalancers"][0]
+    assert lb["SecurityGroups"] == [alb_sg]
+    listener = elb.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"][0]
+    assert listener["DefaultActions"][0]["TargetGroupArn"] == tg["TargetGroupArn"]
+    group = aws.client("autoscaling").describe_auto_scaling_groups(AutoScalingGroupNames=[name])[
+        "AutoScalingGroups"
+    ][0]
+    assert group["TargetGroupARNs"] == [tg["TargetGroupArn"]]
+    # The unit binds where the ALB reaches it (user data: --public in the record).
+    import base64
+
+    data = ec2.describe_launch_template_versions(LaunchTemplateName=name, Versions=["$Latest"])[
+        "LaunchTemplateVersions"
+    ][0]["LaunchTemplateData"]
+    assert '"public": true' in base64.b64decode(data["UserData"]).decode()
+
+    code, second, err = run(capsys, up_args(aws, "--alb", "--no-eip"))
+    assert code == 0 and set(actions(second).values()) == {"keep"}, second["changes"]
+
+    code, gone, err = run(capsys, ["down", STACK, "--yes", "--json"])
+    assert code == 0, err
+    assert {"load-balancer", "target-group"} <= {d["kind"] for d in gone["deleted"]}
+    assert elb.describe_load_balancers()["LoadBalancers"] == []
+    assert elb.describe_target_groups()["TargetGroups"] == []
+    assert tagged_everywhere(aws) == {}

@@ -136,7 +136,7 @@ def test_ssh_is_closed_by_default_and_the_world_needs_public_ssh():
         st.check_ssh_cidr("not-a-cidr", False)
 
 
-@pytest.mark.parametrize("name", ["", "Demo", "1demo", "demo_x", "x" * 29])
+@pytest.mark.parametrize("name", ["", "Demo", "1demo", "demo_x", "x" * 26])
 def test_bad_stack_names_are_refused(name):
     with pytest.raises(InputError):
         st.check_stack_name(name)

@@ -63,6 +63,13 @@ def add_stack_parsers(sub: Any) -> None:
     eip.add_argument("--eip", dest="eip", action="store_true", default=True,
                      help="an Elastic IP on the healthy instance (default)")  # fmt: skip
     eip.add_argument("--no-eip", dest="eip", action="store_false", help="no Elastic IP")
+    n.add_argument(
+        "--alb",
+        action="store_true",
+        help="an internet-facing ALB (HTTP 80), a target group checking the engine's health "
+        "path on the unit's port, and a listener; the unit binds all addresses and its port "
+        "admits the ALB's security group only",
+    )
     how = up.add_argument_group("how tgiops gets onto the instance (one; as for userdata)")
     how.add_argument("--preinstalled", action="store_true", help="the AMI has /opt/tgiops")
     how.add_argument("--pip-requirements", metavar="FILE", help="hash-pinned lock file")
@@ -134,6 +141,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     from tgiops.core import progress
     from tgiops.edges import state
 
+    if args.alb:
+        args.public = True  # the ALB must reach the unit; the security group admits only it
     request = deploy_request_from(args)
     install = {
         "pip_spec": args.pip_spec,
@@ -159,6 +168,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         data_volume_throughput=args.data_volume_throughput,
         ami=args.ami,
         eip=args.eip,
+        alb=args.alb,
         dry_run=args.dry_run,
         wait=not args.no_wait,
         wait_s=args.wait_timeout,

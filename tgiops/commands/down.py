@@ -77,6 +77,14 @@ def down(
             )
         progress(f"waiting for {len(live)} instance(s) to terminate")
         sleep(POLL_S)
+    lb = edge.find_load_balancer(name, stack)
+    if lb is not None:
+        edge.delete_load_balancer(lb["arn"])  # its listeners go with it
+        gone("load-balancer", lb["arn"])
+    target_group = edge.find_target_group(name, stack)
+    if target_group is not None:
+        edge.delete_target_group(target_group)
+        gone("target-group", target_group)
     for address in edge.find_addresses(stack):
         edge.release_address(address)
         gone("elastic-ip", address["AllocationId"])
@@ -91,8 +99,11 @@ def down(
     if role is not None and role.get(st.STACK_TAG) == stack:
         edge.delete_role(name)
         gone("iam-role", name)
-    for group in edge.find_security_groups(stack):
-        edge.delete_security_group(group["GroupId"])
+    # The instances' group first: its ingress names the ALB's group, which AWS then refuses to
+    # delete (DependencyViolation); so may a load balancer's interfaces for a while.
+    groups = sorted(edge.find_security_groups(stack), key=lambda g: g.get("GroupName") != name)
+    for group in groups:
+        _delete_security_group(edge, group["GroupId"], sleep, clock, wait_s)
         gone("security-group", group["GroupId"])
     for key in edge.find_key_pairs(stack):
         edge.delete_key_pair(key)
@@ -117,6 +128,23 @@ def down(
     elif result.deleted:
         result.kept.append({"kind": "secret", "id": "the token secret (--delete-secret)"})
     return result
+
+
+def _delete_security_group(
+    edge: Any, group_id: str, sleep: Callable[[float], None], clock: Callable[[], float],
+    wait_s: float,
+) -> None:  # fmt: skip
+    deadline = clock() + wait_s
+    while True:
+        try:
+            edge.delete_security_group(group_id)
+            return
+        except AWSError as exc:
+            from tgiops.edges.aws import _client_error_code
+
+            if _client_error_code(exc) != "DependencyViolation" or clock() >= deadline:
+                raise
+        sleep(POLL_S)
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,7 @@ class UpOptions:
     data_volume_throughput: int | None = None
     ami: str | None = None
     eip: bool = True
+    alb: bool = False
     dry_run: bool = False
     wait: bool = True
     wait_s: float = DEFAULT_WAIT_S
@@ -161,9 +162,13 @@ def instance_policy(
     return st.with_host_key_statement(base, asg_name, region, account)
 
 
-def observe(edge: Any, stack: str) -> st.Observed:
+def observe(edge: Any, stack: str, port: int = 8080) -> st.Observed:
     name = st.resource_name(stack)
-    sgs = edge.find_security_groups(stack)
+    all_sgs = edge.find_security_groups(stack)
+    sgs = [g for g in all_sgs if g.get("GroupName") == name]
+    alb_sgs = [g for g in all_sgs if g.get("GroupName") == f"{name}-alb"]
+    alb_sg = alb_sgs[0]["GroupId"] if alb_sgs else None
+    lb = edge.find_load_balancer(name, stack)
     addresses = edge.find_addresses(stack)
     role = edge.role_tags(name)
     role_ours = role is not None and role.get(st.STACK_TAG) == stack
@@ -183,6 +188,12 @@ def observe(edge: Any, stack: str) -> st.Observed:
     return st.Observed(
         security_group_id=sgs[0]["GroupId"] if sgs else None,
         ssh_cidrs=tuple(edge.ingress_cidrs(sgs[0], st.SSH_PORT)) if sgs else (),
+        engine_from_alb=bool(sgs and alb_sg and edge.admits_group(sgs[0], port, alb_sg)),
+        alb_security_group_id=alb_sg,
+        load_balancer_arn=lb["arn"] if lb else None,
+        load_balancer_dns=lb["dns"] if lb else None,
+        listener_arn=lb["listeners"][0] if lb and lb["listeners"] else None,
+        target_group_arn=edge.find_target_group(name, stack),
         eip_allocation=addresses[0]["AllocationId"] if addresses else None,
         eip_address=addresses[0].get("PublicIp") if addresses else None,
         role=role_ours,
@@ -264,7 +275,7 @@ def up(
     ]
     quota_problems = _check_quotas(edge, types, options, region, result)
     account = edge.account_id()
-    observed = observe(edge, stack)
+    observed = observe(edge, stack, options.request.port or 8080)
     model = options.request.model
     # Recovery advice (tgiops.core.recovery): gp3 throughput that reads the checkpoint in the
     # default recovery target on the group's first type, else the baseline.
@@ -301,6 +312,8 @@ def up(
         eip=options.eip,
         user_data=render_user_data(options, name, region, shown_eip),
         policy=instance_policy(options, name, region, account, shown_eip),
+        alb=options.alb,
+        health_path=options.request.engine.health_path,
     )
     result.changes = st.plan_changes(desired, observed)
     result.usd_per_hour = desired.usd_per_hour()
@@ -375,6 +388,11 @@ def _apply(
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(material)
+    alb_sg = observed.alb_security_group_id
+    if desired.alb and alb_sg is None:
+        progress(f"creating security group {desired.alb_security_group_name}")
+        alb_sg = edge.create_security_group(desired.alb_security_group_name, desired.vpc_id, tags)
+        edge.set_ingress(alb_sg, st.ALB_PORT, [st.WORLD], [])
     sg = observed.security_group_id
     if sg is None:
         progress(f"creating security group {name}")
@@ -383,6 +401,8 @@ def _apply(
     want = set(desired.ssh_cidrs)
     if have != want:
         edge.set_ingress(sg, st.SSH_PORT, sorted(want - have), sorted(have - want))
+    if desired.alb and alb_sg and not observed.engine_from_alb:
+        edge.admit_group(sg, desired.engine_port, alb_sg)
     eip = observed.eip_allocation
     if desired.eip and eip is None:
         progress("allocating the Elastic IP")
@@ -415,12 +435,29 @@ def _apply(
         version = edge.create_launch_template_version(template, data, digest)
         progress(f"launch template {name}: new version {version}")
         new_version = True
+    target_group = observed.target_group_arn
+    if desired.alb:
+        if target_group is None:
+            progress(f"creating target group {name}")
+            target_group = edge.create_target_group(
+                name, desired.vpc_id, desired.engine_port, desired.health_path, tags
+            )
+        lb = observed.load_balancer_arn
+        if lb is None:
+            progress(f"creating load balancer {name}")
+            lb, _dns = edge.create_load_balancer(name, desired.subnets, alb_sg, tags)
+        if observed.listener_arn is None:
+            edge.create_listener(lb, st.ALB_PORT, target_group, tags)
     settings = desired.group_settings()
     if observed.group is None:
         progress(f"creating Auto Scaling group {name}")
-        edge.create_group(name, template, settings, tags)
+        edge.create_group(
+            name, template, settings, tags, [target_group] if desired.alb and target_group else []
+        )
     elif dict(observed.group) != settings:
         edge.update_group(name, template, settings)
+        if desired.alb and target_group and not observed.group.get("load_balanced"):
+            edge.attach_target_group(name, target_group)
     if new_version and observed.group is not None and observed.group_instances:
         # Rolling: with two or more instances, half stay in service (MinHealthyPercentage).
         healthy = 50 if len(observed.group_instances) >= 2 else 0
@@ -516,6 +553,10 @@ def _report(
         result.healthy = bool(in_service) and (address is not None or not options.eip)
     if public_ip:
         result.endpoint = f"{public_ip}:{options.request.port}"
+    if options.alb:
+        lb = edge.find_load_balancer(st.resource_name(stack), stack)
+        if lb and lb.get("dns"):
+            result.endpoint = f"{lb['dns']}:{st.ALB_PORT}"
     if known_hosts is None:
         return
     for entry, inst in zip(result.instances, instances, strict=True):

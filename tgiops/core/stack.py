@@ -31,7 +31,8 @@ from tgiops.core.layout import TGIOPS_BIN, UNIT_PREFIX
 STACK_TAG = "tgiops:stack"
 HOST_KEY_TAG = "tgiops:ssh-host-key"  # the instance publishes its ed25519 host key here
 DIGEST_PREFIX = "tgiops sha256:"  # a launch template version's description: what it holds
-STACK_NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,27}")
+# ELBv2 names (load balancer, target group) take 32 characters: "tgiops-" + 25.
+STACK_NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,24}")
 # The AWS Deep Learning Base GPU AMI (Ubuntu 22.04, NVIDIA driver, docker, NVIDIA Container
 # Toolkit): its public SSM parameter as AWS's DLAMI release notes name it
 # (docs.aws.amazon.com/dlami/latest/devguide/aws-deep-learning-x86-base-gpu-ami-ubuntu-22-04.html,
@@ -40,6 +41,8 @@ DEFAULT_AMI_PARAMETER = (
     "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
 )
 SSH_PORT = 22
+ALB_PORT = 80  # the load balancer's listener (HTTP)
+WORLD = "0.0.0.0/0"
 ROOT_VOLUME_OS_GIB = 60  # the DLAMI's own root volume (OS, CUDA, docker images) before models
 VOLUME_HEADROOM = 1.5  # room for a second revision during a model/version switch
 
@@ -85,7 +88,7 @@ def check_stack_name(name: str) -> str:
     if not STACK_NAME_RE.fullmatch(name or ""):
         raise InputError(
             f"--name {name!r}: give a stack name of lowercase letters, digits and '-', starting "
-            "with a letter, at most 28 characters (e.g. --name llama8b)"
+            "with a letter, at most 25 characters (e.g. --name llama8b)"
         )
     return name
 
@@ -259,10 +262,16 @@ class Desired:
     eip: bool
     user_data: str
     policy: Mapping[str, Any]
+    alb: bool = False
+    health_path: str = "/health"
 
     @property
     def name(self) -> str:
         return resource_name(self.stack)
+
+    @property
+    def alb_security_group_name(self) -> str:
+        return f"{self.name}-alb"
 
     def launch_template_data(self, security_group_id: str, profile_arn: str | None) -> dict:
         data: dict[str, Any] = {
@@ -315,6 +324,7 @@ class Desired:
             "on_demand_base": self.on_demand_base,
             "on_demand_percent": 0 if self.spot else 100,
             "capacity_rebalance": self.spot,
+            "load_balanced": self.alb,
         }
 
     def usd_per_hour(self) -> float | None:
@@ -334,7 +344,12 @@ class Observed:
 
     security_group_id: str | None = None
     ssh_cidrs: tuple[str, ...] = ()
-    engine_cidrs: tuple[str, ...] = ()
+    engine_from_alb: bool = False  # the engine port admits the ALB's security group
+    alb_security_group_id: str | None = None
+    load_balancer_arn: str | None = None
+    load_balancer_dns: str | None = None
+    target_group_arn: str | None = None
+    listener_arn: str | None = None
     eip_allocation: str | None = None
     eip_address: str | None = None
     role: bool = False
@@ -373,13 +388,28 @@ def plan_changes(desired: Desired, observed: Observed) -> list[Change]:
 
     if desired.create_key:
         add("key-pair", observed.key_pair, True, "private key kept 0600 in tgiops' state dir")
+    if desired.alb:
+        changes.append(
+            Change(
+                "alb-security-group",
+                desired.alb_security_group_name,
+                "keep" if observed.alb_security_group_id else "create",
+                f"HTTP {ALB_PORT} from {WORLD} (the public endpoint)",
+            )
+        )
     ssh = ", ".join(desired.ssh_cidrs) or "none"
+    engine = (
+        f"; engine port {desired.engine_port} from the ALB's security group only"
+        if desired.alb
+        else ""
+    )
     add(
         "security-group",
         observed.security_group_id is not None,
-        set(observed.ssh_cidrs) == set(desired.ssh_cidrs),
-        f"in {desired.vpc_id}; SSH from: {ssh}",
-        f"SSH ingress {', '.join(observed.ssh_cidrs) or 'none'} -> {ssh}",
+        set(observed.ssh_cidrs) == set(desired.ssh_cidrs)
+        and (observed.engine_from_alb or not desired.alb),
+        f"in {desired.vpc_id}; SSH from: {ssh}{engine}",
+        f"SSH ingress {', '.join(observed.ssh_cidrs) or 'none'} -> {ssh}{engine}",
     )
     if desired.eip:
         add("elastic-ip", observed.eip_allocation is not None, True, "the endpoint's address")
@@ -407,6 +437,15 @@ def plan_changes(desired: Desired, observed: Observed) -> list[Change]:
         f"{desired.volume_throughput} MiB/s, user data for {desired.model}",
         f"new version {version} ({desired.model}, {desired.ami})",
     )
+    if desired.alb:
+        add(
+            "target-group",
+            observed.target_group_arn is not None,
+            True,
+            f"HTTP {desired.engine_port}, health check {desired.health_path}",
+        )
+        add("load-balancer", observed.load_balancer_arn is not None, True, "internet-facing ALB")
+        add("listener", observed.listener_arn is not None, True, f"HTTP {ALB_PORT} -> targets")
     market = (
         f"spot, price-capacity-optimized, capacity rebalance, on-demand base "
         f"{desired.on_demand_base}"

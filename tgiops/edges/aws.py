@@ -903,9 +903,7 @@ class StackEdge:
             if self._code(exc).startswith("InvalidSubnetID"):
                 raise InputError(f"--subnets: {_client_error_message(exc)}") from exc
             raise
-        return sorted(
-            (s["SubnetId"], s["AvailabilityZone"], s["VpcId"]) for s in found
-        )
+        return sorted((s["SubnetId"], s["AvailabilityZone"], s["VpcId"]) for s in found)
 
     def ssm_parameter(self, name: str) -> str:
         return str(
@@ -1346,6 +1344,7 @@ class StackEdge:
             "on_demand_base": int(dist.get("OnDemandBaseCapacity", 0)),
             "on_demand_percent": int(dist.get("OnDemandPercentageAboveBaseCapacity", 100)),
             "capacity_rebalance": bool(group.get("CapacityRebalance", False)),
+            "load_balanced": bool(group.get("TargetGroupARNs")),
         }
 
     @staticmethod
@@ -1372,11 +1371,21 @@ class StackEdge:
         template_id: str,
         settings: Mapping[str, Any],
         tags: Mapping[str, str],
+        target_groups: Sequence[str] = (),
     ) -> None:
+        extra: dict[str, Any] = {}
+        if target_groups:
+            # ELB health checks replace an unhealthy endpoint, after the load's grace period.
+            extra = {
+                "TargetGroupARNs": list(target_groups),
+                "HealthCheckType": "ELB",
+                "HealthCheckGracePeriod": 1800,
+            }
         self._asg(
             "create_auto_scaling_group",
             f"creating Auto Scaling group {name}",
             "CreateAutoScalingGroup",
+            **extra,
             AutoScalingGroupName=name,
             MinSize=1,
             MaxSize=1,
@@ -1438,4 +1447,175 @@ class StackEdge:
             "DeleteAutoScalingGroup",
             AutoScalingGroupName=name,
             ForceDelete=True,
+        )
+
+    def attach_target_group(self, name: str, target_group_arn: str) -> None:
+        self._asg(
+            "attach_load_balancer_target_groups",
+            f"attaching the target group to {name}",
+            "AttachLoadBalancerTargetGroups",
+            AutoScalingGroupName=name,
+            TargetGroupARNs=[target_group_arn],
+        )
+
+    # ELBv2 (--alb): no tag filter in the API, so by name, then the tag must match ----------
+
+    def _elb(self, op: str, what: str, action: str, **params: Any) -> Any:
+        return self.aws.call(
+            "elbv2", op, what=what, iam_action=f"elasticloadbalancing:{action}", **params
+        )
+
+    def _elb_ours(self, arn: str, stack: str) -> bool:
+        described = self._elb(
+            "describe_tags", "reading load balancer tags", "DescribeTags", ResourceArns=[arn]
+        ).get("TagDescriptions", [])
+        return any(_tag_map(d.get("Tags")).get(self.tag) == stack for d in described)
+
+    def find_load_balancer(self, name: str, stack: str) -> dict[str, Any] | None:
+        try:
+            found = self._elb(
+                "describe_load_balancers",
+                f"looking up load balancer {name}",
+                "DescribeLoadBalancers",
+                Names=[name],
+            ).get("LoadBalancers", [])
+        except AWSError as exc:
+            if self._code(exc) == "LoadBalancerNotFound":
+                return None
+            raise
+        lb = found[0] if found else None
+        if lb is None or not self._elb_ours(lb["LoadBalancerArn"], stack):
+            return None
+        listeners = self._elb(
+            "describe_listeners",
+            f"looking up {name}'s listeners",
+            "DescribeListeners",
+            LoadBalancerArn=lb["LoadBalancerArn"],
+        ).get("Listeners", [])
+        return {
+            "arn": lb["LoadBalancerArn"],
+            "dns": lb.get("DNSName"),
+            "listeners": [x["ListenerArn"] for x in listeners],
+        }
+
+    def find_target_group(self, name: str, stack: str) -> str | None:
+        try:
+            found = self._elb(
+                "describe_target_groups",
+                f"looking up target group {name}",
+                "DescribeTargetGroups",
+                Names=[name],
+            ).get("TargetGroups", [])
+        except AWSError as exc:
+            if self._code(exc) == "TargetGroupNotFound":
+                return None
+            raise
+        if not found or not self._elb_ours(found[0]["TargetGroupArn"], stack):
+            return None
+        return str(found[0]["TargetGroupArn"])
+
+    def create_target_group(
+        self, name: str, vpc_id: str, port: int, health_path: str, tags: Mapping[str, str]
+    ) -> str:
+        return str(
+            self._elb(
+                "create_target_group",
+                f"creating target group {name}",
+                "CreateTargetGroup",
+                Name=name,
+                Protocol="HTTP",
+                Port=port,
+                VpcId=vpc_id,
+                TargetType="instance",
+                HealthCheckProtocol="HTTP",
+                HealthCheckPath=health_path,
+                Matcher={"HttpCode": "200"},
+                Tags=_tags(tags),
+            )["TargetGroups"][0]["TargetGroupArn"]
+        )
+
+    def create_load_balancer(
+        self, name: str, subnets: Sequence[str], security_group: str, tags: Mapping[str, str]
+    ) -> tuple[str, str]:
+        lb = self._elb(
+            "create_load_balancer",
+            f"creating load balancer {name}",
+            "CreateLoadBalancer",
+            Name=name,
+            Subnets=list(subnets),
+            SecurityGroups=[security_group],
+            Scheme="internet-facing",
+            Type="application",
+            Tags=_tags(tags),
+        )["LoadBalancers"][0]
+        return str(lb["LoadBalancerArn"]), str(lb.get("DNSName", ""))
+
+    def create_listener(
+        self, lb_arn: str, port: int, target_group_arn: str, tags: Mapping[str, str]
+    ) -> str:
+        return str(
+            self._elb(
+                "create_listener",
+                "creating the load balancer's listener",
+                "CreateListener",
+                LoadBalancerArn=lb_arn,
+                Protocol="HTTP",
+                Port=port,
+                DefaultActions=[{"Type": "forward", "TargetGroupArn": target_group_arn}],
+                Tags=_tags(tags),
+            )["Listeners"][0]["ListenerArn"]
+        )
+
+    def healthy_targets(self, target_group_arn: str) -> list[str]:
+        described = self._elb(
+            "describe_target_health",
+            "reading the target group's health",
+            "DescribeTargetHealth",
+            TargetGroupArn=target_group_arn,
+        ).get("TargetHealthDescriptions", [])
+        return [
+            d["Target"]["Id"]
+            for d in described
+            if d.get("TargetHealth", {}).get("State") == "healthy"
+        ]
+
+    def delete_load_balancer(self, arn: str) -> None:
+        self._elb(
+            "delete_load_balancer",
+            "deleting the load balancer",
+            "DeleteLoadBalancer",
+            LoadBalancerArn=arn,
+        )
+
+    def delete_target_group(self, arn: str) -> None:
+        self._elb(
+            "delete_target_group",
+            "deleting the target group",
+            "DeleteTargetGroup",
+            TargetGroupArn=arn,
+        )
+
+    def admit_group(self, group_id: str, port: int, source_group: str) -> None:
+        """Ingress on ``port`` from the members of ``source_group`` only."""
+        self._ec2(
+            "authorize_security_group_ingress",
+            f"admitting port {port} from {source_group} on {group_id}",
+            "AuthorizeSecurityGroupIngress",
+            GroupId=group_id,
+            IpPermissions=[
+                {
+                    "IpProtocol": "tcp",
+                    "FromPort": port,
+                    "ToPort": port,
+                    "UserIdGroupPairs": [{"GroupId": source_group}],
+                }
+            ],
+        )
+
+    @staticmethod
+    def admits_group(group: Mapping[str, Any], port: int, source_group: str) -> bool:
+        return any(
+            p.get("FromPort") == port
+            and any(u.get("GroupId") == source_group for u in p.get("UserIdGroupPairs", []))
+            for p in group.get("IpPermissions", [])
         )
