@@ -74,6 +74,13 @@ def add_stack_parsers(sub: Any) -> None:
     how.add_argument("--preinstalled", action="store_true", help="the AMI has /opt/tgiops")
     how.add_argument("--pip-requirements", metavar="FILE", help="hash-pinned lock file")
     how.add_argument("--pip-spec", metavar="ARGS", help="pip arguments naming a private index")
+    how.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="environment for the instance's AWS SDK (e.g. HTTPS_PROXY); never a secret",
+    )
     r = up.add_argument_group("running it")
     r.add_argument("--dry-run", action="store_true", help="show the plan, change nothing")
     r.add_argument("--yes", action="store_true", help="do not ask for confirmation")
@@ -148,6 +155,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         "pip_spec": args.pip_spec,
         "pip_requirements": read_text(args.pip_requirements) if args.pip_requirements else None,
         "preinstalled": args.preinstalled,
+        "env": _env(args.env),
     }
     types = [] if args.instance_types == "auto" else [
         t.strip() for t in args.instance_types.split(",") if t.strip()
@@ -194,6 +202,16 @@ def cmd_up(args: argparse.Namespace) -> int:
         for i in result.instances:
             print(f"  {i['instance_id']} {i['instance_type']} {i['lifecycle']} {i['state']}")
     return 0
+
+
+def _env(pairs: list[str]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise InputError(f"--env {pair!r}: give KEY=VALUE")
+        env[key] = value
+    return env
 
 
 def cmd_down(args: argparse.Namespace) -> int:

@@ -532,18 +532,20 @@ def pin_host_key(known_hosts: str, names: Sequence[str], key: str) -> str:
 HOST_KEY_SNIPPET = """
 # tgiops up: publish this instance's SSH host key as its {tag} tag (instance role:
 # ec2:CreateTags of that one key on the group's instances), so `tgiops` pins it instead of
-# trusting the first connection.
-publish_host_key() {{
-  token=$(curl -sS -X PUT -H "X-aws-ec2-metadata-token-ttl-seconds: 300" http://169.254.169.254/latest/api/token)
-  iid=$(curl -sS -H "X-aws-ec2-metadata-token: $token" http://169.254.169.254/latest/meta-data/instance-id)
-  reg=$(curl -sS -H "X-aws-ec2-metadata-token: $token" http://169.254.169.254/latest/meta-data/placement/region)
+# trusting the first connection. The bootstrap environment (AWS SDK settings) applies here too.
+publish_host_key() (
+  set -a; . /etc/tgiops/bootstrap.env; set +a
+  imds=${{AWS_EC2_METADATA_SERVICE_ENDPOINT:-http://169.254.169.254}}
+  token=$(curl -sS -X PUT -H "X-aws-ec2-metadata-token-ttl-seconds: 300" "$imds/latest/api/token")
+  iid=$(curl -sS -H "X-aws-ec2-metadata-token: $token" "$imds/latest/meta-data/instance-id")
+  reg=$(curl -sS -H "X-aws-ec2-metadata-token: $token" "$imds/latest/meta-data/placement/region")
   key=$(cut -d' ' -f1,2 /etc/ssh/ssh_host_ed25519_key.pub)
   {python} - "$iid" "$reg" "$key" <<'TGIOPS_PY'
 import sys, boto3
 boto3.client("ec2", region_name=sys.argv[2]).create_tags(
     Resources=[sys.argv[1]], Tags=[{{"Key": "{tag}", "Value": sys.argv[3]}}])
 TGIOPS_PY
-}}
+)
 publish_host_key || echo "tgiops user data: could not publish the SSH host key" >&2
 """
 
