@@ -491,3 +491,16 @@ def test_alb_stack_admits_the_engine_port_from_the_alb_only_and_down_removes_it(
     assert elb.describe_load_balancers()["LoadBalancers"] == []
     assert elb.describe_target_groups()["TargetGroups"] == []
     assert tagged_everywhere(aws) == {}
+
+
+def test_efs_puts_the_model_cache_on_the_file_system_in_the_user_data(aws, capsys, state):
+    import base64
+
+    put_secret(aws)
+    assert run(capsys, up_args(aws, "--efs", "fs-0abc1234"))[0] == 0
+    data = aws.client("ec2").describe_launch_template_versions(
+        LaunchTemplateName=f"tgiops-{STACK}", Versions=["$Latest"]
+    )["LaunchTemplateVersions"][0]["LaunchTemplateData"]
+    assert "fs-0abc1234.efs." in base64.b64decode(data["UserData"]).decode()
+    code, result, _ = run(capsys, up_args(aws, "--efs", "not-an-fs"))
+    assert code == 2 and "--efs" in result["error"]["message"]

@@ -58,6 +58,13 @@ def add_stack_parsers(sub: Any) -> None:
     n.add_argument("--key-name", metavar="NAME", help="EC2 key pair (default: one tgiops makes)")
     n.add_argument("--data-volume-gib", type=int, metavar="GIB", help="volume size")
     n.add_argument("--data-volume-throughput", type=int, metavar="MIB_S", help="gp3 MiB/s")
+    n.add_argument(
+        "--efs",
+        metavar="FS_ID",
+        help="an EFS file system (a mount target in each subnet) as the model cache: kept "
+        "across replacements, so a new instance starts without a download (default: the cache "
+        "is on the instance's root volume and a replacement downloads again)",
+    )
     n.add_argument("--ami", metavar="AMI_ID", help="default: the Deep Learning Base GPU AMI")
     eip = n.add_mutually_exclusive_group()
     eip.add_argument("--eip", dest="eip", action="store_true", default=True,
@@ -156,6 +163,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         "pip_requirements": read_text(args.pip_requirements) if args.pip_requirements else None,
         "preinstalled": args.preinstalled,
         "env": _env(args.env),
+        "efs_id": args.efs,
     }
     types = [] if args.instance_types == "auto" else [
         t.strip() for t in args.instance_types.split(",") if t.strip()
