@@ -1,6 +1,9 @@
 """`tgiops up` end to end: the instance the stack's group launched runs the launch template's
 user data on a testbed host, serves the model, takes the Elastic IP and publishes its SSH host
-key; a second `up` pins that key; `down` leaves nothing tagged.
+key; a second `up` pins that key. Then a reclaim: the group's replacement, a second testbed host
+on the same data directory (the persistent cache, as with --efs), runs the same user data and
+serves from the cache without a download; `up` pins its new key for the Elastic IP's address.
+`down` leaves nothing tagged.
 
 Moto starts the group's instance but runs no user data: testbed host B stands for it (its
 instance id is what the metadata stand-in reports), as in test_spot_relaunch.py.
@@ -33,10 +36,12 @@ from test_spot_relaunch import (
     IMDS_ON_HOST,
     MODEL,
     MOTO_ON_HOST,
+    assert_served_from_cache,
     bootstrap_done,
     eip_holder,
     journal,
     last_json,
+    reclaim,
     store_token,
     tgiops,
 )
@@ -168,6 +173,35 @@ def test_up_then_the_launched_instance_serves_and_its_host_key_is_pinned(
         [line] = known.splitlines()
         assert line.split(" ", 1)[1] == host_key
         assert instance in line.split()[0].split(",")
+
+        # A reclaim: the group replaces the instance; the replacement (a second testbed host on
+        # the same data directory) runs the same user data and serves from the cache.
+        replacement = reclaim(aws, host, name, instance)
+        host_2 = gpu_host("1xA10G", name=f"{stack}-c", data_dir=tmp_path / "data")
+        install_tgiops(host_2)
+        ssh_input(
+            host_2,
+            f"cat > {TGIOPS_HOME}/bin/python && chmod 755 {TGIOPS_HOME}/bin/python",
+            f'#!/bin/sh\nPYTHONPATH={TGIOPS_HOME}/lib exec /usr/bin/python3 "$@"\n'.encode(),
+        )
+        with (
+            ImdsStandIn(replacement, aws.region) as imds,
+            ReverseTunnels(host_2, {MOTO_ON_HOST: moto_port, IMDS_ON_HOST: imds.port}),
+        ):
+            imds.user_data = user_data
+            ssh_input(host_2, "cat > /root/user-data && bash /root/user-data", user_data.encode())
+            state = wait_until(lambda: bootstrap_done(host_2), 300, "tgiops-bootstrap.service")
+            assert state == ("active", "success"), (state, journal(host_2, "tgiops-bootstrap"))
+            assert eip_holder(aws, address["AllocationId"])[0] == replacement
+            assert_served_from_cache(host_2)
+        key_2 = " ".join(host_2.run("cat /etc/ssh/ssh_host_ed25519_key.pub").stdout.split()[:2])
+        third = tgiops(cli_env, *common, "--wait-timeout", "60")
+        assert third.returncode == 0, third.stderr[-3000:]
+        [line] = (
+            (Path(cli_env["XDG_STATE_HOME"]) / "tgiops" / "known_hosts").read_text().splitlines()
+        )
+        # The Elastic IP's address now names the replacement's key, verified through AWS.
+        assert line.split(" ", 1)[1] == key_2 and address["PublicIp"] in line.split()[0]
     finally:
         gone = tgiops(cli_env, "down", stack, "--yes", "--json")
         assert gone.returncode == 0, gone.stderr[-3000:]
