@@ -142,7 +142,7 @@ def test_a_mistyped_verb_gets_did_you_mean_and_no_doubled_prefix():
     code, out, err = run(["stauts"])
     assert code == 2 and out == ""
     line = one_error_line(err)
-    assert "did you mean 'status'?" in line
+    assert "did you mean 'status'" in line  # (or 'stacks': a verb as close)
     assert "tgiops: error: tgiops" not in err
 
 

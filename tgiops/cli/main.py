@@ -25,6 +25,7 @@ from tgiops.cli.deploy import add_deploy_parser
 from tgiops.cli.plan import add_models_parser, add_plan_parser
 from tgiops.cli.secret import add_secret_parsers
 from tgiops.cli.spot import add_spot_parsers
+from tgiops.cli.stack import add_stack_parsers
 from tgiops.cli.status import add_status_parsers
 from tgiops.core.errors import InputError, TgiopsError
 
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_deploy_parser(sub)
     add_status_parsers(sub)
     add_spot_parsers(sub)
+    add_stack_parsers(sub)
 
     add_secret_parsers(sub)
     add_models_parser(sub)

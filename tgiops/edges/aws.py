@@ -850,3 +850,780 @@ def _client_error_message(exc: BaseException) -> str:
     if isinstance(response, dict):
         return str(response.get("Error", {}).get("Message", ""))
     return ""
+
+
+# -- stacks: `tgiops up` / `tgiops down` (tgiops.core.stack) ------------------------------------
+# Every resource here carries the tag tgiops:stack=NAME; lookups go by that tag (IAM, which has
+# no tag filter, by name and then the tag), so `down` never finds what it did not create.
+
+
+def _tags(tags: Mapping[str, str]) -> list[dict[str, str]]:
+    return [{"Key": k, "Value": v} for k, v in sorted(tags.items())]
+
+
+def _tag_filter(stack_tag: str, stack: str | None) -> list[dict[str, Any]]:
+    if stack is None:
+        return [{"Name": "tag-key", "Values": [stack_tag]}]
+    return [{"Name": f"tag:{stack_tag}", "Values": [stack]}]
+
+
+def _tag_map(raw: Iterable[Mapping[str, Any]] | None) -> dict[str, str]:
+    return {t["Key"]: t.get("Value", "") for t in raw or []}
+
+
+class StackEdge:
+    """The AWS calls of a stack, over ``Aws.call`` (same error translation)."""
+
+    def __init__(self, aws: Aws, stack_tag: str) -> None:
+        self.aws = aws
+        self.tag = stack_tag
+
+    def _ec2(self, op: str, what: str, action: str, **params: Any) -> Any:
+        return self.aws.call("ec2", op, what=what, iam_action=f"ec2:{action}", **params)
+
+    def _code(self, exc: BaseException) -> str:
+        return _client_error_code(exc)
+
+    # identity, network, AMI -----------------------------------------------------------------
+
+    def account_id(self) -> str:
+        return str(
+            self.aws.call(
+                "sts",
+                "get_caller_identity",
+                what="finding the AWS account",
+                iam_action="sts:GetCallerIdentity",
+            )["Account"]
+        )
+
+    def subnets(self, ids: Sequence[str]) -> list[tuple[str, str, str]]:
+        """(subnet id, zone, VPC id) of ``ids``, or of the default VPC's default subnets."""
+        params: dict[str, Any] = (
+            {"SubnetIds": list(ids)}
+            if ids
+            else {"Filters": [{"Name": "default-for-az", "Values": ["true"]}]}
+        )
+        try:
+            found = self._ec2(
+                "describe_subnets", "looking up subnets", "DescribeSubnets", **params
+            ).get("Subnets", [])
+        except AWSError as exc:
+            if self._code(exc).startswith("InvalidSubnetID"):
+                raise InputError(f"--subnets: {_client_error_message(exc)}") from exc
+            raise
+        return sorted((s["SubnetId"], s["AvailabilityZone"], s["VpcId"]) for s in found)
+
+    def ssm_parameter(self, name: str) -> str:
+        return str(
+            self.aws.call(
+                "ssm",
+                "get_parameter",
+                what=f"reading the public SSM parameter {name}",
+                iam_action="ssm:GetParameter",
+                messages={
+                    "ParameterNotFound": f"the SSM parameter {name} does not exist in "
+                    f"{self.aws.region}; give an AMI with --ami"
+                },
+                Name=name,
+            )["Parameter"]["Value"]
+        )
+
+    def image_root_device(self, ami: str) -> str:
+        try:
+            images = self._ec2(
+                "describe_images", f"looking up AMI {ami}", "DescribeImages", ImageIds=[ami]
+            ).get("Images", [])
+        except AWSError as exc:
+            if self._code(exc).startswith("InvalidAMIID"):
+                images = []
+            else:
+                raise
+        if not images:
+            raise InputError(f"AMI {ami} does not exist in {self.aws.region} (check --ami)")
+        return str(images[0].get("RootDeviceName") or "/dev/sda1")
+
+    def service_quota(self, code: str) -> float:
+        response = self.aws.call(
+            "service-quotas",
+            "get_service_quota",
+            what=f"reading the EC2 quota {code}",
+            iam_action="servicequotas:GetServiceQuota",
+            ServiceCode="ec2",
+            QuotaCode=code,
+        )
+        return float(response["Quota"]["Value"])
+
+    # security group ----------------------------------------------------------------------------
+
+    def find_security_groups(self, stack: str | None) -> list[dict[str, Any]]:
+        groups = self._ec2(
+            "describe_security_groups",
+            "looking up the stack's security groups",
+            "DescribeSecurityGroups",
+            Filters=_tag_filter(self.tag, stack),
+        ).get("SecurityGroups", [])
+        return [dict(g) for g in groups]
+
+    @staticmethod
+    def ingress_cidrs(group: Mapping[str, Any], port: int) -> list[str]:
+        return sorted(
+            r["CidrIp"]
+            for p in group.get("IpPermissions", [])
+            if p.get("FromPort") == port and p.get("ToPort") == port
+            for r in p.get("IpRanges", [])
+        )
+
+    def create_security_group(self, name: str, vpc_id: str, tags: Mapping[str, str]) -> str:
+        return str(
+            self._ec2(
+                "create_security_group",
+                f"creating security group {name}",
+                "CreateSecurityGroup",
+                GroupName=name,
+                Description=f"{name}: created by tgiops up",
+                VpcId=vpc_id,
+                TagSpecifications=[{"ResourceType": "security-group", "Tags": _tags(tags)}],
+            )["GroupId"]
+        )
+
+    def set_ingress(
+        self, group_id: str, port: int, add: Sequence[str], remove: Sequence[str]
+    ) -> None:
+        def perms(cidrs: Sequence[str]) -> list[dict[str, Any]]:
+            return [
+                {
+                    "IpProtocol": "tcp",
+                    "FromPort": port,
+                    "ToPort": port,
+                    "IpRanges": [{"CidrIp": c, "Description": "tgiops up"} for c in cidrs],
+                }
+            ]
+
+        if add:
+            self._ec2(
+                "authorize_security_group_ingress",
+                f"opening port {port} on {group_id}",
+                "AuthorizeSecurityGroupIngress",
+                GroupId=group_id,
+                IpPermissions=perms(add),
+            )
+        if remove:
+            self._ec2(
+                "revoke_security_group_ingress",
+                f"closing port {port} on {group_id}",
+                "RevokeSecurityGroupIngress",
+                GroupId=group_id,
+                IpPermissions=perms(remove),
+            )
+
+    def delete_security_group(self, group_id: str) -> None:
+        self._ec2(
+            "delete_security_group",
+            f"deleting security group {group_id}",
+            "DeleteSecurityGroup",
+            GroupId=group_id,
+        )
+
+    # Elastic IP, key pair, volumes ----------------------------------------------------------
+
+    def find_addresses(self, stack: str | None) -> list[dict[str, Any]]:
+        return [
+            dict(a)
+            for a in self._ec2(
+                "describe_addresses",
+                "looking up the stack's Elastic IPs",
+                "DescribeAddresses",
+                Filters=_tag_filter(self.tag, stack),
+            ).get("Addresses", [])
+        ]
+
+    def allocate_address(self, tags: Mapping[str, str]) -> tuple[str, str]:
+        r = self._ec2(
+            "allocate_address",
+            "allocating an Elastic IP",
+            "AllocateAddress",
+            Domain="vpc",
+            TagSpecifications=[{"ResourceType": "elastic-ip", "Tags": _tags(tags)}],
+        )
+        return str(r["AllocationId"]), str(r.get("PublicIp", ""))
+
+    def release_address(self, address: Mapping[str, Any]) -> None:
+        if address.get("AssociationId"):
+            self._ec2(
+                "disassociate_address",
+                f"detaching Elastic IP {address['AllocationId']}",
+                "DisassociateAddress",
+                AssociationId=address["AssociationId"],
+            )
+        self._ec2(
+            "release_address",
+            f"releasing Elastic IP {address['AllocationId']}",
+            "ReleaseAddress",
+            AllocationId=address["AllocationId"],
+        )
+
+    def find_key_pairs(self, stack: str) -> list[str]:
+        pairs = self._ec2(
+            "describe_key_pairs",
+            "looking up the stack's key pair",
+            "DescribeKeyPairs",
+            Filters=_tag_filter(self.tag, stack),
+        ).get("KeyPairs", [])
+        return sorted(str(k["KeyName"]) for k in pairs)
+
+    def create_key_pair(self, name: str, tags: Mapping[str, str]) -> str:
+        """The private key (PEM): kept only by the caller, never logged."""
+        r = self._ec2(
+            "create_key_pair",
+            f"creating key pair {name}",
+            "CreateKeyPair",
+            KeyName=name,
+            KeyType="ed25519",
+            TagSpecifications=[{"ResourceType": "key-pair", "Tags": _tags(tags)}],
+        )
+        return str(r["KeyMaterial"])
+
+    def delete_key_pair(self, name: str) -> None:
+        self._ec2("delete_key_pair", f"deleting key pair {name}", "DeleteKeyPair", KeyName=name)
+
+    def find_volumes(self, stack: str) -> list[str]:
+        vols = self._ec2(
+            "describe_volumes",
+            "looking up the stack's volumes",
+            "DescribeVolumes",
+            Filters=[*_tag_filter(self.tag, stack), {"Name": "status", "Values": ["available"]}],
+        ).get("Volumes", [])
+        return sorted(str(v["VolumeId"]) for v in vols)
+
+    def delete_volume(self, volume_id: str) -> None:
+        self._ec2(
+            "delete_volume", f"deleting volume {volume_id}", "DeleteVolume", VolumeId=volume_id
+        )
+
+    def live_instances(self, stack: str) -> list[Ec2Instance]:
+        try:
+            return self.aws.find_instances(
+                tag_filters={self.tag: stack},
+                states=("pending", "running", "stopping", "stopped", "shutting-down"),
+            )
+        except TargetNotFoundError:
+            return []
+
+    # IAM ----------------------------------------------------------------------------------
+
+    def _iam(self, op: str, what: str, action: str, **params: Any) -> Any:
+        return self.aws.call("iam", op, what=what, iam_action=f"iam:{action}", **params)
+
+    def role_tags(self, name: str) -> dict[str, str] | None:
+        """The role's tags, or None when there is no such role."""
+        try:
+            role = self._iam("get_role", f"looking up role {name}", "GetRole", RoleName=name)
+        except AWSError as exc:
+            if self._code(exc) == "NoSuchEntity":
+                return None
+            raise
+        tags = _tag_map(role["Role"].get("Tags"))
+        if not tags:  # GetRole omits tags on some implementations
+            tags = _tag_map(
+                self._iam("list_role_tags", f"reading role {name}'s tags", "ListRoleTags",
+                          RoleName=name).get("Tags")
+            )  # fmt: skip
+        return tags
+
+    def role_policy(self, role: str, policy: str) -> dict[str, Any] | None:
+        try:
+            doc = self._iam(
+                "get_role_policy",
+                f"reading role {role}'s policy",
+                "GetRolePolicy",
+                RoleName=role,
+                PolicyName=policy,
+            )["PolicyDocument"]
+        except AWSError as exc:
+            if self._code(exc) == "NoSuchEntity":
+                return None
+            raise
+        if isinstance(doc, str):  # the API returns it URL-encoded JSON; boto3 decodes it
+            import json
+            from urllib.parse import unquote
+
+            doc = json.loads(unquote(doc))
+        return dict(doc)
+
+    def create_role(self, name: str, trust: Mapping[str, Any], tags: Mapping[str, str]) -> None:
+        import json
+
+        self._iam(
+            "create_role",
+            f"creating role {name}",
+            "CreateRole",
+            RoleName=name,
+            AssumeRolePolicyDocument=json.dumps(trust),
+            Description="tgiops up: the instance role of the stack",
+            Tags=_tags(tags),
+        )
+
+    def put_role_policy(self, role: str, policy: str, document: Mapping[str, Any]) -> None:
+        import json
+
+        self._iam(
+            "put_role_policy",
+            f"setting role {role}'s policy",
+            "PutRolePolicy",
+            RoleName=role,
+            PolicyName=policy,
+            PolicyDocument=json.dumps(document),
+        )
+
+    def instance_profile(self, name: str) -> dict[str, Any] | None:
+        """{"arn", "roles", "tags"} or None."""
+        try:
+            p = self._iam(
+                "get_instance_profile",
+                f"looking up instance profile {name}",
+                "GetInstanceProfile",
+                InstanceProfileName=name,
+            )["InstanceProfile"]
+        except AWSError as exc:
+            if self._code(exc) == "NoSuchEntity":
+                return None
+            raise
+        return {
+            "arn": p["Arn"],
+            "roles": [r["RoleName"] for r in p.get("Roles", [])],
+            "tags": _tag_map(p.get("Tags")),
+        }
+
+    def create_instance_profile(self, name: str, tags: Mapping[str, str]) -> None:
+        self._iam(
+            "create_instance_profile",
+            f"creating instance profile {name}",
+            "CreateInstanceProfile",
+            InstanceProfileName=name,
+            Tags=_tags(tags),
+        )
+
+    def add_role_to_profile(self, profile: str, role: str) -> None:
+        self._iam(
+            "add_role_to_instance_profile",
+            f"adding role {role} to instance profile {profile}",
+            "AddRoleToInstanceProfile",
+            InstanceProfileName=profile,
+            RoleName=role,
+        )
+
+    def delete_instance_profile(self, name: str, roles: Sequence[str]) -> None:
+        for role in roles:
+            self._iam(
+                "remove_role_from_instance_profile",
+                f"removing role {role} from instance profile {name}",
+                "RemoveRoleFromInstanceProfile",
+                InstanceProfileName=name,
+                RoleName=role,
+            )
+        self._iam(
+            "delete_instance_profile",
+            f"deleting instance profile {name}",
+            "DeleteInstanceProfile",
+            InstanceProfileName=name,
+        )
+
+    def delete_role(self, name: str) -> None:
+        policies = self._iam(
+            "list_role_policies", f"listing role {name}'s policies", "ListRolePolicies",
+            RoleName=name,
+        ).get("PolicyNames", [])  # fmt: skip
+        for policy in policies:
+            self._iam(
+                "delete_role_policy",
+                f"deleting role {name}'s policy {policy}",
+                "DeleteRolePolicy",
+                RoleName=name,
+                PolicyName=policy,
+            )
+        self._iam("delete_role", f"deleting role {name}", "DeleteRole", RoleName=name)
+
+    # launch template ------------------------------------------------------------------------
+
+    def find_launch_templates(self, stack: str) -> list[dict[str, Any]]:
+        """[{"id", "name", "latest", "digest"}]: digest = the latest version's description."""
+        found = self._ec2(
+            "describe_launch_templates",
+            "looking up the stack's launch template",
+            "DescribeLaunchTemplates",
+            Filters=_tag_filter(self.tag, stack),
+        ).get("LaunchTemplates", [])
+        out = []
+        for lt in found:
+            versions = self._ec2(
+                "describe_launch_template_versions",
+                f"reading launch template {lt['LaunchTemplateName']}",
+                "DescribeLaunchTemplateVersions",
+                LaunchTemplateId=lt["LaunchTemplateId"],
+                Versions=["$Latest"],
+            ).get("LaunchTemplateVersions", [])
+            latest = versions[0] if versions else {}
+            out.append(
+                {
+                    "id": lt["LaunchTemplateId"],
+                    "name": lt["LaunchTemplateName"],
+                    "latest": int(latest.get("VersionNumber", lt.get("LatestVersionNumber", 1))),
+                    "digest": latest.get("VersionDescription"),
+                }
+            )
+        return out
+
+    def create_launch_template(
+        self, name: str, data: Mapping[str, Any], digest: str, tags: Mapping[str, str]
+    ) -> str:
+        return str(
+            self._ec2(
+                "create_launch_template",
+                f"creating launch template {name}",
+                "CreateLaunchTemplate",
+                LaunchTemplateName=name,
+                VersionDescription=digest,
+                LaunchTemplateData=dict(data),
+                TagSpecifications=[{"ResourceType": "launch-template", "Tags": _tags(tags)}],
+            )["LaunchTemplate"]["LaunchTemplateId"]
+        )
+
+    def create_launch_template_version(
+        self, template_id: str, data: Mapping[str, Any], digest: str
+    ) -> int:
+        r = self._ec2(
+            "create_launch_template_version",
+            f"adding a version to launch template {template_id}",
+            "CreateLaunchTemplateVersion",
+            LaunchTemplateId=template_id,
+            VersionDescription=digest,
+            LaunchTemplateData=dict(data),
+        )
+        return int(r["LaunchTemplateVersion"]["VersionNumber"])
+
+    def delete_launch_template(self, template_id: str) -> None:
+        self._ec2(
+            "delete_launch_template",
+            f"deleting launch template {template_id}",
+            "DeleteLaunchTemplate",
+            LaunchTemplateId=template_id,
+        )
+
+    # Auto Scaling ---------------------------------------------------------------------------
+
+    def _asg(self, op: str, what: str, action: str, **params: Any) -> Any:
+        return self.aws.call(
+            "autoscaling", op, what=what, iam_action=f"autoscaling:{action}", **params
+        )
+
+    def find_groups(self, stack: str | None) -> list[dict[str, Any]]:
+        """The stack's groups (every stack's with ``stack=None``), as AWS describes them."""
+        found: list[dict[str, Any]] = []
+        token: str | None = None
+        for _ in range(100):
+            params: dict[str, Any] = {
+                "Filters": [{"Name": "tag-key", "Values": [self.tag]}]
+                if stack is None
+                else [{"Name": f"tag:{self.tag}", "Values": [stack]}]
+            }
+            if token:
+                params["NextToken"] = token
+            page = self._asg(
+                "describe_auto_scaling_groups",
+                "looking up the stack's Auto Scaling groups",
+                "DescribeAutoScalingGroups",
+                **params,
+            )
+            found.extend(dict(g) for g in page.get("AutoScalingGroups", []))
+            token = page.get("NextToken")
+            if not token:
+                break
+        return found
+
+    @staticmethod
+    def group_settings(group: Mapping[str, Any]) -> dict[str, Any]:
+        """core.stack.Desired.group_settings' shape, read back from AWS."""
+        mip = group.get("MixedInstancesPolicy") or {}
+        dist = mip.get("InstancesDistribution") or {}
+        overrides = (mip.get("LaunchTemplate") or {}).get("Overrides") or []
+        return {
+            "types": [o["InstanceType"] for o in overrides],
+            "subnets": sorted(s for s in (group.get("VPCZoneIdentifier") or "").split(",") if s),
+            "on_demand_base": int(dist.get("OnDemandBaseCapacity", 0)),
+            "on_demand_percent": int(dist.get("OnDemandPercentageAboveBaseCapacity", 100)),
+            "capacity_rebalance": bool(group.get("CapacityRebalance", False)),
+            "load_balanced": bool(group.get("TargetGroupARNs")),
+        }
+
+    @staticmethod
+    def _mixed_policy(template_id: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "LaunchTemplate": {
+                "LaunchTemplateSpecification": {
+                    "LaunchTemplateId": template_id,
+                    "Version": "$Latest",
+                },
+                "Overrides": [{"InstanceType": t} for t in settings["types"]],
+            },
+            "InstancesDistribution": {
+                "OnDemandAllocationStrategy": "lowest-price",
+                "OnDemandBaseCapacity": settings["on_demand_base"],
+                "OnDemandPercentageAboveBaseCapacity": settings["on_demand_percent"],
+                "SpotAllocationStrategy": "price-capacity-optimized",
+            },
+        }
+
+    def create_group(
+        self,
+        name: str,
+        template_id: str,
+        settings: Mapping[str, Any],
+        tags: Mapping[str, str],
+        target_groups: Sequence[str] = (),
+    ) -> None:
+        extra: dict[str, Any] = {}
+        if target_groups:
+            # ELB health checks replace an unhealthy endpoint, after the load's grace period.
+            extra = {
+                "TargetGroupARNs": list(target_groups),
+                "HealthCheckType": "ELB",
+                "HealthCheckGracePeriod": 1800,
+            }
+        self._asg(
+            "create_auto_scaling_group",
+            f"creating Auto Scaling group {name}",
+            "CreateAutoScalingGroup",
+            **extra,
+            AutoScalingGroupName=name,
+            MinSize=1,
+            MaxSize=1,
+            DesiredCapacity=1,
+            VPCZoneIdentifier=",".join(settings["subnets"]),
+            CapacityRebalance=settings["capacity_rebalance"],
+            MixedInstancesPolicy=self._mixed_policy(template_id, settings),
+            Tags=[
+                {
+                    "ResourceId": name,
+                    "ResourceType": "auto-scaling-group",
+                    "Key": k,
+                    "Value": v,
+                    "PropagateAtLaunch": True,
+                }
+                for k, v in sorted(tags.items())
+            ],
+        )
+
+    def update_group(self, name: str, template_id: str, settings: Mapping[str, Any]) -> None:
+        self._asg(
+            "update_auto_scaling_group",
+            f"updating Auto Scaling group {name}",
+            "UpdateAutoScalingGroup",
+            AutoScalingGroupName=name,
+            VPCZoneIdentifier=",".join(settings["subnets"]),
+            CapacityRebalance=settings["capacity_rebalance"],
+            MixedInstancesPolicy=self._mixed_policy(template_id, settings),
+        )
+
+    def start_instance_refresh(self, name: str, min_healthy_percentage: int) -> str:
+        return str(
+            self._asg(
+                "start_instance_refresh",
+                f"starting an instance refresh of {name}",
+                "StartInstanceRefresh",
+                AutoScalingGroupName=name,
+                Strategy="Rolling",
+                Preferences={"MinHealthyPercentage": min_healthy_percentage},
+            )["InstanceRefreshId"]
+        )
+
+    def scaling_activities(self, name: str) -> list[dict[str, Any]]:
+        return [
+            dict(a)
+            for a in self._asg(
+                "describe_scaling_activities",
+                f"reading {name}'s scaling activities",
+                "DescribeScalingActivities",
+                AutoScalingGroupName=name,
+                MaxRecords=20,
+            ).get("Activities", [])
+        ]
+
+    def delete_group(self, name: str) -> None:
+        self._asg(
+            "delete_auto_scaling_group",
+            f"deleting Auto Scaling group {name}",
+            "DeleteAutoScalingGroup",
+            AutoScalingGroupName=name,
+            ForceDelete=True,
+        )
+
+    def attach_target_group(self, name: str, target_group_arn: str) -> None:
+        self._asg(
+            "attach_load_balancer_target_groups",
+            f"attaching the target group to {name}",
+            "AttachLoadBalancerTargetGroups",
+            AutoScalingGroupName=name,
+            TargetGroupARNs=[target_group_arn],
+        )
+
+    # ELBv2 (--alb): no tag filter in the API, so by name, then the tag must match ----------
+
+    def _elb(self, op: str, what: str, action: str, **params: Any) -> Any:
+        return self.aws.call(
+            "elbv2", op, what=what, iam_action=f"elasticloadbalancing:{action}", **params
+        )
+
+    def _elb_ours(self, arn: str, stack: str) -> bool:
+        described = self._elb(
+            "describe_tags", "reading load balancer tags", "DescribeTags", ResourceArns=[arn]
+        ).get("TagDescriptions", [])
+        return any(_tag_map(d.get("Tags")).get(self.tag) == stack for d in described)
+
+    def find_load_balancer(self, name: str, stack: str) -> dict[str, Any] | None:
+        try:
+            found = self._elb(
+                "describe_load_balancers",
+                f"looking up load balancer {name}",
+                "DescribeLoadBalancers",
+                Names=[name],
+            ).get("LoadBalancers", [])
+        except AWSError as exc:
+            if self._code(exc) == "LoadBalancerNotFound":
+                return None
+            raise
+        lb = found[0] if found else None
+        if lb is None or not self._elb_ours(lb["LoadBalancerArn"], stack):
+            return None
+        listeners = self._elb(
+            "describe_listeners",
+            f"looking up {name}'s listeners",
+            "DescribeListeners",
+            LoadBalancerArn=lb["LoadBalancerArn"],
+        ).get("Listeners", [])
+        return {
+            "arn": lb["LoadBalancerArn"],
+            "dns": lb.get("DNSName"),
+            "listeners": [x["ListenerArn"] for x in listeners],
+        }
+
+    def find_target_group(self, name: str, stack: str) -> str | None:
+        try:
+            found = self._elb(
+                "describe_target_groups",
+                f"looking up target group {name}",
+                "DescribeTargetGroups",
+                Names=[name],
+            ).get("TargetGroups", [])
+        except AWSError as exc:
+            if self._code(exc) == "TargetGroupNotFound":
+                return None
+            raise
+        if not found or not self._elb_ours(found[0]["TargetGroupArn"], stack):
+            return None
+        return str(found[0]["TargetGroupArn"])
+
+    def create_target_group(
+        self, name: str, vpc_id: str, port: int, health_path: str, tags: Mapping[str, str]
+    ) -> str:
+        return str(
+            self._elb(
+                "create_target_group",
+                f"creating target group {name}",
+                "CreateTargetGroup",
+                Name=name,
+                Protocol="HTTP",
+                Port=port,
+                VpcId=vpc_id,
+                TargetType="instance",
+                HealthCheckProtocol="HTTP",
+                HealthCheckPath=health_path,
+                Matcher={"HttpCode": "200"},
+                Tags=_tags(tags),
+            )["TargetGroups"][0]["TargetGroupArn"]
+        )
+
+    def create_load_balancer(
+        self, name: str, subnets: Sequence[str], security_group: str, tags: Mapping[str, str]
+    ) -> tuple[str, str]:
+        lb = self._elb(
+            "create_load_balancer",
+            f"creating load balancer {name}",
+            "CreateLoadBalancer",
+            Name=name,
+            Subnets=list(subnets),
+            SecurityGroups=[security_group],
+            Scheme="internet-facing",
+            Type="application",
+            Tags=_tags(tags),
+        )["LoadBalancers"][0]
+        return str(lb["LoadBalancerArn"]), str(lb.get("DNSName", ""))
+
+    def create_listener(
+        self, lb_arn: str, port: int, target_group_arn: str, tags: Mapping[str, str]
+    ) -> str:
+        return str(
+            self._elb(
+                "create_listener",
+                "creating the load balancer's listener",
+                "CreateListener",
+                LoadBalancerArn=lb_arn,
+                Protocol="HTTP",
+                Port=port,
+                DefaultActions=[{"Type": "forward", "TargetGroupArn": target_group_arn}],
+                Tags=_tags(tags),
+            )["Listeners"][0]["ListenerArn"]
+        )
+
+    def healthy_targets(self, target_group_arn: str) -> list[str]:
+        described = self._elb(
+            "describe_target_health",
+            "reading the target group's health",
+            "DescribeTargetHealth",
+            TargetGroupArn=target_group_arn,
+        ).get("TargetHealthDescriptions", [])
+        return [
+            d["Target"]["Id"]
+            for d in described
+            if d.get("TargetHealth", {}).get("State") == "healthy"
+        ]
+
+    def delete_load_balancer(self, arn: str) -> None:
+        self._elb(
+            "delete_load_balancer",
+            "deleting the load balancer",
+            "DeleteLoadBalancer",
+            LoadBalancerArn=arn,
+        )
+
+    def delete_target_group(self, arn: str) -> None:
+        self._elb(
+            "delete_target_group",
+            "deleting the target group",
+            "DeleteTargetGroup",
+            TargetGroupArn=arn,
+        )
+
+    def admit_group(self, group_id: str, port: int, source_group: str) -> None:
+        """Ingress on ``port`` from the members of ``source_group`` only."""
+        self._ec2(
+            "authorize_security_group_ingress",
+            f"admitting port {port} from {source_group} on {group_id}",
+            "AuthorizeSecurityGroupIngress",
+            GroupId=group_id,
+            IpPermissions=[
+                {
+                    "IpProtocol": "tcp",
+                    "FromPort": port,
+                    "ToPort": port,
+                    "UserIdGroupPairs": [{"GroupId": source_group}],
+                }
+            ],
+        )
+
+    @staticmethod
+    def admits_group(group: Mapping[str, Any], port: int, source_group: str) -> bool:
+        return any(
+            p.get("FromPort") == port
+            and any(u.get("GroupId") == source_group for u in p.get("UserIdGroupPairs", []))
+            for p in group.get("IpPermissions", [])
+        )
