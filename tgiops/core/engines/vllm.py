@@ -15,6 +15,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from tgiops.core.catalog import ModelSpec
 from tgiops.core.errors import DoesNotFitError, InputError
@@ -143,6 +144,86 @@ def image_for(
         "(CUDA 13) and -cu129 needs 525.60+ (CUDA 12.9); upgrade the host's driver (a current "
         "AWS Deep Learning Base AMI ships 580+)"
     )
+
+
+_TAG_RE = re.compile(r"v?(\d+\.\d+(?:\.\d+)?)(-cu\d+)?")
+
+
+@dataclass(frozen=True)
+class VllmEngine:
+    """One vLLM release, and the CUDA variant of its image (tgiops.core.engines.Engine).
+
+    ``cuda_suffix`` is "" (the plain tag) or "-cu129": the release's CUDA 12.9 build for hosts
+    whose driver is below 580 (``image_for``; ``for_driver`` picks it from the probed driver)."""
+
+    version_text: str
+    version: Version
+    cuda_suffix: str = ""
+
+    name = "vllm"
+    unit_template = "vllm.service.j2"
+    container_port = CONTAINER_PORT
+    # vLLM's API server binds its port only after load, profiling and graph capture, and
+    # /health answers 200 from then on (vllm/entrypoints/openai/api_server.py).
+    health_path = "/health"
+    token_env_var = TOKEN_ENV
+    api_key_env_var = API_KEY_ENV
+
+    @classmethod
+    def release(cls, version_text: str = DEFAULT_VLLM_VERSION) -> VllmEngine:
+        """'0.27.1', 'v0.27.1' or an image tag 'v0.27.1-cu129' (what a unit's image names)."""
+        match = _TAG_RE.fullmatch(str(version_text).strip())
+        suffix = (match[2] or "") if match else ""
+        if suffix and suffix != "-cu129":
+            raise InputError(f"vLLM image tag {version_text!r}: tgiops knows -cu129 only")
+        v = parse_version(match[1] if match else version_text)
+        if suffix and v < CUDA13_DEFAULT_FROM:
+            raise InputError(f"vLLM {version_text}: -cu129 tags exist from v0.20.0")
+        return cls(version_text=f"{v[0]}.{v[1]}.{v[2]}", version=v, cuda_suffix=suffix)
+
+    @property
+    def image(self) -> str:
+        return f"{VLLM_IMAGE}:v{self.version_text}{self.cuda_suffix}"
+
+    def for_driver(self, driver_version: str | None) -> VllmEngine:
+        """This release with the image variant the host's driver runs (``image_for``: an
+        InputError with the fix when the driver is too old for both)."""
+        choice = image_for(self.version_text, driver_version)
+        suffix = "-cu129" if choice.image.endswith("-cu129") else ""
+        return VllmEngine(self.version_text, self.version, suffix)
+
+    def cache_dir_in_container(self, repo_id: str) -> str:
+        # HF_HOME is /root/.cache/huggingface in the image; the hub cache is its hub/.
+        return f"{CONTAINER_HF_HOME}/hub/models--" + repo_id.replace("/", "--")
+
+    def info_mismatches(
+        self,
+        info: Mapping[str, Any],
+        *,
+        expected_model_id: str,
+        expected_max_total_tokens: int | None,
+        expected_max_input_tokens: int | None,
+    ) -> list[str]:
+        """vLLM has no /info: ``info`` is /v1/models' answer. The served model must name the
+        repository as its ``root`` (or ``id``) and report the planned ``max_model_len``
+        (vllm/entrypoints/openai/serving_models.py ModelCard). vLLM has no separate input
+        limit: ``expected_max_input_tokens`` is not compared."""
+        del expected_max_input_tokens
+        data = info.get("data") if isinstance(info, Mapping) else None
+        if not isinstance(data, list) or not data:
+            return ["/v1/models lists no model"]
+        cards = [c for c in data if isinstance(c, Mapping)]
+        ours = [c for c in cards if expected_model_id in (c.get("root"), c.get("id"))]
+        if not ours:
+            served = ", ".join(str(c.get("root") or c.get("id")) for c in cards)
+            return [f"/v1/models serves {served}, not {expected_model_id}"]
+        length = ours[0].get("max_model_len")
+        if expected_max_total_tokens is not None and length != expected_max_total_tokens:
+            return [f"max_model_len is {length}, the plan says {expected_max_total_tokens}"]
+        return []
+
+    def diagnose_journal(self, text: str) -> str | None:
+        return diagnose_journal(text)
 
 
 # --------------------------------------------------------------------------------------------
