@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 
+from tgiops.core import record
+from tgiops.core.catalog import find_model
 from tgiops.core.engines import ENGINE_NAMES, Engine, engine_for, engine_of_image
-from tgiops.core.engines.vllm import DEFAULT_VLLM_VERSION, VllmEngine
+from tgiops.core.engines.vllm import DEFAULT_VLLM_VERSION, VllmEngine, VllmOverrides
 from tgiops.core.errors import InputError
+from tgiops.core.hardware import inventory_for_instance_type
+from tgiops.core.plan import Overrides
+from tgiops.core.request import DeployRequest, plan_request
+from tgiops.edges import resources
 
 
 def test_registry_knows_vllm_and_tgi_stays_default() -> None:
@@ -112,3 +122,123 @@ def test_diagnose_journal_is_vllms() -> None:
     assert engine_for("tgi").diagnose_journal(journal) != VllmEngine.release().diagnose_journal(
         journal
     )
+
+
+# --- records, requests and `tgiops plan --engine vllm` ----------------------------------------
+
+
+CATALOG = resources.load_catalog(environ={})
+
+
+def vllm_request(**changes: object) -> DeployRequest:
+    return DeployRequest(
+        model=find_model(CATALOG, "llama-3.1-70b-awq"),
+        engine=VllmEngine.release("0.20.0"),
+        overrides=VllmOverrides(max_model_len=8192, enforce_eager=True),
+        port=8081,
+        token_secret="team/hf-token",
+        api_key_secret="team/vllm-key",
+        **changes,  # type: ignore[arg-type]
+    )
+
+
+def test_a_vllm_record_round_trips_and_rebuilds_the_request() -> None:
+    req = vllm_request()
+    inventory = inventory_for_instance_type("g5.12xlarge")
+    inventory = type(inventory)(**{**inventory.__dict__, "driver_version": "550.54.15"})
+    the_plan = plan_request(req, inventory)
+    assert the_plan.fits and the_plan.image == "vllm/vllm-openai:v0.20.0-cu129"
+    rec = record.from_deploy(req, the_plan, tgiops_version="9.9.9")
+    data = json.loads(rec.to_json())
+    assert data["spec"]["engine"] == "vllm" and data["spec"]["engine_version"] == "0.20.0"
+    assert "tgi_version" not in data["spec"]
+    assert data["spec"]["overrides"] == {"enforce_eager": True, "max_model_len": 8192}
+    assert data["deployed"]["image"] == "vllm/vllm-openai:v0.20.0-cu129"
+    again = record.DeploymentRecord.from_json(rec.to_json(), origin="test")
+    assert again == rec
+    rebuilt = again.to_request(CATALOG, offline=True)
+    assert rebuilt.engine.name == "vllm" and rebuilt.engine.version_text == "0.20.0"
+    assert rebuilt.overrides == req.overrides
+
+
+def test_a_record_without_engine_is_tgi() -> None:
+    spec = record.DeploymentSpec.from_dict(
+        {
+            "model": "phi-3-mini",
+            "repo_id": "microsoft/Phi-3-mini-4k-instruct",
+            "tgi_version": "3.3.5",
+            "unit": "tgiops-phi-3-mini",
+        },
+        origin="old.json",
+    )
+    assert spec.engine == "tgi" and spec.engine_version == "3.3.5"
+    assert "engine" not in spec.as_dict()  # TGI records are written as before
+
+
+def test_a_vllm_record_refuses_tgi_overrides_and_bad_versions() -> None:
+    base = {"model": "phi-3-mini", "repo_id": "microsoft/Phi-3-mini-4k-instruct",
+            "engine": "vllm", "engine_version": "0.20.0", "unit": "tgiops-phi-3-mini"}  # fmt: skip
+    with pytest.raises(InputError, match="max_batch_prefill_tokens"):
+        record.DeploymentSpec.from_dict(
+            {**base, "overrides": {"max_batch_prefill_tokens": 4096}}, origin="x.json"
+        )
+    with pytest.raises(InputError, match="engine_version"):
+        record.DeploymentSpec.from_dict({**base, "engine_version": 3}, origin="x.json")
+    with pytest.raises(InputError, match="engine"):
+        record.DeploymentSpec.from_dict({**base, "engine": "sglang"}, origin="x.json")
+
+
+def test_a_request_pairs_engine_and_overrides() -> None:
+    plain = DeployRequest(model=find_model(CATALOG, "llama-3.1-8b"), engine=VllmEngine.release())
+    assert isinstance(plain.overrides, VllmOverrides)
+    with pytest.raises(InputError, match="another engine"):
+        DeployRequest(
+            model=find_model(CATALOG, "llama-3.1-8b"),
+            engine=VllmEngine.release(),
+            overrides=Overrides(max_total_tokens=4096),
+        )
+
+
+def tgiops(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tgiops.cli", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_plan_engine_vllm_json_keeps_the_plan_shape() -> None:
+    tgi = tgiops("plan", "llama-3.1-8b", "--instance-type", "g5.xlarge", "--json")
+    out = tgiops("plan", "llama-3.1-8b", "--engine", "vllm", "--instance-type", "g5.xlarge",
+                 "--json")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    a, b = json.loads(tgi.stdout), json.loads(out.stdout)
+    assert set(a) <= set(b) and set(a["memory"]) == set(b["memory"])
+    assert b["engine"] == {"name": "vllm", "version": DEFAULT_VLLM_VERSION}
+    assert b["image"] == f"vllm/vllm-openai:v{DEFAULT_VLLM_VERSION}"
+    # the predicted `GPU KV cache size: N tokens`, and room for 4 full-length requests
+    kv = b["memory"]["kv_cache_tokens"]
+    assert kv > 4 * b["vllm"]["max_model_len"] >= 4 * 1024
+    assert "--served-model-name" in b["launcher_args"]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--engine", "vllm", "--max-total-tokens", "4096"], "--max-model-len"),
+        (["--max-model-len", "4096"], "--engine vllm"),
+        (["--engine", "vllm", "--tgi-version", "3.3.5"], "--engine-version"),
+        (["--engine", "vllm", "--engine-version", "0.5.0"], "0.11.0"),
+        (["--engine", "vllm", "--gpu-memory-utilization", "1.5"], "at most 1"),
+    ],
+)
+def test_engine_flags_are_checked(args: list[str], needle: str) -> None:
+    out = tgiops("plan", "llama-3.1-8b", "--instance-type", "g5.xlarge", *args)
+    assert out.returncode == 2 and needle in out.stderr, out.stderr
+
+
+def test_tgi_version_keeps_working_and_equals_engine_version() -> None:
+    a = tgiops("plan", "llama-3.1-8b", "--instance-type", "g5.xlarge", "--tgi-version", "3.3.5",
+               "--json")  # fmt: skip
+    b = tgiops("plan", "llama-3.1-8b", "--instance-type", "g5.xlarge", "--engine", "tgi",
+               "--engine-version", "3.3.5", "--json")  # fmt: skip
+    assert json.loads(a.stdout) == json.loads(b.stdout)
+    assert json.loads(a.stdout)["engine"] == {"name": "tgi", "version": "3.3.5"}

@@ -710,7 +710,7 @@ def error_as_dict(kind: str, message: str, exit_code: int, exc: BaseException | 
     }
     plan = getattr(exc, "plan", None)
     if plan is not None:  # a plan that does not fit: what was planned, and the alternatives
-        from tgiops.core.plan import plan_as_dict
+        from tgiops.core.request import any_plan_as_dict
 
-        data["plan"] = plan_as_dict(plan)
+        data["plan"] = any_plan_as_dict(plan)
     return data

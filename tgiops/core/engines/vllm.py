@@ -308,8 +308,25 @@ class VllmPlan:
     problem: str | None = None
 
     @property
-    def engine(self) -> str:
-        return "vllm"
+    def engine(self) -> VllmEngine:
+        """The release and image variant this plan runs (its image names both)."""
+        return VllmEngine.release(self.image.rpartition(":")[2])
+
+    @property
+    def num_shard(self) -> int:  # the name every engine's plan shares (status, records)
+        return self.tensor_parallel_size
+
+    @property
+    def max_total_tokens(self) -> int:  # one request's prompt + output: vLLM's max_model_len
+        return self.max_model_len
+
+    @property
+    def max_input_tokens(self) -> int:  # vLLM has no separate input limit: a prompt may fill it
+        return self.max_model_len
+
+    @property
+    def quantize(self) -> str | None:
+        return self.quantization
 
     @property
     def env_names(self) -> tuple[str, ...]:
@@ -1124,3 +1141,94 @@ def _oom_diagnosis(lines: Iterable[str]) -> str:
 def unit_env(offline: bool) -> Mapping[str, str]:
     """Plain env for the unit: HF_HUB_OFFLINE=1 when the instance boots without the Hub."""
     return dict(OFFLINE_ENV) if offline else {}
+
+
+def plan_as_dict(plan: VllmPlan) -> dict[str, Any]:
+    """`tgiops plan --engine vllm --json`: the shape of TGI's plan JSON (tgiops.core.plan
+    .plan_as_dict, README "Plan JSON") with vLLM's values in its fields, and vLLM's own knobs
+    under "vllm". ``memory.kv_cache_tokens`` is the predicted `GPU KV cache size: N tokens`."""
+    mem = plan.memory
+    gib = MIB_PER_GIB
+
+    def g(mib: float) -> float:
+        return round(mib / gib, 2)
+
+    terms = {
+        "weights": mem.weights_mib,
+        "profile_activations": mem.activations_mib,
+        "non_torch": mem.non_torch_mib,
+        "cuda_graphs": mem.cudagraph_mib,
+    }
+    return {
+        "fits": plan.fits,
+        "problem": plan.problem,
+        "model": {
+            "alias": plan.model.alias,
+            "repo_id": plan.model.repo_id,
+            "revision": plan.model.revision,
+        },
+        "hardware": {
+            "gpus": plan.inventory.count,
+            "gpu": plan.inventory.gpus[0].name,
+            "compute_capability": "{}.{}".format(*plan.inventory.compute_capability),
+            "instance_type": plan.inventory.instance_type,
+        },
+        "engine": {"name": "vllm", "version": plan.version},
+        "image": plan.image,
+        "num_shard": plan.tensor_parallel_size,
+        "quantize": plan.quantization,
+        "dtype": plan.dtype,
+        # vLLM picks its attention backend itself (FlashAttention on sm80+); not a flag.
+        "flash_attention": plan.inventory.compute_capability >= (8, 0),
+        "max_input_tokens": plan.max_model_len,
+        "max_total_tokens": plan.max_model_len,
+        "max_batch_prefill_tokens": plan.max_num_batched_tokens,
+        "cuda_memory_fraction": plan.gpu_memory_utilization,
+        "env": {},
+        "launcher_args": list(plan.launch_args()),
+        "memory": {
+            "gpu_memory_gib": g(mem.total_mib),
+            "usable_gib": g(mem.requested_mib),
+            "weights_per_gpu_gib": g(mem.weights_mib),
+            "overhead_gib": g(mem.non_torch_mib + mem.cudagraph_mib),
+            "activations_gib": g(mem.activations_mib),
+            "prefill_logits_gib": 0.0,
+            "warmup_kv_gib": 0.0,
+            "dense_attention_gib": 0.0,
+            "lm_head_gib": 0.0,
+            "kv_share": 1.0,
+            "terms_gib": {k: g(v) for k, v in terms.items()},
+            "kv_bytes_per_token_per_gpu": mem.kv_bytes_per_token,
+            "kv_cache_tokens": mem.kv_cache_tokens,
+        },
+        "reasons": list(plan.reasons),
+        "warnings": list(plan.warnings),
+        "alternatives": [],
+        "vllm": {
+            "tensor_parallel_size": plan.tensor_parallel_size,
+            "gpu_memory_utilization": plan.gpu_memory_utilization,
+            "max_model_len": plan.max_model_len,
+            "max_num_seqs": plan.max_num_seqs,
+            "max_num_batched_tokens": plan.max_num_batched_tokens,
+            "enforce_eager": plan.enforce_eager,
+            "num_gpu_blocks": mem.num_blocks,
+            "block_size": mem.block_size,
+        },
+    }
+
+
+def plan_as_text(plan: VllmPlan) -> str:
+    """`tgiops plan --engine vllm`: the decision, its reasons and warnings, the launch line."""
+    head = f"{plan.model.alias} on {plan.inventory.describe()} with vLLM {plan.version}: " + (
+        "fits" if plan.fits else f"does NOT fit: {plan.problem}"
+    )
+    lines = [head, f"  image: {plan.image}"]
+    lines += [f"  - {r}" for r in plan.reasons]
+    lines += [f"  warning: {w}" for w in plan.warnings]
+    if plan.fits:
+        lines.append(
+            f"  KV cache: ~{plan.memory.kv_cache_tokens} tokens ({plan.memory.num_blocks} "
+            f"blocks of {plan.memory.block_size})"
+        )
+        lines.append("  vllm serve " + " ".join(plan.launch_args()))
+    return "\n".join(lines) + "\n"
