@@ -67,6 +67,7 @@ CONTAINER_VLLM_CACHE = "/root/.cache/vllm"
 VLLM_CACHE_SUBDIR = "vllm"  # inside the model cache dir the container already writes
 DEFAULT_FULL_LENGTH_REQUESTS = 4  # the same default as the TGI planner (tgiops/core/plan.py)
 MIN_USEFUL_MODEL_LEN = 1024
+SHM_SIZE = "16g"  # docker_run_args: a cap on the container's /dev/shm tmpfs
 
 Version = tuple[int, int, int]
 
@@ -866,8 +867,13 @@ def docker_run_args(plan: VllmPlan, options: UnitOptions) -> list[str]:
         options.container,
         "--gpus",
         gpus,
-        # vLLM's docs: --ipc=host (or a sized --shm-size) for PyTorch's shared memory under TP.
-        "--ipc=host",
+        # vLLM's docs (gpu.cuda.inc.md): "either use the ipc=host flag or --shm-size" for the
+        # shared memory tensor parallelism uses (its MessageQueue, NCCL's shm transport).
+        # Not --ipc=host: that shares the host's IPC namespace with the container. /dev/shm is
+        # a tmpfs that takes memory only as it is written, so the size is a cap, not a
+        # reservation; Docker's 64 MiB default is too small for TP > 1.
+        "--shm-size",
+        SHM_SIZE,
         "-p",
         f"{options.bind_address}:{options.port}:{CONTAINER_PORT}",
         # The same host cache dir as TGI's (render.cache_dir), at vLLM's HF home: an instance
