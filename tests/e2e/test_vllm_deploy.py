@@ -1,0 +1,136 @@
+"""`tgiops deploy --engine vllm` end to end on the testbed: real sshd, systemd, dockerd, moto and
+the vLLM emulator (scripts/vllm_emulator) under vLLM's image name and tags (issue 15)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from process_lists import ProcessLists
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+UNIT = "tgiops-llama-3.1-70b-awq"
+
+
+def tgiops(*args: str, stdin: str | None = None, timeout_s: float = 400):
+    return subprocess.run(
+        [sys.executable, "-m", "tgiops.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout_s,
+    )
+
+
+def stored_secret(value: str) -> str:
+    name = "tgiops-test/" + secrets.token_hex(6)
+    out = tgiops("secret", "set", "--name", name, stdin=value + "\n")
+    assert out.returncode == 0, out.stderr
+    return name
+
+
+def test_vllm_deploy_70b_awq_on_4xa10g_serves_openai_and_hides_secrets(gpu_host, aws):
+    import openai
+
+    host = gpu_host("4xA10G", fresh=True)
+    token = "hf_PLANTED" + secrets.token_hex(16)
+    api_key = "sk-PLANTED" + secrets.token_hex(16)
+    token_name, key_name = stored_secret(token), stored_secret(api_key)
+    with ProcessLists(host) as recorder:
+        proc = tgiops("-vvv", "deploy", "llama-3.1-70b-awq", "--engine", "vllm",
+                      "--host", host.name, "--ssh-config", host.ssh_config,
+                      "--secret-name", token_name, "--api-key-secret", key_name,
+                      "--json")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert result["healthy"] and result["changed"]
+    plan = result["plan"]
+    assert plan["engine"]["name"] == "vllm" and plan["num_shard"] == 4
+    # testbed drivers are below 580: the CUDA 12.9 build of the release
+    assert plan["image"].endswith("-cu129"), plan["image"]
+
+    unit_text = host.run(f"cat /etc/systemd/system/{UNIT}.service").stdout
+    assert "--tensor-parallel-size 4" in unit_text and plan["image"] in unit_text
+    assert "-e VLLM_API_KEY" in unit_text and "--api-key" not in unit_text
+    journal = host.run(f"journalctl -u {UNIT} --no-pager -o cat").stdout
+    assert "GPU KV cache size" in journal
+    stat = host.run(f"stat -c '%a %U' /etc/tgiops/{UNIT}.env").stdout.split()
+    assert stat == ["600", "root"]
+    env_text = host.run(f"cat /etc/tgiops/{UNIT}.env").stdout
+    assert f"VLLM_API_KEY={api_key}" in env_text and f"HF_TOKEN={token}" in env_text
+
+    record = json.loads(
+        host.run(f"cat /var/lib/tgiops/data/tgiops/deployments/{UNIT}.json").stdout
+    )
+    assert record["spec"]["engine"] == "vllm"
+    assert record["deployed"]["image"] == plan["image"]
+
+    places = {
+        "unit file": unit_text,
+        "journal": host.run("journalctl --no-pager -o cat", check=False).stdout,
+        "stdout": proc.stdout,
+        "stderr": proc.stderr,
+        "process lists": "\n".join(recorder.snapshots),
+    }
+    assert recorder.snapshots, "the process list was never sampled"
+    for place, text in places.items():
+        assert token not in text, f"the token leaked into the {place}"
+        assert api_key not in text, f"the API key leaked into the {place}"
+
+    # The official client, through an SSH tunnel to the loopback port.
+    with subprocess.Popen(
+        ["ssh", "-F", host.ssh_config, "-o", "StrictHostKeyChecking=yes", "-N",
+         "-L", "18511:127.0.0.1:8080", host.name],
+    ) as tunnel:  # fmt: skip
+        try:
+            _wait_port(18511)
+            client = openai.OpenAI(base_url="http://127.0.0.1:18511/v1", api_key=api_key)
+            assert [m.id for m in client.models.list()] == ["llama-3.1-70b-awq"]
+            done = client.completions.create(
+                model="llama-3.1-70b-awq", prompt="Hello", max_tokens=3
+            )
+            assert done.choices[0].text
+            chat = client.chat.completions.create(
+                model="llama-3.1-70b-awq",
+                messages=[{"role": "user", "content": "Hi"}],
+                max_tokens=3,
+            )
+            assert chat.choices[0].message.content
+            anonymous = openai.OpenAI(base_url="http://127.0.0.1:18511/v1", api_key="wrong")
+            with pytest.raises(openai.AuthenticationError):
+                anonymous.models.list()
+        finally:
+            tunnel.terminate()
+
+    status = tgiops("status", "--host", host.name, "--ssh-config", host.ssh_config, "--json")
+    assert status.returncode == 0, status.stderr[-2000:]
+    assert api_key not in status.stdout and token not in status.stdout
+    (unit,) = [u for h in json.loads(status.stdout)["hosts"] for u in h["units"]]
+    assert unit["verdict"] == "healthy", unit["reason"]
+    assert "vLLM" in unit["reason"]
+    assert unit["plan"]["engine"] == {"name": "vllm", "version": plan["engine"]["version"]}
+    metrics = unit["tgi"]["metrics"]
+    assert metrics["kv_cache_usage"] is not None and metrics["batch_size"] is not None
+    assert metrics["generation_tokens"] >= 3  # the client's calls above
+    text = tgiops("status", "--host", host.name, "--ssh-config", host.ssh_config)
+    assert "healthy" in text.stdout and "vLLM" in text.stdout
+
+
+def _wait_port(port: int, timeout_s: float = 20.0) -> None:
+    import socket
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"the SSH tunnel to port {port} never opened")
