@@ -66,9 +66,7 @@ def test_vllm_deploy_70b_awq_on_4xa10g_serves_openai_and_hides_secrets(gpu_host,
     env_text = host.run(f"cat /etc/tgiops/{UNIT}.env").stdout
     assert f"VLLM_API_KEY={api_key}" in env_text and f"HF_TOKEN={token}" in env_text
 
-    record = json.loads(
-        host.run(f"cat /var/lib/tgiops/data/tgiops/deployments/{UNIT}.json").stdout
-    )
+    record = json.loads(host.run(f"cat /var/lib/tgiops/data/tgiops/deployments/{UNIT}.json").stdout)
     assert record["spec"]["engine"] == "vllm"
     assert record["deployed"]["image"] == plan["image"]
 
@@ -134,3 +132,48 @@ def _wait_port(port: int, timeout_s: float = 20.0) -> None:
                 return
         time.sleep(0.2)
     raise AssertionError(f"the SSH tunnel to port {port} never opened")
+
+
+def _deploy(host, *args: str):
+    return tgiops("deploy", "phi-3-mini", "--engine", "vllm", "--no-token", "--host", host.name,
+                  "--ssh-config", host.ssh_config, "--json", *args)  # fmt: skip
+
+
+def test_vllm_failures_roll_back_or_refuse_with_the_reason(gpu_host):
+    host = gpu_host("1xA10G", fresh=True)
+    unit_path = "/etc/systemd/system/tgiops-phi-3-mini.service"
+
+    # Another process holds GPU memory (the fake nvidia-smi reports it, the emulator sees
+    # it): vLLM would refuse to start, so deploy refuses first (exit 2), with the reason and
+    # the fix, and installs nothing.
+    inventory = host.testbed.paths.host_dir(host.name) / "root/etc/testbed/gpus.json"
+    data = json.loads(inventory.read_text())
+    data["gpus"][0]["memory_used_mib"] = 6000
+    inventory.write_text(json.dumps(data))
+    try:
+        refused = _deploy(host)
+        assert refused.returncode == 2, refused.stderr[-2000:]
+        error = json.loads(refused.stdout)["error"]["message"]
+        assert "6000 MiB" in error and "--gpu-memory-utilization 0.73" in error, error
+        assert host.run(f"test -e {unit_path}", check=False).returncode == 1
+        # Asking for less than is free is the fix, and vLLM (the emulator) agrees.
+        fits = _deploy(host, "--gpu-memory-utilization", "0.7")
+        assert fits.returncode == 0, fits.stderr[-2000:]
+    finally:
+        data["gpus"][0]["memory_used_mib"] = 0
+        inventory.write_text(json.dumps(data))
+
+    good = _deploy(host)
+    assert good.returncode == 0, good.stderr[-2000:]
+    good_unit = host.run(f"cat {unit_path}").stdout
+
+    # A max model length the planner accepts but the engine's KV cache cannot hold (the
+    # planner does not predict vLLM's CUDA-graph charge): vLLM refuses, tgiops rolls back and
+    # says which length fits, from vLLM's own message.
+    bad = _deploy(host, "--gpu-memory-utilization", "0.41", "--max-model-len", "4096")
+    assert bad.returncode == 1, bad.stderr[-2000:]
+    result = json.loads(bad.stdout)
+    assert result["rolled_back"] is True and result["healthy"] is False
+    assert "--max-model-len" in (result["diagnosis"] or ""), result
+    assert host.run(f"cat {unit_path}").stdout == good_unit
+    assert "healthy again" in result["restored"]

@@ -27,6 +27,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import math
+import re
 import shlex
 import time
 from collections.abc import Callable, Iterator
@@ -409,11 +411,19 @@ def _own_gpu_use(
     report: probe.HostReport, inventory: hardware.GpuInventory
 ) -> hardware.GpuInventory:
     """The inventory as vLLM will find it when this deploy starts: the unit being replaced
-    is stopped first, so the memory its container holds will be free again."""
+    is stopped first, so the memory its container holds is free again. A vLLM unit holds at
+    most what it asked for, utilization x total (vLLM's request_memory; the rest of the
+    probed use belongs to someone else and stays counted); a TGI unit takes the free memory
+    for its KV cache (tgi-facts.md §4), so all of the use is taken to be its own."""
     unit = report.unit
-    if unit is None or unit.state.active_state != "active":
+    if unit is None or unit.unit_text is None or unit.state.active_state != "active":
         return inventory
-    return replace(inventory, gpus=tuple(replace(g, memory_used_mib=0) for g in inventory.gpus))
+    util = re.search(r"--gpu-memory-utilization[= ]([0-9.]+)", unit.unit_text)
+    gpus = []
+    for gpu in inventory.gpus:
+        own = math.ceil(gpu.memory_mib * float(util[1])) if util else gpu.memory_used_mib
+        gpus.append(replace(gpu, memory_used_mib=max(0, gpu.memory_used_mib - own)))
+    return replace(inventory, gpus=tuple(gpus))
 
 
 def _exposure_warnings(request: DeployRequest) -> tuple[str, ...]:
