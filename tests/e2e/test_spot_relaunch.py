@@ -124,11 +124,14 @@ def started_at(host) -> str:
     return host.run(f"docker inspect -f '{{{{.State.StartedAt}}}}' {UNIT}").stdout.strip()
 
 
-def deploy_on_a(gpu_host, aws, env, data_dir: Path, group: dict[str, str], name: str):
+def deploy_on_a(
+    gpu_host, aws, env, data_dir: Path, group: dict[str, str], name: str, engine: str = "tgi"
+):
     host_a = gpu_host("1xA10G", name=name, data_dir=data_dir)
     host_a.alias(group["a"])
-    proc = tgiops(env, "deploy", MODEL, "--secret-name", group["secret"], "--instance",
-                  group["a"], "--ssh-config", host_a.ssh_config, "--json")  # fmt: skip
+    proc = tgiops(env, "deploy", MODEL, "--engine", engine, "--secret-name", group["secret"],
+                  "--instance", group["a"], "--ssh-config", host_a.ssh_config,
+                  "--json")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout)["healthy"] is True
     assert "Download file:" in journal(host_a)  # A filled the cache
@@ -159,21 +162,28 @@ def reclaim(aws, host_a, name: str, a: str) -> str:
     return b
 
 
-def assert_served_from_cache(host_b) -> None:
+def assert_served_from_cache(host_b, engine: str = "tgi") -> None:
     assert host_b.run(f"systemctl is-active {UNIT}").stdout.strip() == "active"
-    info = json.loads(host_b.run("curl -s http://127.0.0.1:8080/info").stdout)
-    assert info["model_id"] == REPO_ID
+    if engine == "vllm":  # vLLM has no /info: /v1/models names the repository as its root
+        models = json.loads(host_b.run("curl -s http://127.0.0.1:8080/v1/models").stdout)
+        assert [m["root"] for m in models["data"]] == [REPO_ID]
+    else:
+        info = json.loads(host_b.run("curl -s http://127.0.0.1:8080/info").stdout)
+        assert info["model_id"] == REPO_ID
     unit_text = host_b.run(f"cat /etc/systemd/system/{UNIT}.service").stdout
     assert "HF_HUB_OFFLINE=1" in unit_text
     assert "Download file:" not in journal(host_b)  # a cache hit: the emulator logs downloads
 
 
-def test_reconcile_brings_the_endpoint_back_on_the_replacement(gpu_host, aws, cli_env, tmp_path):
-    name = f"spot-rc-{os.getpid() % 10000}"
+@pytest.mark.parametrize("engine", ["tgi", "vllm"])
+def test_reconcile_brings_the_endpoint_back_on_the_replacement(
+    gpu_host, aws, cli_env, tmp_path, engine
+):
+    name = f"spot-rc{engine[0]}-{os.getpid() % 10000}"
     data_dir = tmp_path / "data"
     group = make_group(aws, name, allocate_eip(aws))
     group["secret"], token = store_token(cli_env)
-    host_a = deploy_on_a(gpu_host, aws, cli_env, data_dir, group, f"{name}-a")
+    host_a = deploy_on_a(gpu_host, aws, cli_env, data_dir, group, f"{name}-a", engine)
     b = reclaim(aws, host_a, name, group["a"])
 
     boot_started = time.monotonic()
@@ -197,9 +207,10 @@ def test_reconcile_brings_the_endpoint_back_on_the_replacement(gpu_host, aws, cl
     assert unit["cache"] == "complete"
     assert eip_holder(aws, group["eip"])[0] == b
     assert registered_targets(aws, group["target_group"]) == {b}
-    assert_served_from_cache(host_b)
+    assert_served_from_cache(host_b, engine)
     stored = json.loads((data_dir / "tgiops/deployments" / f"{UNIT}.json").read_text())
     assert stored["deployed"]["offline"] is True  # the record follows what B runs
+    assert stored["spec"].get("engine", "tgi") == engine
     assert token not in first.stdout + first.stderr + journal(host_b)
     print(
         f"\nspot relaunch via reconcile: B boot to healthy {healthy - boot_started:.1f} s "
