@@ -231,7 +231,8 @@ def resolve_model(args: argparse.Namespace):  # -> ModelSpec
             "already names its repository. Give the alias, or --model-config FILE "
             f"--model-id {args.model_id}, not both"
         )
-    return find_model(resources.load_catalog(args.catalog), args.model)
+    engine = getattr(args, "engine", None) or "tgi"
+    return find_model(resources.load_catalog(args.catalog), args.model, engine)
 
 
 def resolve_inventory(args: argparse.Namespace):  # -> GpuInventory

@@ -690,7 +690,7 @@ def userdata_record(request: Any, builtin_catalog: Mapping[str, ModelSpec]) -> D
     another repo (user data is limited to 16 KB); their sources stay behind.
     """
     try:
-        builtin = find_model(builtin_catalog, request.model.alias)
+        builtin = find_model(builtin_catalog, request.model.alias, request.engine.name)
         carry_model = builtin.repo_id != request.model.repo_id
     except UnknownModelError:
         carry_model = True

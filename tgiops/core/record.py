@@ -447,7 +447,7 @@ class DeploymentRecord:
         """The ModelSpec to deploy: the catalog's entry when it is the same checkpoint, else the
         one stored in the record (a --model-config or --catalog model), else a clear error."""
         try:
-            found = find_model(catalog, self.spec.model)
+            found = find_model(catalog, self.spec.model, self.spec.engine)
             if found.repo_id == self.spec.repo_id:
                 return found
         except UnknownModelError:

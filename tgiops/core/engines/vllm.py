@@ -233,10 +233,19 @@ class VllmEngine:
 
 # The catalog's quantization names (TGI's) as vLLM knows them; vLLM auto-detects pre-quantized
 # checkpoints from config.json's quantization_config, so these are never passed for them.
-_PREQUANTIZED = frozenset({"awq", "gptq", "compressed-tensors", "fp8"})
+_PREQUANTIZED = frozenset({"awq", "gptq", "compressed-tensors", "fp8", "mxfp4"})
 # vLLM's --quantization values tgiops will pass for quantizing at load ("online").
 ONLINE_QUANTIZATION = ("fp8", "bitsandbytes")
-ACCEPTED_QUANTIZE = ("none", "awq", "gptq", "fp8", "compressed-tensors", "bitsandbytes")
+ACCEPTED_QUANTIZE = ("none", "awq", "gptq", "fp8", "compressed-tensors", "bitsandbytes", "mxfp4")
+# MXFP4 (OCP Microscaling Formats (MX) Specification v1.0, §5 "MXFP4": FP4 E2M1 elements in
+# blocks of 32 sharing one 8-bit E8M0 scale) costs 4 bits per value + 8 bits per 32 values.
+MXFP4_BYTES_PER_PARAM = (4 + 8 / 32) / 8
+# vllm/model_executor/layers/quantization/mxfp4.py: Mxfp4Config.get_min_capability() == 80;
+# its MoE backend selection runs native kernels (FlashInfer / Triton) from sm90 and Marlin's
+# weight-only MXFP4 MoE below, on sm80-89. Linear layers stay unquantized
+# (get_quant_method -> UnquantizedLinearMethod): only the experts are MXFP4.
+MXFP4_MIN_CC = (8, 0)
+MXFP4_NATIVE_CC = (9, 0)
 # vLLM's --dtype choices (vllm/config/model.py ModelDType), as tgiops passes them.
 ACCEPTED_DTYPES = ("float16", "bfloat16", "half", "float32", "float", "auto")
 _DTYPE_ALIASES = {"half": "float16", "float": "float32"}
@@ -466,7 +475,9 @@ def memory_estimate(
     dtype_bytes = _DTYPE_BYTES[dtype]
     total = total_mib * MIB
     requested = math.ceil(total * utilization)  # request_memory(), vllm/v1/worker/utils.py
-    weights = weight_bytes(model, quantize) / tp
+    weights = (
+        mxfp4_weight_bytes(model) if quantize == "mxfp4" else weight_bytes(model, quantize)
+    ) / tp
     if dtype_bytes == 4 and quantize is None:
         weights *= 2  # float32 weights: twice the 16-bit bytes
     activations = profile_activation_bytes(
@@ -489,6 +500,18 @@ def memory_estimate(
         num_blocks=blocks,
         kv_cache_tokens=tokens,
     )
+
+
+def mxfp4_weight_bytes(model: ModelSpec) -> float:
+    """An MXFP4 MoE checkpoint on the GPU: the experts' gate/up and down projections
+    (layers x experts x 3 x hidden x intermediate) at MXFP4_BYTES_PER_PARAM, everything else
+    (attention, router, embeddings, head, biases) 16-bit, as vLLM loads them (mxfp4.py: MoE
+    layers only)."""
+    experts = model.num_experts or 0
+    inter = model.intermediate_size or 0
+    expert_params = model.num_layers * experts * 3 * model.hidden_size * inter
+    rest = max(0.0, model.parameters_b * 1e9 - expert_params)
+    return expert_params * MXFP4_BYTES_PER_PARAM + rest * 2.0
 
 
 def _check_values(o: VllmOverrides) -> None:
@@ -614,6 +637,23 @@ def _choose_quantization(
         raise InputError(
             f"{model.alias} is a {quant} checkpoint, which vLLM does not run; pick another"
         )
+    if quant == "mxfp4":
+        if cc < MXFP4_MIN_CC:
+            raise InputError(
+                f"{model.alias}'s MXFP4 experts need compute capability 8.0+ in vLLM (Marlin "
+                f"MXFP4 on sm80-89, native kernels on sm90+); this GPU is {sm}: use an "
+                "A10G, L4, L40S, A100 or H100 instance type"
+            )
+        n.reasons.append(
+            "quantization: mxfp4 checkpoint (experts 4-bit + one 8-bit scale per 32 values, "
+            "the rest 16-bit); "
+            + (
+                "native MXFP4 MoE kernels (sm90+)"
+                if cc >= MXFP4_NATIVE_CC
+                else f"Marlin weight-only MXFP4 MoE on {sm} (native kernels need sm90+)"
+            )
+        )
+        return quant, None
     if quant in ("fp8", "compressed-tensors"):
         # FP8 W8A8 needs sm89+; sm80-86 run FP8 weight-only through FP8 Marlin; Turing's
         # Marlin is marked unsupported in supported_hardware.md, so refuse there.
