@@ -242,3 +242,41 @@ def test_tgi_version_keeps_working_and_equals_engine_version() -> None:
                "--engine-version", "3.3.5", "--json")  # fmt: skip
     assert json.loads(a.stdout) == json.loads(b.stdout)
     assert json.loads(a.stdout)["engine"] == {"name": "tgi", "version": "3.3.5"}
+
+
+# --- MXFP4 (gpt-oss) ---------------------------------------------------------------------------
+
+
+def test_mxfp4_weighs_experts_at_4_25_bits_and_the_rest_at_16() -> None:
+    from tgiops.core.engines.vllm import mxfp4_weight_bytes
+
+    model = find_model(CATALOG, "gpt-oss-20b", "vllm")
+    experts = 24 * 32 * 3 * 2880 * 2880  # layers x experts x (gate, up, down) x hidden x inter
+    expected = experts * 4.25 / 8 + (model.parameters_b * 1e9 - experts) * 2
+    assert mxfp4_weight_bytes(model) == pytest.approx(expected)
+    assert 12 < expected / 2**30 < 14  # vs ~39 GiB if the experts were 16-bit
+
+
+@pytest.mark.parametrize(
+    ("instance_type", "kernel"),
+    [("p5.48xlarge", "native MXFP4"), ("g5.xlarge", "Marlin"), ("g4dn.xlarge", None)],
+)
+def test_mxfp4_kernels_by_compute_capability(instance_type: str, kernel: str | None) -> None:
+    from tgiops.core.engines.vllm import plan_vllm
+
+    model = find_model(CATALOG, "gpt-oss-20b", "vllm")
+    inventory = inventory_for_instance_type(instance_type)
+    if kernel is None:
+        with pytest.raises(InputError, match="8.0"):
+            plan_vllm(model, inventory)
+        return
+    plan = plan_vllm(model, inventory)
+    assert plan.fits and plan.quantization == "mxfp4" and plan.quantization_flag is None
+    assert any(kernel in reason for reason in plan.reasons)
+
+
+def test_tgi_still_refuses_gpt_oss_by_name() -> None:
+    from tgiops.core.errors import PlanInputError
+
+    with pytest.raises(PlanInputError, match="vLLM"):
+        find_model(CATALOG, "gpt-oss-20b")
