@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from private_moto import point_boto3_at, private_moto
 from process_lists import ProcessLists
 
 pytestmark = pytest.mark.e2e
@@ -177,3 +178,75 @@ def test_vllm_failures_roll_back_or_refuse_with_the_reason(gpu_host):
     assert "--max-model-len" in (result["diagnosis"] or ""), result
     assert host.run(f"cat {unit_path}").stdout == good_unit
     assert "healthy again" in result["restored"]
+
+
+@pytest.fixture
+def private_aws(tmp_path, monkeypatch):
+    """A moto server of this test's own: the sweep runs for a minute and the shared one is
+    reset by every other test (tests/e2e/private_moto.py)."""
+    with private_moto(tmp_path) as url:
+        point_boto3_at(url, tmp_path, monkeypatch)
+        yield url
+
+
+def test_vllm_sweep_a_planted_token_and_api_key_appear_nowhere(gpu_host, private_aws, tmp_path):
+    """Every verb that touches a vLLM deployment, at -vvv, text and --json, success and
+    failure: neither the token nor the API key shows anywhere but the 0600 env file."""
+    host = gpu_host("1xA10G", fresh=True)
+    token = "hf_PLANTED" + secrets.token_hex(16)
+    api_key = "sk-PLANTED" + secrets.token_hex(16)
+    token_name, key_name = stored_secret(token), stored_secret(api_key)
+    target = ["--host", host.name, "--ssh-config", host.ssh_config]
+    deploy_args = ["phi-3-mini", "--engine", "vllm", "--secret-name", token_name,
+                   "--api-key-secret", key_name]  # fmt: skip
+    texts: dict[str, str] = {}
+
+    def run(label: str, *args: str, expect: tuple[int, ...]):
+        proc = tgiops("-vvv", *args)
+        texts[f"{label}: stdout"], texts[f"{label}: stderr"] = proc.stdout, proc.stderr
+        assert proc.returncode in expect, (label, proc.returncode, proc.stderr[-3000:])
+        return proc
+
+    with ProcessLists(host) as recorder:
+        for flags in ([], ["--json"]):
+            dry = run(f"dry run {flags}", "deploy", *deploy_args, "--dry-run", *flags, *target,
+                      expect=(0,))  # fmt: skip
+            assert "VLLM_API_KEY=***" in dry.stdout
+        public = run("deploy public", "deploy", *deploy_args, "--public", "--json", *target,
+                     expect=(0,))  # fmt: skip
+        assert json.loads(public.stdout)["warnings"] == []  # an API key: no exposure warning
+        run("deploy unchanged", "deploy", *deploy_args, "--public", *target, expect=(0,))
+        crashed = run("deploy crashing", "deploy", *deploy_args, "--public",
+                      "--gpu-memory-utilization", "0.41", "--max-model-len", "4096", "--json",
+                      *target, expect=(1,))  # fmt: skip
+        assert json.loads(crashed.stdout)["rolled_back"] is True
+        run("status", "status", *target, "--json", expect=(0, 1))
+        run("status text", "status", *target, expect=(0, 1))
+        run("logs", "logs", *target, "-n", "1000", expect=(0,))
+        for flags in ([], ["--json"]):
+            run(f"userdata {flags}", "userdata", *deploy_args, "--preinstalled", *flags,
+                expect=(0,))  # fmt: skip
+        open_one = run("deploy without key", "deploy", "phi-3-mini", "--engine", "vllm",
+                       "--secret-name", token_name, "--public", "--unit", "tgiops-open",
+                       "--port", "8090", "--gpu-memory-utilization", "0.1", "--json", *target,
+                       expect=(0, 1, 2))  # fmt: skip
+        if open_one.returncode == 0:
+            assert any("API key" in w for w in json.loads(open_one.stdout)["warnings"])
+        run("undeploy", "undeploy", "--yes", "--json", *target, expect=(0,))
+
+    texts["unit files"] = host.run(
+        "cat /etc/systemd/system/tgiops*.service* 2>/dev/null", check=False
+    ).stdout
+    texts["journal"] = host.run("journalctl -o verbose --no-pager", check=False).stdout
+    texts["process lists"] = "\n".join(recorder.snapshots)
+    assert recorder.snapshots and "GPU KV cache size" in texts["journal"]
+    for secret in (token, api_key):
+        leaks = [where for where, text in texts.items() if secret in text]
+        assert not leaks, f"a secret leaked into: {leaks}"
+    upper = host.testbed.paths.host_dir(host.name) / "upper"
+    for path in upper.rglob("*"):
+        if path.is_file() and (token.encode() in path.read_bytes()
+                               or api_key.encode() in path.read_bytes()):  # fmt: skip
+            where = "/" + str(path.relative_to(upper))
+            assert where.startswith("/etc/tgiops/") and ".env" in where, where
+            assert path.stat().st_mode & 0o777 == 0o600, where
