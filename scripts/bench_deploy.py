@@ -113,7 +113,7 @@ def render_files(run: int) -> tuple[str, str, UnitOptions]:
     from tgiops import __version__
     from tgiops.core import hardware
     from tgiops.core.engines.tgi import TgiEngine
-    from tgiops.core.plan import plan
+    from tgiops.core.plan import Overrides, plan
     from tgiops.core.render import render_env_file, render_unit
     from tgiops.core.request import DeployRequest
     from tgiops.edges import resources
@@ -125,7 +125,7 @@ def render_files(run: int) -> tuple[str, str, UnitOptions]:
         model,
         hardware.inventory_from_spec("A10G", 1),
         TgiEngine.release(),
-        request.overrides,
+        Overrides(),
         instance_types=hardware.all_instance_types(),
     )
     template = (resources.shipped_path("unit_templates") / "tgi.service.j2").read_text()

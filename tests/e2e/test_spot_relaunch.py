@@ -124,11 +124,14 @@ def started_at(host) -> str:
     return host.run(f"docker inspect -f '{{{{.State.StartedAt}}}}' {UNIT}").stdout.strip()
 
 
-def deploy_on_a(gpu_host, aws, env, data_dir: Path, group: dict[str, str], name: str):
+def deploy_on_a(
+    gpu_host, aws, env, data_dir: Path, group: dict[str, str], name: str, engine: str = "tgi"
+):
     host_a = gpu_host("1xA10G", name=name, data_dir=data_dir)
     host_a.alias(group["a"])
-    proc = tgiops(env, "deploy", MODEL, "--secret-name", group["secret"], "--instance",
-                  group["a"], "--ssh-config", host_a.ssh_config, "--json")  # fmt: skip
+    proc = tgiops(env, "deploy", MODEL, "--engine", engine, "--secret-name", group["secret"],
+                  "--instance", group["a"], "--ssh-config", host_a.ssh_config,
+                  "--json")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout)["healthy"] is True
     assert "Download file:" in journal(host_a)  # A filled the cache
@@ -159,21 +162,30 @@ def reclaim(aws, host_a, name: str, a: str) -> str:
     return b
 
 
-def assert_served_from_cache(host_b) -> None:
+def assert_served_from_cache(host_b, engine: str = "tgi") -> None:
     assert host_b.run(f"systemctl is-active {UNIT}").stdout.strip() == "active"
-    info = json.loads(host_b.run("curl -s http://127.0.0.1:8080/info").stdout)
-    assert info["model_id"] == REPO_ID
+    if engine == "vllm":  # vLLM has no /info: /v1/models names the repository as its root
+        models = json.loads(host_b.run("curl -s http://127.0.0.1:8080/v1/models").stdout)
+        assert [m["root"] for m in models["data"]] == [REPO_ID]
+    else:
+        info = json.loads(host_b.run("curl -s http://127.0.0.1:8080/info").stdout)
+        assert info["model_id"] == REPO_ID
     unit_text = host_b.run(f"cat /etc/systemd/system/{UNIT}.service").stdout
     assert "HF_HUB_OFFLINE=1" in unit_text
+    image = "vllm/vllm-openai:" if engine == "vllm" else "text-generation-inference:"
+    assert image in unit_text
     assert "Download file:" not in journal(host_b)  # a cache hit: the emulator logs downloads
 
 
-def test_reconcile_brings_the_endpoint_back_on_the_replacement(gpu_host, aws, cli_env, tmp_path):
-    name = f"spot-rc-{os.getpid() % 10000}"
+@pytest.mark.parametrize("engine", ["tgi", "vllm"])
+def test_reconcile_brings_the_endpoint_back_on_the_replacement(
+    gpu_host, aws, cli_env, tmp_path, engine
+):
+    name = f"spot-rc{engine[0]}-{os.getpid() % 10000}"
     data_dir = tmp_path / "data"
     group = make_group(aws, name, allocate_eip(aws))
     group["secret"], token = store_token(cli_env)
-    host_a = deploy_on_a(gpu_host, aws, cli_env, data_dir, group, f"{name}-a")
+    host_a = deploy_on_a(gpu_host, aws, cli_env, data_dir, group, f"{name}-a", engine)
     b = reclaim(aws, host_a, name, group["a"])
 
     boot_started = time.monotonic()
@@ -197,9 +209,10 @@ def test_reconcile_brings_the_endpoint_back_on_the_replacement(gpu_host, aws, cl
     assert unit["cache"] == "complete"
     assert eip_holder(aws, group["eip"])[0] == b
     assert registered_targets(aws, group["target_group"]) == {b}
-    assert_served_from_cache(host_b)
+    assert_served_from_cache(host_b, engine)
     stored = json.loads((data_dir / "tgiops/deployments" / f"{UNIT}.json").read_text())
     assert stored["deployed"]["offline"] is True  # the record follows what B runs
+    assert stored["spec"].get("engine", "tgi") == engine
     assert token not in first.stdout + first.stderr + journal(host_b)
     print(
         f"\nspot relaunch via reconcile: B boot to healthy {healthy - boot_started:.1f} s "
@@ -260,14 +273,18 @@ def test_reconcile_from_a_lambda_changes_nothing_when_all_is_well(
     assert any(t["Key"] == f"tgiops:record:{UNIT}" for t in group_tags)
 
 
-def test_bootstrap_from_the_user_data_brings_the_endpoint_back(gpu_host, aws, cli_env, tmp_path):
-    name = f"spot-bs-{os.getpid() % 10000}"
+@pytest.mark.parametrize("engine", ["tgi", "vllm"])
+def test_bootstrap_from_the_user_data_brings_the_endpoint_back(
+    gpu_host, aws, cli_env, tmp_path, engine
+):
+    name = f"spot-bs{engine[0]}-{os.getpid() % 10000}"
     data_dir = tmp_path / "data"
     eip = allocate_eip(aws)
     secret, token = store_token(cli_env)
     # The user data the launch template carries: the host reaches moto and the metadata
     # stand-in through tunnels at fixed ports of its own loopback.
-    printed = tgiops(cli_env, "userdata", MODEL, "--secret-name", secret, "--region", aws.region,
+    printed = tgiops(cli_env, "userdata", MODEL, "--engine", engine, "--secret-name", secret,
+                     "--region", aws.region,
                      "--eip", eip, "--preinstalled",
                      "--env", f"AWS_ENDPOINT_URL=http://127.0.0.1:{MOTO_ON_HOST}",
                      "--env", f"AWS_EC2_METADATA_SERVICE_ENDPOINT=http://127.0.0.1:{IMDS_ON_HOST}",
@@ -276,7 +293,7 @@ def test_bootstrap_from_the_user_data_brings_the_endpoint_back(gpu_host, aws, cl
     user_data = json.loads(printed.stdout)["user_data"]
     group = make_group(aws, name, eip, user_data=user_data)
     group["secret"] = secret
-    host_a = deploy_on_a(gpu_host, aws, cli_env, data_dir, group, f"{name}-a")
+    host_a = deploy_on_a(gpu_host, aws, cli_env, data_dir, group, f"{name}-a", engine)
     b = reclaim(aws, host_a, name, group["a"])
     lt_data = aws.client("ec2").describe_launch_template_versions(LaunchTemplateName=f"{name}-lt")[
         "LaunchTemplateVersions"
@@ -305,7 +322,7 @@ def test_bootstrap_from_the_user_data_brings_the_endpoint_back(gpu_host, aws, cl
         [unit] = result["units"]
         assert unit["offline"] and unit["cache"] == "complete"
         assert eip_holder(aws, group["eip"])[0] == b
-        assert_served_from_cache(host_b)
+        assert_served_from_cache(host_b, engine)
         assert token not in journal(host_b, "tgiops-bootstrap") + journal(host_b)
         # IMDSv2: tokens were fetched and no request went without one.
         assert imds.count("PUT", "/latest/api/token", 200) >= 1

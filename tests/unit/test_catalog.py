@@ -728,7 +728,9 @@ def test_bad_config_json_names_the_field(
 def test_the_catalog_quantize_names_are_the_newest_tgi_releases_values():
     """catalog.QUANTIZE_VALUES is spelled like TGI's --quantize, kept apart so the catalog does
     not depend on an engine; this keeps the two lists the same."""
-    from tgiops.core.catalog import QUANTIZE_VALUES
+    from tgiops.core.catalog import NON_TGI_QUANTIZE_VALUES, QUANTIZE_VALUES
     from tgiops.core.engines.tgi import TgiEngine
 
-    assert set(QUANTIZE_VALUES) == set(TgiEngine.release().accepted_quantize)
+    tgi = set(TgiEngine.release().accepted_quantize)
+    assert set(QUANTIZE_VALUES) == tgi | set(NON_TGI_QUANTIZE_VALUES)
+    assert not tgi & set(NON_TGI_QUANTIZE_VALUES)  # a name TGI gains moves to its list

@@ -341,7 +341,7 @@ def test_unit_exec_line_round_trips_and_keeps_secrets_out():
     argv = shlex.split(exec_line.removeprefix("ExecStart="))
     assert argv == vllm.docker_run_args(p, opts)
     for needle in (
-        "--ipc=host",
+        "--shm-size 16g",
         "-p 127.0.0.1:8080:8000",
         "-v /var/lib/tgiops/data/cache:/root/.cache/huggingface ",
         "-v /var/lib/tgiops/data/cache/vllm:/root/.cache/vllm ",

@@ -67,8 +67,25 @@ def add_model_args(parser: argparse.ArgumentParser, *, positional: bool = True) 
 
 
 def add_plan_overrides(parser: argparse.ArgumentParser) -> None:
+    from tgiops.core.engines import ENGINE_NAMES
+
+    eng = parser.add_argument_group("engine")
+    eng.add_argument(
+        "--engine",
+        choices=ENGINE_NAMES,
+        default=None,
+        help="the serving engine (default tgi); vllm: vLLM's OpenAI-compatible server",
+    )
+    eng.add_argument(
+        "--engine-version",
+        default=None,
+        metavar="V",
+        help="the engine's release (default: TGI 3.3.7, vLLM 0.27.1)",
+    )
     ov = parser.add_argument_group("overrides (checked, not trusted)")
-    ov.add_argument("--tgi-version", default=None, metavar="V", help="TGI release (default 3.3.7)")
+    ov.add_argument(
+        "--tgi-version", default=None, metavar="V", help="TGI release (= --engine-version for TGI)"
+    )
     ov.add_argument(
         "--num-shard",
         type=int,
@@ -111,6 +128,27 @@ def add_plan_overrides(parser: argparse.ArgumentParser) -> None:
         choices=["auto", "on", "off"],
         default="auto",
         help="auto: FlashAttention on sm80+ only, the non-flash fallback below",
+    )
+    vo = parser.add_argument_group("vLLM overrides (--engine vllm; checked, not trusted)")
+    vo.add_argument(
+        "--gpu-memory-utilization",
+        type=float,
+        metavar="F",
+        help="share of each GPU's TOTAL memory vLLM may use, 0 < F <= 1 (default 0.92); vLLM "
+        "refuses to start when less than that is free",
+    )
+    vo.add_argument(
+        "--max-model-len",
+        type=int,
+        metavar="N",
+        help="prompt + output tokens per request (default: room for 4 full-length requests)",
+    )
+    vo.add_argument("--max-num-seqs", type=int, metavar="N", help="requests batched at once")
+    vo.add_argument(
+        "--max-num-batched-tokens", type=int, metavar="N", help="tokens per scheduler step"
+    )
+    vo.add_argument(
+        "--enforce-eager", action="store_true", help="no CUDA graphs (less memory, slower)"
     )
 
 
@@ -193,7 +231,8 @@ def resolve_model(args: argparse.Namespace):  # -> ModelSpec
             "already names its repository. Give the alias, or --model-config FILE "
             f"--model-id {args.model_id}, not both"
         )
-    return find_model(resources.load_catalog(args.catalog), args.model)
+    engine = getattr(args, "engine", None) or "tgi"
+    return find_model(resources.load_catalog(args.catalog), args.model, engine)
 
 
 def resolve_inventory(args: argparse.Namespace):  # -> GpuInventory
@@ -218,7 +257,64 @@ def resolve_inventory(args: argparse.Namespace):  # -> GpuInventory
     )
 
 
-def overrides_from(args: argparse.Namespace):  # -> Overrides
+# The overrides only one engine understands: given with the other engine they are refused, not
+# ignored (a silently dropped limit would deploy something else than asked).
+_TGI_ONLY = ("max_input_tokens", "max_total_tokens", "max_batch_prefill_tokens",
+             "cuda_memory_fraction")  # fmt: skip
+_VLLM_ONLY = ("gpu_memory_utilization", "max_model_len", "max_num_seqs", "max_num_batched_tokens")
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def engine_from(args: argparse.Namespace):  # -> tgiops.core.engines.Engine
+    """--engine / --engine-version (--tgi-version: TGI's own spelling, kept), checked (exit 2)."""
+    from tgiops.core.engines import DEFAULT_ENGINE, engine_for
+
+    name = getattr(args, "engine", None) or DEFAULT_ENGINE
+    version = getattr(args, "engine_version", None)
+    tgi_version = getattr(args, "tgi_version", None)
+    if tgi_version is not None:
+        if name != "tgi":
+            raise InputError(
+                f"--tgi-version goes with --engine tgi; give --engine-version for {name}"
+            )
+        if version is not None and version != tgi_version:
+            raise InputError("give --engine-version or --tgi-version, not both")
+        version = tgi_version
+    return engine_for(name, version)
+
+
+def overrides_from(args: argparse.Namespace, engine_name: str = "tgi"):
+    """The engine's overrides (tgiops.core.plan.Overrides or vllm.VllmOverrides)."""
+    own, other = (_VLLM_ONLY, _TGI_ONLY) if engine_name == "vllm" else (_TGI_ONLY, _VLLM_ONLY)
+    given = [d for d in other if getattr(args, d, None) is not None]
+    if engine_name == "vllm" and getattr(args, "flash_attention", "auto") != "auto":
+        given.append("flash_attention")
+    if engine_name != "vllm" and getattr(args, "enforce_eager", False):
+        given.append("enforce_eager")
+    if given:
+        hint = " (vLLM's is --max-model-len)" if "max_total_tokens" in given else ""
+        raise InputError(
+            ", ".join(_flag(d) for d in given)
+            + f": not an option of {engine_name}{hint}; it goes with --engine "
+            + ("tgi" if engine_name == "vllm" else "vllm")
+        )
+    del own
+    if engine_name == "vllm":
+        from tgiops.core.engines.vllm import VllmOverrides
+
+        return VllmOverrides(
+            num_shard=args.num_shard,
+            gpu_memory_utilization=args.gpu_memory_utilization,
+            max_model_len=args.max_model_len,
+            max_num_seqs=args.max_num_seqs,
+            max_num_batched_tokens=args.max_num_batched_tokens,
+            quantize=args.quantize,
+            dtype=args.dtype,
+            enforce_eager=bool(args.enforce_eager),
+        )
     from tgiops.core.plan import Overrides
 
     return Overrides(
@@ -266,13 +362,13 @@ def gpu_devices(text: str | None) -> tuple[int, ...]:
 def deploy_request_from(args: argparse.Namespace, **extra: Any) -> DeployRequest:
     """The deploy request the shared model/override/unit options describe, validated (exit 2)
     before any host or AWS is touched."""
-    from tgiops.core.engines.tgi import DEFAULT_TGI_VERSION, TgiEngine
     from tgiops.core.request import DeployRequest
 
+    engine = engine_from(args)
     request = DeployRequest(
         model=resolve_model(args),
-        engine=TgiEngine.release(args.tgi_version or DEFAULT_TGI_VERSION),
-        overrides=overrides_from(args),
+        engine=engine,
+        overrides=overrides_from(args, engine.name),
         unit_name=args.unit,
         port=args.port,
         public=args.public,

@@ -226,6 +226,7 @@ def _status_unit_as_dict(host: Any, u: Any) -> dict[str, Any]:
     data["endpoint"] = f.http.endpoint
     data["plan"] = {
         "image": p.image,
+        "engine": {"name": p.engine[0], "version": p.engine[1]} if p.engine else None,
         "model_id": p.model_id,
         "num_shard": p.num_shard,
         "quantize": p.quantize,
@@ -285,6 +286,8 @@ def _status_unit_as_dict(host: Any, u: Any) -> dict[str, Any]:
             "mean_time_per_token_ms": _round(
                 None if m.mean_time_per_token_s is None else m.mean_time_per_token_s * 1000
             ),
+            "kv_cache_usage": m.kv_cache_usage,
+            "generation_tokens": m.generation_tokens,
         }
     data["tgi"] = {
         "health_status": h.health_code,
@@ -710,7 +713,7 @@ def error_as_dict(kind: str, message: str, exit_code: int, exc: BaseException | 
     }
     plan = getattr(exc, "plan", None)
     if plan is not None:  # a plan that does not fit: what was planned, and the alternatives
-        from tgiops.core.plan import plan_as_dict
+        from tgiops.core.request import any_plan_as_dict
 
-        data["plan"] = plan_as_dict(plan)
+        data["plan"] = any_plan_as_dict(plan)
     return data

@@ -13,32 +13,42 @@ from tgiops.cli.args import (
     add_model_args,
     add_plan_overrides,
     add_recommend_args,
+    engine_from,
     overrides_from,
     resolve_inventory,
     resolve_model,
 )
+from tgiops.core.errors import InputError
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from tgiops.cli import output, recommend
     from tgiops.core import hardware, recovery
     from tgiops.core.catalog import quantized_siblings
-    from tgiops.core.engines.tgi import DEFAULT_TGI_VERSION, TgiEngine
+    from tgiops.core.engines.tgi import TgiEngine
     from tgiops.core.plan import plan
     from tgiops.edges import resources
 
     model = resolve_model(args)
+    chosen = engine_from(args)
     if recommend.no_hardware_given(args):  # which instance type? (issue 14 §4)
+        if chosen.name != "tgi":
+            raise InputError(
+                f"--engine {chosen.name}: the instance-type ranking plans TGI only so far; give "
+                "--instance-type TYPE (or --gpu NAME --gpus N) to plan vLLM"
+            )
         return recommend.run(args, model, overrides_from(args))
     recommend.refuse_filters_with_hardware(args)
     inventory = resolve_inventory(args)
-    engine = TgiEngine.release(args.tgi_version or DEFAULT_TGI_VERSION)
     recovery_estimate = recovery.estimate(
         model,
         hardware.find_instance_type(inventory.instance_type) if inventory.instance_type else None,
         throughput_mib_s=getattr(args, "data_volume_throughput", None),
         target_s=getattr(args, "recovery_target_s", None),
     )
+    if chosen.name == "vllm":
+        return _plan_vllm(args, model, inventory, chosen.version_text, recovery_estimate)
+    engine = TgiEngine.release(chosen.version_text)
     result = plan(
         model,
         inventory,
@@ -55,6 +65,22 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(json.dumps(payload, indent=2))
     else:
         print(output.plan_as_text(result) + output.recovery_as_text(recovery_estimate))
+    return 0 if result.fits else 1
+
+
+def _plan_vllm(
+    args: argparse.Namespace, model: Any, inventory: Any, version: str, recovery_estimate: Any
+) -> int:
+    from tgiops.cli import output
+    from tgiops.core.engines import vllm
+
+    result = vllm.plan_vllm(model, inventory, overrides_from(args, "vllm"), version=version)
+    if args.json:
+        payload = vllm.plan_as_dict(result)
+        payload["recovery"] = output.recovery_as_dict(recovery_estimate)
+        print(json.dumps(payload, indent=2))
+    else:
+        print(vllm.plan_as_text(result) + output.recovery_as_text(recovery_estimate))
     return 0 if result.fits else 1
 
 

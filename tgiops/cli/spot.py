@@ -209,16 +209,14 @@ USERDATA_LIMIT_BYTES = 16384  # EC2: "User data is limited to 16 KB, in raw form
 def cmd_userdata(args: argparse.Namespace) -> int:
     from tgiops.commands import bootstrap
     from tgiops.core import hardware
-    from tgiops.core.plan import plan
+    from tgiops.core.request import plan_request
     from tgiops.edges import resources
 
     request = deploy_request_from(args)
     if args.instance_type:
-        checked = plan(
-            request.model,
+        checked = plan_request(
+            request,
             hardware.inventory_for_instance_type(args.instance_type),
-            request.engine,
-            request.overrides,
             instance_types=hardware.all_instance_types(),
         )
         if not checked.fits:

@@ -151,8 +151,8 @@ def _plan_text(result: Any) -> str:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from tgiops.commands import up as up_cmd
     from tgiops.cli import progress
+    from tgiops.commands import up as up_cmd
     from tgiops.edges import state
 
     if args.alb:
@@ -223,8 +223,8 @@ def _env(pairs: list[str]) -> dict[str, str]:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from tgiops.commands import down as down_cmd
     from tgiops.cli import progress
+    from tgiops.commands import down as down_cmd
     from tgiops.edges import state
 
     if not _confirmer(args, f"delete everything tagged for the stack {args.name}")(None):

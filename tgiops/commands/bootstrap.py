@@ -220,12 +220,15 @@ class Restored:
 
 def host_cache_dir(record: DeploymentRecord, model: ModelSpec) -> str:
     """The model's Hugging Face cache folder on the host (``<data_dir>/cache`` is /data in
-    TGI: tgiops.core.render.cache_dir)."""
-    from tgiops.core.engines.tgi import TgiEngine
+    TGI, vLLM's HF home in vLLM: tgiops.core.render.cache_dir, vllm.docker_run_args)."""
+    from tgiops.core.engines import engine_for
+    from tgiops.core.engines.vllm import CONTAINER_HF_HOME
     from tgiops.core.render import CONTAINER_DATA, cache_dir
 
-    in_container = TgiEngine.release(record.spec.tgi_version).cache_dir_in_container(model.repo_id)
-    return cache_dir(record.spec.data_dir) + in_container[len(CONTAINER_DATA) :]
+    engine = engine_for(record.spec.engine, record.spec.engine_version)
+    in_container = engine.cache_dir_in_container(model.repo_id)
+    mount = CONTAINER_HF_HOME if engine.name == "vllm" else CONTAINER_DATA
+    return cache_dir(record.spec.data_dir) + in_container[len(mount) :]
 
 
 def look_script(record: DeploymentRecord, model: ModelSpec) -> str:
@@ -691,7 +694,7 @@ def userdata_record(request: Any, builtin_catalog: Mapping[str, ModelSpec]) -> D
     another repo (user data is limited to 16 KB); their sources stay behind.
     """
     try:
-        builtin = find_model(builtin_catalog, request.model.alias)
+        builtin = find_model(builtin_catalog, request.model.alias, request.engine.name)
         carry_model = builtin.repo_id != request.model.repo_id
     except UnknownModelError:
         carry_model = True

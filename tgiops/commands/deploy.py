@@ -27,6 +27,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import math
+import re
 import shlex
 import time
 from collections.abc import Callable, Iterator
@@ -37,10 +39,10 @@ from typing import Any
 
 from tgiops import __version__
 from tgiops.core import hardware, probe, progress, record
-from tgiops.core.engines.tgi import verify_info
+from tgiops.core.engines import vllm
 from tgiops.core.errors import DeployError, DoesNotFitError, HealthError, InputError, ProbeError
 from tgiops.core.layout import ENV_DIR, LOCK_PATH, MANAGED_MARKER, UNIT_DIR
-from tgiops.core.plan import Plan, plan
+from tgiops.core.plan import Plan
 from tgiops.core.render import UnitOptions, render_env_file, render_unit
 from tgiops.core.request import (
     DEFAULT_PORT,
@@ -49,6 +51,7 @@ from tgiops.core.request import (
     Redactor,
     Replaced,
     default_timeout_s,
+    plan_request,
 )
 from tgiops.edges import record_store
 from tgiops.edges.ssh import FileUpload
@@ -116,21 +119,33 @@ def deploy(
         options = replace(options, port=port, gpu_devices=devices)
         resolved = replace(request, port=port, gpu_devices=devices)
         on_progress(f"planning for {inventory.describe()}")
-        the_plan = plan(
-            request.model,
-            inventory,
-            request.engine,
-            request.overrides,
-            instance_types=hardware.all_instance_types(),
-        )
+        the_plan = plan_request(request, inventory, instance_types=hardware.all_instance_types())
         if not the_plan.fits:
             raise DoesNotFitError(
                 f"{request.model.alias} does not fit {host.name} ({inventory.describe()}): "
                 f"{the_plan.problem}. Nothing was changed. Run `tgiops plan` for alternatives.",
                 plan=the_plan,
             )
-        unit_text = render_unit(the_plan, options, template_text, tgiops_version=__version__)
+        if isinstance(the_plan, vllm.VllmPlan):
+            # vLLM asks for utilization x TOTAL memory and refuses to start with less free
+            # (vllm.free_memory_problem): say so before anything changes. A redeploy of the
+            # same unit counts the memory its own running container holds as its own.
+            own = _own_gpu_use(report, inventory)
+            problem = vllm.free_memory_problem(the_plan, own)
+            if problem:
+                raise DoesNotFitError(
+                    f"{host.name}: {problem}. Nothing was changed.", plan=the_plan
+                )
+            unit_text = vllm.render_unit(
+                the_plan,
+                options,
+                _engine_template(request.engine.unit_template, template_text),
+                tgiops_version=__version__,
+            )
+        else:
+            unit_text = render_unit(the_plan, options, template_text, tgiops_version=__version__)
         endpoint = f"http://{options.bind_address}:{options.port}"
+        api_key = secrets.get(vllm.API_KEY_ENV) if request.engine.name == "vllm" else None
         uploads = _uploads(options, env_text, unit_text)
         base = dict(
             host=host.name,
@@ -176,6 +191,7 @@ def deploy(
                     30.0,
                     report.unit.state if report.unit else None,
                     on_progress,
+                    api_key=api_key,
                 )
                 record_store.save_deploy_record(
                     host, resolved, the_plan, tgiops_version=__version__
@@ -191,13 +207,18 @@ def deploy(
                 on_progress(f"installed but not healthy ({exc}); restarting it")
 
         replaced = replaced_deploy(report, started_at)
-        warnings = (replaced_warning(options.unit_name, replaced),) if replaced else ()
+        warnings: tuple[str, ...] = (
+            (replaced_warning(options.unit_name, replaced),) if replaced else ()
+        )
+        warnings += _exposure_warnings(request)
         base.update(replaced=replaced, warnings=warnings)
         on_progress("uploading the env file and the unit")
         _install(host, options, uploads, on_progress)
         baseline = _unit_state(host, options)
         try:
-            _wait_healthy(host, options, the_plan, health, timeout_s, baseline, on_progress)
+            _wait_healthy(
+                host, options, the_plan, health, timeout_s, baseline, on_progress, api_key=api_key
+            )
         except HealthError as exc:
             return _roll_back(
                 host,
@@ -376,11 +397,55 @@ def _secret_flags(request: DeployRequest) -> list[str]:
     ]
 
 
+def _engine_template(name: str, tgi_template_text: str) -> str:
+    """The unit template of an engine other than TGI, from unit_templates/ (callers pass TGI's
+    text, or their own for tests)."""
+    from tgiops.edges import resources
+
+    if name == "tgi.service.j2":
+        return tgi_template_text
+    return (resources.shipped_path("unit_templates") / name).read_text()
+
+
+def _own_gpu_use(
+    report: probe.HostReport, inventory: hardware.GpuInventory
+) -> hardware.GpuInventory:
+    """The inventory as vLLM will find it when this deploy starts: the unit being replaced
+    is stopped first, so the memory its container holds is free again. A vLLM unit holds at
+    most what it asked for, utilization x total (vLLM's request_memory; the rest of the
+    probed use belongs to someone else and stays counted); a TGI unit takes the free memory
+    for its KV cache (tgi-facts.md §4), so all of the use is taken to be its own."""
+    unit = report.unit
+    if unit is None or unit.unit_text is None or unit.state.active_state != "active":
+        return inventory
+    util = re.search(r"--gpu-memory-utilization[= ]([0-9.]+)", unit.unit_text)
+    gpus = []
+    for gpu in inventory.gpus:
+        own = math.ceil(gpu.memory_mib * float(util[1])) if util else gpu.memory_used_mib
+        gpus.append(replace(gpu, memory_used_mib=max(0, gpu.memory_used_mib - own)))
+    return replace(inventory, gpus=tuple(gpus))
+
+
+def _exposure_warnings(request: DeployRequest) -> tuple[str, ...]:
+    """vLLM's /v1/* is open to anyone who reaches the port unless --api-key is set."""
+    if request.engine.name == "vllm" and request.public and not request.api_key_secret:
+        return (
+            "the endpoint listens on all addresses without an API key: anyone who reaches the "
+            "port can use the model; deploy with --api-key-secret NAME (vLLM then requires "
+            "'Authorization: Bearer KEY' on /v1/*)",
+        )
+    return ()
+
+
 def _secret_sources(request: DeployRequest) -> list[tuple[str, str]]:
     sources = []
     if request.token_secret:
         sources.append((request.engine.token_env_var, request.token_secret))
-    if request.api_key_secret:
+    if request.api_key_secret and request.engine.name == "vllm":
+        # VLLM_API_KEY: vllm/envs.py, read by the API server as --api-key's default.
+        sources.append((vllm.API_KEY_ENV, request.api_key_secret))
+    elif request.api_key_secret:
+        assert not isinstance(request.engine, vllm.VllmEngine)
         if request.engine.version < (2, 3, 0):
             raise InputError(
                 "--api-key-secret needs TGI >= 2.3 (its --api-key); "
@@ -524,13 +589,17 @@ def _unit_state(host: Any, options: UnitOptions) -> probe.UnitState:
 def _wait_healthy(
     host: Any,
     options: UnitOptions,
-    the_plan: Plan,
+    the_plan: Plan | vllm.VllmPlan,
     health: Any,
     timeout_s: float,
     baseline: probe.UnitState | None,
     on_progress: Progress,
+    *,
+    api_key: str | None = None,
 ) -> None:
-    """Ready = /health 200, /info matches the plan, and a one-token /generate succeeds."""
+    """Ready = /health 200, what the endpoint serves matches the plan (TGI: /info; vLLM:
+    /v1/models lists the served name with the planned max_model_len), and one token comes
+    back (TGI: /generate; vLLM: /v1/completions, with the API key when there is one)."""
     baseline_restarts = (baseline.n_restarts or 0) if baseline else 0
     last_line = [""]
     phases = progress.PhaseTracker()
@@ -571,8 +640,17 @@ def _wait_healthy(
             is_alive=is_alive,
             on_progress=report,
         )
-        info = health.get_info(base_url)
-        mismatches = verify_info(
+        served = the_plan.model.alias
+        if isinstance(the_plan, vllm.VllmPlan):
+            info = health.get_models(base_url, api_key=api_key)
+            if served not in health.served_names(info):
+                raise HealthError(
+                    f"the endpoint serves {', '.join(health.served_names(info)) or 'nothing'}, "
+                    f"not {served}"
+                )
+        else:
+            info = health.get_info(base_url)
+        mismatches = the_plan.engine.info_mismatches(
             info,
             expected_model_id=the_plan.model.repo_id,
             expected_max_total_tokens=the_plan.max_total_tokens,
@@ -580,7 +658,10 @@ def _wait_healthy(
         )
         if mismatches:
             raise HealthError("the endpoint serves something else: " + "; ".join(mismatches))
-        health.smoke_generate(base_url)
+        if isinstance(the_plan, vllm.VllmPlan):
+            health.smoke_completion(base_url, served, api_key=api_key)
+        else:
+            health.smoke_generate(base_url)
 
 
 def newest_journal_line_command(unit_name: str, since: int) -> str:
@@ -613,7 +694,7 @@ def _journal_tail(host: Any, options: UnitOptions, redact: Redactor, lines: int 
 def _roll_back(
     host: Any,
     options: UnitOptions,
-    the_plan: Plan,
+    the_plan: Plan | vllm.VllmPlan,
     health: Any,
     failure: HealthError,
     report: probe.HostReport,

@@ -25,8 +25,9 @@ logger = logging.getLogger(__name__)
 
 # TGI's --quantize values in its newest release (the engine module keeps them per version).
 # The quantization names a catalog entry may give: the checkpoint formats tgiops plans for, in
-# TGI's spelling (its --quantize values at 3.3.7; every engine maps them to its own flags, and
-# tests/unit/test_catalog.py checks this list against TgiEngine.accepted_quantize).
+# TGI's spelling (its --quantize values at 3.3.7, plus NON_TGI_QUANTIZE_VALUES; every engine maps
+# them to its own flags, and tests/unit/test_catalog.py checks this list against
+# TgiEngine.accepted_quantize).
 QUANTIZE_VALUES: tuple[str, ...] = (
     "awq",
     "eetq",
@@ -38,7 +39,13 @@ QUANTIZE_VALUES: tuple[str, ...] = (
     "exl2",
     "marlin",
     "compressed-tensors",
+    # Not TGI's: MXFP4 (gpt-oss' experts), which no TGI release runs; vLLM does (from 0.10.1,
+    # tgiops.core.engines.vllm). The catalog names what a checkpoint IS; each engine says what
+    # it can serve (TGI refuses these entries with unsupported_by_tgi).
+    "mxfp4",
 )
+# The names above that are no TGI --quantize value (tests/unit/test_catalog.py).
+NON_TGI_QUANTIZE_VALUES: tuple[str, ...] = ("mxfp4",)
 # config.json quantization_config.quant_method -> TGI --quantize name. TGI auto-detects exactly
 # these (server/text_generation_server/models/__init__.py@737 l.447-462, tgi-facts.md §1).
 QUANT_METHOD_TO_TGI: Mapping[str, str] = MappingProxyType(
@@ -139,12 +146,14 @@ def merge_catalogs(
     return merged
 
 
-def find_model(catalog: Mapping[str, ModelSpec], alias: str) -> ModelSpec:
-    """A model by alias (exact, then case-insensitive) or by Hugging Face repo id.
+def find_model(catalog: Mapping[str, ModelSpec], alias: str, engine: str = "tgi") -> ModelSpec:
+    """A model by alias (exact, then case-insensitive) or by Hugging Face repo id, that
+    ``engine`` can serve (TGI: not ``unsupported_by_tgi``; other engines check in their planner).
 
     Raises UnknownModelError carrying the closest aliases.
     """
-    return require_tgi_servable(_find_model(catalog, alias))
+    spec = _find_model(catalog, alias)
+    return require_tgi_servable(spec) if engine == "tgi" else spec
 
 
 def _find_model(catalog: Mapping[str, ModelSpec], alias: str) -> ModelSpec:

@@ -67,6 +67,7 @@ from typing import Any, TypeGuard
 
 from tgiops.core.catalog import ModelSpec, find_model
 from tgiops.core.catalog_file import ALIAS_RE, ENTRY_FIELDS, REPO_RE
+from tgiops.core.engines.vllm import VllmOverrides, VllmPlan
 from tgiops.core.errors import (
     HostKeyError,
     InputError,
@@ -93,6 +94,9 @@ _IMAGE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@-]{0,300}")
 DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 _OVERRIDE_NAMES = tuple(f.name for f in fields(Overrides))
 _OVERRIDE_DEFAULTS = Overrides()
+# vLLM's overrides (tgiops.core.engines.vllm.VllmOverrides), by the same rules.
+_VLLM_OVERRIDE_NAMES = tuple(f.name for f in fields(VllmOverrides))
+_VLLM_OVERRIDE_DEFAULTS = VllmOverrides()
 _MAX_TOKENS = 10_000_000
 # What each override may hold: (kind, minimum, maximum); None is always allowed but for
 # full_length_requests.
@@ -106,10 +110,15 @@ _OVERRIDE_KINDS: dict[str, tuple[str, float, float]] = {
     "cuda_memory_fraction": ("float", 0.01, 1.0),
     "flash_attention": ("bool", 0, 0),
     "full_length_requests": ("int", 1, 4096),
+    "gpu_memory_utilization": ("float", 0.01, 1.0),
+    "max_model_len": ("int", 1, _MAX_TOKENS),
+    "max_num_seqs": ("int", 1, 1_000_000),
+    "max_num_batched_tokens": ("int", 1, _MAX_TOKENS),
+    "enforce_eager": ("bool", 0, 0),
 }
 _SPEC_KEYS = frozenset(
     ("model", "repo_id", "tgi_version", "unit", "port", "public", "data_dir", "gpu_devices",
-     "token_secret", "api_key_secret", "overrides")
+     "token_secret", "api_key_secret", "overrides", "engine", "engine_version")
 )  # fmt: skip
 # Fields only the operator decides (OperatorSettings); tags never carry them.
 OPERATOR_FIELDS = ("token_secret", "api_key_secret", "data_dir", "public")
@@ -121,6 +130,8 @@ class DeploymentSpec:
 
     model: str  # catalog alias
     repo_id: str
+    # The engine's release. Named for TGI, the first engine: a TGI record says "tgi_version"
+    # (as every record before vLLM did); another engine's says "engine" + "engine_version".
     tgi_version: str
     unit: str
     port: int = 8080
@@ -130,6 +141,11 @@ class DeploymentSpec:
     token_secret: str | None = DEFAULT_TOKEN_SECRET
     api_key_secret: str | None = None
     overrides: Mapping[str, Any] = field(default_factory=dict)  # only what differs from default
+    engine: str = "tgi"  # an EngineName; records without one are TGI's
+
+    @property
+    def engine_version(self) -> str:
+        return self.tgi_version
 
     def __post_init__(self) -> None:
         where = f"deployment record for {self.unit!r}"
@@ -142,11 +158,14 @@ class DeploymentSpec:
                self.model, "a catalog alias (letters, digits, . _ -)")  # fmt: skip
         _check(isinstance(self.repo_id, str) and REPO_RE.fullmatch(self.repo_id), where,
                "repo_id", self.repo_id, "a Hugging Face repository id like org/name")  # fmt: skip
-        from tgiops.core.engines.tgi import parse_version
+        from tgiops.core.engines import ENGINE_NAMES, engine_for
 
-        _check(isinstance(self.tgi_version, str), where, "tgi_version", self.tgi_version,
+        _check(self.engine in ENGINE_NAMES, where, "engine", self.engine,
+               " or ".join(ENGINE_NAMES))  # fmt: skip
+        version_key = "tgi_version" if self.engine == "tgi" else "engine_version"
+        _check(isinstance(self.tgi_version, str), where, version_key, self.tgi_version,
                "a version like 3.3.7")  # fmt: skip
-        parse_version(self.tgi_version)
+        engine_for(self.engine, self.tgi_version)
         _check(_is_int(self.port) and 1 <= self.port <= 65535, where, "port", self.port,
                "a port number 1-65535")  # fmt: skip
         _check(isinstance(self.public, bool), where, "public", self.public, "true or false")
@@ -161,7 +180,8 @@ class DeploymentSpec:
                    where, name, value, "a Secrets Manager secret name or null")  # fmt: skip
         _check(isinstance(self.overrides, Mapping), where, "overrides", self.overrides,
                "an object")  # fmt: skip
-        unknown = sorted(str(k) for k in set(self.overrides) - set(_OVERRIDE_NAMES))
+        names = _VLLM_OVERRIDE_NAMES if self.engine == "vllm" else _OVERRIDE_NAMES
+        unknown = sorted(str(k) for k in set(self.overrides) - set(names))
         if unknown:
             raise InputError(
                 f"deployment record for {self.unit}: unknown override(s) {', '.join(unknown)}; "
@@ -183,10 +203,15 @@ class DeploymentSpec:
         )
 
     def as_dict(self) -> dict[str, Any]:
+        release = (
+            {"tgi_version": self.tgi_version}
+            if self.engine == "tgi"
+            else {"engine": self.engine, "engine_version": self.tgi_version}
+        )
         return {
             "model": self.model,
             "repo_id": self.repo_id,
-            "tgi_version": self.tgi_version,
+            **release,
             "overrides": dict(self.overrides),
             "unit": self.unit,
             "port": self.port,
@@ -202,7 +227,9 @@ class DeploymentSpec:
         """The validating decoder of a spec: no conversion, every field's type and range."""
         if not isinstance(data, Mapping):
             raise InputError(f"{origin}: the deployment spec is not a JSON object")
-        missing = [k for k in ("model", "repo_id", "tgi_version", "unit") if not data.get(k)]
+        engine = data.get("engine", "tgi")  # records before vLLM: TGI's
+        version_key = "tgi_version" if engine == "tgi" else "engine_version"
+        missing = [k for k in ("model", "repo_id", version_key, "unit") if not data.get(k)]
         if missing:
             raise InputError(f"{origin}: the deployment spec lacks {', '.join(missing)}")
         unknown = sorted(str(k) for k in set(data) - _SPEC_KEYS)
@@ -212,7 +239,8 @@ class DeploymentSpec:
             return cls(
                 model=data["model"],
                 repo_id=data["repo_id"],
-                tgi_version=data["tgi_version"],
+                tgi_version=data[version_key],
+                engine=engine,
                 unit=data["unit"],
                 port=data.get("port", 8080),
                 public=data.get("public", False),
@@ -228,15 +256,19 @@ class DeploymentSpec:
     @classmethod
     def from_request(cls, request: Any) -> DeploymentSpec:
         """The spec of a ``tgiops.commands.DeployRequest``."""
+        vllm = request.engine.name == "vllm"
+        names = _VLLM_OVERRIDE_NAMES if vllm else _OVERRIDE_NAMES
+        defaults = _VLLM_OVERRIDE_DEFAULTS if vllm else _OVERRIDE_DEFAULTS
         overrides = {
             name: getattr(request.overrides, name)
-            for name in _OVERRIDE_NAMES
-            if getattr(request.overrides, name) != getattr(_OVERRIDE_DEFAULTS, name)
+            for name in names
+            if getattr(request.overrides, name) != getattr(defaults, name)
         }
         return cls(
             model=request.model.alias,
             repo_id=request.model.repo_id,
             tgi_version=request.engine.version_text,
+            engine=request.engine.name,
             unit=request.unit_name or default_unit_name(request.model.alias),
             # None before deploy chose one (deploy records the resolved request)
             port=request.port if request.port is not None else 8080,
@@ -416,7 +448,7 @@ class DeploymentRecord:
         """The ModelSpec to deploy: the catalog's entry when it is the same checkpoint, else the
         one stored in the record (a --model-config or --catalog model), else a clear error."""
         try:
-            found = find_model(catalog, self.spec.model)
+            found = find_model(catalog, self.spec.model, self.spec.engine)
             if found.repo_id == self.spec.repo_id:
                 return found
         except UnknownModelError:
@@ -443,13 +475,22 @@ class DeploymentRecord:
         timeout_s: float | None = None,
     ) -> Any:
         """The ``tgiops.commands.DeployRequest`` that rebuilds this deployment."""
+        from tgiops.core.engines import engine_for
         from tgiops.core.engines.tgi import TgiEngine
+        from tgiops.core.engines.vllm import VllmEngine
 
         spec = self.spec
+        engine = engine_for(spec.engine, spec.engine_version)
+        assert isinstance(engine, (TgiEngine, VllmEngine))  # the registered engines
+        overrides = (
+            VllmOverrides(**spec.overrides)
+            if spec.engine == "vllm"
+            else Overrides(**spec.overrides)
+        )
         return DeployRequest(
             model=self.resolve_model(catalog),
-            engine=TgiEngine.release(spec.tgi_version),
-            overrides=Overrides(**spec.overrides),
+            engine=engine,
+            overrides=overrides,
             unit_name=spec.unit,
             port=spec.port,
             public=spec.public,
@@ -464,10 +505,18 @@ class DeploymentRecord:
 
     def pinned_digest(self) -> str | None:
         """The registry digest to pin when it is the same release the spec asks for."""
-        from tgiops.core.engines.tgi import TgiEngine
+        from tgiops.core.engines import engine_of_image
 
         deployed = self.deployed
-        if deployed is None or deployed.image != TgiEngine.release(self.spec.tgi_version).image:
+        if deployed is None:
+            return None
+        # the same engine and release (vLLM's image variant follows the host's driver)
+        ran = engine_of_image(deployed.image)
+        if (ran.name, ran.version_text, ran.image) != (
+            self.spec.engine,
+            self.spec.engine_version,
+            deployed.image,
+        ):
             return None
         return deployed.image_digest
 
@@ -596,7 +645,11 @@ def model_from_dict(data: Mapping[str, Any], *, origin: str) -> ModelSpec:
 
 
 def from_deploy(
-    request: DeployRequest, the_plan: Plan, *, tgiops_version: str, now: datetime
+    request: DeployRequest,
+    the_plan: Plan | VllmPlan,
+    *,
+    tgiops_version: str,
+    now: datetime,
 ) -> DeploymentRecord:
     """The record of a healthy deploy of ``request`` (a DeployRequest) with ``the_plan``."""
     at = now.astimezone(timezone.utc).isoformat(timespec="seconds")

@@ -3,14 +3,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from tgiops.core.catalog import ModelSpec
 from tgiops.core.engines.tgi import TgiEngine
+from tgiops.core.engines.vllm import VllmEngine, VllmOverrides, VllmPlan, plan_vllm
+from tgiops.core.engines.vllm import plan_as_dict as vllm_plan_as_dict
 from tgiops.core.errors import InputError
+from tgiops.core.hardware import GpuInventory, InstanceType
 from tgiops.core.layout import DEFAULT_DATA_DIR, DEFAULT_TOKEN_SECRET, UNIT_PREFIX
-from tgiops.core.plan import Overrides, Plan, plan_as_dict
+from tgiops.core.plan import Overrides, Plan, plan, plan_as_dict
 from tgiops.core.render import UnitOptions, unit_name_from
 
 DEFAULT_PORT = 8080
@@ -35,8 +39,8 @@ class Redactor:
 @dataclass(frozen=True)
 class DeployRequest:
     model: ModelSpec
-    engine: TgiEngine
-    overrides: Overrides = field(default_factory=Overrides)
+    engine: TgiEngine | VllmEngine  # a registered engine (tgiops.core.engines._RELEASES)
+    overrides: Overrides | VllmOverrides = field(default_factory=Overrides)
     unit_name: str | None = None  # default: tgiops-<alias>
     port: int | None = None  # None: the unit's current port, else the first free from 8080
     public: bool = False
@@ -51,6 +55,12 @@ class DeployRequest:
     image_digest: str | None = None  # pin the image (tgiops.core.record: recorded at deploy)
 
     def __post_init__(self) -> None:
+        if (self.engine.name == "vllm") != isinstance(self.overrides, VllmOverrides):
+            if self.overrides in (Overrides(), VllmOverrides()):  # defaults: the engine's own
+                default = VllmOverrides() if self.engine.name == "vllm" else Overrides()
+                object.__setattr__(self, "overrides", default)
+            else:
+                raise InputError(f"overrides of another engine given for {self.engine.name}")
         if self.unit_name is not None:
             object.__setattr__(self, "unit_name", unit_name_from(self.unit_name))
         if self.timeout_s is not None and not self.timeout_s > 0:
@@ -79,7 +89,7 @@ class DeployRequest:
 class DeployResult:
     host: str
     unit: str
-    plan: Plan
+    plan: Plan | VllmPlan
     changed: bool
     healthy: bool
     endpoint: str  # on the host: where TGI listens
@@ -123,6 +133,33 @@ def default_timeout_s(model: ModelSpec) -> float:
     return 600 + 6 * size_gb
 
 
+def plan_request(
+    request: DeployRequest,
+    inventory: GpuInventory,
+    *,
+    instance_types: Iterable[InstanceType] = (),
+) -> Plan | VllmPlan:
+    """The plan of ``request``'s engine on ``inventory``. vLLM's image variant follows the
+    inventory's driver (``vllm.image_for``: -cu129 below 580)."""
+    if isinstance(request.engine, VllmEngine):
+        overrides = request.overrides
+        assert isinstance(overrides, VllmOverrides)  # DeployRequest pairs them
+        return plan_vllm(request.model, inventory, overrides, version=request.engine.version_text)
+    assert isinstance(request.overrides, Overrides)
+    return plan(
+        request.model,
+        inventory,
+        request.engine,
+        request.overrides,
+        instance_types=instance_types,
+    )
+
+
+def any_plan_as_dict(plan: Plan | VllmPlan) -> dict[str, Any]:
+    """Either engine's plan as the one plan JSON shape (README: "Plan JSON")."""
+    return vllm_plan_as_dict(plan) if isinstance(plan, VllmPlan) else plan_as_dict(plan)
+
+
 def deploy_as_dict(result: DeployResult) -> dict[str, Any]:
     """The documented `tgiops deploy --json` object (README: "Deploy JSON")."""
     data: dict[str, Any] = {
@@ -138,7 +175,7 @@ def deploy_as_dict(result: DeployResult) -> dict[str, Any]:
         "restored": result.restored,
         "failure": result.failure,
         "diagnosis": result.diagnosis,
-        "plan": plan_as_dict(result.plan),
+        "plan": any_plan_as_dict(result.plan),
         "port": result.port,
         "gpu_devices": list(result.gpu_devices),
         "replaced": result.replaced.as_dict() if result.replaced else None,

@@ -39,6 +39,7 @@ from typing import Any, Literal, get_args
 
 from tgiops.core import hardware, probe
 from tgiops.core.engines import engine_of_image
+from tgiops.core.engines.vllm import CONTAINER_HF_HOME, VLLM_IMAGE
 from tgiops.core.errors import ProbeError, TgiopsError, UnknownHardwareError
 from tgiops.core.layout import MANAGED_MARKER, UNIT_DIR, UNIT_PREFIX
 from tgiops.core.probe import SECTION_MARKER, split_sections
@@ -98,6 +99,14 @@ class UnitPlan:
     max_input_tokens: int | None = None
     max_total_tokens: int | None = None
 
+    @property
+    def engine(self) -> tuple[str, str] | None:
+        """(engine name, release) from the image (tgiops.core.engines.engine_of_image)."""
+        if self.image is None:
+            return None
+        engine = engine_of_image(self.image)
+        return engine.name, engine.version_text
+
 
 @dataclass(frozen=True)
 class SystemdFacts:
@@ -137,6 +146,7 @@ class HttpFacts:
     info_error: str | None = None
     metrics: TgiMetrics | None = None
     metrics_error: str | None = None
+    key_guarded: bool = False  # vLLM's /v1/models wants the API key: not compared
 
 
 @dataclass(frozen=True)
@@ -149,6 +159,8 @@ class TgiMetrics:
     queue_size: float | None
     batch_size: float | None
     mean_time_per_token_s: float | None  # lifetime mean: histogram sum / count
+    kv_cache_usage: float | None = None  # 0..1 (vLLM; TGI does not export it)
+    generation_tokens: float | None = None  # tokens generated since start (vLLM)
 
 
 @dataclass(frozen=True)
@@ -296,7 +308,11 @@ for f in $files; do
     rc=$?
     s "health $u"; echo "$code $rc"
     if [ -n "$code" ] && [ "$code" != 000 ]; then
-      s "info $u"; curl -s {http} "http://$addr:$port/info"
+      if grep -q {q(VLLM_IMAGE + ":")} "$f"; then
+        s "models $u"; curl -s -w '\n{MODELS_CODE_MARK}%{{http_code}}' {http} "http://$addr:$port/v1/models"
+      else
+        s "info $u"; curl -s {http} "http://$addr:$port/info"
+      fi
       s "metrics $u"; curl -s {http} "http://$addr:$port/metrics"
     fi
   fi
@@ -312,6 +328,10 @@ s end
 
 # --- pure parsers ------------------------------------------------------------------------------
 
+# vLLM has no /info: what it serves is /v1/models (tgiops.core.engines.vllm.VllmEngine
+# .info_mismatches). Its HTTP code follows this mark: with --api-key, /v1/* answers 401 to a
+# caller without the key, and status never reads the key (the env file stays closed).
+MODELS_CODE_MARK = "@@http_code "
 _HEADER = re.compile(r"^# Managed by tgiops \S+: (?P<alias>.+?) \((?P<repo>[^()]+)\) on ")
 # `docker run` options that take a value (as render.docker_run_args writes them, and more).
 _DOCKER_VALUE_OPTIONS = frozenset(
@@ -399,24 +419,29 @@ def parse_unit_plan(unit_text: str) -> UnitPlan:
     data_dir = None
     for spec in options.get("-v", []) + options.get("--volume", []):
         source, _, target = spec.partition(":")
-        if target.split(":")[0] == "/data":
+        if target.split(":")[0] in ("/data", CONTAINER_HF_HOME):
             data_dir = source
     names = options.get("--name") or []
     container = names[0] if names else None
     return UnitPlan(
         alias=alias,
-        model_id=launcher.get("--model-id") or model_from_header,
+        model_id=launcher.get("--model-id") or launcher.get("--model") or model_from_header,
         image=image,
         container=container,
         bind_address=addr,
         port=port,
         data_dir=data_dir,
-        num_shard=_int_or_none(launcher.get("--num-shard")),
-        quantize=launcher.get("--quantize"),
+        num_shard=_int_or_none(
+            launcher.get("--num-shard") or launcher.get("--tensor-parallel-size")
+        ),
+        quantize=launcher.get("--quantize") or launcher.get("--quantization"),
+        # vLLM: --max-model-len bounds a request's prompt + output; there is no input limit
         max_input_tokens=_int_or_none(
             launcher.get("--max-input-tokens") or launcher.get("--max-input-length")
         ),
-        max_total_tokens=_int_or_none(launcher.get("--max-total-tokens")),
+        max_total_tokens=_int_or_none(
+            launcher.get("--max-total-tokens") or launcher.get("--max-model-len")
+        ),
     )
 
 
@@ -512,6 +537,8 @@ def metrics_from(values: Mapping[str, float]) -> TgiMetrics:
     def get(name: str) -> float | None:
         return values.get(name)
 
+    if any(name.startswith("vllm:") for name in values):
+        return _vllm_metrics(values)
     return TgiMetrics(
         request_count=get("tgi_request_count"),
         request_success=get("tgi_request_success"),
@@ -520,6 +547,44 @@ def metrics_from(values: Mapping[str, float]) -> TgiMetrics:
         batch_size=get("tgi_batch_current_size"),
         mean_time_per_token_s=get("tgi_request_mean_time_per_token_duration_mean"),
     )
+
+
+def _vllm_metrics(values: Mapping[str, float]) -> TgiMetrics:
+    """vLLM's /metrics in status' columns (names: vLLM's metrics docs, design/metrics.md):
+    requests = finished requests (vllm:request_success_total, over its finished_reason
+    labels), queue = waiting, batch = running; KV usage is vllm:kv_cache_usage_perc, or the
+    older vllm:gpu_cache_usage_perc (deprecated by PR #18354) on releases that export only it.
+    ms/token is the inter-token latency histogram's mean (vllm:inter_token_latency_seconds,
+    called vllm:time_per_output_token_seconds before)."""
+    usage = values.get("vllm:kv_cache_usage_perc")
+    if usage is None:
+        usage = values.get("vllm:gpu_cache_usage_perc")
+    per_token = values.get("vllm:inter_token_latency_seconds_mean")
+    if per_token is None:
+        per_token = values.get("vllm:time_per_output_token_seconds_mean")
+    return TgiMetrics(
+        request_count=values.get("vllm:request_success"),
+        request_success=values.get("vllm:request_success"),
+        request_failure=None,
+        queue_size=values.get("vllm:num_requests_waiting"),
+        batch_size=values.get("vllm:num_requests_running"),
+        mean_time_per_token_s=per_token,
+        kv_cache_usage=usage,
+        generation_tokens=values.get("vllm:generation_tokens"),
+    )
+
+
+def parse_models(text: str) -> tuple[dict[str, Any] | None, str | None, bool]:
+    """The ``models`` section (vLLM's /v1/models body, then its HTTP code) -> (models, why not,
+    whether an API key guards it: then there is nothing to compare, and that is no fault)."""
+    body, _, code_text = text.rpartition(MODELS_CODE_MARK)
+    code = code_text.strip()
+    if code in ("401", "403"):
+        return None, None, True
+    if code != "200":
+        return None, f"/v1/models answered {code or 'nothing'}", False
+    info, error = parse_info(body)
+    return info, error and error.replace("/info", "/v1/models"), False
 
 
 def parse_metrics_text(text: str) -> tuple[TgiMetrics | None, str | None]:
@@ -595,6 +660,9 @@ def _unit_facts(name: str, sections: Mapping[str, str], redact: Callable[[str], 
     else:
         code, rc, detail = parse_health(sections.get(f"health {name}", ""))
         info, info_error = parse_info(sections.get(f"info {name}"))
+        key_guarded = False
+        if f"models {name}" in sections:
+            info, info_error, key_guarded = parse_models(sections[f"models {name}"])
         metrics = metrics_error = None
         if f"metrics {name}" in sections:
             metrics, metrics_error = parse_metrics_text(sections[f"metrics {name}"])
@@ -607,6 +675,7 @@ def _unit_facts(name: str, sections: Mapping[str, str], redact: Callable[[str], 
             info_error=info_error,
             metrics=metrics,
             metrics_error=metrics_error,
+            key_guarded=key_guarded,
         )
     journal = redact(sections.get(f"journal {name}", ""))
     return UnitFacts(
@@ -699,6 +768,8 @@ def judge_unit(
         problems = []
         if http.info is not None:
             problems += info_mismatches(http.info, facts.plan)
+        elif http.key_guarded:
+            pass  # an API key guards /v1/models; status never reads it
         else:
             problems.append(f"/info unreadable ({http.info_error or 'no answer'})")
         if climbing:
@@ -711,16 +782,24 @@ def judge_unit(
             problems.append(f"the unit is {st.unit_file_state}: it will not start after a reboot")
         if problems:
             return "degraded", "; ".join(problems)
+        engine = facts.plan.engine
+        up = f" for {format_duration(since)}" if since is not None else ""
+        if engine is not None and engine[0] == "vllm":
+            return (
+                "healthy",
+                f"serving {facts.plan.model_id} (vLLM {engine[1]}) on {http.endpoint}{up}",
+            )
         model = http.info.get("model_id") if http.info else facts.plan.model_id
         version = http.info.get("version") if http.info else None
-        up = f" for {format_duration(since)}" if since is not None else ""
         return (
             "healthy",
             f"serving {model}" + (f" (TGI {version})" if version else "") + f" on "
             f"{http.endpoint}{up}",
         )
     if code is not None:
-        kind = "cannot generate" if code == 503 else "is not a healthy TGI endpoint"
+        engine = facts.plan.engine
+        name = "vLLM" if engine and engine[0] == "vllm" else "TGI"
+        kind = "cannot generate" if code == 503 else f"is not a healthy {name} endpoint"
         return "failed", f"/health answered {code}: the engine {kind}{cause}"
     if http.curl_exit_code == 127:
         return "failed", _CURL_ERRORS[127]
@@ -930,6 +1009,7 @@ JSON_SCHEMA: dict[str, Any] = {
                     _object(
                         {
                             "image": _nullable(_STR),
+                            "engine": _nullable(_object({"name": _STR, "version": _STR})),
                             "model_id": _nullable(_STR),
                             "num_shard": _nullable(_INT),
                             "quantize": _nullable(_STR),
@@ -999,6 +1079,8 @@ JSON_SCHEMA: dict[str, Any] = {
                                         "queue_size": _nullable(_NUM),
                                         "batch_size": _nullable(_NUM),
                                         "mean_time_per_token_ms": _nullable(_NUM),
+                                        "kv_cache_usage": _nullable(_NUM),
+                                        "generation_tokens": _nullable(_NUM),
                                     }
                                 )
                             ),

@@ -292,3 +292,100 @@ def get_metrics(base_url: str, *, timeout_s: float = 10.0) -> dict[str, float]:
             f"{_tgi_error(response)}."
         )
     return parse_metrics(response.text)
+
+
+# --- vLLM's OpenAI-compatible server (tgiops.core.engines.vllm) ------------------------------
+# vLLM has no /info or /generate: what it serves is /v1/models, and a one-token completion is
+# /v1/completions (vllm/entrypoints/openai/api_server.py). With --api-key (VLLM_API_KEY) every
+# /v1/* route wants "Authorization: Bearer KEY"; /health and /metrics do not.
+
+
+def _bearer(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def _refused_key(url: str, status: int, api_key: str | None) -> HealthError:
+    return HealthError(
+        f"{url} answered {status}: the endpoint wants an API key"
+        + (" and refused the one given" if api_key else "")
+        + ". Pass the key the server was started with (--api-key-secret)."
+    )
+
+
+def get_models(
+    base_url: str, *, api_key: str | None = None, timeout_s: float = 10.0
+) -> dict[str, Any]:
+    """vLLM's ``/v1/models`` as a dict ({"object": "list", "data": [...]})."""
+    url = _url(base_url, "/v1/models")
+    response = _request(
+        "GET", base_url, "/v1/models", timeout_s=timeout_s, headers=_bearer(api_key)
+    )
+    if response.status_code in (401, 403):
+        raise _refused_key(f"GET {url}", response.status_code, api_key)
+    if response.status_code != 200:
+        raise HealthError(
+            f"GET {url} answered {response.status_code}: {_tgi_error(response)}. Is this a "
+            "vLLM endpoint?"
+        )
+    try:
+        models = response.json()
+    except ValueError as exc:
+        raise HealthError(f"GET {url} did not answer JSON ({_excerpt(response.text)!r}).") from exc
+    if not isinstance(models, dict):
+        raise HealthError(f"GET {url} answered {type(models).__name__}, not an object.")
+    return models
+
+
+def served_names(models: dict[str, Any]) -> list[str]:
+    """The ``id`` of every model /v1/models lists (vLLM: the --served-model-name values)."""
+    data = models.get("data")
+    if not isinstance(data, list):
+        return []
+    return [str(m.get("id")) for m in data if isinstance(m, dict) and m.get("id")]
+
+
+def smoke_completion(
+    base_url: str,
+    model: str,
+    *,
+    api_key: str | None = None,
+    prompt: str = "Hello",
+    timeout_s: float = 120.0,
+) -> str:
+    """One token through ``/v1/completions`` for served model ``model``; returns its text."""
+    url = _url(base_url, "/v1/completions")
+    body = {"model": model, "prompt": prompt, "max_tokens": 1}
+    response = _request(
+        "POST", base_url, "/v1/completions", timeout_s=timeout_s, json=body,
+        headers=_bearer(api_key),
+    )  # fmt: skip
+    if response.status_code in (401, 403):
+        raise _refused_key(f"POST {url}", response.status_code, api_key)
+    if response.status_code != 200:
+        raise HealthError(
+            f"one-token completion failed: POST {url} answered {response.status_code}: "
+            f"{_openai_error(response)}. The engine logs have the details."
+        )
+    try:
+        text = response.json()["choices"][0]["text"]
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise HealthError(
+            f"POST {url} answered without choices[0].text ({_excerpt(response.text)!r})."
+        ) from exc
+    if not isinstance(text, str):
+        raise HealthError(f"POST {url}: choices[0].text is {type(text).__name__}, not text.")
+    return text
+
+
+def _openai_error(response: Any) -> str:
+    """The OpenAI error object ({"error": {"message": ...}} or vLLM's older flat one)."""
+    try:
+        payload = response.json()
+    except ValueError:
+        return _excerpt(response.text)
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if isinstance(error, dict) and "message" in error:
+        return str(error["message"])
+    if isinstance(payload, dict) and "message" in payload:
+        return str(payload["message"])
+    return _tgi_error(response)

@@ -10,6 +10,7 @@ import shlex
 from dataclasses import replace
 from datetime import datetime, timezone
 
+from tgiops.core.engines.vllm import VllmPlan
 from tgiops.core.errors import InputError, TgiopsError
 from tgiops.core.plan import Plan
 from tgiops.core.record import (
@@ -124,7 +125,7 @@ def inspect_image(host: Host, image: str) -> tuple[str | None, str | None]:
 
 
 def save_deploy_record(
-    host: Host, request: DeployRequest, the_plan: Plan, *, tgiops_version: str
+    host: Host, request: DeployRequest, the_plan: Plan | VllmPlan, *, tgiops_version: str
 ) -> None:
     """After a healthy deploy: record it on the data volume, with the image's ID and registry
     digest (a restore pins the digest, or checks the ID: tgiops.commands.bootstrap.restore).

@@ -12,9 +12,10 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal, Protocol, get_args
 
 from tgiops.core.engines.tgi import DEFAULT_TGI_VERSION, TgiEngine
+from tgiops.core.engines.vllm import DEFAULT_VLLM_VERSION, VllmEngine
 from tgiops.core.errors import InputError
 
-EngineName = Literal["tgi"]
+EngineName = Literal["tgi", "vllm"]
 ENGINE_NAMES: tuple[str, ...] = get_args(EngineName)
 DEFAULT_ENGINE: EngineName = "tgi"
 
@@ -75,6 +76,7 @@ class Engine(Protocol):
 
 _RELEASES: dict[str, tuple[Callable[[str], Engine], str]] = {
     "tgi": (TgiEngine.release, DEFAULT_TGI_VERSION),
+    "vllm": (VllmEngine.release, DEFAULT_VLLM_VERSION),
 }
 
 

@@ -15,6 +15,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from tgiops.core.catalog import ModelSpec
 from tgiops.core.errors import DoesNotFitError, InputError
@@ -66,6 +67,7 @@ CONTAINER_VLLM_CACHE = "/root/.cache/vllm"
 VLLM_CACHE_SUBDIR = "vllm"  # inside the model cache dir the container already writes
 DEFAULT_FULL_LENGTH_REQUESTS = 4  # the same default as the TGI planner (tgiops/core/plan.py)
 MIN_USEFUL_MODEL_LEN = 1024
+SHM_SIZE = "16g"  # docker_run_args: a cap on the container's /dev/shm tmpfs
 
 Version = tuple[int, int, int]
 
@@ -145,16 +147,105 @@ def image_for(
     )
 
 
+_TAG_RE = re.compile(r"v?(\d+\.\d+(?:\.\d+)?)(-cu\d+)?")
+
+
+@dataclass(frozen=True)
+class VllmEngine:
+    """One vLLM release, and the CUDA variant of its image (tgiops.core.engines.Engine).
+
+    ``cuda_suffix`` is "" (the plain tag) or "-cu129": the release's CUDA 12.9 build for hosts
+    whose driver is below 580 (``image_for``; ``for_driver`` picks it from the probed driver)."""
+
+    version_text: str
+    version: Version
+    cuda_suffix: str = ""
+
+    name = "vllm"
+    unit_template = "vllm.service.j2"
+    container_port = CONTAINER_PORT
+    # vLLM's API server binds its port only after load, profiling and graph capture, and
+    # /health answers 200 from then on (vllm/entrypoints/openai/api_server.py).
+    health_path = "/health"
+    token_env_var = TOKEN_ENV
+    api_key_env_var = API_KEY_ENV
+
+    @classmethod
+    def release(cls, version_text: str = DEFAULT_VLLM_VERSION) -> VllmEngine:
+        """'0.27.1', 'v0.27.1' or an image tag 'v0.27.1-cu129' (what a unit's image names)."""
+        match = _TAG_RE.fullmatch(str(version_text).strip())
+        suffix = (match[2] or "") if match else ""
+        if suffix and suffix != "-cu129":
+            raise InputError(f"vLLM image tag {version_text!r}: tgiops knows -cu129 only")
+        v = parse_version(match[1] if match else version_text)
+        if suffix and v < CUDA13_DEFAULT_FROM:
+            raise InputError(f"vLLM {version_text}: -cu129 tags exist from v0.20.0")
+        return cls(version_text=f"{v[0]}.{v[1]}.{v[2]}", version=v, cuda_suffix=suffix)
+
+    @property
+    def image(self) -> str:
+        return f"{VLLM_IMAGE}:v{self.version_text}{self.cuda_suffix}"
+
+    def for_driver(self, driver_version: str | None) -> VllmEngine:
+        """This release with the image variant the host's driver runs (``image_for``: an
+        InputError with the fix when the driver is too old for both)."""
+        choice = image_for(self.version_text, driver_version)
+        suffix = "-cu129" if choice.image.endswith("-cu129") else ""
+        return VllmEngine(self.version_text, self.version, suffix)
+
+    def cache_dir_in_container(self, repo_id: str) -> str:
+        # HF_HOME is /root/.cache/huggingface in the image; the hub cache is its hub/.
+        return f"{CONTAINER_HF_HOME}/hub/models--" + repo_id.replace("/", "--")
+
+    def info_mismatches(
+        self,
+        info: Mapping[str, Any],
+        *,
+        expected_model_id: str,
+        expected_max_total_tokens: int | None,
+        expected_max_input_tokens: int | None,
+    ) -> list[str]:
+        """vLLM has no /info: ``info`` is /v1/models' answer. The served model must name the
+        repository as its ``root`` (or ``id``) and report the planned ``max_model_len``
+        (vllm/entrypoints/openai/serving_models.py ModelCard). vLLM has no separate input
+        limit: ``expected_max_input_tokens`` is not compared."""
+        del expected_max_input_tokens
+        data = info.get("data") if isinstance(info, Mapping) else None
+        if not isinstance(data, list) or not data:
+            return ["/v1/models lists no model"]
+        cards = [c for c in data if isinstance(c, Mapping)]
+        ours = [c for c in cards if expected_model_id in (c.get("root"), c.get("id"))]
+        if not ours:
+            served = ", ".join(str(c.get("root") or c.get("id")) for c in cards)
+            return [f"/v1/models serves {served}, not {expected_model_id}"]
+        length = ours[0].get("max_model_len")
+        if expected_max_total_tokens is not None and length != expected_max_total_tokens:
+            return [f"max_model_len is {length}, the plan says {expected_max_total_tokens}"]
+        return []
+
+    def diagnose_journal(self, text: str) -> str | None:
+        return diagnose_journal(text)
+
+
 # --------------------------------------------------------------------------------------------
 # Overrides and plan
 # --------------------------------------------------------------------------------------------
 
 # The catalog's quantization names (TGI's) as vLLM knows them; vLLM auto-detects pre-quantized
 # checkpoints from config.json's quantization_config, so these are never passed for them.
-_PREQUANTIZED = frozenset({"awq", "gptq", "compressed-tensors", "fp8"})
+_PREQUANTIZED = frozenset({"awq", "gptq", "compressed-tensors", "fp8", "mxfp4"})
 # vLLM's --quantization values tgiops will pass for quantizing at load ("online").
 ONLINE_QUANTIZATION = ("fp8", "bitsandbytes")
-ACCEPTED_QUANTIZE = ("none", "awq", "gptq", "fp8", "compressed-tensors", "bitsandbytes")
+ACCEPTED_QUANTIZE = ("none", "awq", "gptq", "fp8", "compressed-tensors", "bitsandbytes", "mxfp4")
+# MXFP4 (OCP Microscaling Formats (MX) Specification v1.0, §5 "MXFP4": FP4 E2M1 elements in
+# blocks of 32 sharing one 8-bit E8M0 scale) costs 4 bits per value + 8 bits per 32 values.
+MXFP4_BYTES_PER_PARAM = (4 + 8 / 32) / 8
+# vllm/model_executor/layers/quantization/mxfp4.py: Mxfp4Config.get_min_capability() == 80;
+# its MoE backend selection runs native kernels (FlashInfer / Triton) from sm90 and Marlin's
+# weight-only MXFP4 MoE below, on sm80-89. Linear layers stay unquantized
+# (get_quant_method -> UnquantizedLinearMethod): only the experts are MXFP4.
+MXFP4_MIN_CC = (8, 0)
+MXFP4_NATIVE_CC = (9, 0)
 # vLLM's --dtype choices (vllm/config/model.py ModelDType), as tgiops passes them.
 ACCEPTED_DTYPES = ("float16", "bfloat16", "half", "float32", "float", "auto")
 _DTYPE_ALIASES = {"half": "float16", "float": "float32"}
@@ -227,8 +318,25 @@ class VllmPlan:
     problem: str | None = None
 
     @property
-    def engine(self) -> str:
-        return "vllm"
+    def engine(self) -> VllmEngine:
+        """The release and image variant this plan runs (its image names both)."""
+        return VllmEngine.release(self.image.rpartition(":")[2])
+
+    @property
+    def num_shard(self) -> int:  # the name every engine's plan shares (status, records)
+        return self.tensor_parallel_size
+
+    @property
+    def max_total_tokens(self) -> int:  # one request's prompt + output: vLLM's max_model_len
+        return self.max_model_len
+
+    @property
+    def max_input_tokens(self) -> int:  # vLLM has no separate input limit: a prompt may fill it
+        return self.max_model_len
+
+    @property
+    def quantize(self) -> str | None:
+        return self.quantization
 
     @property
     def env_names(self) -> tuple[str, ...]:
@@ -367,7 +475,9 @@ def memory_estimate(
     dtype_bytes = _DTYPE_BYTES[dtype]
     total = total_mib * MIB
     requested = math.ceil(total * utilization)  # request_memory(), vllm/v1/worker/utils.py
-    weights = weight_bytes(model, quantize) / tp
+    weights = (
+        mxfp4_weight_bytes(model) if quantize == "mxfp4" else weight_bytes(model, quantize)
+    ) / tp
     if dtype_bytes == 4 and quantize is None:
         weights *= 2  # float32 weights: twice the 16-bit bytes
     activations = profile_activation_bytes(
@@ -390,6 +500,18 @@ def memory_estimate(
         num_blocks=blocks,
         kv_cache_tokens=tokens,
     )
+
+
+def mxfp4_weight_bytes(model: ModelSpec) -> float:
+    """An MXFP4 MoE checkpoint on the GPU: the experts' gate/up and down projections
+    (layers x experts x 3 x hidden x intermediate) at MXFP4_BYTES_PER_PARAM, everything else
+    (attention, router, embeddings, head, biases) 16-bit, as vLLM loads them (mxfp4.py: MoE
+    layers only)."""
+    experts = model.num_experts or 0
+    inter = model.intermediate_size or 0
+    expert_params = model.num_layers * experts * 3 * model.hidden_size * inter
+    rest = max(0.0, model.parameters_b * 1e9 - expert_params)
+    return expert_params * MXFP4_BYTES_PER_PARAM + rest * 2.0
 
 
 def _check_values(o: VllmOverrides) -> None:
@@ -515,6 +637,23 @@ def _choose_quantization(
         raise InputError(
             f"{model.alias} is a {quant} checkpoint, which vLLM does not run; pick another"
         )
+    if quant == "mxfp4":
+        if cc < MXFP4_MIN_CC:
+            raise InputError(
+                f"{model.alias}'s MXFP4 experts need compute capability 8.0+ in vLLM (Marlin "
+                f"MXFP4 on sm80-89, native kernels on sm90+); this GPU is {sm}: use an "
+                "A10G, L4, L40S, A100 or H100 instance type"
+            )
+        n.reasons.append(
+            "quantization: mxfp4 checkpoint (experts 4-bit + one 8-bit scale per 32 values, "
+            "the rest 16-bit); "
+            + (
+                "native MXFP4 MoE kernels (sm90+)"
+                if cc >= MXFP4_NATIVE_CC
+                else f"Marlin weight-only MXFP4 MoE on {sm} (native kernels need sm90+)"
+            )
+        )
+        return quant, None
     if quant in ("fp8", "compressed-tensors"):
         # FP8 W8A8 needs sm89+; sm80-86 run FP8 weight-only through FP8 Marlin; Turing's
         # Marlin is marked unsupported in supported_hardware.md, so refuse there.
@@ -768,8 +907,13 @@ def docker_run_args(plan: VllmPlan, options: UnitOptions) -> list[str]:
         options.container,
         "--gpus",
         gpus,
-        # vLLM's docs: --ipc=host (or a sized --shm-size) for PyTorch's shared memory under TP.
-        "--ipc=host",
+        # vLLM's docs (gpu.cuda.inc.md): "either use the ipc=host flag or --shm-size" for the
+        # shared memory tensor parallelism uses (its MessageQueue, NCCL's shm transport).
+        # Not --ipc=host: that shares the host's IPC namespace with the container. /dev/shm is
+        # a tmpfs that takes memory only as it is written, so the size is a cap, not a
+        # reservation; Docker's 64 MiB default is too small for TP > 1.
+        "--shm-size",
+        SHM_SIZE,
         "-p",
         f"{options.bind_address}:{options.port}:{CONTAINER_PORT}",
         # The same host cache dir as TGI's (render.cache_dir), at vLLM's HF home: an instance
@@ -1043,3 +1187,94 @@ def _oom_diagnosis(lines: Iterable[str]) -> str:
 def unit_env(offline: bool) -> Mapping[str, str]:
     """Plain env for the unit: HF_HUB_OFFLINE=1 when the instance boots without the Hub."""
     return dict(OFFLINE_ENV) if offline else {}
+
+
+def plan_as_dict(plan: VllmPlan) -> dict[str, Any]:
+    """`tgiops plan --engine vllm --json`: the shape of TGI's plan JSON (tgiops.core.plan
+    .plan_as_dict, README "Plan JSON") with vLLM's values in its fields, and vLLM's own knobs
+    under "vllm". ``memory.kv_cache_tokens`` is the predicted `GPU KV cache size: N tokens`."""
+    mem = plan.memory
+    gib = MIB_PER_GIB
+
+    def g(mib: float) -> float:
+        return round(mib / gib, 2)
+
+    terms = {
+        "weights": mem.weights_mib,
+        "profile_activations": mem.activations_mib,
+        "non_torch": mem.non_torch_mib,
+        "cuda_graphs": mem.cudagraph_mib,
+    }
+    return {
+        "fits": plan.fits,
+        "problem": plan.problem,
+        "model": {
+            "alias": plan.model.alias,
+            "repo_id": plan.model.repo_id,
+            "revision": plan.model.revision,
+        },
+        "hardware": {
+            "gpus": plan.inventory.count,
+            "gpu": plan.inventory.gpus[0].name,
+            "compute_capability": "{}.{}".format(*plan.inventory.compute_capability),
+            "instance_type": plan.inventory.instance_type,
+        },
+        "engine": {"name": "vllm", "version": plan.version},
+        "image": plan.image,
+        "num_shard": plan.tensor_parallel_size,
+        "quantize": plan.quantization,
+        "dtype": plan.dtype,
+        # vLLM picks its attention backend itself (FlashAttention on sm80+); not a flag.
+        "flash_attention": plan.inventory.compute_capability >= (8, 0),
+        "max_input_tokens": plan.max_model_len,
+        "max_total_tokens": plan.max_model_len,
+        "max_batch_prefill_tokens": plan.max_num_batched_tokens,
+        "cuda_memory_fraction": plan.gpu_memory_utilization,
+        "env": {},
+        "launcher_args": list(plan.launch_args()),
+        "memory": {
+            "gpu_memory_gib": g(mem.total_mib),
+            "usable_gib": g(mem.requested_mib),
+            "weights_per_gpu_gib": g(mem.weights_mib),
+            "overhead_gib": g(mem.non_torch_mib + mem.cudagraph_mib),
+            "activations_gib": g(mem.activations_mib),
+            "prefill_logits_gib": 0.0,
+            "warmup_kv_gib": 0.0,
+            "dense_attention_gib": 0.0,
+            "lm_head_gib": 0.0,
+            "kv_share": 1.0,
+            "terms_gib": {k: g(v) for k, v in terms.items()},
+            "kv_bytes_per_token_per_gpu": mem.kv_bytes_per_token,
+            "kv_cache_tokens": mem.kv_cache_tokens,
+        },
+        "reasons": list(plan.reasons),
+        "warnings": list(plan.warnings),
+        "alternatives": [],
+        "vllm": {
+            "tensor_parallel_size": plan.tensor_parallel_size,
+            "gpu_memory_utilization": plan.gpu_memory_utilization,
+            "max_model_len": plan.max_model_len,
+            "max_num_seqs": plan.max_num_seqs,
+            "max_num_batched_tokens": plan.max_num_batched_tokens,
+            "enforce_eager": plan.enforce_eager,
+            "num_gpu_blocks": mem.num_blocks,
+            "block_size": mem.block_size,
+        },
+    }
+
+
+def plan_as_text(plan: VllmPlan) -> str:
+    """`tgiops plan --engine vllm`: the decision, its reasons and warnings, the launch line."""
+    head = f"{plan.model.alias} on {plan.inventory.describe()} with vLLM {plan.version}: " + (
+        "fits" if plan.fits else f"does NOT fit: {plan.problem}"
+    )
+    lines = [head, f"  image: {plan.image}"]
+    lines += [f"  - {r}" for r in plan.reasons]
+    lines += [f"  warning: {w}" for w in plan.warnings]
+    if plan.fits:
+        lines.append(
+            f"  KV cache: ~{plan.memory.kv_cache_tokens} tokens ({plan.memory.num_blocks} "
+            f"blocks of {plan.memory.block_size})"
+        )
+        lines.append("  vllm serve " + " ".join(plan.launch_args()))
+    return "\n".join(lines) + "\n"
