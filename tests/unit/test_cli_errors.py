@@ -264,3 +264,12 @@ def test_a_region_that_is_no_region_name_is_bad_input(verb):
     code, _, err = run([*verb, "--region", "0"])
     assert code == 2, err
     assert "--region '0' is not an AWS region name" in err
+
+
+def test_an_option_after_the_double_dash_is_a_word_and_the_message_says_so():
+    """Found by test_cli_properties: `deploy -- M --json` suggested '--json: did you mean
+    --json?'."""
+    code, _, err = run(["deploy", "--", "phi-3-mini", "--json"])
+    assert code == 2
+    assert "did you mean --json" not in err
+    assert "--json comes after `--`" in err

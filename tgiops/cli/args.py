@@ -594,8 +594,10 @@ class ArgumentParser(argparse.ArgumentParser):
             for word in extras:
                 option = word.partition("=")[0]
                 close = difflib.get_close_matches(option, known, n=1, cutoff=0.6)
-                if option.startswith("--") and close:
+                if option.startswith("--") and close and close[0] != option:
                     hints.append(f"{option}: did you mean {close[0]}?")
+                elif option in known:  # a real option, after `--`: taken as a plain word
+                    hints.append(f"{option} comes after `--`, which ends the options")
             message = "unrecognized arguments: " + " ".join(extras)
             verb.error(message + "".join(f"; {h}" for h in hints))
         return parsed
