@@ -10,6 +10,7 @@ from typing import Any
 
 from tgiops.cli.args import add_json_arg, add_target_args, aws_from, fleet_targets, text_width
 from tgiops.core.errors import InputError
+from tgiops.edges.host import Host
 
 log = logging.getLogger("tgiops")
 
@@ -284,7 +285,7 @@ def cmd_undeploy(args: argparse.Namespace) -> int:
     return 0 if all(r.removed for r in results) else 1
 
 
-def _undeploy_plan(host: Any, requested: str | None):  # -> UndeployPlan | None
+def _undeploy_plan(host: Host, requested: str | None):  # -> UndeployPlan | None
     """undeploy.inspect, except that a unit that is not there is "already absent" (None): a
     second undeploy has nothing to undo. A unit file of that name that tgiops did not write is
     still refused (exit 2): tgiops never removes what it does not own."""

@@ -37,7 +37,7 @@ import shlex
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from tgiops import __version__
 from tgiops.core import probe
@@ -57,6 +57,7 @@ from tgiops.core.record import (
 )
 from tgiops.core.render import comment_safe
 from tgiops.core.request import default_timeout_s, deploy_as_dict
+from tgiops.edges.host import Host
 from tgiops.edges.localhost import seconds_since_boot
 from tgiops.edges.record_store import read_entries
 
@@ -267,17 +268,19 @@ fi
 """
 
 
-def look(host: Any, record: DeploymentRecord, model: ModelSpec) -> HostLook:
+def look(host: Host, record: DeploymentRecord, model: ModelSpec) -> HostLook:
     out = host.run_script(look_script(record, model), check=False).stdout
     facts = dict(
         line.split("=", 1) for line in out.splitlines() if line.startswith(("cache=", "installed="))
     )
     state = probe.unit_state_from_show(probe.parse_systemctl_show(out))
-    return HostLook(facts.get("cache", "absent"), facts.get("installed", "none"), state)
+    cache = facts.get("cache", "absent")
+    known: CacheState = cache if cache in get_args(CacheState) else "unknown"  # type: ignore[assignment]
+    return HostLook(known, facts.get("installed", "none"), state)
 
 
 def restore(
-    host: Any,
+    host: Host,
     record: DeploymentRecord,
     *,
     catalog: Mapping[str, ModelSpec],
@@ -360,7 +363,7 @@ def restore(
 
 
 def _check_image(
-    host: Any, record: DeploymentRecord, request: Any, on_progress: Progress
+    host: Host, record: DeploymentRecord, request: Any, on_progress: Progress
 ) -> str | None:
     """Issue 12.8: the image a restore runs is the one the deploy ran. With a registry digest
     the unit pins ``repo@sha256:...`` (render.image_ref). Without one (an image built or
@@ -408,7 +411,7 @@ def refused(entry: Unreadable, record_source: str) -> Restored:
 
 
 def restore_found(
-    host: Any,
+    host: Host,
     found: Found,
     settings_for: Callable[[str], OperatorSettings] | None,
     **restore_kwargs: Any,
@@ -425,7 +428,7 @@ def restore_found(
 
 
 def _wait_if_loading(
-    host: Any,
+    host: Host,
     record: DeploymentRecord,
     baseline: probe.UnitState,
     request: Any,
@@ -556,7 +559,7 @@ class BootstrapResult:
 
 
 def bootstrap(
-    host: Any,
+    host: Host,
     options: BootstrapOptions,
     *,
     imds: Any,
@@ -635,7 +638,7 @@ def bootstrap(
     )
 
 
-def _read_config(host: Any, path: str) -> BootstrapConfig | None:
+def _read_config(host: Host, path: str) -> BootstrapConfig | None:
     raw = host.read_file(path)
     if raw is None:
         return None

@@ -54,6 +54,7 @@ from tgiops.core.request import (
     plan_request,
 )
 from tgiops.edges import record_store
+from tgiops.edges.host import Host
 from tgiops.edges.ssh import FileUpload
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ Progress = Callable[[Any], None]
 
 
 def deploy(
-    host: Any,  # tgiops.edges.ssh.RemoteHost (or anything with its interface)
+    host: Host,  # tgiops.edges.ssh.RemoteHost (or anything with its interface)
     request: DeployRequest,
     *,
     get_secret: Callable[[str], str] | None,
@@ -147,7 +148,7 @@ def deploy(
         endpoint = f"http://{options.bind_address}:{options.port}"
         api_key = secrets.get(vllm.API_KEY_ENV) if request.engine.name == "vllm" else None
         uploads = _uploads(options, env_text, unit_text)
-        base = dict(
+        base: dict[str, Any] = dict(
             host=host.name,
             unit=options.unit_name,
             plan=the_plan,
@@ -456,7 +457,7 @@ def _secret_sources(request: DeployRequest) -> list[tuple[str, str]]:
 
 
 @contextmanager
-def _locked(host: Any, *, enabled: bool, on_progress: Progress) -> Iterator[None]:
+def _locked(host: Host, *, enabled: bool, on_progress: Progress) -> Iterator[None]:
     if not enabled:
         yield
         return
@@ -469,7 +470,7 @@ def _locked(host: Any, *, enabled: bool, on_progress: Progress) -> Iterator[None
         yield
 
 
-def _probe(host: Any, options: UnitOptions) -> probe.HostReport:
+def _probe(host: Host, options: UnitOptions) -> probe.HostReport:
     script = probe.host_report_script(
         data_dir=options.data_dir,
         unit_name=options.unit_name,
@@ -540,7 +541,7 @@ def _uploads(options: UnitOptions, env_text: str, unit_text: str) -> list[FileUp
 
 
 def _install(
-    host: Any, options: UnitOptions, uploads: list[FileUpload], on_progress: Progress
+    host: Host, options: UnitOptions, uploads: list[FileUpload], on_progress: Progress
 ) -> None:
     """Three round trips: two commands and one SFTP write (scripts/bench_deploy.py times it)."""
     host.install_files(
@@ -581,13 +582,13 @@ systemctl restart {name}
 """
 
 
-def _unit_state(host: Any, options: UnitOptions) -> probe.UnitState:
+def _unit_state(host: Host, options: UnitOptions) -> probe.UnitState:
     result = host.run(probe.systemctl_show_command(options.unit_name), check=False)
     return probe.unit_state_from_show(probe.parse_systemctl_show(result.stdout))
 
 
 def _wait_healthy(
-    host: Any,
+    host: Host,
     options: UnitOptions,
     the_plan: Plan | vllm.VllmPlan,
     health: Any,
@@ -674,7 +675,7 @@ def newest_journal_line_command(unit_name: str, since: int) -> str:
     return f"journalctl -u {unit} --since @{since} --reverse -n 1 -o cat --no-pager 2>/dev/null\n"
 
 
-def _journal_tail(host: Any, options: UnitOptions, redact: Redactor, lines: int = 30) -> str:
+def _journal_tail(host: Host, options: UnitOptions, redact: Redactor, lines: int = 30) -> str:
     result = host.run(
         [
             "journalctl",
@@ -692,7 +693,7 @@ def _journal_tail(host: Any, options: UnitOptions, redact: Redactor, lines: int 
 
 
 def _roll_back(
-    host: Any,
+    host: Host,
     options: UnitOptions,
     the_plan: Plan | vllm.VllmPlan,
     health: Any,
@@ -768,7 +769,7 @@ systemctl reset-failed {q(name)} >/dev/null 2>&1 || true
 """
 
 
-def _wait_previous(host: Any, options: UnitOptions, health: Any, on_progress: Progress) -> None:
+def _wait_previous(host: Host, options: UnitOptions, health: Any, on_progress: Progress) -> None:
     baseline = _unit_state(host, options)
 
     def is_alive() -> bool:

@@ -31,6 +31,7 @@ from typing import Any
 from tgiops.core.errors import AWSError, InputError, TgiopsError
 from tgiops.core.layout import DEFAULT_DATA_DIR
 from tgiops.core.record import LastStop
+from tgiops.edges.host import Host
 from tgiops.edges.record_store import note_stop, read_records
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,7 @@ exit 0
 
 
 def watch_interruption(
-    host: Any,
+    host: Host,
     imds: Any,
     options: WatchOptions,
     *,
@@ -191,7 +192,7 @@ def watch_interruption(
         sleep(options.interval_s)
 
 
-def _units(host: Any, options: WatchOptions) -> list[str]:
+def _units(host: Host, options: WatchOptions) -> list[str]:
     if options.units:
         return list(options.units)
     recorded = [r.unit for r in read_records(host, options.data_dir)]
@@ -211,7 +212,7 @@ def _units(host: Any, options: WatchOptions) -> list[str]:
 
 
 def _stop_all(
-    host: Any,
+    host: Host,
     options: WatchOptions,
     reason: str,
     action: str,
@@ -236,7 +237,7 @@ def _stop_all(
     return tuple(stopped)
 
 
-def _note(host: Any, data_dir: str, unit: str, stop: LastStop) -> bool:
+def _note(host: Host, data_dir: str, unit: str, stop: LastStop) -> bool:
     try:
         return note_stop(host, data_dir, unit, stop)
     except TgiopsError as exc:

@@ -23,6 +23,8 @@ from typing import Any
 from tgiops.core.errors import InputError
 from tgiops.core.layout import MANAGED_MARKER, UNIT_DIR, UNIT_PREFIX
 from tgiops.core.request import Redactor
+from tgiops.edges.host import Host
+from tgiops.edges.ssh import RemoteHost
 
 log = logging.getLogger(__name__)
 
@@ -152,14 +154,14 @@ class LogsRequest:
     since: str | None = None  # journalctl's --since syntax
 
 
-def resolve_unit(host: Any, requested: str | None) -> str:
+def resolve_unit(host: Host, requested: str | None) -> str:
     """One round trip: the managed units of the host, then ``choose_unit``."""
     result = host.run(list_units_command(), check=False)
     return choose_unit(requested, parse_unit_list(result.stdout), host.name)
 
 
 def show_logs(
-    host: Any,  # tgiops.edges.ssh.RemoteHost
+    host: RemoteHost,  # follows the journal over SSH (stream)
     request: LogsRequest,
     on_line: Callable[[str], None],
     *,

@@ -17,7 +17,6 @@ import logging
 import re
 import shlex
 from dataclasses import dataclass
-from typing import Any
 
 from tgiops.commands.logs import choose_unit
 from tgiops.core.errors import InputError, TgiopsError
@@ -33,6 +32,7 @@ from tgiops.core.probe import split_sections
 from tgiops.core.record import record_path
 from tgiops.core.render import data_dir_of_mount, unit_name_from
 from tgiops.core.status import UnitPlan, parse_unit_plan
+from tgiops.edges.host import Host
 from tgiops.edges.ssh import (
     LOCK_BUSY_EXIT,
     STAGE_DIR_GLOB,
@@ -207,13 +207,13 @@ def parse_undeploy_report(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return leftovers, cache
 
 
-def inspect(host: Any, requested: str | None) -> UndeployPlan:
+def inspect(host: Host, requested: str | None) -> UndeployPlan:
     """Round trip 1: read the host's tgiops units and decide (nothing changes)."""
     result = host.run_script(inspect_script(), check=False)
     return plan_undeploy(host.name, result.stdout, requested)
 
 
-def undeploy(host: Any, plan: UndeployPlan, *, purge_cache: bool) -> UndeployResult:
+def undeploy(host: Host, plan: UndeployPlan, *, purge_cache: bool) -> UndeployResult:
     """Round trip 2: remove what ``plan`` names and check that it is gone."""
     result = host.run_script(
         undeploy_script(plan, purge_cache=purge_cache), check=False, timeout_s=SCRIPT_TIMEOUT_S

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
 
-from tgiops.edges.ssh import CommandResult, FileUpload, ScriptGate
+from tgiops.edges.ssh import CommandResult, FileUpload
 
 
 class Host(Protocol):
@@ -35,7 +35,6 @@ class Host(Protocol):
         *,
         check: bool = True,
         timeout_s: float | None = None,
-        gate: ScriptGate | None = None,
     ) -> CommandResult: ...
 
     def install_files(
