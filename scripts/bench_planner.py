@@ -48,7 +48,7 @@ MIN_AGREEMENT_PCT = 90.0
 MAX_MEDIAN_KV_ERROR_PCT = 15.0
 MAX_KV_ERROR_PCT = 30.0
 
-# The Llama 3.1 repositories were renamed from meta-llama/Meta-Llama-3.1-* (model-facts.md #1:
+# The Llama 3.1 repositories were renamed from meta-llama/Meta-Llama-3.1-* (docs/models.md #1:
 # "meta-llama/Llama-3.1-8B-Instruct (Meta-Llama-3.1-8B-Instruct)"; S7: configs whose
 # _name_or_path is meta-llama/Meta-Llama-3.1-70B-Instruct): the same checkpoints.
 RENAMED: dict[str, str] = {
@@ -79,7 +79,7 @@ STAND_INS: dict[str, tuple[str, str]] = {
 
 # TGI's launcher knows these cards' FLOPs and then defaults max_batch_prefill_tokens from
 # them (launcher/src/main.rs@v3.0.1 l.1640-1690, compute_optimal); for other cards (and when
-# the model config is missing) it takes 4096 (tgi-facts §1b).
+# the model config is missing) it takes 4096 (docs/tgi.md §1b).
 _TGI_FLOP_CARDS = ("T4", "L4", "L40", "L40S", "A10G", "A100", "H100", "H200", "RTX 4090")
 
 
@@ -130,7 +130,7 @@ def _limits(
     l.1290-1350, @v2.4.0 l.1670-1740): the model's max_position_embeddings capped at 4096,
     input one less, prefill input + 50. From v3.0 unset limits reach warmup as None (zero
     config) and the prefill default is the launcher's FLOP- and VRAM-based choice on the cards
-    it knows, not modelled (None), else 4096 (tgi-facts §1b).
+    it knows, not modelled (None), else 4096 (docs/tgi.md §1b).
     """
     flags = case.get("flags") or {}
     given_input = flags.get("max_input_tokens") or flags.get("max_input_length")

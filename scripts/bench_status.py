@@ -4,7 +4,7 @@
 Setup: REAL testbed hosts (default 4; scripts/testbed) each serve the emulator's tiny model,
 deployed with `tgiops deploy`. Every benchmark "host" is an SSH destination that reaches one
 of them through its own delay proxy (an asyncio TCP relay that holds each chunk DELAY_MS in
-each direction: +2 x DELAY_MS per round trip; netem is not available here, testbed-notes.md),
+each direction: +2 x DELAY_MS per round trip; netem is not available here, docs/testbed.md),
 so 20 destinations mean 20 SSH connections, each paying the added latency on every round
 trip. The proxies' host keys are the real hosts' keys, written to a private known_hosts under
 the proxies' names, so strict host-key checking stays on.

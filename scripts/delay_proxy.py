@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A TCP relay that adds latency, and can drop the first connections: a piece of network.
 
-The kernel here has no netem (testbed-notes.md, "Network namespaces"), so added latency comes
+The kernel here has no netem (docs/testbed.md, "Network namespaces"), so added latency comes
 from this relay: every chunk read on one side is written to the other ``delay_s`` later, in
 each direction (one-way delay ``delay_s``, round trip ``+2 x delay_s``). Chunks keep their
 order and queue with their due time, so throughput is not cut, only latency added.

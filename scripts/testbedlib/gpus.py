@@ -15,7 +15,7 @@ marketing sizes nor what EC2's DescribeInstanceTypes says (A10G: 22888 MiB there
   public test suites and benchmark reports.
 - "NVIDIA A100-SXM4-80GB, 81920": public GPU gate tests quoting nvidia-smi.
 - Compute capabilities: NVIDIA's CUDA GPU list (T4 7.5, A10 8.6, L4/L40S 8.9, V100 7.0,
-  A100 8.0, H100/H200 9.0); A10G is the AWS variant of A10 (see ec2-gpu-instances.md).
+  A100 8.0, H100/H200 9.0); A10G is the AWS variant of A10 (see docs/ec2.md).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ A test double of Hugging Face Text Generation Inference for tgiops' testbed (the
 `ghcr.io/huggingface/text-generation-inference:TAG` is this package plus python3). It takes
 the launcher's flags, logs like the launcher, keeps its port closed while "downloading",
 "loading" and "warming up", fails the way TGI fails, then serves TGI's HTTP API. Facts are
-from shared/reference/tgi-facts.md (cited "§n") and the TGI sources cited there.
+from tgiops/docs/tgi.md (cited "§n") and the TGI sources cited there.
 
 Run: `PYTHONPATH=scripts python3 -m tgi_emulator --model-id ORG/NAME --port 8080`
 Image: entrypoint.sh (`exec python3 -m tgi_emulator "$@"`), PYTHONPATH=/opt,
@@ -36,7 +36,7 @@ TGI_WIGGLE_ROOM, COMPUTE_TYPE.
 
 Hub and cache (hub.py)
 ----------------------
-hub/hub.json + hub/ORG--NAME/config.json: the models of model-facts.md plus
+hub/hub.json + hub/ORG--NAME/config.json: the models of docs/models.md plus
 `tgiops-test/tiny-llama` (ungated, ~89 MB "weights"). A token is valid iff it starts with
 "hf_". Gated repo without token -> GatedRepoError 401; bad token -> 401 Unauthorized;
 unknown repo -> RepositoryNotFoundError; each ends `Error: DownloadError`. Tokens read:

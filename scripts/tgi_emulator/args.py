@@ -1,6 +1,6 @@
 """clap-compatible parsing of `text-generation-launcher` flags and their env equivalents.
 
-Every launcher flag is `#[clap(long, env)]` (tgi-facts §1), so each one can also come from an
+Every launcher flag is `#[clap(long, env)]` (docs/tgi.md §1), so each one can also come from an
 UPPER_SNAKE environment variable; the command line wins, an empty variable counts as unset
 (clap 4). Errors are printed the way clap 4 prints them, to stderr, exit status 2.
 The flag set, order and defaults follow `struct Args` in launcher/src/main.rs; flags that a

@@ -2,7 +2,7 @@
 
 Pure functions (no environment, files or clock): the launcher gathers inputs into a
 `LaunchRequest` and turns `Failure`s into log lines and exit codes. The rules, per release
-(tgi-facts sections in brackets), are written down in the package docstring (__init__.py).
+(docs/tgi.md sections in brackets), are written down in the package docstring (__init__.py).
 
 Memory model, per shard: the warmup's steps and their sources are in memory.py, with the
 rules of every release tag (memory.rules_for); `warmup_memory` below does the arithmetic:
@@ -349,7 +349,7 @@ def weights_per_shard(arch: ModelArch, quantize: str | None, num_shard: int) -> 
 
 
 def kv_bytes_per_token(arch: ModelArch, num_shard: int, kv_cache_dtype: str | None) -> int:
-    """2 x layers x kv_heads/shard x head_dim x bytes (tgi-facts §3: KVH/world if KVH > 1)."""
+    """2 x layers x kv_heads/shard x head_dim x bytes (docs/tgi.md §3: KVH/world if KVH > 1)."""
     per_shard = arch.num_kv_heads // num_shard if arch.num_kv_heads > 1 else 1
     element = 1 if kv_cache_dtype else 2
     return 2 * arch.num_layers * max(1, per_shard) * arch.head_dim * element
@@ -372,7 +372,7 @@ def activation_bytes_per_token(
 
 
 def compute_token_defaults(req: LaunchRequest) -> TokenDefaults | Failure:
-    """Launcher-side defaults for max_input / max_total / prefill (tgi-facts §1b)."""
+    """Launcher-side defaults for max_input / max_total / prefill (docs/tgi.md §1b)."""
     profile = req.profile
     logs: list[tuple[str, str]] = []
     mpe = req.launcher_arch.max_position_embeddings if req.launcher_arch else None
@@ -491,7 +491,7 @@ def load_shards(req: LaunchRequest) -> ShardPlan | Failure:
     ckpt = _checkpoint_quant(arch)
     flash_known = arch.model_type in FLASH_MODEL_NAMES
 
-    # --- Flash attention availability (tgi-facts §2; package docstring "Engine path").
+    # --- Flash attention availability (docs/tgi.md §2; package docstring "Engine path").
     # The launcher already logged the decision; the shards inherit ATTENTION / PREFIX_CACHING.
     attention: str | None
     attention, prefix, _ = resolve_attention(

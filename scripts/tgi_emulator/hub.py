@@ -1,6 +1,6 @@
 """A fake Hugging Face Hub (hub/hub.json + hub/ORG--NAME/config.json) and the real cache layout.
 
-Downloads write what `huggingface_hub` writes (tgi-facts §6):
+Downloads write what `huggingface_hub` writes (docs/tgi.md §6):
 `<cache>/models--ORG--NAME/{refs/<rev>, blobs/<sha256>, snapshots/<sha>/<file> -> ../../blobs/..}`.
 Weight files are tiny but valid safetensors files whose `__metadata__.real_size` records the
 size of the real shard, so a snapshot directory can be passed back as a local `--model-id`.

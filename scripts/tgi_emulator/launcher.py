@@ -1,6 +1,6 @@
 """`text-generation-launcher` main: args, download, shards, warmup, webserver, shutdown.
 
-Follows launcher/src/main.rs `main()` step by step (tgi-facts §1, §3, §5): the port is bound
+Follows launcher/src/main.rs `main()` step by step (docs/tgi.md §1, §3, §5): the port is bound
 only after download, shard load and warmup succeeded; failures end with the launcher's
 `Error: <LauncherError>` on stderr and exit status 1; SIGTERM/SIGINT stop it gracefully with
 status 0 (the launcher's ctrlc handler).

@@ -1,4 +1,4 @@
-"""The router's Prometheus metrics (tgi-facts §5, docs/source/reference/metrics.md@737).
+"""The router's Prometheus metrics (docs/tgi.md §5, docs/source/reference/metrics.md@737).
 
 Names are TGI's; values move with the emulator's requests. Rendered in the text format that
 `metrics-exporter-prometheus` writes (counters without a `_total` suffix, histograms as

@@ -1,4 +1,4 @@
-"""The router's HTTP API on a ThreadingHTTPServer (tgi-facts §5, shared/tgi/openapi-*.json).
+"""The router's HTTP API on a ThreadingHTTPServer (docs/tgi.md §5, shared/tgi/openapi-*.json).
 
 Routes (router/src/server.rs@737 l.2203-2244): GET /health, /ping, / (health), /info,
 /metrics, /v1/models; POST / (compat generate), /generate, /generate_stream (SSE),
@@ -79,7 +79,7 @@ class ServerConfig:
         return f"{self.profile.info_version}-{self.profile.docker_label or 'native'}"
 
     def info(self) -> dict:
-        """/info with exactly the release's field set (tgi-facts §5)."""
+        """/info with exactly the release's field set (docs/tgi.md §5)."""
         p = self.profile
         if p.info_fields == "2.0":
             return {

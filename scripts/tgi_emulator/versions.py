@@ -2,7 +2,7 @@
 
 Every difference the emulator models between 2.0.4, 2.4.1 and 3.3.7 lives in one
 `VersionProfile`, so the rest of the package asks the profile instead of comparing version
-strings. Sources are the sections of shared/reference/tgi-facts.md ("§n") and the TGI
+strings. Sources are the sections of tgiops/docs/tgi.md ("§n") and the TGI
 sources cited there.
 """
 
@@ -85,7 +85,7 @@ class VersionProfile:
     version: str
     # /info "version": the Cargo version string. v3.3.7's Cargo.toml still says 3.3.6-dev0 (§0).
     info_version: str
-    # /info "sha" (the image's GIT_SHA); None where tgi-facts gives no commit for the tag.
+    # /info "sha" (the image's GIT_SHA); None where docs/tgi.md gives no commit for the tag.
     git_sha: str | None
     quantize_values: tuple[str, ...]
     # Launcher flags that exist in this release beyond the common set (§1).

@@ -1,6 +1,6 @@
 """Real parts for the edge tests: an OpenSSH sshd on loopback, a moto server, the TGI emulator.
 
-- sshd: per-session ed25519 host and client keys, config per testbed-notes.md ("SSH: a private
+- sshd: per-session ed25519 host and client keys, config per docs/testbed.md ("SSH: a private
   sshd"); each test gets an isolated HOME, an ssh_config (alias ``testhost``) and a known_hosts.
 - moto: ``moto_server -H 127.0.0.1 -p PORT`` once per session, reset before each test
   (``POST /moto-api/reset``); boto3 reaches it through AWS_ENDPOINT_URL, with dummy keys.

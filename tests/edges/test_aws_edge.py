@@ -263,7 +263,7 @@ def test_unknown_elastic_ip(moto: Moto) -> None:
 
 def test_spot_price(moto: Moto) -> None:
     price = make_aws().spot_price("g5.12xlarge", "us-east-1a")
-    # moto answers a constant tiny price (testbed-notes.md): check the parsing, not the number.
+    # moto answers a constant tiny price (docs/testbed.md): check the parsing, not the number.
     history = boto3.client("ec2").describe_spot_price_history(
         InstanceTypes=["g5.12xlarge"], AvailabilityZone="us-east-1a"
     )["SpotPriceHistory"]

@@ -1,7 +1,7 @@
 """Every route of the emulated router, per version, checked against TGI's own OpenAPI spec.
 
 2.0.4 has no spec file here; it is checked against openapi-2.4.1.json except where 2.0.x
-documentedly differs (/info: `max_input_length` instead of `max_input_tokens`, tgi-facts §5).
+documentedly differs (/info: `max_input_length` instead of `max_input_tokens`, docs/tgi.md §5).
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def test_v1_models_lists_the_model(served, openapi):
     assert body["object"] == "list"
     assert [m["id"] for m in body["data"]] == ["tgiops-test/tiny-llama"]
     # TGI's spec documents ModelInfo for this route but the router returns a list of them
-    # (tgi-facts §5): each element is checked against ModelInfo.
+    # (docs/tgi.md §5): each element is checked against ModelInfo.
     for model in body["data"]:
         assert openapi[version].errors("ModelInfo", model) == []
 

@@ -25,7 +25,7 @@ MODELS = {
     **yaml.safe_load((REPO / "models.yaml").read_text())["models"],
     **yaml.safe_load((DATA / "models.yaml").read_text())["models"],
 }
-# nvidia-smi memory.total (MiB) of the cards the cases name (testbed-notes / the issues'
+# nvidia-smi memory.total (MiB) of the cards the cases name (docs/testbed.md / the issues'
 # own nvidia-smi output): H100 80GB HBM3 81559, A100 80GB 81920, ...
 GPU_MIB = {
     ("H100", None): 81559,

@@ -44,7 +44,7 @@ def start(req):
 
 @pytest.mark.parametrize(
     ("model", "shards", "kib"),
-    [  # model-facts.md note 1 (KiB per token at 16-bit)
+    [  # docs/models.md note 1 (KiB per token at 16-bit)
         ("meta-llama/Llama-3.1-8B-Instruct", 1, 128),
         ("meta-llama/Llama-3.1-70B-Instruct", 1, 320),
         ("meta-llama/Llama-3.2-3B-Instruct", 1, 112),

@@ -1,6 +1,6 @@
 """Each TGI failure mode: a launcher-like error line, the final `Error: ...`, a non-zero exit.
 
-Rows cite tgi-facts.md sections; the port must never have opened for a failed start.
+Rows cite docs/tgi.md sections; the port must never have opened for a failed start.
 """
 
 from __future__ import annotations
@@ -439,7 +439,7 @@ STARTS = [
     ),
     Works("fp8-marlin-on-a100-2.4", "2.4.1", [A100_80], args=["--quantize", "fp8"]),
     Works(
-        "70b-awq-on-4-a10g",  # the unit in design.md, done right
+        "70b-awq-on-4-a10g",  # the unit in docs/design.md, done right
         "3.3.7",
         [A10G] * 4,
         model="hugging-quants/Meta-Llama-3.1-70B-Instruct-AWQ-INT4",

@@ -145,7 +145,7 @@ def test_8b_awq_architecture_is_marked_as_the_base_models(builtin: dict[str, Mod
     )
 
 
-# KV cache KiB per token at 16-bit, model-facts.md "Notes for the memory planner" 1.
+# KV cache KiB per token at 16-bit, docs/models.md "Notes for the memory planner" 1.
 @pytest.mark.parametrize(
     ("alias", "kib"),
     [
@@ -465,7 +465,7 @@ def test_unknown_model_with_nothing_close(builtin: dict[str, ModelSpec]) -> None
 # config.json
 # --------------------------------------------------------------------------------------------
 
-# mistralai/Mistral-7B-Instruct-v0.3 config.json (model-facts.md S20, the primary file).
+# mistralai/Mistral-7B-Instruct-v0.3 config.json (docs/models.md S20, the primary file).
 MISTRAL_V03_CONFIG: dict[str, Any] = {
     "architectures": ["MistralForCausalLM"],
     "attention_dropout": 0.0,
@@ -490,7 +490,7 @@ MISTRAL_V03_CONFIG: dict[str, Any] = {
     "vocab_size": 32768,
 }
 
-# google/gemma-2-9b-it config.json fields (model-facts.md #11, S32): explicit head_dim, no
+# google/gemma-2-9b-it config.json fields (docs/models.md #11, S32): explicit head_dim, no
 # tie_word_embeddings key.
 GEMMA2_CONFIG: dict[str, Any] = {
     "architectures": ["Gemma2ForCausalLM"],
@@ -510,7 +510,7 @@ GEMMA2_CONFIG: dict[str, Any] = {
 }
 
 # Llama-3.2-90B-Vision config as transformers writes it: text_config holds only the values that
-# differ from MllamaTextConfig's defaults (model-facts.md S12).
+# differ from MllamaTextConfig's defaults (docs/models.md S12).
 MLLAMA_90B_CONFIG: dict[str, Any] = {
     "_name_or_path": "meta-llama/Llama-3.2-90B-Vision-Instruct",
     "architectures": ["MllamaForConditionalGeneration"],
@@ -550,7 +550,7 @@ MLLAMA_90B_CONFIG: dict[str, Any] = {
     "vision_config": {"image_size": 560, "model_type": "mllama_vision_model"},
 }
 
-# hugging-quants/Meta-Llama-3.1-70B-Instruct-AWQ-INT4 config.json (model-facts.md #3, S8).
+# hugging-quants/Meta-Llama-3.1-70B-Instruct-AWQ-INT4 config.json (docs/models.md #3, S8).
 AWQ_70B_CONFIG: dict[str, Any] = {
     "_name_or_path": "hugging-quants/Meta-Llama-3.1-70B-Instruct-AWQ-INT4",
     "architectures": ["LlamaForCausalLM"],
@@ -592,7 +592,7 @@ def test_config_json_mistral() -> None:
         "bfloat16",
     )
     assert spec.quantization is None and spec.weight_bytes is None and spec.gated is None
-    # a copy of the index reports 7,248,023,552 parameters (model-facts.md S21)
+    # a copy of the index reports 7,248,023,552 parameters (docs/models.md S21)
     assert spec.parameters_b == pytest.approx(7.248, abs=0.01)
     assert "estimated from config.json" in spec.sources["parameters_b"]
     assert spec.origin == "config.json"

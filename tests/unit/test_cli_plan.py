@@ -130,7 +130,7 @@ def test_bad_input_exits_2_naming_the_value(args, needle):
 
 
 def test_model_config_plans_any_model(tmp_path):
-    config = {  # Mistral-7B-Instruct-v0.3's config.json (model-facts.md S20)
+    config = {  # Mistral-7B-Instruct-v0.3's config.json (docs/models.md S20)
         "architectures": ["MistralForCausalLM"],
         "model_type": "mistral",
         "hidden_size": 4096,

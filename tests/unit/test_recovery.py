@@ -1,6 +1,6 @@
 """Recovery time in the plan (issue 14, item D): the weights' size and the time to read them
 at gp3's baseline, at a provisioned throughput and from local NVMe, and the throughput that
-meets a recovery target (aws-provisioning-and-cost.md §6)."""
+meets a recovery target (docs/aws.md §6)."""
 
 from __future__ import annotations
 

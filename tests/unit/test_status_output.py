@@ -162,7 +162,7 @@ def test_metrics_absent_show_as_dashes():
 
 
 def test_metrics_fixture_is_tgi_text():
-    # Guard: the fixture keeps TGI's metric names (tgi-facts.md §5).
+    # Guard: the fixture keeps TGI's metric names (docs/tgi.md §5).
     for name in ("tgi_request_count", "tgi_queue_size", "tgi_batch_current_size"):
         assert name in METRICS
 

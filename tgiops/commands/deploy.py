@@ -314,7 +314,7 @@ def choose_gpus(
 ) -> tuple[tuple[int, ...], hardware.GpuInventory]:
     """(the GPU devices of the unit, () for all; the inventory to plan on).
 
-    A TGI instance takes a GPU's free memory for its KV cache at warmup (tgi-facts.md §4:
+    A TGI instance takes a GPU's free memory for its KV cache at warmup (docs/tgi.md §4:
     ``free = cuda_free - (1 - CUDA_MEMORY_FRACTION * wiggle) * total``, fraction 1.0 by
     default), so two units never share a GPU: devices other tgiops units use are left out.
     """

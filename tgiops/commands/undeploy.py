@@ -90,7 +90,7 @@ def unit_files(unit: str, *, unit_dir: str = UNIT_DIR, env_dir: str = ENV_DIR) -
 
 def cache_paths_for(data_dir: str | None, repo_id: str | None) -> tuple[str, ...]:
     """The Hugging Face cache directories of ``repo_id`` under ``data_dir``: ``hub/`` from
-    TGI 2.3 (HF_HOME=/data), the top level before (tgi-facts.md §6)."""
+    TGI 2.3 (HF_HOME=/data), the top level before (docs/tgi.md §6)."""
     if not data_dir or not repo_id or not _REPO_RE.fullmatch(repo_id) or ".." in repo_id:
         return ()
     if not data_dir.startswith("/") or ".." in data_dir or data_dir.rstrip("/") == "":

@@ -47,7 +47,7 @@ QUANTIZE_VALUES: tuple[str, ...] = (
 # The names above that are no TGI --quantize value (tests/unit/test_catalog.py).
 NON_TGI_QUANTIZE_VALUES: tuple[str, ...] = ("mxfp4",)
 # config.json quantization_config.quant_method -> TGI --quantize name. TGI auto-detects exactly
-# these (server/text_generation_server/models/__init__.py@737 l.447-462, tgi-facts.md §1).
+# these (server/text_generation_server/models/__init__.py@737 l.447-462, docs/tgi.md §1).
 QUANT_METHOD_TO_TGI: Mapping[str, str] = MappingProxyType(
     {
         "awq": "awq",
@@ -107,7 +107,7 @@ class ModelSpec:
         return self.kv_layers if self.kv_layers is not None else self.num_layers
 
     def kv_cache_bytes_per_token(self, dtype_bytes: int = 2) -> int:
-        """K and V for one token over all KV layers and heads (model-facts.md note 1)."""
+        """K and V for one token over all KV layers and heads (docs/models.md note 1)."""
         return 2 * self.kv_cache_layers * self.num_key_value_heads * self.head_dim * dtype_bytes
 
     @property

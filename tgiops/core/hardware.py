@@ -5,7 +5,7 @@ Two tables live here:
 * ``GPU_MODELS``: what each NVIDIA card is (architecture, compute capability) and what
   ``nvidia-smi --query-gpu=memory.total`` reports for it. The planner sizes memory from the
   nvidia-smi number because that is what TGI sees, not EC2's ``MemoryInfo`` figure.
-* ``INSTANCE_TYPES``: the NVIDIA x86 families from /work/shared/reference/ec2-gpu-instances.csv
+* ``INSTANCE_TYPES``: the NVIDIA x86 families from tgiops/docs/ec2.md
   (hardware from moto 5.2.5 ``instance_types.json.gz`` [M]; p3 from the archived EC2 User Guide and
   AWS's P3 launch post [UG+P3B]; on-demand us-east-1 prices from Karpenter's generated pricing
   file at commit 6fc13b523, generated 2026-07-20 [K26]).
@@ -35,7 +35,7 @@ PRICE_DATE = "2026-07-20"
 PRICE_SOURCE = (
     "on-demand Linux prices, us-east-1, from Karpenter's generated pricing file "
     "(aws/karpenter-provider-aws pkg/providers/pricing/zz_generated.pricing_aws.go @6fc13b523, "
-    "generated 2026-07-20; ec2-gpu-instances.md K26)"
+    "generated 2026-07-20; docs/ec2.md K26)"
 )
 
 
@@ -54,7 +54,7 @@ class GpuModel:
     compute_capability: tuple[int, int]
     memory_mib: int  # nvidia-smi memory.total, what TGI sees
 
-    # Capability thresholds from tgi-facts.md §2: flash-attn v2, bf16 and the Marlin kernels
+    # Capability thresholds from docs/tgi.md §2: flash-attn v2, bf16 and the Marlin kernels
     # (AWQ/GPTQ/FP8-W8A16) need sm80+; native FP8 (W8A8) needs sm89 (Ada) or sm90 (Hopper).
     @property
     def has_flash_attention(self) -> bool:
@@ -88,20 +88,20 @@ class GpuModel:
 # (driver 580); "Tesla V100-SXM2-32GB, 32768 MiB" (older drivers printed 32510);
 # "NVIDIA A100-SXM4-40GB, 40960 MiB"; "NVIDIA A100-SXM4-80GB, 81920 MiB";
 # "NVIDIA H100 80GB HBM3, 81559 MiB" and "NVIDIA H100 PCIe, 81559 MiB"; "NVIDIA H200, 143771 MiB".
-# Compute capabilities: ec2-gpu-instances.md "Compute capability" (NVIDIA's CUDA GPU lists;
+# Compute capabilities: docs/ec2.md "Compute capability" (NVIDIA's CUDA GPU lists;
 # A10G = A10's 8.6, inferred there).
 #
 # Cards not on EC2 (issue 14: plan any card). Compute capability from NVIDIA's CUDA GPUs page
 # (developer.nvidia.com/cuda-gpus, as listed in full at
 # michaelbommarito.com/wiki/programming/tools/gpu-compute-capability: A30 8.0; A40, RTX A6000,
-# RTX 3090 8.6; L40, RTX 4090 8.9; H20, GH200 9.0; B200 10.0, also ec2-gpu-instances.md) and
+# RTX 3090 8.6; L40, RTX 4090 8.9; H20, GH200 9.0; B200 10.0, also docs/ec2.md) and
 # NVIDIA's TensorRT-RTX 1.4 support matrix (docs.nvidia.com/deeplearning/tensorrt-rtx: RTX 3090
 # 8.6, RTX 4090 8.9). memory.total as nvidia-smi prints it in public logs (find_string over
 # stored repositories): "NVIDIA A30, 24576"; "NVIDIA A40, 46068 MiB"; "NVIDIA RTX A6000, 49140
 # MiB"; "NVIDIA L40, 46068 MiB"; "NVIDIA GeForce RTX 4090, 24564 MiB"; "NVIDIA GeForce RTX
 # 3090, 24576 MiB"; "NVIDIA H20, 97871" (MiB); "NVIDIA GH200 480GB, 97871 MiB" (the 96 GB HBM3
 # variant; a 144 GB HBM3e one exists: plan it with --gpu-memory-gib); "NVIDIA B200, 183359 MiB"
-# (= p6-b200's figure in ec2-gpu-instances.md).
+# (= p6-b200's figure in docs/ec2.md).
 GPU_MODELS: tuple[GpuModel, ...] = (
     GpuModel("T4", ("Tesla T4",), "Turing", (7, 5), 15360),
     GpuModel("A10G", ("NVIDIA A10G",), "Ampere", (8, 6), 23028),
@@ -261,7 +261,7 @@ def _compact(key: str) -> str:
 
 @dataclass(frozen=True)
 class InstanceType:
-    """One EC2 GPU instance type (numbers as ec2-gpu-instances.csv gives them)."""
+    """One EC2 GPU instance type (numbers as docs/ec2.md gives them)."""
 
     name: str
     family: str
@@ -297,14 +297,14 @@ class InstanceType:
         return f"{self.name} ({self.gpu_count}x {self.gpu}, {price})"
 
 
-# Interconnect, only where ec2-gpu-instances.md "NVLink / NVSwitch" cites a source:
+# Interconnect, only where docs/ec2.md "NVLink / NVSwitch" cites a source:
 # p3.8x/16x and p3dn NVLink (UG, P3B); p4d NVSwitch (UG); p5.48xlarge NVLink (HF summary);
 # g5 4/8-GPU sizes PCIe (GIST). Everything else with >1 GPU is "unverified" (assume PCIe).
 _NONE = "none"
 _UNV = "unverified"
 
 # Columns: name, family, gpu, gpu_count, gpu_memory_mib (EC2), interconnect, vcpus,
-# memory_gib, on-demand USD/h (K26). Copied from /work/shared/reference/ec2-gpu-instances.csv;
+# memory_gib, on-demand USD/h (K26). Copied from tgiops/docs/ec2.md;
 # left out: AMD (g4ad), Graviton (g5g, the TGI image is x86-only), fractional GPUs (g6f, gr6f:
 # no tensor parallelism, nvidia-smi memory differs from a full L4), and g7/g7e/p6 (Blackwell:
 # no verified nvidia-smi names or TGI support in our references).
@@ -354,7 +354,7 @@ _INSTANCE_ROWS: tuple[tuple[str, str, str, int, int, str, int, float, float | No
     ("p5en.48xlarge", "p5en", "H200", 8, 144384, _UNV, 192, 2048, 63.296),
 )
 
-# Local NVMe instance store, GB in total: ec2-gpu-instances.md "Local NVMe GB" column, from moto
+# Local NVMe instance store, GB in total: docs/ec2.md "Local NVMe GB" column, from moto
 # 5.2.5's DescribeInstanceTypes data [M] (InstanceStorageInfo). p3 (EBS only) is absent.
 _LOCAL_NVME_GB: dict[str, int] = {
     "g4dn.xlarge": 125,
@@ -407,7 +407,7 @@ MAX_GPUS_PER_HOST = max(it.gpu_count for it in INSTANCE_TYPES)
 # for newer cards while refusing what no GPU has (1e308 would make every model "fit").
 MAX_GPU_MEMORY_GIB = 1024
 # CUDA compute capabilities that exist: 3.0 (Kepler) to 12.x (Blackwell workstation, g7/g7e
-# in ec2-gpu-instances.md). TGI's kernels need far more (tgi-facts §2); the planner says so.
+# in docs/ec2.md). TGI's kernels need far more (docs/tgi.md §2); the planner says so.
 MIN_COMPUTE_CAPABILITY = (3, 0)
 MAX_COMPUTE_CAPABILITY = (12, 9)
 _INSTANCE_BY_NAME = {it.name.casefold(): it for it in INSTANCE_TYPES}

@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 
 # MllamaTextConfig/MllamaVisionConfig defaults. transformers writes nested sub-configs as a diff
-# against these defaults, so a real mllama config.json omits them (model-facts.md S12 lists only
+# against these defaults, so a real mllama config.json omits them (docs/models.md S12 lists only
 # non-default fields). Source: huggingface/transformers
 # src/transformers/models/mllama/configuration_mllama.py @032b32a.
 _MLLAMA_SOURCE = "MllamaTextConfig default (transformers configuration_mllama.py)"
@@ -53,7 +53,7 @@ _MLLAMA_VISION_DEFAULTS: Mapping[str, int] = MappingProxyType(
 
 
 # tie_word_embeddings is left out of config.json when it equals the class default; these
-# classes default to tied (model-facts.md row 11: Gemma2Config default = true).
+# classes default to tied (docs/models.md row 11: Gemma2Config default = true).
 _TIED_BY_DEFAULT = frozenset({"gemma", "gemma2"})
 
 

@@ -7,7 +7,7 @@ Memory model
 ============
 The full derivation, term by term with links per release, is tgiops/docs/tgi-memory-model.md
 (the warmup batch's KV reservation, the LM head, Gemma 3's dense masks, the prefill logits,
-the wiggle room per release). In short, derived from TGI's own warmup (tgi-facts.md §4,
+the wiggle room per release). In short, derived from TGI's own warmup (docs/tgi.md §4,
 ``flash_causal_lm.py@v3.3.7`` l.1507-1684), per GPU, in bytes:
 
 1. TGI loads the weights. Each shard holds ``weights / num_shard``: linear layers are split
@@ -33,7 +33,7 @@ room is a share of what is free instead, ``kv_budget = wiggle * (total * fractio
 Estimates, and their known limits (none of these numbers is published by TGI):
 
 - Weights: the checkpoint's safetensors bytes where ``models.yaml`` has them (quantized
-  checkpoints: their file size, which slightly over-counts packed int4 — model-facts note 7);
+  checkpoints: their file size, which slightly over-counts packed int4 — docs/models.md note 7);
   else parameters x bytes per parameter of the format (``_LINEAR_BYTES_PER_PARAM``), with
   embeddings and lm_head kept 16-bit.
 - CUDA context: PyTorch's context plus cuBLAS workspaces, taken as 768 MiB per GPU; NCCL's
@@ -103,7 +103,7 @@ QUANT_FLOAT16_ONLY = frozenset({"awq", "gptq", "exl2", "marlin"})  # §1: dtype 
 PREQUANTIZED_ONLY = frozenset({"awq", "gptq", "exl2", "marlin", "compressed-tensors"})
 ON_THE_FLY = ("fp8", "eetq", "bitsandbytes", "bitsandbytes-nf4", "bitsandbytes-fp4")
 
-# Bytes per parameter of the quantized linear layers (tgi-facts §4 "Weight memory").
+# Bytes per parameter of the quantized linear layers (docs/tgi.md §4 "Weight memory").
 _LINEAR_BYTES_PER_PARAM = {
     None: 2.0,
     "fp8": 1.0,
@@ -701,7 +701,7 @@ def _missing_kernels(
             "sm89+ (L4, L40S, H100), and the FP8-Marlin path for sm80-88 needs TGI >= 2.2.0"
         )
     if method == "eetq" and cc < (8, 0):
-        # TGI has no capability gate and EETQ's minimum is not documented (tgi-facts §2);
+        # TGI has no capability gate and EETQ's minimum is not documented (docs/tgi.md §2);
         # we refuse below sm80 rather than guess.
         return (
             f"eetq on {gpu} is unverified (its minimum compute capability is not "
@@ -1141,7 +1141,7 @@ def weight_bytes(model: ModelSpec, quantize: str | None) -> float:
 
 
 def kv_bytes_per_token_per_gpu(model: ModelSpec, num_shard: int, dtype_bytes: int = 2) -> int:
-    """2 (K and V) x layers x kv_heads per shard x head_dim x bytes (tgi-facts §4)."""
+    """2 (K and V) x layers x kv_heads per shard x head_dim x bytes (docs/tgi.md §4)."""
     kv_heads_per_shard = max(1, model.num_key_value_heads // num_shard)
     return 2 * model.kv_cache_layers * kv_heads_per_shard * model.head_dim * dtype_bytes
 

@@ -4,7 +4,7 @@ Pure: the phase of a log line and the progress tick; tgiops.cli.progress writes 
 
 The phase is read from TGI's own launcher and router lines (launcher/src/main.rs and
 backends/v3/src/lib.rs, modelled line by line in scripts/tgi_emulator/launcher.py and
-versions.py ``download_start_log`` / ``download_done_log``; tgi-facts.md §5: the port opens
+versions.py ``download_start_log`` / ``download_done_log``; docs/tgi.md §5: the port opens
 only after download, load and warmup):
 
 * "Starting download process." (TGI 2.0) / "Starting check and download process for M" (2.3+),

@@ -5,11 +5,11 @@ load it (reconcile, README "Spot recovery"). The read alone takes ``bytes / thro
 
 - gp3's baseline is 125 MiB/s, whatever the volume size; up to 1,000 MiB/s (older API
   references) or 2,000 MiB/s (newer: "Valid Range: 125 - 2000 MiB/s") can be provisioned
-  (/work/shared/reference/aws-provisioning-and-cost.md §6, AWS CreateVolume Throughput docs).
+  (tgiops/docs/aws.md §6, AWS CreateVolume Throughput docs).
 - Local NVMe instance store (free, wiped on stop, terminate and spot reclaim) on the instance
   types that have it (``hardware.InstanceType.local_nvme_gb``, moto's instance-type data in
-  ec2-gpu-instances.md). AWS publishes no sequential-read figure per type; ~4 GB/s is
-  Anyscale's measurement of local NVMe (aws-provisioning-and-cost.md §6,
+  docs/ec2.md). AWS publishes no sequential-read figure per type; ~4 GB/s is
+  Anyscale's measurement of local NVMe (docs/aws.md §6,
   github.com/anyscale/ai-infra-cookbook/pull/57), used here as an order of magnitude.
 
 These are pure read times of an initialized volume: a volume restored from a snapshot reads
@@ -31,7 +31,7 @@ GP3_BASELINE_MIB_S = 125
 GP3_MAX_MIB_S = 2000
 GP3_MAX_MIB_S_OLDER_API = 1000
 LOCAL_NVME_BYTES_S = 4e9  # measured order of magnitude, not an AWS figure (see above)
-DOCS = "aws-provisioning-and-cost.md §6"
+DOCS = "docs/aws.md §6"
 
 
 @dataclass(frozen=True)

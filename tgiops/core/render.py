@@ -28,7 +28,7 @@ _SAFE_ARG_RE = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
 _ENV_NAME_RE = re.compile(r"[A-Z_][A-Z0-9_]*")
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_.\-]{8,512}")
 # The container sees only the model cache, ``<data_dir>/cache``, as /data (HF_HOME=/data from
-# TGI 2.3, HUGGINGFACE_HUB_CACHE=/data before: tgi-facts.md §6, Engine.cache_dir_in_container).
+# TGI 2.3, HUGGINGFACE_HUB_CACHE=/data before: docs/tgi.md §6, Engine.cache_dir_in_container).
 # The deployment records (``<data_dir>/tgiops/deployments``, tgiops.core.record) stay outside it:
 # the engine's container must not be able to rewrite what bootstrap and reconcile restore.
 CONTAINER_DATA = "/data"
@@ -52,7 +52,7 @@ class UnitOptions:
     gpu_devices: tuple[int, ...] = ()  # () = all GPUs
     extra_env: Mapping[str, str] = field(default_factory=dict)  # e.g. HF_HUB_OFFLINE=1
     secret_env: tuple[str, ...] = ()  # names read from the env file (token, API key)
-    stop_timeout_s: int = 90  # TGI's own graceful-termination default (tgi-facts §1)
+    stop_timeout_s: int = 90  # TGI's own graceful-termination default (docs/tgi.md §1)
     # The registry digest of the image the deployment ran (tgiops.core.record), so a new
     # instance runs that image and not whatever the tag points to by then; None: the tag.
     image_digest: str | None = None

@@ -8,7 +8,7 @@ A stack is every AWS resource `tgiops up MODEL --name NAME` creates, each tagged
 This module says what the stack should be (``Desired``), compares it with what the AWS edge
 found (``Observed``) and lists the changes (``plan_changes``) that `up` shows before acting
 (``--dry-run`` and the prompt) and then applies. It also holds the pure rules around it: the
-Service Quotas a group needs (codes: /work/shared/reference/aws-provisioning-and-cost.md §3.2),
+Service Quotas a group needs (codes: tgiops/docs/aws.md §3.2),
 scaling-activity failures in words, the instance role's extra statement for publishing the SSH
 host key, and pinning that key in a known_hosts file.
 """
@@ -46,8 +46,8 @@ WORLD = "0.0.0.0/0"
 ROOT_VOLUME_OS_GIB = 60  # the DLAMI's own root volume (OS, CUDA, docker images) before models
 VOLUME_HEADROOM = 1.5  # room for a second revision during a model/version switch
 
-# Service Quotas codes (vCPUs per region; spot separate from on-demand): aws-provisioning-and-
-# cost.md §3.2 (dstack's source and user notes). family letter -> (spot, on-demand).
+# Service Quotas codes (vCPUs per region; spot separate from on-demand): docs/aws.md
+# §3.2 (dstack's source and user notes). family letter -> (spot, on-demand).
 QUOTAS: Mapping[str, tuple[tuple[str, str], tuple[str, str]]] = {
     "G": (
         ("L-3819A6DF", "All G and VT Spot Instance Requests"),
@@ -59,7 +59,7 @@ QUOTAS: Mapping[str, tuple[tuple[str, str], tuple[str, str]]] = {
     ),
 }
 
-# Scaling-activity failures, in words (error codes: aws-provisioning-and-cost.md §3.2).
+# Scaling-activity failures, in words (error codes: docs/aws.md §3.2).
 _ACTIVITY_WORDS: tuple[tuple[str, str], ...] = (
     (
         "InsufficientInstanceCapacity",

@@ -19,7 +19,7 @@ Verdicts (``judge_unit``), first match wins:
                    or restarted again and again with the port still closed) / ``/health``
                    answers but not 200.
 * ``loading``      the unit and its container run and the port is still closed: TGI opens it
-                   only after download, load and warmup (tgi-facts.md §5).
+                   only after download, load and warmup (docs/tgi.md §5).
 * ``degraded``     ``/health`` is 200 but: ``/info`` disagrees with the unit's plan (model,
                    token limits), the unit restarted since it was started (``NRestarts`` > 0,
                    or more than at the previous ``--watch`` refresh), the container restarted,
@@ -151,7 +151,7 @@ class HttpFacts:
 
 @dataclass(frozen=True)
 class TgiMetrics:
-    """The figures status shows, from TGI's /metrics (names: tgi-facts.md §5)."""
+    """The figures status shows, from TGI's /metrics (names: docs/tgi.md §5)."""
 
     request_count: float | None
     request_success: float | None

@@ -1,6 +1,6 @@
 """The HTTP edge: is the TGI endpoint up, does it serve what the plan says, what do its metrics say.
 
-Port lifecycle (tgi-facts.md §5): TGI binds its port only after download, load and warmup, so
+Port lifecycle (docs/tgi.md §5): TGI binds its port only after download, load and warmup, so
 a refused connection means "loading" while the engine is alive and "crashed" when it is not.
 Behind ``docker run -p`` the docker-proxy accepts TCP before the router listens and then drops
 the connection, so empty replies, resets and timeouts mean "not ready yet" just like refused.

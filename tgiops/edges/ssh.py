@@ -7,7 +7,7 @@ invoke's runner feeds a non-terminal stdin one byte per 10 ms (``invoke/runners.
 ``handle_stdin`` + ``terminals.bytes_to_read``), which would make ``run_script`` crawl.
 
 Host keys are checked strictly, like OpenSSH's ``StrictHostKeyChecking yes``: fabric's default
-is paramiko's ``AutoAddPolicy`` with no known_hosts loaded (testbed-notes.md, "SSH"), so we load
+is paramiko's ``AutoAddPolicy`` with no known_hosts loaded (docs/testbed.md, "SSH"), so we load
 the known_hosts file ourselves and install a policy that refuses unknown keys unless the caller
 opted into ``accept-new`` semantics. A changed key is always refused.
 

@@ -1,10 +1,10 @@
 """What differs between TGI releases, as data (pure).
 
 The serving engine is a parameter of every plan, not a constant of the code: TGI is in
-maintenance mode since 2025-12-11 (tgi-facts.md §7) and its authors point to vLLM and SGLang,
+maintenance mode since 2025-12-11 (docs/tgi.md §7) and its authors point to vLLM and SGLang,
 so a second engine must be able to slot in beside this one.
 
-Every rule here cites ../shared/reference/tgi-facts.md (section numbers), which cites TGI's source;
+Every rule here cites tgiops/docs/tgi.md (section numbers), which cites TGI's source;
 the warmup memory rules are derived in tgiops/docs/tgi-memory-model.md.
 """
 
@@ -19,7 +19,7 @@ from tgiops.core.errors import InputError
 
 TGI_IMAGE = "ghcr.io/huggingface/text-generation-inference"
 
-# 3.3.7 is TGI's newest release (2025-12-18, tgi-facts §0): its CI publishes an image per
+# 3.3.7 is TGI's newest release (2025-12-18, docs/tgi.md §0): its CI publishes an image per
 # release tag (§6). If a registry lacks it, `--tgi-version 3.3.5` is the tag TGI's own docs
 # show; tgiops passes --num-shard explicitly, so 3.3.7's num_shard fix is not relied upon.
 DEFAULT_TGI_VERSION = "3.3.7"
@@ -125,7 +125,7 @@ class TgiEngine:
     # -- the unit and the endpoint (tgiops.core.engines.Engine) ------------------------------
 
     unit_template = "tgi.service.j2"
-    container_port = 80  # the image sets PORT=80 (tgi-facts §1, Dockerfile l.147-149)
+    container_port = 80  # the image sets PORT=80 (docs/tgi.md §1, Dockerfile l.147-149)
     health_path = "/health"  # 200 only after download, load and warmup
 
     def info_mismatches(
@@ -195,7 +195,7 @@ class TgiEngine:
 
         Hard-coded ``free_memory * 0.95`` in flash_causal_lm.py @v2.0.0-v2.2.0; the env var's
         default in models/globals.py: 0.95 @v2.3.x, 0.90 @v2.4.x, 0.95 @v3.0.x, 0.93
-        @v3.1.0-v3.2.3, 0.90 from v3.3.0 (tgi-facts §2 lists some of these).
+        @v3.1.0-v3.2.3, 0.90 from v3.3.0 (docs/tgi.md §2 lists some of these).
         """
         if self.version >= (3, 3, 0):
             return 0.90
@@ -455,7 +455,7 @@ def verify_info(
     """Differences between ``/info`` and the plan, as sentences (empty: all as planned).
 
     TGI 2.0.x names the input limit ``max_input_length``; later versions ``max_input_tokens``
-    (tgi-facts.md §5).
+    (docs/tgi.md §5).
     """
     problems: list[str] = []
     model_id = info.get("model_id")
@@ -475,7 +475,7 @@ def verify_info(
     return problems
 
 
-# (pattern in the journal, diagnosis). Patterns are TGI's own messages (tgi-facts.md §2-§4).
+# (pattern in the journal, diagnosis). Patterns are TGI's own messages (docs/tgi.md §2-§4).
 _DIAGNOSES: tuple[tuple[str, str], ...] = (
     (
         "FlashAttention only supports Ampere",
