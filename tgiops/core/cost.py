@@ -2,8 +2,11 @@
 
 On-demand prices come from tgiops.core.hardware's dated table (its PRICE_SOURCE); spot prices
 are the current price of each instance's zone, looked up by the AWS edge (DescribeSpotPriceHistory)
-and passed in with the facts. EC2 bills a running instance per second of its price
-(/work/shared/reference/aws-provisioning-and-cost.md); a stopped one costs no compute.
+and passed in with the facts. A stopped instance is priced at 0: EC2 charges no instance usage
+while it is stopped (its EBS volumes are still billed, which tgiops does not price), per AWS's
+"Stop and start Amazon EC2 instances" user-guide page
+(https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/Stop_Start.html). This is not yet in
+/work/shared/reference/aws-provisioning-and-cost.md.
 """
 
 from __future__ import annotations
