@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from tgiops import __version__
 from tgiops.cli.args import ArgumentParser
+from tgiops.cli.cost import add_cost_parsers
 from tgiops.cli.deploy import add_deploy_parser
 from tgiops.cli.plan import add_models_parser, add_plan_parser
 from tgiops.cli.secret import add_secret_parsers
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_status_parsers(sub)
     add_spot_parsers(sub)
     add_stack_parsers(sub)
+    add_cost_parsers(sub)
 
     add_secret_parsers(sub)
     add_models_parser(sub)

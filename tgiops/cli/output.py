@@ -451,6 +451,18 @@ def _status_footer(report: Any) -> list[str]:
     lines = [f"{summary or 'no units'} ({report.elapsed_s:.1f}s)"]
     prices = [h.ec2 for h in report.hosts if h.ec2 is not None]
     if prices:
+        from tgiops.core.cost import fleet_cost, host_cost
+
+        cost = fleet_cost(
+            [host_cost(h.target, h.ec2) for h in report.hosts if h.ec2 is not None],
+            price_date=prices[0].price_date,
+            price_source=prices[0].price_source,
+        )
+        unknown = f", {cost.unknown} unknown price(s) left out" if cost.unknown else ""
+        lines.append(
+            f"total: ${cost.usd_per_hour:,.4g}/h, ${cost.usd_per_30_days:,.4g} per 30 days"
+            f"{unknown} (`tgiops cost` for the spot saving)"
+        )
         lines.append(
             f"on-demand prices as of {prices[0].price_date}: {prices[0].price_source}; "
             "spot: latest DescribeSpotPriceHistory"
