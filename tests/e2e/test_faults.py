@@ -41,7 +41,9 @@ from urllib.parse import urlparse
 import pytest
 
 from tgiops.commands import deploy
+from tgiops.core.engines import engine_for
 from tgiops.core.engines.tgi import DEFAULT_TGI_VERSION, TgiEngine
+from tgiops.core.engines.vllm import VllmOverrides
 from tgiops.core.errors import SecretError, SSHConnectError, SSHError, TgiopsError
 from tgiops.core.plan import Overrides
 from tgiops.core.request import DeployRequest, DeployResult
@@ -115,13 +117,17 @@ def run_deploy(
     secret_name: str | None = None,
     on_step: Callable[[str], None] | None = None,
     timeout_s: float = 60,
+    engine: str = "tgi",
     **hooks,
 ) -> Outcome:
-    """One deploy of MODEL through tgiops' library, as `tgiops deploy` runs it."""
+    """One deploy of MODEL through tgiops' library, as `tgiops deploy` runs it (``total``: the
+    engine's context limit, TGI's max_total_tokens or vLLM's max_model_len)."""
     request = DeployRequest(
         model=resources.load_catalog()[MODEL],
-        engine=TgiEngine.release(DEFAULT_TGI_VERSION),
-        overrides=Overrides(max_total_tokens=total),
+        engine=TgiEngine.release(DEFAULT_TGI_VERSION) if engine == "tgi" else engine_for(engine),
+        overrides=Overrides(max_total_tokens=total)
+        if engine == "tgi"
+        else VllmOverrides(max_model_len=total),
         token_secret=secret_name,
         timeout_s=timeout_s,
     )
@@ -549,6 +555,40 @@ def test_flapping_health_is_never_taken_for_healthy(gpu_host):
     # Three 200s before the first 503: two consecutive successes come, and that is healthy.
     set_emulator_option(host, "TGI_EMULATOR_HEALTH_FLAP", "3")
     steady = run_deploy(host, total=NEW_TOTAL, timeout_s=60)
+    assert steady.error is None and steady.result.healthy, steady.error
+
+
+def test_a_crash_looping_vllm_engine_is_rolled_back_to_the_previous_endpoint(gpu_host):
+    """The same fault on a vLLM unit: its engine core dies under the API server (the vLLM
+    emulator's crash option); the rollback restores the previous vLLM unit."""
+    host = gpu_host("1xA10G", fresh=True)
+    first = run_deploy(host, total=None, engine="vllm")
+    assert first.error is None and first.result.healthy, first.error
+    before = live_pair(host)
+    set_emulator_option(host, "TGI_EMULATOR_CRASH_AFTER_SECONDS", "0")
+
+    def on_step(message: str) -> None:
+        if message.startswith("rolling back"):
+            set_emulator_option(host, "TGI_EMULATOR_CRASH_AFTER_SECONDS", None)
+
+    outcome = run_deploy(host, total=2048, on_step=on_step, engine="vllm")
+    assert outcome.error is None, outcome.error
+    result = outcome.result
+    assert not result.healthy and result.rolled_back, result.failure
+    assert "healthy again" in (result.restored or ""), result.restored
+    assert "Engine core proc" in result.journal_tail, result.journal_tail
+    assert live_pair(host) == before
+
+
+def test_flapping_vllm_health_is_never_taken_for_healthy(gpu_host):
+    host = gpu_host("1xA10G", fresh=True)
+    set_emulator_option(host, "TGI_EMULATOR_HEALTH_FLAP", "1")
+    flapping = run_deploy(host, total=None, timeout_s=15, engine="vllm")
+    assert flapping.error is None, flapping.error
+    assert not flapping.result.healthy
+    assert "intermittently" in (flapping.result.failure or ""), flapping.result.failure
+    set_emulator_option(host, "TGI_EMULATOR_HEALTH_FLAP", None)
+    steady = run_deploy(host, total=None, timeout_s=60, engine="vllm")
     assert steady.error is None and steady.result.healthy, steady.error
 
 
