@@ -35,7 +35,7 @@ L4 = {"name": "NVIDIA L4", "memory_mib": 23034, "compute_capability": "8.9"}
 TINY = "tgiops-test/tiny-llama"
 FAKE_TOKEN = "hf_emulatortesttoken0000000000"  # not a real token: the fake hub accepts hf_*
 
-# The parsing regexes of the facts file (vllm-facts.md §1.4), used as given.
+# The parsing regexes of the facts file (tgiops/docs/vllm.md §1.4), used as given.
 KV_TOKENS = re.compile(r"GPU KV cache size: ([\d,]+) tokens")
 CONCURRENCY = re.compile(r"Maximum concurrency for ([\d,]+) tokens per request: ([\d.]+)x")
 # vLLM's line format: `(Proc pid=N) LEVEL mm-dd HH:MM:SS [file.py:line] message`.

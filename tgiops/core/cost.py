@@ -5,8 +5,7 @@ are the current price of each instance's zone, looked up by the AWS edge (Descri
 and passed in with the facts. A stopped instance is priced at 0: EC2 charges no instance usage
 while it is stopped (its EBS volumes are still billed, which tgiops does not price), per AWS's
 "Stop and start Amazon EC2 instances" user-guide page
-(https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/Stop_Start.html). This is not yet in
-/work/shared/reference/aws-provisioning-and-cost.md.
+(https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/Stop_Start.html; docs/aws.md §7).
 """
 
 from __future__ import annotations

@@ -4,10 +4,10 @@ holds them while CloudWatch is unreachable.
 
 Namespace ``tgiops``; dimensions are few and low-cardinality (stack or ASG, unit, instance; the
 GPU index on per-GPU metrics) because every distinct name+dimensions is a billed custom metric
-(/work/shared/reference/aws-provisioning-and-cost.md §5). A PutMetricData request takes at most
+(docs/aws.md §5). A PutMetricData request takes at most
 1000 metrics (same §5): one host sends far fewer.
 
-The engine names are TGI's /metrics (/work/shared/reference/tgi-facts.md §5, TGI
+The engine names are TGI's /metrics (docs/tgi.md §5, TGI
 docs/source/reference/metrics.md@737): ``tgi_batch_current_size`` (requests running),
 ``tgi_queue_size`` (waiting), ``tgi_request_generated_tokens`` (a histogram: its ``_sum`` counts
 the tokens of finished requests), ``tgi_batch_current_max_tokens`` over
