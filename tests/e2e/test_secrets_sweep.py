@@ -57,6 +57,10 @@ SWEPT_VERBS = {
     "watch-interruption",
     "secret",
     "models",
+    "cost",
+    "up",
+    "down",
+    "stacks",
 }
 
 
@@ -151,6 +155,13 @@ def test_a_planted_token_appears_nowhere(gpu_host, private_aws, tmp_path):
         tgiops("status", "status", *target, "--json", expect=(0, 1))
         tgiops("status text", "status", *target, expect=(0, 1))
         tgiops("status recorded", "status", "--json", expect=(0, 1))
+        tgiops("cost", "cost", *target, "--json", expect=(0, 1))
+        tgiops("stacks", "stacks", "--json", expect=(0,))
+        stack = "sweep" + secrets.token_hex(3)
+        ami = ec2.register_image(Name=stack, RootDeviceName="/dev/sda1")["ImageId"]
+        tgiops("up --dry-run", "up", "phi-3-mini", "--name", stack, "--secret-name", name,
+               "--ami", ami, "--preinstalled", "--dry-run", "--json", expect=(0,))  # fmt: skip
+        tgiops("down nothing", "down", stack, "--yes", "--json", expect=(0,))
         tgiops("logs", "logs", *target, "-n", "1000", expect=(0,))
         for flags in ([], ["--json"], ["--iam-policy"]):
             tgiops(f"userdata {flags}", "userdata", "phi-3-mini", "--secret-name", name,
