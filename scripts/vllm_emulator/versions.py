@@ -1,7 +1,7 @@
 """The emulated vLLM releases, their image tags and what differs between them.
 
 The emulator never reads tgiops (it must be able to catch tgiops' errors); its facts come
-from tgiops/docs/vllm.md ("facts §n") and the vLLM sources cited there:
+from the repository's tgiops/docs/vllm.md ("facts §n") and the vLLM sources cited there:
 
 - Image `vllm/vllm-openai`, entrypoint `vllm serve` (facts §1.1). Since PR #39878 (v0.20.0) the
   plain `vX.Y.Z` tag is a CUDA 13.0 build that needs NVIDIA driver R580+, and `vX.Y.Z-cu129` is
