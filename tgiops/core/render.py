@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from tgiops.core.catalog import ModelSpec
 from tgiops.core.errors import InputError
 from tgiops.core.layout import (
     CACHE_SUBDIR,
@@ -202,29 +203,57 @@ def docker_run_args(plan: Plan, options: UnitOptions) -> list[str]:
 def render_unit(
     plan: Plan, options: UnitOptions, template_text: str, *, tgiops_version: str
 ) -> str:
+    summary = (
+        f"num_shard={plan.num_shard} quantize={plan.quantize or 'none'} dtype={plan.dtype} "
+        f"max_total_tokens={plan.max_total_tokens}"
+    )
+    return render_template(
+        template_text,
+        model=plan.model,
+        hardware=plan.inventory.describe(),
+        image=plan.image,
+        options=options,
+        plan_summary=summary,
+        docker_args=docker_run_args(plan, options),
+        tgiops_version=tgiops_version,
+        token_env_var=plan.engine.token_env_var,
+    )
+
+
+def render_template(
+    template_text: str,
+    *,
+    model: ModelSpec,
+    hardware: str,
+    image: str,
+    options: UnitOptions,
+    plan_summary: str,
+    docker_args: list[str],
+    tgiops_version: str,
+    **extra: str,
+) -> str:
+    """An engine's unit template rendered (StrictUndefined: a missing variable is an error;
+    every Exec argument systemd-quoted). Shared by every engine's unit (TgiEngine's here,
+    tgiops.core.engines.vllm.render_unit)."""
     import jinja2  # a pure library; imported here to keep `tgiops --help` fast
 
     env = jinja2.Environment(
         undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
     )
-    image = image_ref(plan.image, options.image_digest)
-    pull = f"docker image inspect {image} >/dev/null 2>&1 || exec docker pull {image}"
-    summary = (
-        f"num_shard={plan.num_shard} quantize={plan.quantize or 'none'} dtype={plan.dtype} "
-        f"max_total_tokens={plan.max_total_tokens}"
-    )
+    ref = image_ref(image, options.image_digest)
+    pull = f"docker image inspect {ref} >/dev/null 2>&1 || exec docker pull {ref}"
     return env.from_string(template_text).render(
         tgiops_version=tgiops_version,
-        alias=comment_safe(plan.model.alias),
-        repo_id=comment_safe(plan.model.repo_id),
-        hardware=comment_safe(plan.inventory.describe()),
-        plan_summary=summary,
-        token_env_var=plan.engine.token_env_var,
+        alias=comment_safe(model.alias),
+        repo_id=comment_safe(model.repo_id),
+        hardware=comment_safe(hardware),
+        plan_summary=plan_summary,
         env_file=options.env_file,
         container=options.container,
         pull_script=systemd_quote(pull),
-        exec_start=" ".join(systemd_quote(a) for a in docker_run_args(plan, options)),
+        exec_start=" ".join(systemd_quote(a) for a in docker_args),
         stop_timeout_s=options.stop_timeout_s,
+        **extra,
     )
 
 

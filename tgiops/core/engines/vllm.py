@@ -24,9 +24,8 @@ from tgiops.core.plan import weight_bytes
 from tgiops.core.render import (
     UnitOptions,
     cache_dir,
-    comment_safe,
     image_ref,
-    systemd_quote,
+    render_template,
 )
 
 MIB = 1024 * 1024
@@ -935,30 +934,22 @@ def docker_run_args(plan: VllmPlan, options: UnitOptions) -> list[str]:
 def render_unit(
     plan: VllmPlan, options: UnitOptions, template_text: str, *, tgiops_version: str
 ) -> str:
-    """unit_templates/vllm.service.j2 rendered (StrictUndefined, every Exec argument quoted)."""
-    import jinja2  # pure; imported here to keep `tgiops --help` fast
-
-    env = jinja2.Environment(
-        undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
-    )
-    image = image_ref(plan.image, options.image_digest)
-    pull = f"docker image inspect {image} >/dev/null 2>&1 || exec docker pull {image}"
+    """unit_templates/vllm.service.j2 rendered (render.render_template: StrictUndefined, every
+    Exec argument quoted)."""
     summary = (
         f"engine=vllm {plan.version} tp={plan.tensor_parallel_size} "
         f"quantization={plan.quantization or 'none'} dtype={plan.dtype} "
         f"max_model_len={plan.max_model_len} kv_tokens~{plan.memory.kv_cache_tokens}"
     )
-    return env.from_string(template_text).render(
-        tgiops_version=tgiops_version,
-        alias=comment_safe(plan.model.alias),
-        repo_id=comment_safe(plan.model.repo_id),
-        hardware=comment_safe(plan.inventory.describe()),
+    return render_template(
+        template_text,
+        model=plan.model,
+        hardware=plan.inventory.describe(),
+        image=plan.image,
+        options=options,
         plan_summary=summary,
-        env_file=options.env_file,
-        container=options.container,
-        pull_script=systemd_quote(pull),
-        exec_start=" ".join(systemd_quote(a) for a in docker_run_args(plan, options)),
-        stop_timeout_s=options.stop_timeout_s,
+        docker_args=docker_run_args(plan, options),
+        tgiops_version=tgiops_version,
     )
 
 
