@@ -1395,23 +1395,29 @@ def _alternatives(
     return found
 
 
+def model_as_plan_dict(model: ModelSpec) -> dict[str, Any]:
+    """The plan JSON's ``model`` object (every engine's plan: README "Plan JSON")."""
+    return {"alias": model.alias, "repo_id": model.repo_id, "revision": model.revision}
+
+
+def hardware_as_dict(inventory: GpuInventory) -> dict[str, Any]:
+    """The plan JSON's ``hardware`` object (every engine's plan)."""
+    return {
+        "gpus": inventory.count,
+        "gpu": inventory.gpus[0].name,
+        "compute_capability": "{}.{}".format(*inventory.compute_capability),
+        "instance_type": inventory.instance_type,
+    }
+
+
 def plan_as_dict(plan: Plan) -> dict[str, Any]:
     """The documented `tgiops plan --json` object (README: "Plan JSON")."""
     mem = plan.memory
     return {
         "fits": plan.fits,
         "problem": plan.problem,
-        "model": {
-            "alias": plan.model.alias,
-            "repo_id": plan.model.repo_id,
-            "revision": plan.model.revision,
-        },
-        "hardware": {
-            "gpus": plan.inventory.count,
-            "gpu": plan.inventory.gpus[0].name,
-            "compute_capability": "{}.{}".format(*plan.inventory.compute_capability),
-            "instance_type": plan.inventory.instance_type,
-        },
+        "model": model_as_plan_dict(plan.model),
+        "hardware": hardware_as_dict(plan.inventory),
         "engine": {"name": plan.engine.name, "version": plan.engine.version_text},
         "image": plan.image,
         "num_shard": plan.num_shard,

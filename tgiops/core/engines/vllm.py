@@ -20,7 +20,7 @@ from typing import Any
 from tgiops.core.catalog import ModelSpec
 from tgiops.core.errors import DoesNotFitError, InputError
 from tgiops.core.hardware import MIB_PER_GIB, GpuInventory
-from tgiops.core.plan import weight_bytes
+from tgiops.core.plan import hardware_as_dict, model_as_plan_dict, weight_bytes
 from tgiops.core.render import (
     UnitOptions,
     cache_dir,
@@ -1199,17 +1199,8 @@ def plan_as_dict(plan: VllmPlan) -> dict[str, Any]:
     return {
         "fits": plan.fits,
         "problem": plan.problem,
-        "model": {
-            "alias": plan.model.alias,
-            "repo_id": plan.model.repo_id,
-            "revision": plan.model.revision,
-        },
-        "hardware": {
-            "gpus": plan.inventory.count,
-            "gpu": plan.inventory.gpus[0].name,
-            "compute_capability": "{}.{}".format(*plan.inventory.compute_capability),
-            "instance_type": plan.inventory.instance_type,
-        },
+        "model": model_as_plan_dict(plan.model),
+        "hardware": hardware_as_dict(plan.inventory),
         "engine": {"name": "vllm", "version": plan.version},
         "image": plan.image,
         "num_shard": plan.tensor_parallel_size,
