@@ -11,7 +11,8 @@ import pytest
 
 from tgiops.core import record
 from tgiops.core.catalog import find_model
-from tgiops.core.engines import ENGINE_NAMES, Engine, engine_for, engine_of_image
+from tgiops.core.engine_names import ENGINE_NAMES
+from tgiops.core.engines import Engine, engine_for, engine_of_image
 from tgiops.core.engines.vllm import DEFAULT_VLLM_VERSION, VllmEngine, VllmOverrides
 from tgiops.core.errors import InputError
 from tgiops.core.hardware import inventory_for_instance_type

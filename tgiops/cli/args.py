@@ -67,7 +67,7 @@ def add_model_args(parser: argparse.ArgumentParser, *, positional: bool = True) 
 
 
 def add_plan_overrides(parser: argparse.ArgumentParser) -> None:
-    from tgiops.core.engines import ENGINE_NAMES
+    from tgiops.core.engine_names import ENGINE_NAMES
 
     eng = parser.add_argument_group("engine")
     eng.add_argument(
@@ -270,7 +270,8 @@ def _flag(dest: str) -> str:
 
 def engine_from(args: argparse.Namespace):  # -> tgiops.core.engines.Engine
     """--engine / --engine-version (--tgi-version: TGI's own spelling, kept), checked (exit 2)."""
-    from tgiops.core.engines import DEFAULT_ENGINE, engine_for
+    from tgiops.core.engine_names import DEFAULT_ENGINE
+    from tgiops.core.engines import engine_for
 
     name = getattr(args, "engine", None) or DEFAULT_ENGINE
     version = getattr(args, "engine_version", None)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tgiops.cli.args import add_json_arg, add_target_args, fleet_targets
-from tgiops.core.cost import HOURS_PER_30_DAYS, CostReport, HostCost
+
+if TYPE_CHECKING:  # the verb imports what it runs when it runs (start-up time of --help)
+    from tgiops.core.cost import CostReport, HostCost
 
 
 def add_cost_parsers(sub: Any) -> None:
@@ -56,6 +58,8 @@ def _host_dict(h: HostCost) -> dict[str, Any]:
 
 
 def cost_as_dict(report: CostReport) -> dict[str, Any]:
+    from tgiops.core.cost import HOURS_PER_30_DAYS
+
     return {
         "hosts": [_host_dict(h) for h in report.hosts],
         "totals": {

@@ -6,11 +6,13 @@ import argparse
 import json
 import logging
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tgiops.cli.args import add_json_arg, add_target_args, aws_from, fleet_targets, text_width
 from tgiops.core.errors import InputError
-from tgiops.edges.host import Host
+
+if TYPE_CHECKING:  # annotations only: the SSH edge is imported by the verbs that connect
+    from tgiops.edges.host import Host
 
 log = logging.getLogger("tgiops")
 

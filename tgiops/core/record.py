@@ -158,7 +158,8 @@ class DeploymentSpec:
                self.model, "a catalog alias (letters, digits, . _ -)")  # fmt: skip
         _check(isinstance(self.repo_id, str) and REPO_RE.fullmatch(self.repo_id), where,
                "repo_id", self.repo_id, "a Hugging Face repository id like org/name")  # fmt: skip
-        from tgiops.core.engines import ENGINE_NAMES, engine_for
+        from tgiops.core.engine_names import ENGINE_NAMES
+        from tgiops.core.engines import engine_for
 
         _check(self.engine in ENGINE_NAMES, where, "engine", self.engine,
                " or ".join(ENGINE_NAMES))  # fmt: skip

@@ -9,15 +9,12 @@ implements the protocol, a unit template in unit_templates/, and one line in ``_
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, Protocol, get_args
+from typing import Any, Protocol
 
+from tgiops.core.engine_names import DEFAULT_ENGINE, ENGINE_NAMES
 from tgiops.core.engines.tgi import DEFAULT_TGI_VERSION, TgiEngine
 from tgiops.core.engines.vllm import DEFAULT_VLLM_VERSION, VllmEngine
 from tgiops.core.errors import InputError
-
-EngineName = Literal["tgi", "vllm"]
-ENGINE_NAMES: tuple[str, ...] = get_args(EngineName)
-DEFAULT_ENGINE: EngineName = "tgi"
 
 
 class Engine(Protocol):
