@@ -296,6 +296,10 @@ def test_up_clears_the_state_of_a_crashed_run(testbed) -> None:
         crashed = host_status(name)
         for pid in (crashed["nspawn_pid"], crashed["dockerd_pid"]):
             os.kill(pid, 9)  # as if the machine's testbed run died mid-way
+        # SIGKILL is asynchronous: a crash is over before anyone reruns `up`, so wait for it
+        # (CI once saw `up` find the dying nspawn still in /proc and keep it).
+        for pid in (crashed["nspawn_pid"], crashed["dockerd_pid"]):
+            wait_until(lambda pid=pid: not pid_alive(pid), 10, f"pid {pid} to end")
         host = testbed.up("1xT4", name=name)
 
         assert host.run("systemctl is-system-running").stdout.strip() == "running"
