@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 from testbedlib.moto import _installation_present
 
@@ -15,6 +17,12 @@ def test_a_server_whose_files_were_deleted_is_not_reused(tmp_path):
     script.write_text("import time\ntime.sleep(60)\n")
     proc = subprocess.Popen([sys.executable, str(script)])
     try:
+        # Until the child has exec'd, /proc shows pytest's own argv (present either way): under
+        # load the unlink below could land first and the test failed (seen on a busy machine).
+        deadline = time.monotonic() + 10
+        cmdline = Path(f"/proc/{proc.pid}/cmdline")
+        while str(script).encode() not in cmdline.read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert _installation_present(proc.pid)
         script.unlink()
         assert not _installation_present(proc.pid)
