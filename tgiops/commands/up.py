@@ -92,16 +92,9 @@ def choose_types(options: UpOptions, region: str, spot_prices: Any) -> tuple[st.
     """The group's types: the planner's ranking (tgiops.core.recommend), cheapest first."""
     from tgiops.core import hardware
     from tgiops.core import recommend as rc
-    from tgiops.core.engines.tgi import TgiEngine
-    from tgiops.core.plan import Overrides
 
+    # Each engine ranks with its own planner and overrides (Engine.plan_on).
     engine, overrides = options.request.engine, options.request.overrides
-    if not isinstance(engine, TgiEngine) or not isinstance(overrides, Overrides):
-        # The ranking of instance types (core/recommend.py) plans with TGI's planner only.
-        raise InputError(
-            f"tgiops up --engine {engine.name}: up ranks instance types with TGI's planner only; "
-            "serve vLLM with `tgiops deploy --engine vllm` or `tgiops userdata --engine vllm`"
-        )
     filters = rc.Filters(
         region=region, max_usd_per_hour=options.max_usd_per_hour, spot=options.spot
     )
