@@ -199,6 +199,11 @@ def test_up_creates_the_stack_twice_changes_nothing_and_down_removes_it_all(aws,
         "PointTheElasticIp",
         "AtAnInstanceOfTheGroup",
         "OptionalSeeWhereTheElasticIpPoints",
+        "CreateTheModelCacheVolume",
+        "TagTheModelCacheVolumeAtCreation",
+        "AttachTheModelCacheVolume",
+        "AttachToAnInstanceOfTheGroup",
+        "FindTheModelCacheVolume",
         "PublishTheSshHostKey",
     ]
     assert (state / "keys" / f"{name}.pem").stat().st_mode & 0o777 == 0o600
