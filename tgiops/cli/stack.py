@@ -157,7 +157,7 @@ def add_attach_cache_volume_parser(sub: Any) -> None:
     cv.add_argument("--region", metavar="REGION", help="AWS region (default: from IMDS)")
     cv.add_argument("--imds-endpoint", metavar="URL", help=IMDS_HELP)
     cv.add_argument("--wait-timeout", type=float, default=300.0, metavar="S",
-                    help="how long to wait for the volume and its device (default 300)")  # fmt: skip
+                    help="wait for the volume and its device (default 300)")  # fmt: skip
     add_json_arg(cv)
     cv.set_defaults(func=cmd_attach_cache_volume)
 

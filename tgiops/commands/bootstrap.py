@@ -790,7 +790,9 @@ class UserdataOptions:
         if self.efs_id and self.data_device:
             raise InputError("give --efs or --data-device, not both")
         if self.cache_volume and (self.efs_id or self.data_device):
-            raise InputError("the stack's cache volume is the model cache: drop --efs/--data-device")
+            raise InputError(
+                "the stack's cache volume is the model cache: drop --efs/--data-device"
+            )
         if self.efs_id and not _EFS_RE.fullmatch(self.efs_id):
             raise InputError(f"--efs {self.efs_id!r} is not an EFS file system id like fs-0abc1234")
         if self.data_device and not _DEVICE_RE.fullmatch(self.data_device):

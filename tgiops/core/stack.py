@@ -182,7 +182,7 @@ def data_volume_gib(checkpoint_bytes: float) -> int:
 
 def cache_volume_gib(checkpoint_bytes: float) -> int:
     """The model cache volume: the checkpoint with room for a second revision."""
-    return int(math.ceil(checkpoint_bytes * VOLUME_HEADROOM / 2**30))
+    return math.ceil(checkpoint_bytes * VOLUME_HEADROOM / 2**30)
 
 
 # -- the model cache volume ----------------------------------------------------------------
@@ -310,7 +310,9 @@ def cache_volume_statements(
             "Action": "ec2:AttachVolume",
             "Resource": f"arn:aws:ec2:{r}:{a}:instance/*",
             "Condition": {
-                "StringEquals": {"aws:ResourceTag/aws:autoscaling:groupName": asg_name or "ASG_NAME"}
+                "StringEquals": {
+                    "aws:ResourceTag/aws:autoscaling:groupName": asg_name or "ASG_NAME"
+                }
             },
         },
         {

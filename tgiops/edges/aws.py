@@ -1120,9 +1120,7 @@ class StackEdge:
             created=created.isoformat() if isinstance(created, datetime) else str(created or ""),
         )
 
-    def find_cache_volumes(
-        self, stack: str | None, role_tag: str, role: str
-    ) -> list[CacheVolume]:
+    def find_cache_volumes(self, stack: str | None, role_tag: str, role: str) -> list[CacheVolume]:
         """The volumes tagged ``tgiops:stack=stack`` (any stack's with None) and
         ``role_tag=role``, in every state but deleted, as core.stack.CacheVolume."""
         filters = [*_tag_filter(self.tag, stack), {"Name": f"tag:{role_tag}", "Values": [role]}]
