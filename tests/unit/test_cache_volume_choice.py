@@ -110,3 +110,28 @@ def test_with_a_cache_volume_the_launch_template_maps_the_root_volume_only():
     assert root["Ebs"]["DeleteOnTermination"] is True and root["Ebs"]["Encrypted"] is True
     plain = st.Desired(**base).launch_template_data("sg-1", None)
     assert plain["BlockDeviceMappings"][0]["Ebs"]["VolumeSize"] == 40
+
+
+def test_userdata_cache_volume_attaches_at_boot_and_its_policy_is_scoped(capsys):
+    import json
+
+    from tgiops.cli.main import main
+
+    common = ["userdata", "llama-2-7b", "--preinstalled", "--secret-name", "hf",
+              "--cache-volume", "demo", "--asg", "tgiops-demo", "--region", "us-east-1"]  # fmt: skip
+    assert main([*common, "--data-volume-gib", "30", "--data-volume-throughput", "250"]) == 0
+    text = capsys.readouterr().out
+    assert (
+        '"$TGIOPS" attach-cache-volume --stack demo --gib 30 --throughput 250 --model '
+        "llama-2-7b --region us-east-1)" in text
+    )
+    assert "RequiresMountsFor=/var/lib/tgiops/data" in text  # bootstrap waits for the mount
+    assert main([*common, "--iam-policy"]) == 0
+    policy = json.loads(capsys.readouterr().out)
+    sids = [s["Sid"] for s in policy["Statement"]]
+    assert sids[-5:] == [
+        "CreateTheModelCacheVolume", "TagTheModelCacheVolumeAtCreation",
+        "AttachTheModelCacheVolume", "AttachToAnInstanceOfTheGroup", "FindTheModelCacheVolume",
+    ]  # fmt: skip
+    assert main([*common, "--efs", "fs-0abc1234"]) == 2
+    assert "drop --efs" in capsys.readouterr().err
