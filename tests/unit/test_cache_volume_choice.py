@@ -117,8 +117,10 @@ def test_userdata_cache_volume_attaches_at_boot_and_its_policy_is_scoped(capsys)
 
     from tgiops.cli.main import main
 
-    common = ["userdata", "llama-2-7b", "--preinstalled", "--secret-name", "hf",
-              "--cache-volume", "demo", "--asg", "tgiops-demo", "--region", "us-east-1"]  # fmt: skip
+    common = [
+        "userdata", "llama-2-7b", "--preinstalled", "--secret-name", "hf",
+        "--cache-volume", "demo", "--asg", "tgiops-demo", "--region", "us-east-1",
+    ]  # fmt: skip
     assert main([*common, "--data-volume-gib", "30", "--data-volume-throughput", "250"]) == 0
     text = capsys.readouterr().out
     assert (

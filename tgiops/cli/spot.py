@@ -65,10 +65,18 @@ def add_spot_parsers(sub: Any) -> None:
         "or creates one (as `tgiops up` does); --iam-policy then grants that, scoped by the "
         "tags (give --asg and --region)",
     )
-    inst.add_argument("--data-volume-gib", type=int, metavar="GIB",
-                      help="with --cache-volume: the size of a new volume (default 100)")  # fmt: skip
-    inst.add_argument("--data-volume-throughput", type=int, metavar="MIB_S",
-                      help="with --cache-volume: gp3 throughput of a new volume (default 125)")  # fmt: skip
+    inst.add_argument(
+        "--data-volume-gib",
+        type=int,
+        metavar="GIB",
+        help="with --cache-volume: the size of a new volume (default 100)",
+    )
+    inst.add_argument(
+        "--data-volume-throughput",
+        type=int,
+        metavar="MIB_S",
+        help="with --cache-volume: gp3 throughput of a new volume (default 125)",
+    )
     how = ud.add_argument_group(
         "how tgiops gets onto the instance (one is required; never the public package index: "
         "root runs it at every boot)"
