@@ -108,11 +108,14 @@ def attach_cache_volume(
             f"could not attach a model cache volume of {stack} in {zone} after {ATTEMPTS} "
             "tries: other instances took each one first"
         )
-    device = (
-        _wait_device(st.cache_device_paths(volume_id), deadline, sleep, clock, exists)
-        if wait_for_device
-        else None
-    )
+    device = None
+    if wait_for_device:
+        try:
+            device = _wait_device(st.cache_device_paths(volume_id), deadline, sleep, clock, exists)
+        except AWSError as exc:
+            raise AWSError(
+                f"volume {volume_id} ({choice.action}) is attached to {instance_id}, but {exc}"
+            ) from exc
     return CacheAttachResult(stack, instance_id, zone, volume_id, choice.action, device)
 
 
