@@ -229,3 +229,35 @@ def test_the_launch_template_is_root_only_and_the_role_may_touch_only_the_stacks
     assert "attach-cache-volume" not in base64.b64decode(data["UserData"]).decode()
     plain = aws.client("iam").get_role_policy(RoleName="tgiops-plain", PolicyName="tgiops-instance")
     assert "ec2:CreateVolume" not in json.dumps(plain["PolicyDocument"])
+
+
+def test_an_instance_that_loses_the_race_for_a_volume_looks_again_and_makes_its_own(
+    aws, monkeypatch
+):
+    from aws_answers import AnsweringRelay, query_error
+
+    ec2 = aws.client("ec2")
+    free = ec2.create_volume(
+        AvailabilityZone=ZONE, Size=40, VolumeType="gp3",
+        TagSpecifications=[{"ResourceType": "volume", "Tags": [
+            {"Key": TAG, "Value": STACK}, {"Key": "tgiops:role", "Value": "model-cache"}]}],
+    )["VolumeId"]  # fmt: skip
+    rival, mine = launch(aws), launch(aws)
+    raced: list[str] = []
+
+    def answer(operation: str, body: bytes):
+        if operation == "AttachVolume" and not raced:
+            # The rival instance of the zone attaches the volume between our look and attach.
+            ec2.attach_volume(VolumeId=free, InstanceId=rival, Device="/dev/sdf")
+            raced.append(free)
+            return query_error("VolumeInUse", f"{free} is already attached to an instance")
+        return None
+
+    with AnsweringRelay(aws.endpoint_url, answer) as relay:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", relay.url)
+        made = attach_on(aws, mine)
+    assert raced == [free]
+    assert relay.operations().count("AttachVolume") == 2
+    assert made.action == "create" and made.volume_id != free
+    assert volume(aws, free)["Attachments"][0]["InstanceId"] == rival  # the rival's, untouched
+    assert volume(aws, made.volume_id)["Attachments"][0]["InstanceId"] == mine
