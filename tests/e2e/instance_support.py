@@ -54,6 +54,7 @@ class ImdsStandIn:
     def __init__(self, instance_id: str, region: str = "us-east-1") -> None:
         self.instance_id = instance_id
         self.region = region
+        self.availability_zone = region + "a"
         self.user_data: str | None = None
         self.tags: dict[str, str] | None = None  # None: tags in metadata not enabled
         self.instance_action: dict[str, str] | None = None
@@ -132,7 +133,7 @@ class ImdsStandIn:
         fixed = {
             meta + "instance-id": self.instance_id,
             meta + "placement/region": self.region,
-            meta + "placement/availability-zone": self.region + "a",
+            meta + "placement/availability-zone": self.availability_zone,
             creds: self.role,
         }
         if path in fixed:

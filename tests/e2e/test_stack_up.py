@@ -5,6 +5,14 @@ on the same data directory (the persistent cache, as with --efs), runs the same 
 serves from the cache without a download; `up` pins its new key for the Elastic IP's address.
 `down` leaves nothing tagged.
 
+The model cache volume: the testbed has no block devices, so the stack runs with
+--no-cache-volume and the shared data directory stands in for the reattached volume. The
+volume-selection step still runs for real on each host, as the instance runs it at boot
+(`tgiops attach-cache-volume` with the instance's environment, through the metadata stand-in
+and moto): host B's instance creates and attaches the stack's cache volume, the replacement on
+host C attaches that same volume; only the wait for its NVMe device fails there, as it must on
+a host without it.
+
 Moto starts the group's instance but runs no user data: testbed host B stands for it (its
 instance id is what the metadata stand-in reports), as in test_spot_relaunch.py.
 """
@@ -14,6 +22,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -118,6 +127,7 @@ def test_up_then_the_launched_instance_serves_and_its_host_key_is_pinned(
               "--ami", ami, "--instance-types", "g5.xlarge", "--yes", "--json",
               "--env", f"AWS_ENDPOINT_URL=http://127.0.0.1:{MOTO_ON_HOST}",
               "--env", f"AWS_EC2_METADATA_SERVICE_ENDPOINT=http://127.0.0.1:{IMDS_ON_HOST}",
+              "--no-cache-volume",  # no block devices on testbed hosts: see the docstring
               ]  # fmt: skip
     try:
         made = tgiops(cli_env, *common, "--no-wait")
@@ -150,7 +160,10 @@ def test_up_then_the_launched_instance_serves_and_its_host_key_is_pinned(
             ReverseTunnels(host, {MOTO_ON_HOST: moto_port, IMDS_ON_HOST: imds.port}),
         ):
             imds.user_data = user_data
+            imds.availability_zone = zone_of(aws, instance)
             ssh_input(host, "cat > /root/user-data && bash /root/user-data", user_data.encode())
+            cache = attach_cache_volume_on(host, stack)
+            assert cache["action"] == "create", cache
             state = wait_until(lambda: bootstrap_done(host), 300, "tgiops-bootstrap.service")
             assert state == ("active", "success"), (state, journal(host, "tgiops-bootstrap"))
             result = last_json(journal(host, "tgiops-bootstrap"))
@@ -189,7 +202,17 @@ def test_up_then_the_launched_instance_serves_and_its_host_key_is_pinned(
             ReverseTunnels(host_2, {MOTO_ON_HOST: moto_port, IMDS_ON_HOST: imds.port}),
         ):
             imds.user_data = user_data
+            imds.availability_zone = zone_of(aws, replacement)
             ssh_input(host_2, "cat > /root/user-data && bash /root/user-data", user_data.encode())
+            again = attach_cache_volume_on(host_2, stack)
+            first_cache = ec2.describe_volumes(VolumeIds=[cache["volume_id"]])["Volumes"][0]
+            if imds.availability_zone == cache["zone"]:  # the cache, reattached in its zone
+                assert (again["action"], again["volume_id"]) == ("attach", cache["volume_id"])
+                [attachment] = first_cache["Attachments"]
+                assert attachment["InstanceId"] == replacement
+            else:  # EBS attaches within a zone only: a cache of its own, the first one kept
+                assert again["action"] == "create" and again["zone"] == imds.availability_zone
+                assert first_cache["State"] == "available"
             state = wait_until(lambda: bootstrap_done(host_2), 300, "tgiops-bootstrap.service")
             assert state == ("active", "success"), (state, journal(host_2, "tgiops-bootstrap"))
             assert eip_holder(aws, address["AllocationId"])[0] == replacement
@@ -209,3 +232,38 @@ def test_up_then_the_launched_instance_serves_and_its_host_key_is_pinned(
         Filters=[{"Name": "tag:tgiops:stack", "Values": [stack]}]
     )["SecurityGroups"]
     assert left == []
+    volumes = aws.client("ec2").describe_volumes(
+        Filters=[{"Name": "tag:tgiops:stack", "Values": [stack]}]
+    )["Volumes"]
+    assert [v["VolumeId"] for v in volumes if v["State"] != "deleted"] == []
+
+
+def zone_of(aws: PrivateMoto, instance: str) -> str:
+    [reservation] = aws.client("ec2").describe_instances(InstanceIds=[instance])["Reservations"]
+    return reservation["Instances"][0]["Placement"]["AvailabilityZone"]
+
+
+def attach_cache_volume_on(host: Any, stack: str) -> dict[str, Any]:
+    """The boot-time volume selection, run on the host with the instance's environment (the
+    user data's bootstrap.env: moto and the metadata stand-in through the tunnels). It picks,
+    creates or attaches for real; the device never appears (no block devices here): exit 1
+    naming the NVMe path of the volume it attached."""
+    from tgiops.core.layout import TGIOPS_BIN
+
+    proc = host.run(
+        f"set -a; . /etc/tgiops/bootstrap.env; set +a; {TGIOPS_BIN} attach-cache-volume "
+        f"--stack {stack} --gib 8 --throughput 125 --wait-timeout 5 --json",
+        check=False,
+        timeout_s=120,
+    )
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    message = json.loads(proc.stdout)["error"]["message"]
+    found = re.search(r"volume (vol-[0-9a-f]+) \((create|attach|attached)\)", message)
+    assert found, message
+    volume_id, action = found.groups()
+    assert f"nvme-Amazon_Elastic_Block_Store_{volume_id.replace('-', '')}" in message
+    ec2 = PrivateMoto(os.environ["AWS_ENDPOINT_URL"]).client("ec2")
+    [raw] = ec2.describe_volumes(VolumeIds=[volume_id])["Volumes"]
+    tags = {t["Key"]: t["Value"] for t in raw.get("Tags", [])}
+    assert tags["tgiops:stack"] == stack and tags["tgiops:role"] == "model-cache"
+    return {"volume_id": volume_id, "zone": raw["AvailabilityZone"], "action": action}

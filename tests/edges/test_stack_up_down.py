@@ -199,6 +199,11 @@ def test_up_creates_the_stack_twice_changes_nothing_and_down_removes_it_all(aws,
         "PointTheElasticIp",
         "AtAnInstanceOfTheGroup",
         "OptionalSeeWhereTheElasticIpPoints",
+        "CreateTheModelCacheVolume",
+        "TagTheModelCacheVolumeAtCreation",
+        "AttachTheModelCacheVolume",
+        "AttachToAnInstanceOfTheGroup",
+        "FindTheModelCacheVolume",
         "PublishTheSshHostKey",
     ]
     assert (state / "keys" / f"{name}.pem").stat().st_mode & 0o777 == 0o600
@@ -504,3 +509,33 @@ def test_efs_puts_the_model_cache_on_the_file_system_in_the_user_data(aws, capsy
     assert "fs-0abc1234.efs." in base64.b64decode(data["UserData"]).decode()
     code, result, _ = run(capsys, up_args(aws, "--efs", "not-an-fs"))
     assert code == 2 and "--efs" in result["error"]["message"]
+
+
+def test_up_with_vllm_ranks_with_vllms_planner_and_its_user_data_deploys_vllm(aws, capsys, state):
+    import base64
+
+    from tgiops.commands.bootstrap import config_from_userdata
+    from tgiops.core.engines import engine_for
+    from tgiops.core.engines.vllm import DEFAULT_VLLM_VERSION
+
+    put_secret(aws)
+    code, plan, err = run(capsys, up_args(aws, "--engine", "vllm", "--dry-run"))
+    assert code == 0, err
+    types = [t["instance_type"] for t in plan["instance_types"]]
+    assert "g5.xlarge" in types and "g4dn.12xlarge" in types  # T4: compute capability 7.5
+    assert "g4dn.xlarge" not in types  # one T4 leaves vLLM ~1.7k KV tokens (TGI's plan fits)
+    assert not [t for t in types if t.startswith("p3.")]  # V100: vLLM needs 7.5
+    assert tagged_everywhere(aws) == {}
+
+    code, _made, err = run(capsys, up_args(aws, "--engine", "vllm"))
+    assert code == 0, err
+    data = aws.client("ec2").describe_launch_template_versions(
+        LaunchTemplateName=f"tgiops-{STACK}", Versions=["$Latest"]
+    )["LaunchTemplateVersions"][0]["LaunchTemplateData"]
+    config = config_from_userdata(base64.b64decode(data["UserData"]).decode(), origin="test")
+    assert config is not None
+    [record] = config.records
+    assert (record.spec.engine, record.spec.engine_version) == ("vllm", DEFAULT_VLLM_VERSION)
+    # The image: vLLM's, its CUDA variant picked at boot from the instance's driver.
+    engine = engine_for(record.spec.engine, record.spec.engine_version)
+    assert engine.image == f"vllm/vllm-openai:v{DEFAULT_VLLM_VERSION}"

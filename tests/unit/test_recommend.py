@@ -304,3 +304,59 @@ def test_ranking_filters_with_hardware_flags_are_refused_not_ignored(tmp_path, f
     )
     assert done.returncode == 2, done.stdout + done.stderr
     assert flags[0] in done.stderr and "without --instance-type/--gpu" in done.stderr
+
+
+# -- vLLM: the same ranking through the Engine seam (Engine.plan_on) ----------------------------
+
+
+def recommend_vllm(alias: str, filters: rc.Filters | None = None, overrides=None):
+    from tgiops.core.engines.vllm import VllmEngine
+
+    return rc.recommend(
+        CATALOG[alias], VllmEngine.release(), TYPES, filters or rc.Filters(), overrides=overrides
+    )
+
+
+def test_vllm_ranks_with_its_own_planner_and_rejects_v100_types_with_its_reason():
+    from tgiops.core.engines.vllm import VllmPlan, plan_vllm
+
+    tgi = recommend("llama-3.1-8b")
+    rec = recommend_vllm("llama-3.1-8b")
+    # TGI serves the 8B on four V100s; vLLM refuses every V100 type (compute capability 7.0).
+    assert "p3.8xlarge" in {c.instance_type.name for c in tgi.candidates}
+    v100 = {r.instance_type: r.why for r in rec.rejected if r.instance_type.startswith("p3.")}
+    assert set(v100) == {t.name for t in TYPES if t.name.startswith("p3.")}
+    assert all("compute capability 7.0: vLLM needs 7.5" in why for why in v100.values())
+    assert rec.candidates and all(isinstance(c.plan, VllmPlan) for c in rec.candidates)
+    (g5,) = [c for c in rec.candidates if c.instance_type.name == "g5.xlarge"]
+    direct = plan_vllm(CATALOG["llama-3.1-8b"], hardware.inventory_for_instance_type("g5.xlarge"))
+    assert g5.plan.max_model_len == direct.max_model_len  # what `plan --instance-type` says
+    assert g5.plan.inventory.instance_type == "g5.xlarge"
+    assert rc.as_text(rec).startswith("llama-3.1-8b on vLLM 0.27.1: ")
+    data = rc.as_dict(rec)
+    assert all(set(c) == CANDIDATE_KEYS for c in data["candidates"])
+    assert data["candidates"][0]["max_total_tokens"] == rec.candidates[0].plan.max_model_len
+
+
+def test_vllm_min_context_forces_max_model_len_and_names_vllms_flag():
+    from tgiops.core.engines.vllm import VllmOverrides
+
+    rec = recommend_vllm("llama-3.1-8b", rc.Filters(min_context=65536))
+    assert rec.candidates
+    assert all(c.plan.max_model_len == 65536 for c in rec.candidates)
+    names = {c.instance_type.name for c in rec.candidates}
+    assert "g6e.xlarge" in names and "g5.xlarge" not in names  # ~38k KV tokens on one A10G
+    with pytest.raises(InputError, match=r"--max-model-len 4096 is below --min-context 8192"):
+        recommend_vllm(
+            "llama-3.1-8b", rc.Filters(min_context=8192), VllmOverrides(max_model_len=4096)
+        )
+
+
+def test_plan_without_hardware_ranks_vllm(tmp_path):
+    proc = tgiops("plan", "llama-3.1-8b", "--engine", "vllm", "--json",
+                  env=no_credentials_env(tmp_path))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    rejected = {r["instance_type"]: r["why"] for r in data["rejected"]}
+    assert "vLLM needs 7.5" in rejected["p3.2xlarge"]
+    assert data["candidates"][0]["instance_type"] == "g6.xlarge"

@@ -18,7 +18,6 @@ from tgiops.cli.args import (
     resolve_inventory,
     resolve_model,
 )
-from tgiops.core.errors import InputError
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -32,12 +31,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     model = resolve_model(args)
     chosen = engine_from(args)
     if recommend.no_hardware_given(args):  # which instance type? (issue 14 §4)
-        if chosen.name != "tgi":
-            raise InputError(
-                f"--engine {chosen.name}: the instance-type ranking plans TGI only so far; give "
-                "--instance-type TYPE (or --gpu NAME --gpus N) to plan vLLM"
-            )
-        return recommend.run(args, model, overrides_from(args))
+        return recommend.run(args, model, chosen, overrides_from(args, chosen.name))
     recommend.refuse_filters_with_hardware(args)
     inventory = resolve_inventory(args)
     recovery_estimate = recovery.estimate(

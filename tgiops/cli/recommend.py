@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING, Any
 
 from tgiops.core.catalog import ModelSpec
 from tgiops.core.errors import AWSError, InputError
-from tgiops.core.plan import Overrides
+
+if TYPE_CHECKING:
+    from tgiops.core.engines import Engine
 
 
 def no_hardware_given(args: argparse.Namespace) -> bool:
@@ -20,15 +23,15 @@ def no_hardware_given(args: argparse.Namespace) -> bool:
     return all(getattr(args, flag, None) is None for flag in flags)
 
 
-def run(args: argparse.Namespace, model: ModelSpec, overrides: Overrides) -> int:
-    """Rank the table's instance types for ``model``; print them (text or --json).
+def run(args: argparse.Namespace, model: ModelSpec, engine: Engine, overrides: Any) -> int:
+    """Rank the table's instance types for ``model`` with ``engine``'s planner and
+    ``overrides`` (that engine's kind); print them (text or --json).
 
     Exit 0 when at least one fits, 1 when none of the table fits the model (like ``plan``'s
     "does not fit"), 2 when the filters exclude every type that fits (bad input: change them).
     """
     from tgiops.core import hardware
     from tgiops.core import recommend as rc
-    from tgiops.core.engines.tgi import DEFAULT_TGI_VERSION, TgiEngine
 
     for flag, value in (
         ("--data-volume-throughput", getattr(args, "data_volume_throughput", None)),
@@ -40,7 +43,6 @@ def run(args: argparse.Namespace, model: ModelSpec, overrides: Overrides) -> int
                 "type's disks): pick one from this list, then `tgiops plan MODEL "
                 f"--instance-type TYPE {flag} ...`"
             )
-    engine = TgiEngine.release(args.tgi_version or DEFAULT_TGI_VERSION)
     filters = rc.Filters(
         region=getattr(args, "region", None) or hardware.PRICE_REGION,
         max_usd_per_hour=getattr(args, "max_usd_per_hour", None),

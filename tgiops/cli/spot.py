@@ -57,6 +57,26 @@ def add_spot_parsers(sub: Any) -> None:
     inst.add_argument(
         "--data-device", metavar="DEV", help="block device mounted as the model cache"
     )
+    inst.add_argument(
+        "--cache-volume",
+        metavar="STACK",
+        help="the model cache on an EBS volume of its own, tagged tgiops:stack=STACK and "
+        "tgiops:role=model-cache: at boot the instance attaches the available one of its zone "
+        "or creates one (as `tgiops up` does); --iam-policy then grants that, scoped by the "
+        "tags (give --asg and --region)",
+    )
+    inst.add_argument(
+        "--data-volume-gib",
+        type=int,
+        metavar="GIB",
+        help="with --cache-volume: the size of a new volume (default 100)",
+    )
+    inst.add_argument(
+        "--data-volume-throughput",
+        type=int,
+        metavar="MIB_S",
+        help="with --cache-volume: gp3 throughput of a new volume (default 125)",
+    )
     how = ud.add_argument_group(
         "how tgiops gets onto the instance (one is required; never the public package index: "
         "root runs it at every boot)"
@@ -232,6 +252,16 @@ def cmd_userdata(args: argparse.Namespace) -> int:
             raise InputError(f"--env {pair!r}: give KEY=VALUE")
         env[key] = value
     rec = bootstrap.userdata_record(request, resources.load_catalog(environ={}))
+    cache = None
+    if args.cache_volume:
+        cache = bootstrap.CacheVolumeSpec(
+            stack=args.cache_volume,
+            gib=args.data_volume_gib or 100,
+            throughput=args.data_volume_throughput or 125,
+            model=request.model.alias,
+        )
+    elif args.data_volume_gib or args.data_volume_throughput:
+        raise InputError("--data-volume-gib/--data-volume-throughput go with --cache-volume")
     options = bootstrap.UserdataOptions(
         record=rec,
         elastic_ip=args.eip,
@@ -243,12 +273,17 @@ def cmd_userdata(args: argparse.Namespace) -> int:
         asg_name=args.asg,
         efs_id=args.efs,
         data_device=args.data_device,
+        cache_volume=cache,
         env=env,
         watch_interruption=not args.no_watch_interruption,
         on_rebalance=args.on_rebalance,
     )
     policy = bootstrap.iam_policy(
-        bootstrap.secret_names(rec), args.eip, region=args.region, asg_name=args.asg
+        bootstrap.secret_names(rec),
+        args.eip,
+        region=args.region,
+        asg_name=args.asg,
+        cache_volume_stack=args.cache_volume,
     )
     if args.iam_policy:
         print(json.dumps(policy, indent=2))

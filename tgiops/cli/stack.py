@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from tgiops.cli.args import (
+    IMDS_HELP,
     add_aws_args,
     add_json_arg,
     add_model_args,
@@ -16,6 +17,7 @@ from tgiops.cli.args import (
     aws_from,
     deploy_request_from,
     read_text,
+    resolve_imds_endpoint,
 )
 from tgiops.core.errors import InputError
 
@@ -61,9 +63,18 @@ def add_stack_parsers(sub: Any) -> None:
     n.add_argument(
         "--efs",
         metavar="FS_ID",
-        help="an EFS file system (a mount target in each subnet) as the model cache: kept "
-        "across replacements, so a new instance starts without a download (default: the cache "
-        "is on the instance's root volume and a replacement downloads again)",
+        help="an EFS file system (a mount target in each subnet) as the model cache, shared "
+        "by every zone (default: the stack's own cache volume)",
+    )
+    n.add_argument(
+        "--no-cache-volume",
+        dest="cache_volume",
+        action="store_false",
+        default=True,
+        help="keep the model cache on the root volume: a replacement downloads again "
+        "(default: on the stack's own encrypted gp3 volume per zone, attached at boot and kept "
+        "across replacements, so a replacement in that zone starts from the cache; "
+        "--data-volume-gib/--data-volume-throughput size it)",
     )
     n.add_argument("--ami", metavar="AMI_ID", help="default: the Deep Learning Base GPU AMI")
     eip = n.add_mutually_exclusive_group()
@@ -108,6 +119,9 @@ def add_stack_parsers(sub: Any) -> None:
     down.add_argument("name", help="the stack's name")
     down.add_argument("--delete-secret", metavar="NAME",
                       help="also delete this token secret (only one tgiops created)")  # fmt: skip
+    down.add_argument("--keep-cache", action="store_true",
+                      help="keep the stack's model cache volumes (a later `up` of the same "
+                      "name attaches them again)")  # fmt: skip
     down.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     add_aws_args(down)
     add_json_arg(down)
@@ -122,6 +136,53 @@ def add_stack_parsers(sub: Any) -> None:
     add_aws_args(ls)
     add_json_arg(ls)
     ls.set_defaults(func=cmd_stacks)
+    add_attach_cache_volume_parser(sub)
+
+
+def add_attach_cache_volume_parser(sub: Any) -> None:
+    cv = sub.add_parser(
+        "attach-cache-volume",
+        help="(on the instance, at boot) attach the stack's model cache volume here",
+        description="Run by a `tgiops up` stack's user data, with the instance role: attach the "
+        "stack's available model cache volume in this instance's zone (tags tgiops:stack=NAME, "
+        "tgiops:role=model-cache), or create one (encrypted gp3), and print the device it "
+        "appears as. A volume attached to another instance is never touched; the volume "
+        "outlives the instance, so the next one in the zone starts from the cache.",
+    )
+    cv.add_argument("--stack", required=True, metavar="NAME", help="the stack's name")
+    cv.add_argument("--gib", type=int, required=True, metavar="GIB", help="size if created")
+    cv.add_argument("--throughput", type=int, required=True, metavar="MIB_S",
+                    help="gp3 throughput if created")  # fmt: skip
+    cv.add_argument("--model", metavar="ALIAS", help="the tgiops:model tag of a new volume")
+    cv.add_argument("--region", metavar="REGION", help="AWS region (default: from IMDS)")
+    cv.add_argument("--imds-endpoint", metavar="URL", help=IMDS_HELP)
+    cv.add_argument("--wait-timeout", type=float, default=300.0, metavar="S",
+                    help="wait for the volume and its device (default 300)")  # fmt: skip
+    add_json_arg(cv)
+    cv.set_defaults(func=cmd_attach_cache_volume)
+
+
+def cmd_attach_cache_volume(args: argparse.Namespace) -> int:
+    from tgiops.commands import cache_volume
+    from tgiops.edges.aws import Aws, AwsSettings
+    from tgiops.edges.imds import Imds
+
+    imds = Imds(resolve_imds_endpoint(args.imds_endpoint))
+    region = args.region or imds.region()
+    result = cache_volume.attach_cache_volume(
+        Aws(AwsSettings(region=region)),
+        imds,
+        stack=args.stack,
+        gib=args.gib,
+        throughput=args.throughput,
+        model=args.model,
+        wait_s=args.wait_timeout,
+    )
+    if args.json:
+        print(json.dumps(result.as_dict()))
+    else:
+        print(result.device)  # the user data reads this line
+    return 0
 
 
 def _confirmer(args: argparse.Namespace, question: str) -> Any:
@@ -185,6 +246,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         ami=args.ami,
         eip=args.eip,
         alb=args.alb,
+        cache_volume=args.cache_volume,
         dry_run=args.dry_run,
         wait=not args.no_wait,
         wait_s=args.wait_timeout,
@@ -234,6 +296,7 @@ def cmd_down(args: argparse.Namespace) -> int:
         aws_from(args),
         args.name,
         delete_secret=args.delete_secret,
+        keep_cache=args.keep_cache,
         progress=show,
         key_dir=state.state_dir() / "keys",
     )
@@ -259,4 +322,7 @@ def cmd_stacks(args: argparse.Namespace) -> int:
     for r in rows:
         price = "?" if r.usd_per_hour is None else f"${r.usd_per_hour:.3f}/h"
         print(f"{r.stack:<20} {r.state:<20} {r.instances} instance(s) {price} {r.model or ''}")
+        for v in r.cache_volumes:
+            print(f"  cache volume {v['volume_id']}: {v['size_gib']} GiB in {v['zone']}, "
+                  f"{v['state']}")  # fmt: skip
     return 0

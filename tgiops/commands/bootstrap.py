@@ -777,6 +777,7 @@ class UserdataOptions:
     asg_name: str | None = None  # scopes the role's AssociateAddress to the group's instances
     efs_id: str | None = None
     data_device: str | None = None
+    cache_volume: CacheVolumeSpec | None = None  # `tgiops up`: the stack's own cache volume
     env: Mapping[str, str] = field(default_factory=dict)
     watch_interruption: bool = True
     on_rebalance: str = "log"
@@ -788,6 +789,10 @@ class UserdataOptions:
             raise InputError(f"--region {self.region!r} is not an AWS region like us-east-1")
         if self.efs_id and self.data_device:
             raise InputError("give --efs or --data-device, not both")
+        if self.cache_volume and (self.efs_id or self.data_device):
+            raise InputError(
+                "the stack's cache volume is the model cache: drop --efs/--data-device"
+            )
         if self.efs_id and not _EFS_RE.fullmatch(self.efs_id):
             raise InputError(f"--efs {self.efs_id!r} is not an EFS file system id like fs-0abc1234")
         if self.data_device and not _DEVICE_RE.fullmatch(self.data_device):
@@ -827,9 +832,11 @@ def iam_policy(
     region: str | None = None,
     account: str | None = None,
     asg_name: str | None = None,
+    cache_volume_stack: str | None = None,
 ) -> dict[str, Any]:
     """The instance role's minimal policy. Secrets Manager ARNs end in a random 6-character
-    suffix, hence ``NAME-??????`` (AWS Secrets Manager docs, "Resource: secret ARN")."""
+    suffix, hence ``NAME-??????`` (AWS Secrets Manager docs, "Resource: secret ARN").
+    ``cache_volume_stack``: the stack's model cache volume (``cache_volume_policy``)."""
     r, a = region or "REGION", account or "ACCOUNT_ID"
     statements: list[dict[str, Any]] = []
     if secret_names:
@@ -880,7 +887,52 @@ def iam_policy(
                 "Resource": "*",
             }
         )
+    if cache_volume_stack:
+        statements.extend(cache_volume_policy(cache_volume_stack, asg_name, r, a))
     return {"Version": "2012-10-17", "Statement": statements}
+
+
+# -- the model cache volume of a `tgiops up` stack (tgiops.commands.cache_volume) -------------
+
+
+@dataclass(frozen=True)
+class CacheVolumeSpec:
+    """The user data attaches (or creates) the stack's cache volume at boot: these are the
+    volume's tags and, when it must be created, its size and throughput."""
+
+    stack: str
+    gib: int
+    throughput: int
+    model: str | None = None
+
+    def __post_init__(self) -> None:
+        from tgiops.commands.cache_volume import check_size
+        from tgiops.core.stack import check_stack_name
+
+        check_stack_name(self.stack)
+        check_size(self.gib, self.throughput)
+
+
+def cache_volume_policy(
+    stack: str, asg_name: str | None, region: str, account: str
+) -> list[dict[str, Any]]:
+    """Create, tag at creation, attach (to the group's instances) and find the stack's cache
+    volumes, each scoped by its tags where AWS allows it (docs/aws.md §3.5)."""
+    from tgiops.core.stack import cache_volume_statements
+
+    return cache_volume_statements(stack, asg_name, region, account)
+
+
+def cache_volume_args(spec: CacheVolumeSpec | None, region: str | None) -> str:
+    """`tgiops attach-cache-volume`'s arguments in the user data, shell-quoted ('' without)."""
+    if spec is None:
+        return ""
+    args = ["--stack", spec.stack, "--gib", str(spec.gib), "--throughput", str(spec.throughput)]
+    if spec.model:
+        args += ["--model", spec.model]
+    if region:
+        args += ["--region", region]
+    return " ".join(shlex.quote(a) for a in args)
 
 
 def secret_names(record: DeploymentRecord) -> list[str]:
@@ -901,7 +953,7 @@ def render_userdata(
         undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
     )
     spec = options.record.spec
-    data_mount = bool(options.efs_id or options.data_device)
+    data_mount = bool(options.efs_id or options.data_device or options.cache_volume)
     unit_vars = {
         "tgiops_version": __version__,
         "tgiops_bin": TGIOPS_BIN,
@@ -930,6 +982,7 @@ def render_userdata(
             options.elastic_ip,
             region=options.region,
             asg_name=options.asg_name,
+            cache_volume_stack=options.cache_volume.stack if options.cache_volume else None,
         ),
         indent=2,
     )
@@ -951,6 +1004,7 @@ def render_userdata(
         efs_id=options.efs_id,
         data_device=options.data_device,
         data_device_q=shlex.quote(options.data_device or ""),
+        cache_volume_args=cache_volume_args(options.cache_volume, options.region),
         bootstrap_json=config.to_json(),
         env_text="".join(f"{k}={v}\n" for k, v in sorted(env_lines.items())),
         bootstrap_unit=bootstrap_unit,

@@ -3,7 +3,9 @@
 `down` deletes what carries ``tgiops:stack=NAME`` (tgiops.core.stack), in dependency order:
 the Auto Scaling group first (force-deleted: its instances terminate) and, once no instance of
 the stack is left, what they used: Elastic IP, launch template, instance profile and role,
-security group, key pair, leftover volumes. Untagged resources are never looked at twice: every
+security group, key pair, leftover volumes, and the model cache volumes (tagged
+``tgiops:role=model-cache``; kept with ``--keep-cache``; one attached to an instance that is not
+the stack's is never touched). Untagged resources are never looked at twice: every
 lookup is by the tag (IAM by name, then the tag must match). A second run finds nothing and
 changes nothing. The token secret stays unless ``--delete-secret`` (and only one tgiops tagged).
 """
@@ -45,6 +47,7 @@ def down(
     stack: str,
     *,
     delete_secret: str | None = None,
+    keep_cache: bool = False,
     progress: Callable[[object], None] = lambda _e: None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
@@ -62,20 +65,28 @@ def down(
         result.deleted.append({"kind": kind, "id": ident})
         progress(f"deleted {kind} {ident}")
 
+    ours = {i.instance_id for i in edge.live_instances(stack)}
     for group in edge.find_groups(stack):
+        ours.update(str(i["InstanceId"]) for i in group.get("Instances", []))
         edge.delete_group(group["AutoScalingGroupName"])
         gone("autoscaling-group", group["AutoScalingGroupName"])
     deadline = clock() + wait_s
     while True:
         live = [i for i in edge.live_instances(stack) if i.state != "terminated"]
-        if not live:
+        # A terminated instance's cache volume turns available a little later: wait for it.
+        live_ids = [i.instance_id for i in live] + [
+            f"{v.volume_id} (detaching from {', '.join(v.attached_to)})"
+            for v in edge.find_cache_volumes(stack, st.ROLE_TAG, st.CACHE_ROLE)
+            if set(v.attached_to) & ours
+        ]
+        if not live_ids:
             break
         if clock() >= deadline:
             raise AWSError(
                 f"instances of {stack} still not terminated after {wait_s:g} s: "
-                f"{', '.join(i.instance_id for i in live)}. Run `tgiops down {stack}` again"
+                f"{', '.join(live_ids)}. Run `tgiops down {stack}` again"
             )
-        progress(f"waiting for {len(live)} instance(s) to terminate")
+        progress(f"waiting for {len(live_ids)} instance(s) and volume(s) to terminate/detach")
         sleep(POLL_S)
     lb = edge.find_load_balancer(name, stack)
     if lb is not None:
@@ -110,9 +121,16 @@ def down(
         gone("key-pair", key)
         if key_dir is not None:
             (key_dir / f"{key}.pem").unlink(missing_ok=True)
-    for volume in edge.find_volumes(stack):
+    caches = {v.volume_id: v for v in edge.find_cache_volumes(stack, st.ROLE_TAG, st.CACHE_ROLE)}
+    for volume in edge.find_volumes(stack):  # tagged and available (attached to nothing)
+        if volume in caches and keep_cache:
+            result.kept.append({"kind": "cache-volume", "id": volume})
+            continue
         edge.delete_volume(volume)
-        gone("volume", volume)
+        gone("cache-volume" if volume in caches else "volume", volume)
+    for v in caches.values():
+        if v.attached_to:  # attached to an instance that is not the stack's: never touched
+            result.kept.append({"kind": "cache-volume", "id": v.volume_id})
     if delete_secret:
         info = aws.describe_secret(delete_secret)
         if info is None or info.deleted is not None:
@@ -154,6 +172,7 @@ class StackRow:
     instances: int
     usd_per_hour: float | None
     model: str | None
+    cache_volumes: tuple[dict[str, Any], ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -162,6 +181,7 @@ class StackRow:
             "instances": self.instances,
             "usd_per_hour": self.usd_per_hour,
             "model": self.model,
+            "cache_volumes": list(self.cache_volumes),
         }
 
 
@@ -187,6 +207,11 @@ def stacks(aws: Any) -> list[StackRow]:
         tags = {t["Key"]: t.get("Value", "") for t in sg.get("Tags", [])}
         name = tags.get(st.STACK_TAG, "")
         rows.setdefault(name, {"state": "partial (no group)", "model": None, "instances": []})
+    caches: dict[str, list[dict[str, Any]]] = {}
+    for v in edge.find_cache_volumes(None, st.ROLE_TAG, st.CACHE_ROLE):
+        name = v.tags.get(st.STACK_TAG, "")
+        caches.setdefault(name, []).append(v.as_dict())
+        rows.setdefault(name, {"state": "cache only", "model": None, "instances": []})
     ids = [i for r in rows.values() for i in r["instances"]]
     try:
         found = aws.find_instances(instance_ids=ids) if ids else []
@@ -217,5 +242,14 @@ def stacks(aws: Any) -> list[StackRow]:
                     except InputError:
                         price = None
             total = None if price is None or total is None else total + price
-        out.append(StackRow(name, row["state"], len(row["instances"]), total, row["model"]))
+        out.append(
+            StackRow(
+                name,
+                row["state"],
+                len(row["instances"]),
+                total,
+                row["model"],
+                tuple(caches.get(name, [])),
+            )
+        )
     return out

@@ -53,6 +53,10 @@ class UpOptions:
     ami: str | None = None
     eip: bool = True
     alb: bool = False
+    # The model cache on the stack's own EBS volume, attached at boot and kept across
+    # replacements (tgiops.commands.cache_volume); off with --efs (EFS is then the cache) or
+    # --no-cache-volume (on the root volume: a replacement downloads again).
+    cache_volume: bool = True
     dry_run: bool = False
     wait: bool = True
     wait_s: float = DEFAULT_WAIT_S
@@ -71,6 +75,7 @@ class UpResult:
     usd_per_hour: float | None = None
     types: list[dict[str, Any]] = field(default_factory=list)
     healthy: bool | None = None
+    cache_volumes: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -85,6 +90,7 @@ class UpResult:
             "instances": self.instances,
             "usd_per_hour": self.usd_per_hour,
             "healthy": self.healthy,
+            "cache_volumes": self.cache_volumes,
         }
 
 
@@ -92,16 +98,9 @@ def choose_types(options: UpOptions, region: str, spot_prices: Any) -> tuple[st.
     """The group's types: the planner's ranking (tgiops.core.recommend), cheapest first."""
     from tgiops.core import hardware
     from tgiops.core import recommend as rc
-    from tgiops.core.engines.tgi import TgiEngine
-    from tgiops.core.plan import Overrides
 
+    # Each engine ranks with its own planner and overrides (Engine.plan_on).
     engine, overrides = options.request.engine, options.request.overrides
-    if not isinstance(engine, TgiEngine) or not isinstance(overrides, Overrides):
-        # The ranking of instance types (core/recommend.py) plans with TGI's planner only.
-        raise InputError(
-            f"tgiops up --engine {engine.name}: up ranks instance types with TGI's planner only; "
-            "serve vLLM with `tgiops deploy --engine vllm` or `tgiops userdata --engine vllm`"
-        )
     filters = rc.Filters(
         region=region, max_usd_per_hour=options.max_usd_per_hour, spot=options.spot
     )
@@ -139,13 +138,35 @@ def choose_types(options: UpOptions, region: str, spot_prices: Any) -> tuple[st.
     )
 
 
-def render_user_data(options: UpOptions, asg_name: str, region: str, eip: str | None) -> str:
+def uses_cache_volume(options: UpOptions) -> bool:
+    return options.cache_volume and not options.install.get("efs_id")
+
+
+def cache_volume_spec(options: UpOptions, gib: int, throughput: int) -> Any:
+    """bootstrap.CacheVolumeSpec of the stack, or None (EFS or the root volume is the cache)."""
+    from tgiops.commands import bootstrap
+
+    if not uses_cache_volume(options):
+        return None
+    return bootstrap.CacheVolumeSpec(
+        stack=options.stack, gib=gib, throughput=throughput, model=options.request.model.alias
+    )
+
+
+def render_user_data(
+    options: UpOptions, asg_name: str, region: str, eip: str | None, cache: Any = None
+) -> str:
     from tgiops.commands import bootstrap
     from tgiops.edges import resources
 
     rec = bootstrap.userdata_record(options.request, resources.load_catalog(environ={}))
     ud = bootstrap.UserdataOptions(
-        record=rec, elastic_ip=eip, region=region, asg_name=asg_name, **options.install
+        record=rec,
+        elastic_ip=eip,
+        region=region,
+        asg_name=asg_name,
+        cache_volume=cache,
+        **options.install,
     )
     templates = resources.shipped_path("unit_templates")
     text = bootstrap.render_userdata(
@@ -166,7 +187,12 @@ def instance_policy(
 
     rec = bootstrap.userdata_record(options.request, resources.load_catalog(environ={}))
     base = bootstrap.iam_policy(
-        bootstrap.secret_names(rec), eip, region=region, account=account, asg_name=asg_name
+        bootstrap.secret_names(rec),
+        eip,
+        region=region,
+        account=account,
+        asg_name=asg_name,
+        cache_volume_stack=options.stack if uses_cache_volume(options) else None,
     )
     return st.with_host_key_statement(base, asg_name, region, account)
 
@@ -217,6 +243,7 @@ def observe(edge: Any, stack: str, port: int = 8080) -> st.Observed:
         group_instances=tuple(
             i["InstanceId"] for i in (groups[0].get("Instances", []) if groups else [])
         ),
+        cache_volumes=tuple(edge.find_cache_volumes(stack, st.ROLE_TAG, st.CACHE_ROLE)),
     )
 
 
@@ -295,7 +322,13 @@ def up(
         target_s=120.0,
     )
     throughput = options.data_volume_throughput or advice.recommended_mib_s or GP3_BASELINE_MIB_S
-    volume_gib = options.data_volume_gib or st.data_volume_gib(checkpoint_bytes(model))
+    cached = uses_cache_volume(options)
+    volume_gib = options.data_volume_gib or (
+        st.cache_volume_gib(checkpoint_bytes(model))
+        if cached
+        else st.data_volume_gib(checkpoint_bytes(model))
+    )
+    cache = cache_volume_spec(options, volume_gib, throughput)
     eip_id = observed.eip_allocation
     # Until the Elastic IP exists its id is unknown: a placeholder of the right shape renders
     # the plan's user data (its size, its policy); the real one goes into what is created.
@@ -319,11 +352,13 @@ def up(
         key_name=options.key_name or name,
         create_key=options.key_name is None,
         eip=options.eip,
-        user_data=render_user_data(options, name, region, shown_eip),
+        user_data=render_user_data(options, name, region, shown_eip, cache),
         policy=instance_policy(options, name, region, account, shown_eip),
         alb=options.alb,
         health_path=options.request.engine.health_path,
+        cache_volume=cached,
     )
+    result.cache_volumes = [v.as_dict() for v in observed.cache_volumes]
     result.changes = st.plan_changes(desired, observed)
     result.usd_per_hour = desired.usd_per_hour()
     if quota_problems:
@@ -419,7 +454,13 @@ def _apply(
     # The real Elastic IP id goes into the user data and policy now that it exists.
     desired = replace(
         desired,
-        user_data=render_user_data(options, name, desired.region, eip if desired.eip else None),
+        user_data=render_user_data(
+            options,
+            name,
+            desired.region,
+            eip if desired.eip else None,
+            cache_volume_spec(options, desired.volume_gib, desired.volume_throughput),
+        ),
         policy=instance_policy(
             options, name, desired.region, account, eip if desired.eip else None
         ),

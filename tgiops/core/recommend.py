@@ -1,7 +1,8 @@
 """Which EC2 instance type should serve this model? (pure: no I/O, no clock, no environment)
 
 ``tgiops plan MODEL`` without hardware flags plans the model on every instance type of
-``hardware.INSTANCE_TYPES`` with the planner itself (``tgiops.core.plan.plan``, so a candidate fits
+``hardware.INSTANCE_TYPES`` with the chosen engine's own planner, through the Engine seam
+(``Engine.plan_on``: TGI's ``tgiops.core.plan.plan``, vLLM's ``plan_vllm``; so a candidate fits
 exactly when ``plan --instance-type`` says it fits) and ranks the ones that fit, cheapest first.
 
 Prices: on-demand from the built-in table (``hardware.PRICE_REGION`` on ``hardware.PRICE_DATE``,
@@ -17,11 +18,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from tgiops.core.catalog import ModelSpec, require_tgi_servable
-from tgiops.core.engines.tgi import TgiEngine
+from tgiops.core.catalog import ModelSpec
+from tgiops.core.engines import Engine, RankedPlan
 from tgiops.core.errors import InputError, PlanInputError
 from tgiops.core.hardware import PRICE_DATE, PRICE_REGION, InstanceType, inventory_for_instance_type
-from tgiops.core.plan import Overrides, Plan, plan
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class Filters:
 @dataclass(frozen=True)
 class Candidate:
     instance_type: InstanceType
-    plan: Plan
+    plan: RankedPlan
     on_demand_usd_per_hour: float | None
     spot: SpotPrice | None
     price_notes: tuple[str, ...] = ()
@@ -77,7 +77,7 @@ class Rejected:
 @dataclass(frozen=True)
 class Recommendation:
     model: ModelSpec
-    engine: TgiEngine
+    engine: Engine
     filters: Filters
     price_date: str | None  # the on-demand table's date (None: no table for the region)
     spot_unavailable: str | None
@@ -102,20 +102,21 @@ def check_filters(filters: Filters) -> None:
 
 def recommend(
     model: ModelSpec,
-    engine: TgiEngine,
+    engine: Engine,
     instance_types: Iterable[InstanceType],
     filters: Filters,
     spot_prices: SpotPrices = NO_SPOT_PRICES,
-    overrides: Overrides | None = None,
+    overrides: Any = None,
 ) -> Recommendation:
-    """Plan ``model`` on each instance type; rank the ones that fit and pass the filters."""
+    """Plan ``model`` on each instance type with ``engine``'s planner and ``overrides`` (that
+    engine's kind; None: nothing forced); rank the ones that fit and pass the filters."""
     check_filters(filters)
-    require_tgi_servable(model)  # one refusal naming the engine that can, not one per type
-    overrides = overrides or Overrides()
+    engine.require_servable(model)  # one refusal naming the engine that can, not one per type
+    overrides = overrides if overrides is not None else engine.default_overrides()
     if filters.min_context is not None:
-        overrides = _with_min_context(model, overrides, filters.min_context)
+        overrides = _with_min_context(model, engine, overrides, filters.min_context)
     on_demand_known = filters.region == PRICE_REGION
-    plans: dict[tuple[str, int], Plan | str] = {}  # one plan per (GPU, count): same inventory
+    plans: dict[tuple[str, int], RankedPlan | str] = {}  # one plan per (GPU, count): same inventory
     candidates: list[Candidate] = []
     rejected: list[Rejected] = []
     for it in instance_types:
@@ -129,7 +130,9 @@ def recommend(
         if not planned.fits:
             rejected.append(Rejected(it.name, planned.problem or "does not fit"))
             continue
-        planned = replace(planned, inventory=replace(planned.inventory, instance_type=it.name))
+        planned = replace(  # type: ignore[type-var]  # both engines' plans are dataclasses
+            planned, inventory=replace(planned.inventory, instance_type=it.name)
+        )
         notes: list[str] = []
         on_demand = it.on_demand_usd_per_hour if on_demand_known else None
         if not on_demand_known:
@@ -163,7 +166,7 @@ def recommend(
     )
 
 
-def _with_min_context(model: ModelSpec, overrides: Overrides, min_context: int) -> Overrides:
+def _with_min_context(model: ModelSpec, engine: Engine, overrides: Any, min_context: int) -> Any:
     if min_context > model.max_position_embeddings:
         raise InputError(
             f"--min-context {min_context}: {model.alias} handles at most "
@@ -171,24 +174,26 @@ def _with_min_context(model: ModelSpec, overrides: Overrides, min_context: int) 
             f"config.json); ask for {model.max_position_embeddings} or less, or pick a model "
             "with a longer context"
         )
-    given = overrides.max_total_tokens
+    given = engine.max_total_of(overrides)
+    flag = engine.max_total_flag
     if given is not None and given < min_context:
         raise InputError(
-            f"--max-total-tokens {given} is below --min-context {min_context}: drop one, or "
-            "make --max-total-tokens at least --min-context"
+            f"{flag} {given} is below --min-context {min_context}: drop one, or "
+            f"make {flag} at least --min-context"
         )
     # The planner then checks that the KV cache holds one request of this length and that
-    # TGI's own validation accepts it (tgiops/core/plan.py "Token limits").
-    return replace(overrides, max_total_tokens=given or min_context)
+    # the engine's own validation accepts it (tgiops/core/plan.py "Token limits"; vLLM:
+    # plan_vllm's max_model_len checks).
+    return engine.with_max_total(overrides, given or min_context)
 
 
 def _plan_or_refusal(
-    model: ModelSpec, it: InstanceType, engine: TgiEngine, overrides: Overrides
-) -> Plan | str:
+    model: ModelSpec, it: InstanceType, engine: Engine, overrides: Any
+) -> RankedPlan | str:
     try:
-        return plan(model, inventory_for_instance_type(it.name), engine, overrides)
-    except PlanInputError as exc:  # an override this hardware cannot take (--num-shard 8 on 1 GPU)
-        return str(exc)
+        return engine.plan_on(model, inventory_for_instance_type(it.name), overrides)
+    except PlanInputError as exc:  # what this hardware cannot take (--num-shard 8 on 1 GPU;
+        return str(exc)  # vLLM below compute capability 7.5)
 
 
 def _price(candidate: Candidate, filters: Filters) -> float | None:
@@ -322,7 +327,8 @@ def as_text(rec: Recommendation) -> str:
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = [
-        f"{rec.model.alias} on TGI {rec.engine.version_text}: {len(rec.candidates)} instance "
+        f"{rec.model.alias} on {rec.engine.label} {rec.engine.version_text}: "
+        f"{len(rec.candidates)} instance "
         f"type(s) fit, cheapest {'spot' if rec.filters.spot else 'on-demand'} first"
     ]
     lines += [

@@ -177,7 +177,151 @@ def activity_in_words(status_code: str, message: str) -> str | None:
 def data_volume_gib(checkpoint_bytes: float) -> int:
     """The root volume (the model cache lives there): the AMI's own share plus the checkpoint
     with room for a second revision (a model switch downloads before the old one goes)."""
-    return int(ROOT_VOLUME_OS_GIB + math.ceil(checkpoint_bytes * VOLUME_HEADROOM / 2**30))
+    return int(ROOT_VOLUME_OS_GIB + cache_volume_gib(checkpoint_bytes))
+
+
+def cache_volume_gib(checkpoint_bytes: float) -> int:
+    """The model cache volume: the checkpoint with room for a second revision."""
+    return math.ceil(checkpoint_bytes * VOLUME_HEADROOM / 2**30)
+
+
+# -- the model cache volume ----------------------------------------------------------------
+# The model cache lives on an EBS volume of its own, outside the launch template: at boot the
+# instance attaches the stack's available cache volume in its zone, or creates one, and it is
+# never deleted on termination (a volume attached after launch keeps DeleteOnTermination=false:
+# tgiops/docs/aws.md §3.5), so the group's replacement in that zone starts from the cache.
+
+ROLE_TAG = "tgiops:role"
+CACHE_ROLE = "model-cache"
+# The name AttachVolume gives it; Nitro instances expose it as an NVMe device whose serial is
+# the volume id (docs/aws.md §3.5), Xen ones (p3) as /dev/xvdf.
+CACHE_ATTACH_DEVICE = "/dev/sdf"
+CACHE_ROOT_GIB = ROOT_VOLUME_OS_GIB  # the root volume then holds the OS and images only
+
+
+@dataclass(frozen=True)
+class CacheVolume:
+    """One EBS volume as DescribeVolumes gives it (the fields the choice needs)."""
+
+    volume_id: str
+    zone: str
+    state: str  # creating | available | in-use | deleting | deleted | error
+    tags: Mapping[str, str]
+    attached_to: tuple[str, ...] = ()  # instance ids of its attachments
+    size_gib: int = 0
+    created: str = ""  # CreateTime, ISO: the oldest cache of a zone is chosen first
+
+    def is_cache_of(self, stack: str) -> bool:
+        return self.tags.get(STACK_TAG) == stack and self.tags.get(ROLE_TAG) == CACHE_ROLE
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "volume_id": self.volume_id,
+            "zone": self.zone,
+            "state": self.state,
+            "size_gib": self.size_gib,
+            "attached_to": list(self.attached_to),
+        }
+
+
+@dataclass(frozen=True)
+class CacheChoice:
+    """What the booting instance does: use the volume already attached to it (a reboot or a
+    rerun), attach an available one, or create one (``volume`` None)."""
+
+    action: str  # "attached" | "attach" | "create"
+    volume: CacheVolume | None = None
+
+
+def cache_volume_tags(stack: str, model: str | None = None) -> dict[str, str]:
+    return {**stack_tags(stack, model), ROLE_TAG: CACHE_ROLE}
+
+
+def choose_cache_volume(
+    volumes: Iterable[CacheVolume], *, stack: str, zone: str, instance_id: str
+) -> CacheChoice:
+    """The stack's cache volume for an instance in ``zone``: one attached to this instance
+    already; else the oldest ``available`` one of the stack in that zone; else create one.
+    A volume without both tags, in another zone, or attached to another instance is never
+    chosen (EBS attaches only within a zone; another instance's cache is that instance's)."""
+    ours = [v for v in volumes if v.is_cache_of(stack)]
+    for v in ours:
+        if instance_id in v.attached_to and v.state == "in-use":
+            return CacheChoice("attached", v)
+    free = sorted(
+        (v for v in ours if v.zone == zone and v.state == "available" and not v.attached_to),
+        key=lambda v: (v.created, v.volume_id),
+    )
+    return CacheChoice("attach", free[0]) if free else CacheChoice("create")
+
+
+def cache_device_paths(volume_id: str, attach_device: str = CACHE_ATTACH_DEVICE) -> list[str]:
+    """Where the attached volume appears, most specific first: on Nitro the NVMe device whose
+    serial is the volume id without its hyphen (udev's by-id link: model_serial, spaces as
+    '_'), on Xen the xvd name of the attachment's device (docs/aws.md §3.5)."""
+    letter = attach_device.rsplit("/", 1)[-1].removeprefix("sd").removeprefix("xvd")
+    return [
+        "/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_" + volume_id.replace("-", ""),
+        f"/dev/xvd{letter}",
+        attach_device,
+    ]
+
+
+def cache_volume_statements(
+    stack: str, asg_name: str | None, region: str | None, account: str | None
+) -> list[dict[str, Any]]:
+    """The instance role's statements for the cache volume (docs/aws.md §3.5): create a volume
+    only with the stack's cache tags in the request; tag only during that CreateVolume; attach
+    only the stack's cache volumes, only to the group's instances; describe (no resource-level
+    permission exists for Describe actions)."""
+    r, a = region or "REGION", account or "ACCOUNT_ID"
+    volumes = f"arn:aws:ec2:{r}:{a}:volume/*"
+    cache_tags = {f"aws:RequestTag/{STACK_TAG}": stack, f"aws:RequestTag/{ROLE_TAG}": CACHE_ROLE}
+    return [
+        {
+            "Sid": "CreateTheModelCacheVolume",
+            "Effect": "Allow",
+            "Action": "ec2:CreateVolume",
+            "Resource": volumes,
+            "Condition": {"StringEquals": cache_tags},
+        },
+        {
+            "Sid": "TagTheModelCacheVolumeAtCreation",
+            "Effect": "Allow",
+            "Action": "ec2:CreateTags",
+            "Resource": volumes,
+            "Condition": {"StringEquals": {"ec2:CreateAction": "CreateVolume", **cache_tags}},
+        },
+        {
+            "Sid": "AttachTheModelCacheVolume",
+            "Effect": "Allow",
+            "Action": "ec2:AttachVolume",
+            "Resource": volumes,
+            "Condition": {
+                "StringEquals": {
+                    f"aws:ResourceTag/{STACK_TAG}": stack,
+                    f"aws:ResourceTag/{ROLE_TAG}": CACHE_ROLE,
+                }
+            },
+        },
+        {
+            "Sid": "AttachToAnInstanceOfTheGroup",
+            "Effect": "Allow",
+            "Action": "ec2:AttachVolume",
+            "Resource": f"arn:aws:ec2:{r}:{a}:instance/*",
+            "Condition": {
+                "StringEquals": {
+                    "aws:ResourceTag/aws:autoscaling:groupName": asg_name or "ASG_NAME"
+                }
+            },
+        },
+        {
+            "Sid": "FindTheModelCacheVolume",
+            "Effect": "Allow",
+            "Action": "ec2:DescribeVolumes",
+            "Resource": "*",
+        },
+    ]
 
 
 def host_key_statement(asg_name: str, region: str | None, account: str | None) -> dict[str, Any]:
@@ -264,6 +408,9 @@ class Desired:
     policy: Mapping[str, Any]
     alb: bool = False
     health_path: str = "/health"
+    # The model cache on its own volume (attached at boot, kept across replacements); False:
+    # on the root volume (or on EFS, which the user data mounts).
+    cache_volume: bool = False
 
     @property
     def name(self) -> str:
@@ -289,9 +436,11 @@ class Desired:
                 {
                     "DeviceName": self.root_device,
                     "Ebs": {
-                        "VolumeSize": self.volume_gib,
+                        # Root only: with a cache volume, the volume size and throughput are
+                        # the cache's (the user data passes them to the boot-time attach).
+                        "VolumeSize": CACHE_ROOT_GIB if self.cache_volume else self.volume_gib,
                         "VolumeType": "gp3",
-                        "Throughput": self.volume_throughput,
+                        "Throughput": 125 if self.cache_volume else self.volume_throughput,
                         "Iops": 3000,
                         "Encrypted": True,
                         "DeleteOnTermination": True,
@@ -362,6 +511,7 @@ class Observed:
     launch_template_version: int | None = None
     group: Mapping[str, Any] | None = None  # Desired.group_settings' shape
     group_instances: tuple[str, ...] = ()
+    cache_volumes: tuple[CacheVolume, ...] = ()  # the stack's model cache volumes, any zone
 
 
 @dataclass(frozen=True)
@@ -429,14 +579,30 @@ def plan_changes(desired: Desired, observed: Observed) -> list[Change]:
     )
     same_lt = observed.launch_template_digest == desired.launch_template_digest()
     version = (observed.launch_template_version or 0) + 1
+    volumes = (
+        f"encrypted gp3 root {CACHE_ROOT_GIB} GiB; the model cache on its own encrypted gp3 "
+        f"volume, {desired.volume_gib} GiB at {desired.volume_throughput} MiB/s, one per zone, "
+        "attached at boot and kept across replacements"
+        if desired.cache_volume
+        else f"encrypted gp3 {desired.volume_gib} GiB at {desired.volume_throughput} MiB/s"
+    )
     add(
         "launch-template",
         observed.launch_template_id is not None,
         same_lt,
-        f"{desired.ami}, IMDSv2 required, encrypted gp3 {desired.volume_gib} GiB at "
-        f"{desired.volume_throughput} MiB/s, user data for {desired.model}",
+        f"{desired.ami}, IMDSv2 required, {volumes}, user data for {desired.model}",
         f"new version {version} ({desired.model}, {desired.ami})",
     )
+    for v in observed.cache_volumes:  # made by the instances, not by `up`: listed, kept
+        changes.append(
+            Change(
+                "cache-volume",
+                v.volume_id,
+                "keep",
+                f"{v.size_gib} GiB in {v.zone}, {v.state}"
+                + (f" (attached to {', '.join(v.attached_to)})" if v.attached_to else ""),
+            )
+        )
     if desired.alb:
         add(
             "target-group",

@@ -126,6 +126,14 @@ class Imds:
             raise AWSError(f"instance metadata at {self.endpoint} has no placement/region")
         return value.strip()
 
+    def availability_zone(self) -> str:
+        value = self.get("meta-data/placement/availability-zone")
+        if not value:
+            raise AWSError(
+                f"instance metadata at {self.endpoint} has no placement/availability-zone"
+            )
+        return value.strip()
+
     def user_data(self) -> str | None:
         return self.get("user-data")
 

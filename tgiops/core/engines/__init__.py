@@ -9,12 +9,16 @@ implements the protocol, a unit template in unit_templates/, and one line in ``_
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tgiops.core.engine_names import DEFAULT_ENGINE, ENGINE_NAMES
 from tgiops.core.engines.tgi import DEFAULT_TGI_VERSION, TgiEngine
 from tgiops.core.engines.vllm import DEFAULT_VLLM_VERSION, VllmEngine
 from tgiops.core.errors import InputError
+
+if TYPE_CHECKING:
+    from tgiops.core.catalog import ModelSpec
+    from tgiops.core.hardware import GpuInventory
 
 
 class Engine(Protocol):
@@ -69,6 +73,67 @@ class Engine(Protocol):
     def diagnose_journal(self, text: str) -> str | None:
         """The engine's own failure in the unit's journal, in words (None: none recognised)."""
         ...
+
+    # Ranking instance types (tgiops.core.recommend): each engine plans with its own planner
+    # and its own overrides (TGI: tgiops.core.plan.Overrides; vLLM: vllm.VllmOverrides).
+
+    @property
+    def label(self) -> str:
+        """The engine's name as people write it (TGI, vLLM)."""
+        ...
+
+    @property
+    def max_total_flag(self) -> str:
+        """The option that sets one request's prompt + answer tokens (--min-context's twin)."""
+        ...
+
+    def require_servable(self, model: ModelSpec) -> None:
+        """PlanInputError when no release of this engine serves ``model`` on any hardware."""
+        ...
+
+    def default_overrides(self) -> Any:
+        """This engine's overrides with nothing forced."""
+        ...
+
+    def max_total_of(self, overrides: Any) -> int | None:
+        """The forced prompt + answer tokens of ``overrides`` (None: the planner decides)."""
+        ...
+
+    def with_max_total(self, overrides: Any, tokens: int) -> Any:
+        """``overrides`` with one request's prompt + answer tokens forced to ``tokens``."""
+        ...
+
+    def plan_on(self, model: ModelSpec, inventory: GpuInventory, overrides: Any) -> RankedPlan:
+        """This engine's plan on ``inventory``; PlanInputError for what it refuses there."""
+        ...
+
+
+class PlanMemory(Protocol):
+    @property
+    def kv_cache_tokens(self) -> int: ...
+
+
+class RankedPlan(Protocol):
+    """What the instance-type ranking reads of any engine's plan (TGI's Plan, vLLM's VllmPlan)."""
+
+    @property
+    def fits(self) -> bool: ...
+    @property
+    def problem(self) -> str | None: ...
+    @property
+    def inventory(self) -> GpuInventory: ...
+    @property
+    def num_shard(self) -> int: ...
+    @property
+    def quantize(self) -> str | None: ...
+    @property
+    def max_total_tokens(self) -> int: ...
+    @property
+    def memory(self) -> PlanMemory: ...
+    @property
+    def reasons(self) -> tuple[str, ...]: ...
+    @property
+    def warnings(self) -> tuple[str, ...]: ...
 
 
 _RELEASES: dict[str, tuple[Callable[[str], Engine], str]] = {

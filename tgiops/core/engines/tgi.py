@@ -13,9 +13,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tgiops.core.errors import InputError
+
+if TYPE_CHECKING:
+    from tgiops.core.catalog import ModelSpec
+    from tgiops.core.hardware import GpuInventory
+    from tgiops.core.plan import Overrides, Plan
 
 TGI_IMAGE = "ghcr.io/huggingface/text-generation-inference"
 
@@ -443,6 +448,39 @@ class TgiEngine:
         """Where this release's image caches a model (§6: HF_HOME=/data from 2.3)."""
         folder = "models--" + repo_id.replace("/", "--")
         return f"/data/hub/{folder}" if self.version >= (2, 3, 0) else f"/data/{folder}"
+
+    # -- ranking instance types (tgiops.core.recommend through tgiops.core.engines.Engine) -----
+
+    label = "TGI"
+    max_total_flag = "--max-total-tokens"  # one request's prompt + answer, TGI's spelling
+
+    def require_servable(self, model: ModelSpec) -> None:
+        """PlanInputError naming the engine that can, when no TGI release serves ``model``."""
+        from tgiops.core.catalog import require_tgi_servable
+
+        require_tgi_servable(model)
+
+    def default_overrides(self) -> Overrides:
+        from tgiops.core.plan import Overrides
+
+        return Overrides()
+
+    @staticmethod
+    def max_total_of(overrides: Overrides) -> int | None:
+        return overrides.max_total_tokens
+
+    @staticmethod
+    def with_max_total(overrides: Overrides, tokens: int) -> Overrides:
+        from dataclasses import replace
+
+        return replace(overrides, max_total_tokens=tokens)
+
+    def plan_on(self, model: ModelSpec, inventory: GpuInventory, overrides: Overrides) -> Plan:
+        """TGI's plan (tgiops.core.plan.plan); PlanInputError for an override this hardware
+        cannot take (--num-shard 8 on 1 GPU)."""
+        from tgiops.core.plan import plan
+
+        return plan(model, inventory, self, overrides)
 
 
 def verify_info(

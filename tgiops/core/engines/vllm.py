@@ -14,11 +14,11 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tgiops.core.catalog import ModelSpec
-from tgiops.core.errors import DoesNotFitError, InputError
+from tgiops.core.errors import DoesNotFitError, InputError, PlanInputError
 from tgiops.core.hardware import MIB_PER_GIB, GpuInventory
 from tgiops.core.plan import hardware_as_dict, model_as_plan_dict, weight_bytes
 from tgiops.core.render import (
@@ -195,6 +195,39 @@ class VllmEngine:
     def cache_dir_in_container(self, repo_id: str) -> str:
         # HF_HOME is /root/.cache/huggingface in the image; the hub cache is its hub/.
         return f"{CONTAINER_HF_HOME}/hub/models--" + repo_id.replace("/", "--")
+
+    # -- ranking instance types (tgiops.core.recommend through tgiops.core.engines.Engine) -----
+
+    label = "vLLM"
+    max_total_flag = "--max-model-len"  # one request's prompt + output
+
+    def require_servable(self, model: ModelSpec) -> None:
+        """vLLM's refusals depend on the GPU (compute capability) or on an override, so
+        ``plan_on`` gives them per instance type; nothing is refused for the model alone."""
+
+    def default_overrides(self) -> VllmOverrides:
+        return VllmOverrides()
+
+    @staticmethod
+    def max_total_of(overrides: VllmOverrides) -> int | None:
+        return overrides.max_model_len
+
+    @staticmethod
+    def with_max_total(overrides: VllmOverrides, tokens: int) -> VllmOverrides:
+        return replace(overrides, max_model_len=tokens)
+
+    def plan_on(
+        self, model: ModelSpec, inventory: GpuInventory, overrides: VllmOverrides
+    ) -> VllmPlan:
+        """vLLM's plan (``plan_vllm``) for this release; what vLLM refuses on this hardware (a
+        GPU below compute capability 7.5, a tensor-parallel size that does not divide the heads)
+        is a PlanInputError, as TGI's planner gives it: a rejection of this type, not of all."""
+        try:
+            return plan_vllm(model, inventory, overrides, version=self.version_text)
+        except PlanInputError:
+            raise
+        except InputError as exc:
+            raise PlanInputError(str(exc)) from exc
 
     def info_mismatches(
         self,
