@@ -1729,7 +1729,16 @@ class AlarmsEdge:
     # SNS --------------------------------------------------------------------------------------
 
     def _sns(self, op: str, what: str, action: str, **params: Any) -> Any:
-        return self.aws.call("sns", op, what=what, iam_action=f"sns:{action}", **params)
+        # SNS spells an IAM denial AuthorizationError (403), not AccessDenied.
+        denied = (
+            f"{what} was denied (AuthorizationError): the AWS identity needs the IAM "
+            f"permission sns:{action} in {self.region}. Grant it, or use --profile with one "
+            "that has it."
+        )
+        return self.aws.call(
+            "sns", op, what=what, iam_action=f"sns:{action}",
+            messages={"AuthorizationError": denied}, **params,
+        )  # fmt: skip
 
     def topic_tags(self, arn: str) -> dict[str, str] | None:
         """The topic's tags; None when there is no such topic."""
