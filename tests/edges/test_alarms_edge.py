@@ -97,7 +97,7 @@ def test_set_creates_alarms_topic_and_budget_as_asked(moto: Moto) -> None:
     assert sns.list_tags_for_resource(ResourceArn=TOPIC)["Tags"] == [STACK_TAG]
     policy = json.loads(sns.get_topic_attributes(TopicArn=TOPIC)["Attributes"]["Policy"])
     assert any(
-        "budgets.amazonaws.com" in s["Principal"].get("Service", []) for s in policy["Statement"]
+        s["Principal"].get("Service") == "budgets.amazonaws.com" for s in policy["Statement"]
     )
     subs = sns.list_subscriptions_by_topic(TopicArn=TOPIC)["Subscriptions"]
     assert [(s["Protocol"], s["Endpoint"]) for s in subs] == [("email", "ops@example.com")]

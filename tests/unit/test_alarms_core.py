@@ -156,10 +156,15 @@ def test_budget_spec() -> None:
 
 def test_topic_policy_lets_budgets_publish_from_this_account_only() -> None:
     policy = core.topic_policy(TOPIC, "123456789012")
-    service = policy["Statement"][1]
-    assert "budgets.amazonaws.com" in service["Principal"]["Service"]
-    assert service["Action"] == "SNS:Publish" and service["Resource"] == TOPIC
-    assert service["Condition"] == {"StringEquals": {"aws:SourceAccount": "123456789012"}}
+    by_service = {s["Principal"].get("Service"): s for s in policy["Statement"]}
+    budgets = by_service["budgets.amazonaws.com"]
+    assert budgets["Action"] == "SNS:Publish" and budgets["Resource"] == TOPIC
+    assert budgets["Condition"] == {
+        "StringEquals": {"aws:SourceAccount": "123456789012"},
+        "ArnLike": {"aws:SourceArn": "arn:aws:budgets::123456789012:*"},
+    }
+    alarms = by_service["cloudwatch.amazonaws.com"]
+    assert alarms["Condition"] == {"StringEquals": {"aws:SourceAccount": "123456789012"}}
 
 
 def test_request_builds_what_was_asked() -> None:

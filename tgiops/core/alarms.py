@@ -365,12 +365,23 @@ def topic_policy(topic_arn: str, account: str) -> dict[str, Any]:
                 "Resource": topic_arn,
             },
             {
-                "Sid": "tgiops-alarms-and-budgets",
+                "Sid": "tgiops-alarms",
                 "Effect": "Allow",
-                "Principal": {"Service": ["cloudwatch.amazonaws.com", "budgets.amazonaws.com"]},
+                "Principal": {"Service": "cloudwatch.amazonaws.com"},
                 "Action": "SNS:Publish",
                 "Resource": topic_arn,
                 "Condition": {"StringEquals": {"aws:SourceAccount": account}},
+            },
+            {  # AWS Budgets' own example statement (docs/aws.md §9)
+                "Sid": "tgiops-budgets",
+                "Effect": "Allow",
+                "Principal": {"Service": "budgets.amazonaws.com"},
+                "Action": "SNS:Publish",
+                "Resource": topic_arn,
+                "Condition": {
+                    "StringEquals": {"aws:SourceAccount": account},
+                    "ArnLike": {"aws:SourceArn": f"arn:aws:budgets::{account}:*"},
+                },
             },
         ],
     }
@@ -429,13 +440,13 @@ def alarms_request(
             )
         if where != region:
             raise InputError(
-                f"--sns-topic is in {where}, the alarms in {region}: CloudWatch alarms notify "
-                "a topic of their own region only"
+                f"--sns-topic is in {where}, the alarms in {region}: tgiops has each alarm "
+                "notify a topic of its own region (docs/aws.md §9)"
             )
         if billing_usd is not None and where != BILLING_REGION:
             raise InputError(
-                f"--billing-usd: the billing alarm lives in {BILLING_REGION} and notifies a "
-                f"topic there only, --sns-topic is in {where}; use --budget-usd-month instead"
+                f"--billing-usd: the billing alarm lives in {BILLING_REGION} and tgiops has it "
+                f"notify a topic there, --sns-topic is in {where}; use --budget-usd-month instead"
             )
     if email is not None:
         check_email(email)
