@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
-from aws_answers import AnsweringRelay, query_error
+from aws_answers import AnsweringRelay, json_answer, query_error
 from cli_run import run_tgiops
 
 if TYPE_CHECKING:
@@ -246,6 +246,7 @@ def test_billing_alarm_from_another_region_gets_a_topic_in_us_east_1(moto: Moto)
         ("--idle-hours", "4"),
         ("--unhealthy-minutes", "0"),
         ("--email", "ops@example.com", "--sns-topic", TOPIC),
+        ("--sns-topic", TOPIC.replace("tgiops-alarms-llm", "absent")),
     ],
 )
 def test_bad_input_is_refused_before_any_call(moto: Moto, args: tuple[str, ...]) -> None:
@@ -271,3 +272,27 @@ def test_a_denied_topic_creation_is_one_json_error_naming_the_permission(
     error = json.loads(result.stdout)["error"]
     assert "sns:CreateTopic" in error["message"]
     assert alarms() == {}  # the alarms come after their topic
+
+
+def test_a_new_budget_limit_is_an_update_budget_call(
+    moto: Moto, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """moto has no UpdateBudget: the relay answers it and keeps what tgiops sent."""
+    assert set_json("--budget-usd-month", "100")[0] == 0
+
+    def answer(operation: str, body: bytes) -> Any:
+        if operation == "AWSBudgetServiceGateway.UpdateBudget":
+            return json_answer(200, {})
+        return None
+
+    with AnsweringRelay(moto.endpoint_url, answer) as relay:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", relay.url)
+        rc, out, _ = set_json("--budget-usd-month", "250")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto.endpoint_url)
+    assert rc == 0, out
+    status = {i["name"]: i["status"] for i in out["items"]}
+    assert status["tgiops-llm-monthly"] == "updated"
+    (sent,) = [json.loads(b) for op, b in relay.seen if op.endswith(".UpdateBudget")]
+    assert sent["NewBudget"]["BudgetName"] == "tgiops-llm-monthly"
+    assert sent["NewBudget"]["BudgetLimit"] == {"Amount": "250.00", "Unit": "USD"}
+    assert not [op for op, _ in relay.seen if op.endswith(".CreateBudget")]

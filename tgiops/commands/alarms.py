@@ -135,6 +135,8 @@ def set_alarms(
             if tags is not None and not owner.owns(tags):
                 raise _refuse_foreign("the SNS topic", arn, owner)
             topics[where] = (arn, tags is not None)
+    if request.sns_topic is not None and home.topic_tags(request.sns_topic) is None:
+        raise InputError(f"--sns-topic {request.sns_topic}: no such topic in {region}")
     for spec in specs:
         found = existing.get(spec.name)
         if found is not None and not owner.owns(found["Tags"]):
