@@ -75,12 +75,12 @@ def test_set_creates_alarms_topic_and_budget_as_asked(moto: Moto) -> None:
     assert set(found) == {"tgiops-llm-unhealthy", "tgiops-llm-gpu-idle", "tgiops-llm-queue"}
     expect = {
         # name: (comparison, threshold, period, evaluation periods, missing data, metric)
-        "tgiops-llm-unhealthy": ("LessThanThreshold", 1.0, 60, 7, "breaching", "MIN(Healthy)"),
+        "tgiops-llm-unhealthy": ("LessThanThreshold", 1.0, 60, 7, "breaching", 'MIN("Healthy")'),
         "tgiops-llm-gpu-idle": (
-            "LessThanThreshold", 4.0, 300, 18, "notBreaching", "MAX(GPUUtilization)"
+            "LessThanThreshold", 4.0, 300, 18, "notBreaching", 'MAX("GPUUtilization")'
         ),
         "tgiops-llm-queue": (
-            "GreaterThanThreshold", 12.0, 60, 9, "notBreaching", "MAX(RequestsWaiting)"
+            "GreaterThanThreshold", 12.0, 60, 9, "notBreaching", 'MAX("RequestsWaiting")'
         ),
     }  # fmt: skip
     for name, (op, threshold, period, evals, missing, metric) in expect.items():
@@ -89,7 +89,7 @@ def test_set_creates_alarms_topic_and_budget_as_asked(moto: Moto) -> None:
         assert (a["ComparisonOperator"], a["Threshold"]) == (op, threshold), name
         assert (query["Period"], a["EvaluationPeriods"]) == (period, evals), name
         assert a["TreatMissingData"] == missing, name
-        assert metric in query["Expression"] and "Group = 'tgiops-llm'" in query["Expression"]
+        assert metric in query["Expression"] and "\"Group\" = 'tgiops-llm'" in query["Expression"]
         assert a["AlarmActions"] == [TOPIC]
         assert alarm_tags(a) == [STACK_TAG]
     sns = boto3.client("sns", region_name="us-east-1")

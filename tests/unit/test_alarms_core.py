@@ -58,8 +58,8 @@ def test_unhealthy_alarm_is_breaching_on_missing_data() -> None:
     assert (spec.period_s, spec.evaluation_periods) == (60, 7)
     assert spec.treat_missing == "breaching"
     assert spec.query == (
-        'SELECT MIN(Healthy) FROM SCHEMA("tgiops", Group, InstanceId, Unit) '
-        "WHERE Group = 'tgiops-llm'"
+        'SELECT MIN("Healthy") FROM SCHEMA("tgiops", "Group", "InstanceId", "Unit") '
+        "WHERE \"Group\" = 'tgiops-llm'"
     )
 
 
@@ -68,8 +68,8 @@ def test_idle_alarm_uses_five_minute_periods_within_the_limits() -> None:
     assert (spec.comparison, spec.threshold) == ("LessThanThreshold", 4.5)
     assert (spec.period_s, spec.evaluation_periods) == (300, 30)
     assert spec.treat_missing == "notBreaching"
-    assert "MAX(GPUUtilization)" in (spec.query or "")
-    assert 'SCHEMA("tgiops", GPU, Group, InstanceId, Unit)' in (spec.query or "")
+    assert 'MAX("GPUUtilization")' in (spec.query or "")
+    assert 'SCHEMA("tgiops", "GPU", "Group", "InstanceId", "Unit")' in (spec.query or "")
     # the whole window: at most 3 h (Metrics Insights) and 1 day (period under 1 h)
     longest = core.idle_alarm(STACK, 5, 3)
     assert longest.period_s * longest.evaluation_periods == 3 * 3600
@@ -96,7 +96,7 @@ def test_queue_alarm() -> None:
         12.0,
         9,
     )
-    assert "MAX(RequestsWaiting)" in (spec.query or "")
+    assert 'MAX("RequestsWaiting")' in (spec.query or "")
     with pytest.raises(InputError):
         core.queue_alarm(STACK, -1, 5)
 

@@ -188,10 +188,13 @@ class AlarmSpec:
 
 
 def _query(stat: str, metric: str, dims: tuple[str, ...], group: str) -> str:
-    schema = ", ".join(sorted(dims))
+    """Every identifier double-quoted: GROUP (the dimension ``Group``) is a reserved keyword of
+    Metrics Insights, and a quoted name is always read as a name (docs/aws.md §9). ``group`` is
+    checked to hold no quote (owner_for)."""
+    schema = ", ".join(f'"{d}"' for d in sorted(dims))
     return (
-        f'SELECT {stat}({metric}) FROM SCHEMA("{monitor.NAMESPACE}", {schema}) '
-        f"WHERE {monitor.GROUP_DIMENSION} = '{group}'"
+        f'SELECT {stat}("{metric}") FROM SCHEMA("{monitor.NAMESPACE}", {schema}) '
+        f"WHERE \"{monitor.GROUP_DIMENSION}\" = '{group}'"
     )
 
 
