@@ -296,3 +296,26 @@ def test_a_new_budget_limit_is_an_update_budget_call(
     assert sent["NewBudget"]["BudgetName"] == "tgiops-llm-monthly"
     assert sent["NewBudget"]["BudgetLimit"] == {"Amount": "250.00", "Unit": "USD"}
     assert not [op for op, _ in relay.seen if op.endswith(".CreateBudget")]
+
+
+def test_set_warns_while_no_host_of_the_group_sends(moto: Moto) -> None:
+    rc, out, _ = set_json()
+    assert rc == 0
+    assert any("no host sends metrics for tgiops-llm" in w for w in out["warnings"])
+    boto3.client("cloudwatch", region_name="us-east-1").put_metric_data(
+        Namespace="tgiops",
+        MetricData=[
+            {
+                "MetricName": "Healthy",
+                "Dimensions": [
+                    {"Name": "Group", "Value": "tgiops-llm"},
+                    {"Name": "Unit", "Value": "tgiops-phi"},
+                    {"Name": "InstanceId", "Value": "i-1"},
+                ],
+                "Value": 1.0,
+            }
+        ],
+    )
+    rc, out, _ = set_json()
+    assert rc == 0
+    assert not any("no host sends" in w for w in out["warnings"])

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tgiops.core import alarms as core
+from tgiops.core import monitor
 from tgiops.core.errors import AWSError, InputError
 from tgiops.edges.aws import AlarmsEdge, Aws
 
@@ -107,7 +108,7 @@ def set_alarms(
     account = home.account_id()
     billing = [a for a in request.alarms if a.region == core.BILLING_REGION]
     # Look first, change nothing: the billing metric, and names that exist and are not ours.
-    if billing and not edge_for(core.BILLING_REGION).has_billing_metric(
+    if billing and not edge_for(core.BILLING_REGION).has_metric(
         core.BILLING_NAMESPACE, core.BILLING_METRIC, core.BILLING_DIMENSIONS
     ):
         result.problems.append(BILLING_HOWTO)
@@ -122,6 +123,13 @@ def set_alarms(
         )
         billing = []
     specs = [a for a in request.alarms if a.region is None] + billing
+    group = [{"Name": monitor.GROUP_DIMENSION, "Value": owner.group}]
+    if not home.has_metric(monitor.NAMESPACE, monitor.HEALTHY, group):
+        result.warnings.append(
+            f"no host sends metrics for {owner.group} yet (`tgiops monitor enable` with "
+            f"--stack or --asg sets the {monitor.GROUP_DIMENSION} dimension): until one does, "
+            "the unhealthy alarm reads the silence as an outage"
+        )
     regions = sorted({a.region or region for a in specs} | {region})
     existing: dict[str, dict[str, Any]] = {}
     topics: dict[str, tuple[str, bool]] = {}  # region -> (arn, exists)

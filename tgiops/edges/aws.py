@@ -1711,11 +1711,10 @@ class AlarmsEdge:
                 AlarmNames=list(names[i : i + 100]),
             )
 
-    def has_billing_metric(
-        self, namespace: str, name: str, dims: Sequence[Mapping[str, str]]
-    ) -> bool:
-        """True when CloudWatch has the billing metric: it exists only once billing alerts are
-        enabled for the account (docs/aws.md §9)."""
+    def has_metric(self, namespace: str, name: str, dims: Sequence[Mapping[str, str]]) -> bool:
+        """True when CloudWatch has the metric with (at least) these dimensions: the billing
+        metric exists only once billing alerts are enabled (docs/aws.md §9); the monitor's
+        only once a host of the group sends."""
         answer = self._cw(
             "list_metrics",
             f"looking for the {namespace} {name} metric",
