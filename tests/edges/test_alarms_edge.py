@@ -147,6 +147,12 @@ def test_set_twice_changes_nothing_and_a_new_threshold_updates_in_place(moto: Mo
     assert queue["Threshold"] == 8.0
     assert alarm_tags(queue) == [STACK_TAG]
 
+    rc, out, _ = set_json("--budget-usd-month", "100")  # no queue alarm asked: it stays
+    assert rc == 0
+    status = {i["name"]: i["status"] for i in out["items"]}
+    assert status["tgiops-llm-queue"] == "kept"
+    assert alarms()["tgiops-llm-queue"]["Threshold"] == 8.0
+
 
 def test_dry_run_changes_nothing(moto: Moto) -> None:
     rc, out, _ = set_json("--budget-usd-month", "100", "--dry-run")

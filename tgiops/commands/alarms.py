@@ -131,12 +131,12 @@ def set_alarms(
             "the unhealthy alarm reads the silence as an outage"
         )
     regions = sorted({a.region or region for a in specs} | {region})
-    existing: dict[str, dict[str, Any]] = {}
+    existing: dict[tuple[str, str], dict[str, Any]] = {}  # (region, name) -> alarm
     topics: dict[str, tuple[str, bool]] = {}  # region -> (arn, exists)
     for where in regions:
         edge = edge_for(where)
         for alarm in edge.alarms(owner.prefix):
-            existing[alarm["AlarmName"]] = alarm
+            existing[(where, alarm["AlarmName"])] = alarm
         if request.sns_topic is None:
             arn = _topic_arn(where, account, owner.topic_name)
             tags = edge.topic_tags(arn)
@@ -146,7 +146,7 @@ def set_alarms(
     if request.sns_topic is not None and home.topic_tags(request.sns_topic) is None:
         raise InputError(f"--sns-topic {request.sns_topic}: no such topic in {region}")
     for spec in specs:
-        found = existing.get(spec.name)
+        found = existing.get((spec.region or region, spec.name))
         if found is not None and not owner.owns(found["Tags"]):
             raise _refuse_foreign("the alarm", spec.name, owner)
     budget_now = home.budget(account, request.budget.name) if request.budget else None
@@ -165,7 +165,7 @@ def set_alarms(
     for spec in specs:
         where = spec.region or region
         actions = [topic_in[where]]
-        found = existing.get(spec.name)
+        found = existing.pop((where, spec.name), None)
         if found is None:
             status, detail = "created", spec.watches
         else:
@@ -175,6 +175,13 @@ def set_alarms(
         if status != "unchanged" and not dry_run:
             edge_for(where).put_alarm(spec.put_params(actions, owner.tags))
         result.items.append(Item("alarm", spec.name, _maybe(status, dry_run), where, detail))
+    for (where, name), alarm in sorted(existing.items()):  # set before, not asked this time
+        if owner.owns(alarm["Tags"]) and not any(i.name == name for i in result.items):
+            result.items.append(
+                Item(
+                    "alarm", name, "kept", where, "not asked this time; `alarms delete` removes it"
+                )
+            )
     if request.budget is not None:
         _ensure_budget(result, home, account, request.budget, budget_now, topic_in[region])
     return result
