@@ -58,8 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_status_parsers(sub)
     add_spot_parsers(sub)
     add_stack_parsers(sub)
-    add_cost_parsers(sub)
     add_alarms_parsers(sub)
+    add_cost_parsers(sub)
 
     add_secret_parsers(sub)
     add_models_parser(sub)
