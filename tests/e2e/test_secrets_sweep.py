@@ -61,6 +61,7 @@ SWEPT_VERBS = {
     "up",
     "down",
     "stacks",
+    "alarms",
 }
 
 
@@ -162,6 +163,13 @@ def test_a_planted_token_appears_nowhere(gpu_host, private_aws, tmp_path):
         tgiops("up --dry-run", "up", "phi-3-mini", "--name", stack, "--secret-name", name,
                "--ami", ami, "--preinstalled", "--dry-run", "--json", expect=(0,))  # fmt: skip
         tgiops("down nothing", "down", stack, "--yes", "--json", expect=(0,))
+        tgiops("alarms --dry-run", "alarms", "set", "--stack", stack, "--budget-usd-month",
+               "10", "--billing-usd", "10", "--dry-run", "--json", expect=(0, 1))  # fmt: skip
+        tgiops("alarms set", "alarms", "set", "--stack", stack, "--json", expect=(0,))
+        tgiops("alarms list", "alarms", "list", "--stack", stack, expect=(0,))
+        tgiops("alarms bad", "alarms", "set", "--stack", stack, "--idle-hours", "9", "--json",
+               expect=(2,))  # fmt: skip
+        tgiops("alarms delete", "alarms", "delete", "--stack", stack, "--json", expect=(0,))
         tgiops("logs", "logs", *target, "-n", "1000", expect=(0,))
         for flags in ([], ["--json"], ["--iam-policy"]):
             tgiops(f"userdata {flags}", "userdata", "phi-3-mini", "--secret-name", name,

@@ -35,6 +35,12 @@ def test_the_walk_sees_every_verb():
         ("secret", "list"),
         ("secret", "delete"),
     }
+    assert {p for p, _ in ALL if p[:1] == ("alarms",)} == {
+        ("alarms",),
+        ("alarms", "set"),
+        ("alarms", "list"),
+        ("alarms", "delete"),
+    }
 
 
 @pytest.mark.parametrize("path,parser", ALL, ids=[" ".join(p) or "tgiops" for p, _ in ALL])

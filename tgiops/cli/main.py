@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from tgiops import __version__
+from tgiops.cli.alarms import add_alarms_parsers
 from tgiops.cli.args import ArgumentParser
 from tgiops.cli.cost import add_cost_parsers
 from tgiops.cli.deploy import add_deploy_parser
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_status_parsers(sub)
     add_spot_parsers(sub)
     add_stack_parsers(sub)
+    add_alarms_parsers(sub)
     add_cost_parsers(sub)
 
     add_secret_parsers(sub)

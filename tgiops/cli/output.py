@@ -156,6 +156,53 @@ def deploy_as_text(result: DeployResult) -> str:
     return "\n".join(lines)
 
 
+# --- alarms (issue 17) -------------------------------------------------------------------------
+# JSON: AlarmsResult.as_dict / AlarmsListing.as_dict (tgiops.commands.alarms), printed as is.
+
+
+def alarms_result_as_text(result: Any) -> str:
+    """`alarms set` / `alarms delete`: one line per alarm, topic, subscription, budget."""
+    who = result.owner.as_dict()
+    name = f"stack {who['stack']}" if who["stack"] else f"group {who['asg']}"
+    head = f"alarms of {name} (Group={who['group']}) in {result.region}"
+    lines = [head + (" (dry run: nothing changed)" if result.dry_run else "") + ":"]
+    for i in result.items:
+        where = "" if i.region in (result.region, "global") else f" [{i.region}]"
+        lines.append(f"  {i.status:<13} {i.kind:<12} {i.name}{where}")
+        if i.detail:
+            lines.append(f"{'':16}{i.detail}")
+    if not result.items:
+        lines.append("  nothing tgiops made for it")
+    if result.action == "set" and result.topic_arn:
+        mine = "created by tgiops" if result.topic_created_by_tgiops else "given, not tgiops'"
+        lines.append(f"notifications: {result.topic_arn} ({mine})")
+    lines.extend(f"warning: {w}" for w in result.warnings)
+    lines.extend(f"not done: {p}" for p in result.problems)
+    return "\n".join(lines)
+
+
+_COMPARISON = {"LessThanThreshold": "<", "GreaterThanThreshold": ">"}
+
+
+def alarms_listing_as_text(listing: Any) -> str:
+    """`alarms list`: state, threshold and what each alarm watches; the budget, the topics."""
+    who = listing.owner.as_dict()
+    lines = [f"alarms of {who['stack'] or who['asg']} (Group={who['group']}):"]
+    for a in listing.alarms:
+        span = (a.period_s or 0) * a.evaluation_periods
+        op = _COMPARISON.get(a.comparison, a.comparison)
+        where = "" if a.region == listing.region else f" [{a.region}]"
+        lines.append(f"  {a.state:<17} {a.name}{where}: {op} {a.threshold:g} over {span // 60} min")
+        lines.append(f"{'':20}{a.watches}")
+    if not listing.alarms:
+        lines.append("  no alarms (tgiops alarms set)")
+    if listing.budget:
+        b = listing.budget
+        lines.append(f"budget: {b['name']} ${b['usd_per_month']:g} {b['time_unit']}")
+    lines.extend(f"topic: {t}" for t in listing.topics)
+    return "\n".join(lines)
+
+
 # --- status, undeploy (appended for issue 5) --------------------------------------------------
 
 STATUS_COLUMNS = [

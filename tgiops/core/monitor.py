@@ -27,6 +27,16 @@ from tgiops.core.hardware import Gpu
 NAMESPACE = "tgiops"
 PUT_METRIC_DATA_MAX = 1000  # metrics per request (aws-provisioning-and-cost.md §5)
 
+# The names metric_data() and dimensions() publish, for whoever reads them back (core.alarms'
+# queries); tests/unit/test_alarms_core.py checks they are what metric_data() sends.
+HEALTHY = "Healthy"
+GPU_UTILIZATION = "GPUUtilization"
+REQUESTS_WAITING = "RequestsWaiting"
+GROUP_DIMENSION = "Group"
+UNIT_DIMENSION = "Unit"
+INSTANCE_DIMENSION = "InstanceId"
+GPU_DIMENSION = "GPU"
+
 
 @dataclass(frozen=True)
 class Readings:
