@@ -166,8 +166,9 @@ def instance_policy(
 
     rec = bootstrap.userdata_record(options.request, resources.load_catalog(environ={}))
     base = bootstrap.iam_policy(
-        bootstrap.secret_names(rec), eip, region=region, account=account, asg_name=asg_name
-    )
+        bootstrap.secret_names(rec), eip, region=region, account=account, asg_name=asg_name,
+        monitor=bool(options.install.get("monitor")),
+    )  # fmt: skip
     return st.with_host_key_statement(base, asg_name, region, account)
 
 
