@@ -158,6 +158,7 @@ def engine_figures(values: Mapping[str, float]) -> dict[str, float]:
     """parse_metrics output of either engine -> ``running``, ``waiting``, ``kv_cache_pct``
     (0..100) and ``generated_tokens`` (cumulative), each only when the engine exports it."""
     out: dict[str, float] = {}
+    pairs: tuple[tuple[str, str], ...]
     if any(name.startswith("vllm:") for name in values):
         pairs = (
             ("running", "vllm:num_requests_running"),
