@@ -253,3 +253,24 @@ def test_userdata_with_monitor_installs_the_unit_and_its_permission():
     assert code == 0 and "tgiops-monitor" not in out and "cloudwatch" not in out
     code, out, _ = run([*args, "--monitor", "--iam-policy"])
     assert code == 0 and '"cloudwatch:namespace": "tgiops"' in out
+
+
+def test_up_with_monitor_puts_the_unit_in_the_user_data_and_the_policy():
+    from tgiops.commands import up
+    from tgiops.core.engines.tgi import DEFAULT_TGI_VERSION, TgiEngine
+    from tgiops.core.request import DeployRequest
+    from tgiops.edges import resources
+
+    request = DeployRequest(
+        model=resources.load_catalog(environ={})["phi-3-mini"],
+        engine=TgiEngine.release(DEFAULT_TGI_VERSION),
+        token_secret=None,
+    )
+    for monitor in (False, True):
+        options = up.UpOptions(
+            stack="llm", request=request, install={"preinstalled": True, "monitor": monitor}
+        )
+        text = up.render_user_data(options, "tgiops-llm", "us-east-1", None)
+        policy = json.dumps(up.instance_policy(options, "tgiops-llm", "us-east-1", "1", None))
+        assert ("monitor run --interval 60 --group tgiops-llm" in text) is monitor
+        assert ('"cloudwatch:namespace": "tgiops"' in policy) is monitor

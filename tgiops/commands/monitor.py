@@ -112,8 +112,9 @@ def run(
             report = host.run_script(script, check=False, timeout_s=options.read_timeout_s)
             readings = core.unit_readings(report.stdout, now)
             problem = None if readings else "no engine unit of tgiops on this host yet"
-        except TgiopsError as exc:
-            readings, problem = [], f"cannot read the host: {exc}"
+        except Exception as exc:  # one bad read never ends the service; said when it changes
+            shown = str(exc) if isinstance(exc, TgiopsError) else f"{type(exc).__name__}: {exc}"
+            readings, problem = [], f"cannot read the host: {shown}"
         if problem != last_read_problem:  # said when it changes, not every tick
             if problem:
                 log.warning("%s (will keep trying every %g s)", problem, options.interval_s)
