@@ -43,8 +43,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 TGIOPS_HOME = "/opt/tgiops"
-# What `tgiops bootstrap` and `watch-interruption` import on an instance (no SSH, no docker SDK).
-INSTANCE_REQUIREMENTS = ("boto3", "jinja2", "pyyaml", "requests", "tenacity")
+# What `tgiops bootstrap`, `watch-interruption` and `monitor run` import on an instance (no SSH,
+# no docker SDK).
+# prometheus_client: `monitor run` parses the engines' /metrics (tgiops.core.metrics).
+INSTANCE_REQUIREMENTS = ("boto3", "jinja2", "pyyaml", "requests", "tenacity", "prometheus_client")
 MAX_TTL_S = 21600
 
 

@@ -58,6 +58,7 @@ SWEPT_VERBS = {
     "secret",
     "models",
     "cost",
+    "monitor",
     "up",
     "down",
     "stacks",
@@ -157,6 +158,10 @@ def test_a_planted_token_appears_nowhere(gpu_host, private_aws, tmp_path):
         tgiops("status text", "status", *target, expect=(0, 1))
         tgiops("status recorded", "status", "--json", expect=(0, 1))
         tgiops("cost", "cost", *target, "--json", expect=(0, 1))
+        # No tgiops under /opt/tgiops on this host: enable is refused before any change.
+        tgiops("monitor enable", "monitor", "enable", *target, "--json", expect=(2,))
+        tgiops("monitor disable", "monitor", "disable", *target, "--json", expect=(0,))
+        tgiops("monitor show", "monitor", "show", "--json", expect=(1,))
         tgiops("stacks", "stacks", "--json", expect=(0,))
         stack = "sweep" + secrets.token_hex(3)
         ami = ec2.register_image(Name=stack, RootDeviceName="/dev/sda1")["ImageId"]

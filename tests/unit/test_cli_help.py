@@ -29,7 +29,12 @@ ALL = list(parsers())
 
 def test_the_walk_sees_every_verb():
     verbs = {p[0] for p, _ in ALL if len(p) == 1}
-    assert {"plan", "deploy", "status", "logs", "undeploy", "secret", "models"} <= verbs
+    assert {"plan", "deploy", "status", "logs", "undeploy", "secret", "models", "monitor"} <= verbs
+    assert {p for p, _ in ALL if p[:1] == ("monitor",)} >= {
+        ("monitor", "enable"),
+        ("monitor", "disable"),
+        ("monitor", "show"),
+    }
     assert {p for p, _ in ALL if p[:1] == ("secret",)} >= {
         ("secret", "set"),
         ("secret", "list"),

@@ -24,6 +24,7 @@ from tgiops.cli.alarms import add_alarms_parsers
 from tgiops.cli.args import ArgumentParser
 from tgiops.cli.cost import add_cost_parsers
 from tgiops.cli.deploy import add_deploy_parser
+from tgiops.cli.monitor import add_monitor_parsers
 from tgiops.cli.plan import add_models_parser, add_plan_parser
 from tgiops.cli.secret import add_secret_parsers
 from tgiops.cli.spot import add_spot_parsers
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_stack_parsers(sub)
     add_alarms_parsers(sub)
     add_cost_parsers(sub)
+    add_monitor_parsers(sub)
 
     add_secret_parsers(sub)
     add_models_parser(sub)

@@ -118,6 +118,12 @@ def add_spot_parsers(sub: Any) -> None:
         default="log",
         help="what the watcher does on a rebalance recommendation (default: log)",
     )
+    inst.add_argument(
+        "--monitor",
+        action="store_true",
+        help="install tgiops-monitor too: GPU and engine metrics to CloudWatch every 60 s "
+        "(--iam-policy then allows cloudwatch:PutMetricData in the namespace tgiops only)",
+    )
     inst.add_argument("--timeout", type=float, metavar="S", help="bootstrap's health wait")
     inst.add_argument(
         "--instance-type", metavar="TYPE", help="check first that the model fits this type"
@@ -277,6 +283,7 @@ def cmd_userdata(args: argparse.Namespace) -> int:
         env=env,
         watch_interruption=not args.no_watch_interruption,
         on_rebalance=args.on_rebalance,
+        monitor=args.monitor,
     )
     policy = bootstrap.iam_policy(
         bootstrap.secret_names(rec),
@@ -284,6 +291,7 @@ def cmd_userdata(args: argparse.Namespace) -> int:
         region=args.region,
         asg_name=args.asg,
         cache_volume_stack=args.cache_volume,
+        monitor=args.monitor,
     )
     if args.iam_policy:
         print(json.dumps(policy, indent=2))

@@ -99,6 +99,12 @@ def add_stack_parsers(sub: Any) -> None:
         metavar="KEY=VALUE",
         help="environment for the instance's AWS SDK (e.g. HTTPS_PROXY); never a secret",
     )
+    how.add_argument(
+        "--monitor",
+        action="store_true",
+        help="GPU and engine metrics to CloudWatch from each instance (tgiops-monitor, as "
+        "`tgiops userdata --monitor`); the role may then PutMetricData in namespace tgiops",
+    )
     r = up.add_argument_group("running it")
     r.add_argument("--dry-run", action="store_true", help="show the plan, change nothing")
     r.add_argument("--yes", action="store_true", help="do not ask for confirmation")
@@ -225,6 +231,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         "preinstalled": args.preinstalled,
         "env": _env(args.env),
         "efs_id": args.efs,
+        "monitor": args.monitor,
     }
     types = [] if args.instance_types == "auto" else [
         t.strip() for t in args.instance_types.split(",") if t.strip()

@@ -781,6 +781,7 @@ class UserdataOptions:
     env: Mapping[str, str] = field(default_factory=dict)
     watch_interruption: bool = True
     on_rebalance: str = "log"
+    monitor: bool = False  # the tgiops-monitor unit too (GPU and engine metrics to CloudWatch)
 
     def __post_init__(self) -> None:
         if self.elastic_ip:
@@ -833,6 +834,7 @@ def iam_policy(
     account: str | None = None,
     asg_name: str | None = None,
     cache_volume_stack: str | None = None,
+    monitor: bool = False,
 ) -> dict[str, Any]:
     """The instance role's minimal policy. Secrets Manager ARNs end in a random 6-character
     suffix, hence ``NAME-??????`` (AWS Secrets Manager docs, "Resource: secret ARN").
@@ -889,6 +891,21 @@ def iam_policy(
         )
     if cache_volume_stack:
         statements.extend(cache_volume_policy(cache_volume_stack, asg_name, r, a))
+    if monitor:
+        # PutMetricData has no resource to scope (Resource "*"); the cloudwatch:namespace
+        # condition key limits it to tgiops' namespace (CloudWatch User Guide, "Using condition
+        # keys to limit access to CloudWatch namespaces"; docs/aws.md §5).
+        from tgiops.core.monitor import NAMESPACE
+
+        statements.append(
+            {
+                "Sid": "SendTgiopsMetrics",
+                "Effect": "Allow",
+                "Action": "cloudwatch:PutMetricData",
+                "Resource": "*",
+                "Condition": {"StringEquals": {"cloudwatch:namespace": NAMESPACE}},
+            }
+        )
     return {"Version": "2012-10-17", "Statement": statements}
 
 
@@ -945,6 +962,7 @@ def render_userdata(
     userdata_template: str,
     bootstrap_unit_template: str,
     watch_unit_template: str,
+    monitor_unit_template: str | None = None,
 ) -> str:
     """The user-data script (bash, for cloud-init) of a launch template."""
     import jinja2
@@ -967,6 +985,22 @@ def render_userdata(
         if options.watch_interruption
         else ""
     )
+    monitor_unit = ""
+    if options.monitor:
+        from tgiops.core.monitor import render_unit
+
+        if monitor_unit_template is None:
+            from tgiops.edges import resources
+
+            path = resources.shipped_path("unit_templates") / "tgiops-monitor.service.j2"
+            monitor_unit_template = path.read_text()
+        monitor_unit = render_unit(
+            monitor_unit_template,
+            tgiops_version=__version__,
+            group=options.asg_name,
+            region=options.region,
+            installed_by="userdata --monitor",
+        )
     config = BootstrapConfig(
         records=(options.record,),
         elastic_ip=options.elastic_ip,
@@ -983,12 +1017,15 @@ def render_userdata(
             region=options.region,
             asg_name=options.asg_name,
             cache_volume_stack=options.cache_volume.stack if options.cache_volume else None,
+            monitor=options.monitor,
         ),
         indent=2,
     )
     units = ["tgiops-bootstrap.service"]
     if options.watch_interruption:
         units.append("tgiops-watch-interruption.service")
+    if monitor_unit:
+        units.append("tgiops-monitor.service")
     return env.from_string(userdata_template).render(
         tgiops_version=__version__,
         summary=comment_safe(f"{spec.model} as {spec.unit} on port {spec.port}"),
@@ -1009,5 +1046,6 @@ def render_userdata(
         env_text="".join(f"{k}={v}\n" for k, v in sorted(env_lines.items())),
         bootstrap_unit=bootstrap_unit,
         watch_unit=watch_unit,
+        monitor_unit=monitor_unit,
         units=" ".join(units),
     )

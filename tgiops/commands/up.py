@@ -193,6 +193,7 @@ def instance_policy(
         account=account,
         asg_name=asg_name,
         cache_volume_stack=options.stack if uses_cache_volume(options) else None,
+        monitor=bool(options.install.get("monitor")),
     )
     return st.with_host_key_statement(base, asg_name, region, account)
 

@@ -13,7 +13,10 @@ import re
 UNIT_PREFIX = "tgiops-"
 UNIT_NAME_RE = re.compile(r"tgiops-[a-zA-Z0-9][a-zA-Z0-9_.-]{0,55}")
 # tgiops' own units on an instance (`tgiops userdata`): never an engine unit's name.
-RESERVED_UNITS = frozenset({"tgiops-bootstrap", "tgiops-watch-interruption"})
+RESERVED_UNITS = frozenset({"tgiops-bootstrap", "tgiops-watch-interruption", "tgiops-monitor"})
+# The metrics service (`tgiops monitor enable`, `tgiops userdata --monitor`): GPUs, the
+# engine's /metrics and health to CloudWatch every interval (tgiops.commands.monitor).
+MONITOR_UNIT = "tgiops-monitor"
 # The first line of every unit file tgiops writes; a unit file without it is not tgiops'.
 MANAGED_MARKER = "# Managed by tgiops"
 
