@@ -78,7 +78,7 @@ def test_alarms_json_is_documented() -> None:
     listing = AlarmsListing(owner, "r", alarms=[row], budget={"name": "b", "usd_per_month": 1.0,
                                                                "time_unit": "MONTHLY",
                                                                "budget_type": "COST"})  # fmt: skip
-    documented = section("### `tgiops alarms", "Not built yet (issue 17)")
+    documented = section("### `tgiops alarms", "## Code map")
     actual = keys(result.as_dict(), "target", "topic", "items") | keys(
         listing.as_dict(), "alarms", "budget"
     )
