@@ -34,6 +34,7 @@ GPU_MIB = {
     ("RTX 3090", None): 24576,
     ("L40S", None): 46068,
     ("RTX A6000", None): 49140,
+    ("L4", None): 23034,
 }
 # Repositories renamed since the case was reported (same checkpoints).
 RENAMED = {
@@ -172,10 +173,13 @@ def evaluate(cid: str) -> tuple[str, int | None, int | None] | None:
 
 RESULTS = {cid: evaluate(cid) for cid in CASES}
 SCORED = sorted(cid for cid, r in RESULTS.items() if r is not None)
+# Completed warmups both sides, where the source gives TGI's KV figure (some give only the fit).
 KV_SCORED = sorted(
     cid
     for cid in SCORED
-    if CASES[cid]["outcome"] == "kv_tokens" and RESULTS[cid][0] == "kv_tokens"  # type: ignore[index]
+    if CASES[cid]["outcome"] == "kv_tokens"
+    and RESULTS[cid][0] == "kv_tokens"  # type: ignore[index]
+    and RESULTS[cid][2] is not None  # type: ignore[index]
 )
 
 
