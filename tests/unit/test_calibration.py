@@ -75,8 +75,8 @@ KV_SCORED = sorted(cid for cid in SCORED if ROWS[cid].error_pct is not None)
 
 
 def test_the_calibration_set_is_scored_where_it_has_the_facts():
-    assert len(CASES) >= 13
-    assert len(SCORED) >= 10
+    assert len(CASES) >= 17
+    assert len(SCORED) >= 13
     for cid, row in ROWS.items():
         if not row.scored:
             # Not scored only for a stated missing fact, never silently.
@@ -131,6 +131,20 @@ def test_the_full_context_llama_70b_prefill_fails_for_its_logits():
     # The same case on a release whose warmup computes no prefill logits (3.0.0) fits.
     without_logits = bench_planner.evaluate({**case, "tgi_version": "3.0.0"})
     assert without_logits.predicted == "kv_tokens", without_logits
+
+
+def test_the_l4_prefill_budget_moves_with_the_logits_copies_of_pr_2661():
+    """TGI PR #2661: on one L4, Llama 3.1 8B's largest prefill budget went from 7192 to 9874
+    tokens when the warmup's log_softmax over the prefill logits became in-place. The same
+    9874-token prefill fails with 2.3.1's copy and fits with 2.4.0's in-place one: only the
+    prefill_logits term differs between them."""
+    before = ROWS["llama31-8b-1xl4-pr2661-before-prefill9874-oom"]
+    after = ROWS["llama31-8b-1xl4-pr2661-after-prefill9874-kv"]
+    assert before.predicted == "prefill_oom", before
+    assert after.predicted == "kv_tokens", after
+    assert "prefill_logits 4.72" in before.note and "prefill_logits 2.36" in after.note
+    # The budget TGI reported for the code before the change still fits with its copy.
+    assert ROWS["llama31-8b-1xl4-pr2661-before-prefill7192-kv"].predicted == "kv_tokens"
 
 
 def test_gemma3_warmup_fails_for_its_dense_masks(monkeypatch):
