@@ -34,6 +34,10 @@ GPU_MIB = {
     ("RTX 3090", None): 24576,
     ("L40S", None): 46068,
     ("RTX A6000", None): 49140,
+    ("L4", None): 23034,
+    # the chat-app write-up's own nvidia-smi for these runs (tgi_warmups.yaml, llama31-8b-1x*)
+    ("A10G", None): 23028,
+    ("T4", None): 15360,
 }
 # Repositories renamed since the case was reported (same checkpoints).
 RENAMED = {
@@ -53,6 +57,10 @@ KNOWN_OUTCOME_GAPS = {
     "gemma3-27b-4xh100-tgi320-warmup-oom": "the SDPA term is a lower bound (PyTorch internals)",
 }
 KNOWN_KV_OUTLIERS = {
+    "llama31-8b-1xa10g-tgi220-kv": (
+        "~1.4 GiB free at TGI 2.2.0's measurement against ~3.4 GiB here: every v2.2.0 term is "
+        "counted (logits x2 in bf16); the rest is CUDA context / card memory outside TGI's source"
+    ),
     "llama31-8b-2xl40s-tgi240-kv": "low-confidence case, an 18 GiB gap no TGI term explains",
     "mixtral-8x22b-4xh100-tgi204-kv": "0.3 GiB free after warmup: a small memory gap, large %",
 }
@@ -172,10 +180,13 @@ def evaluate(cid: str) -> tuple[str, int | None, int | None] | None:
 
 RESULTS = {cid: evaluate(cid) for cid in CASES}
 SCORED = sorted(cid for cid, r in RESULTS.items() if r is not None)
+# Completed warmups both sides, where the source gives TGI's KV figure (some give only the fit).
 KV_SCORED = sorted(
     cid
     for cid in SCORED
-    if CASES[cid]["outcome"] == "kv_tokens" and RESULTS[cid][0] == "kv_tokens"  # type: ignore[index]
+    if CASES[cid]["outcome"] == "kv_tokens"
+    and RESULTS[cid][0] == "kv_tokens"  # type: ignore[index]
+    and RESULTS[cid][2] is not None  # type: ignore[index]
 )
 
 
@@ -192,7 +203,7 @@ def _param(cid: str, gaps: dict[str, str]) -> object:
 
 
 def test_the_emulator_scores_the_cases_the_planner_scores():
-    assert len(SCORED) >= 10, SCORED
+    assert len(SCORED) >= 16, SCORED
 
 
 @pytest.mark.parametrize("cid", [_param(c, KNOWN_OUTCOME_GAPS) for c in SCORED])
