@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from tgiops.cli.args import add_json_arg, add_target_args, fleet_targets
 
 if TYPE_CHECKING:  # the verb imports what it runs when it runs (start-up time of --help)
-    from tgiops.core.cost import CostReport, HostCost
+    from tgiops.core.cost import CostReport, HostCost, Usage
 
 
 def add_cost_parsers(sub: Any) -> None:
@@ -19,8 +19,10 @@ def add_cost_parsers(sub: Any) -> None:
         description="Each target instance's lifecycle and its price now: on-demand from "
         "tgiops' dated price table, spot from the current spot price of its zone "
         "(DescribeSpotPriceHistory). Totals in $/h and for 30 days, and what the same fleet "
-        "would cost on-demand. A stopped instance costs no compute. Exit 0 when every price "
-        "is known, 1 when some are not (left out of the totals).",
+        "would cost on-demand. A stopped instance costs no compute. Where `tgiops monitor` "
+        "sends metrics: the last 24 hours' generated tokens, cost per million tokens and idle "
+        "hours (every GPU below 5%). Exit 0 when every price is known, 1 when some are not "
+        "(left out of the totals).",
     )
     add_target_args(c)
     c.add_argument(
@@ -54,6 +56,24 @@ def _host_dict(h: HostCost) -> dict[str, Any]:
         "usd_per_hour": h.usd_per_hour,
         "on_demand_usd_per_hour": h.on_demand_usd_per_hour,
         "note": h.note,
+        "usage": _usage_dict(h.usage, h),
+        "usage_note": h.usage_note,
+    }
+
+
+def _usage_dict(u: Usage | None, h: HostCost) -> dict[str, Any] | None:
+    if u is None:
+        return None
+    from tgiops.core.cost import USAGE_WINDOW_S
+
+    return {
+        "window_hours": USAGE_WINDOW_S // 3600,
+        "hours_observed": u.hours_observed,
+        "generated_tokens": round(u.generated_tokens),
+        "idle_hours": u.idle_hours,
+        "idle_percent": u.idle_percent,
+        "usd_observed": h.usd_observed,
+        "usd_per_million_tokens": h.usd_per_million_tokens,
     }
 
 
@@ -71,6 +91,11 @@ def cost_as_dict(report: CostReport) -> dict[str, Any]:
             "spot_saving_fraction": report.spot_saving_fraction,
             "hours_projected": HOURS_PER_30_DAYS,
             "unknown_prices": report.unknown,
+            "generated_tokens_24h": (
+                None if report.generated_tokens is None else round(report.generated_tokens)
+            ),
+            "idle_hours_24h": report.idle_hours,
+            "usd_per_million_tokens": report.usd_per_million_tokens,
         },
         "price_date": report.price_date,
         "price_source": report.price_source,
@@ -95,6 +120,16 @@ def cost_as_text(report: CostReport) -> str:
         if h.note:
             line += f"  [{h.note}]"
         lines.append(line)
+        if h.usage is not None:
+            u = h.usage
+            per_million = h.usd_per_million_tokens
+            lines.append(
+                f"  last 24 h ({u.hours_observed} h observed): {u.generated_tokens:,.0f} tokens"
+                + (f", {_usd(per_million)} per million" if per_million is not None else "")
+                + f", {u.idle_hours} idle h (every GPU < {u.idle_percent:g}%)"
+            )
+        elif h.usage_note and h.instance_id:
+            lines.append(f"  usage: {h.usage_note}")
     lines.append(
         f"total: {_usd(report.usd_per_hour)}/h, {_usd(report.usd_per_30_days)} per 30 days"
         + (f" ({report.unknown} host(s) with unknown price left out)" if report.unknown else "")
@@ -109,6 +144,13 @@ def cost_as_text(report: CostReport) -> str:
             else ""
         )
     )
+    if report.generated_tokens is not None:
+        per_million = report.usd_per_million_tokens
+        lines.append(
+            f"last 24 h: {report.generated_tokens:,.0f} tokens generated"
+            + (f", {_usd(per_million)} per million tokens" if per_million is not None else "")
+            + f", {report.idle_hours} idle GPU-host hours"
+        )
     lines.append(
         f"on-demand prices as of {report.price_date}: {report.price_source}; "
         "spot: latest DescribeSpotPriceHistory of the instance's zone"

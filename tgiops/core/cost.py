@@ -6,18 +6,91 @@ and passed in with the facts. A stopped instance is priced at 0: EC2 charges no 
 while it is stopped (its EBS volumes are still billed, which tgiops does not price), per AWS's
 "Stop and start Amazon EC2 instances" user-guide page
 (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/Stop_Start.html; docs/aws.md §7).
+
+With `tgiops monitor` sending metrics, the last 24 hours of each instance come from CloudWatch as
+hourly averages (``usage_queries``): the generated-tokens rate times 3600 s is the hour's tokens
+(an estimate that assumes the monitor sampled the whole hour), and an hour in which every GPU
+averaged below the idle threshold (core/alarms.py's default, 5%) is an idle hour. The cost per
+million tokens prices the observed hours at the price paid now (spot prices move: an estimate).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from tgiops.core.alarms import DEFAULT_IDLE_PERCENT
+from tgiops.core.monitor import GENERATED_TOKENS_RATE, GPU_UTILIZATION, NAMESPACE
 from tgiops.core.status import Ec2Facts
 
 # 30 days of 24 hours: the projection `tgiops cost` prints (the current price held constant).
 HOURS_PER_30_DAYS = 30 * 24
 BILLED_STATES = frozenset({"pending", "running"})
+USAGE_WINDOW_S = 24 * 3600
+USAGE_PERIOD_S = 3600
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What one instance did over the usage window, from the monitor's metrics."""
+
+    hours_observed: int  # hours with a GPU reading
+    generated_tokens: float
+    idle_hours: int  # observed hours in which every GPU averaged below idle_percent
+    idle_percent: float
+
+
+def usage_queries(metrics: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """GetMetricData queries (ids ``u0``, ``u1``... by position in ``metrics``: ListMetrics'
+    answer for one instance) for the hourly averages ``usage_from`` reads."""
+    return [
+        {
+            "Id": f"u{i}",
+            "MetricStat": {
+                "Metric": {
+                    "Namespace": NAMESPACE,
+                    "MetricName": m["MetricName"],
+                    "Dimensions": list(m.get("Dimensions") or ()),
+                },
+                "Period": USAGE_PERIOD_S,
+                "Stat": "Average",
+            },
+            "ReturnData": True,
+        }
+        for i, m in enumerate(metrics)
+        if m["MetricName"] in (GENERATED_TOKENS_RATE, GPU_UTILIZATION)
+    ]
+
+
+def usage_from(
+    metrics: Sequence[Mapping[str, Any]],
+    results: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    idle_percent: float = DEFAULT_IDLE_PERCENT,
+) -> Usage | None:
+    """``results``: query id -> (epoch timestamps, values) for ``usage_queries(metrics)``.
+    None when the window holds no GPU reading (the monitor was off)."""
+    busiest_gpu: dict[float, float] = {}  # hour -> the highest GPU average of that hour
+    tokens = 0.0
+    for i, metric in enumerate(metrics):
+        stamps, values = results.get(f"u{i}", ((), ()))
+        if metric["MetricName"] == GPU_UTILIZATION:
+            for stamp, value in zip(stamps, values, strict=False):
+                busiest_gpu[stamp] = max(busiest_gpu.get(stamp, 0.0), float(value))
+        elif metric["MetricName"] == GENERATED_TOKENS_RATE:
+            tokens += sum(float(v) * USAGE_PERIOD_S for v in values)
+    if not busiest_gpu:
+        return None
+    return Usage(
+        hours_observed=len(busiest_gpu),
+        generated_tokens=tokens,
+        idle_hours=sum(1 for v in busiest_gpu.values() if v < idle_percent),
+        idle_percent=idle_percent,
+    )
+
+
+def usd_per_million_tokens(usd_observed: float, tokens: float) -> float | None:
+    return usd_observed / tokens * 1e6 if tokens > 0 else None
 
 
 @dataclass(frozen=True)
@@ -31,6 +104,22 @@ class HostCost:
     usd_per_hour: float | None  # the price paid now; 0.0 when not running; None: unknown
     on_demand_usd_per_hour: float | None  # what the same instance costs on-demand, when running
     note: str | None = None
+    usage: Usage | None = None  # None: no monitor metrics (or they could not be read)
+    usage_note: str | None = None
+
+    @property
+    def usd_observed(self) -> float | None:
+        """The observed hours at the price paid now."""
+        if self.usage is None or self.usd_per_hour is None:
+            return None
+        return self.usd_per_hour * self.usage.hours_observed
+
+    @property
+    def usd_per_million_tokens(self) -> float | None:
+        spent = self.usd_observed
+        if spent is None or self.usage is None:
+            return None
+        return usd_per_million_tokens(spent, self.usage.generated_tokens)
 
 
 @dataclass(frozen=True)
@@ -41,6 +130,26 @@ class CostReport:
     unknown: int  # hosts whose price is unknown (left out of the totals)
     price_date: str
     price_source: str
+
+    @property
+    def generated_tokens(self) -> float | None:
+        """Over the hosts with usage; None when no host has any."""
+        used = [h.usage for h in self.hosts if h.usage is not None]
+        return sum(u.generated_tokens for u in used) if used else None
+
+    @property
+    def idle_hours(self) -> int | None:
+        used = [h.usage for h in self.hosts if h.usage is not None]
+        return sum(u.idle_hours for u in used) if used else None
+
+    @property
+    def usd_per_million_tokens(self) -> float | None:
+        """Over the hosts whose usage and price are both known."""
+        priced = [h for h in self.hosts if h.usd_observed is not None and h.usage is not None]
+        spent = sum(h.usd_observed or 0.0 for h in priced)
+        return usd_per_million_tokens(
+            spent, sum(h.usage.generated_tokens for h in priced if h.usage)
+        )
 
     @property
     def usd_per_30_days(self) -> float:
@@ -61,7 +170,12 @@ class CostReport:
         return self.spot_saving_usd_per_hour / self.on_demand_usd_per_hour
 
 
-def host_cost(label: str, facts: Ec2Facts | None) -> HostCost:
+def host_cost(
+    label: str,
+    facts: Ec2Facts | None,
+    usage: Usage | None = None,
+    usage_note: str | None = None,
+) -> HostCost:
     """The price one host costs now. ``facts`` None: not an EC2 instance tgiops could find."""
     if facts is None:
         return HostCost(
@@ -103,6 +217,8 @@ def host_cost(label: str, facts: Ec2Facts | None) -> HostCost:
         usd_per_hour=price,
         on_demand_usd_per_hour=on_demand,
         note=note,
+        usage=usage,
+        usage_note=usage_note,
     )
 
 

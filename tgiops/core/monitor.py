@@ -40,12 +40,13 @@ from tgiops.core.layout import RESERVED_UNITS, TGIOPS_BIN
 NAMESPACE = "tgiops"
 DEFAULT_INTERVAL_S = 60.0
 MIN_INTERVAL_S = 1.0
-PUT_METRIC_DATA_MAX = 1000  # metrics per request (aws-provisioning-and-cost.md §5)
+PUT_METRIC_DATA_MAX = 1000  # metrics per request (docs/aws.md §5)
 
 # The names metric_data() and dimensions() publish, for whoever reads them back (core.alarms'
 # queries); tests/unit/test_alarms_core.py checks they are what metric_data() sends.
 HEALTHY = "Healthy"
 GPU_UTILIZATION = "GPUUtilization"
+GENERATED_TOKENS_RATE = "GeneratedTokensPerSecond"
 REQUESTS_WAITING = "RequestsWaiting"
 GROUP_DIMENSION = "Group"
 UNIT_DIMENSION = "Unit"
@@ -160,7 +161,7 @@ def metric_data(
         elapsed = now.timestamp - previous.timestamp
         if before is not None and after is not None and elapsed > 0 and after >= before:
             rate = (after - before) / elapsed
-            data.append(_datum("GeneratedTokensPerSecond", rate, "Count/Second", dims, ts))
+            data.append(_datum(GENERATED_TOKENS_RATE, rate, "Count/Second", dims, ts))
     return data
 
 
