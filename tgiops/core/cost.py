@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tgiops.core.alarms import DEFAULT_IDLE_PERCENT
-from tgiops.core.monitor import GENERATED_TOKENS_RATE, GPU_UTILIZATION, NAMESPACE
+from tgiops.core.monitor import GENERATED_TOKENS_RATE, GPU_UTILIZATION, average_query
 from tgiops.core.status import Ec2Facts
 
 # 30 days of 24 hours: the projection `tgiops cost` prints (the current price held constant).
@@ -45,19 +45,7 @@ def usage_queries(metrics: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """GetMetricData queries (ids ``u0``, ``u1``... by position in ``metrics``: ListMetrics'
     answer for one instance) for the hourly averages ``usage_from`` reads."""
     return [
-        {
-            "Id": f"u{i}",
-            "MetricStat": {
-                "Metric": {
-                    "Namespace": NAMESPACE,
-                    "MetricName": m["MetricName"],
-                    "Dimensions": list(m.get("Dimensions") or ()),
-                },
-                "Period": USAGE_PERIOD_S,
-                "Stat": "Average",
-            },
-            "ReturnData": True,
-        }
+        average_query(f"u{i}", m, USAGE_PERIOD_S)
         for i, m in enumerate(metrics)
         if m["MetricName"] in (GENERATED_TOKENS_RATE, GPU_UTILIZATION)
     ]

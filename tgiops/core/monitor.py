@@ -321,22 +321,25 @@ def latest_queries(
     metrics: Sequence[Mapping[str, Any]], period_s: int = 60
 ) -> list[dict[str, Any]]:
     """GetMetricData queries (ids ``m0``, ``m1``...) for ListMetrics' ``metrics``."""
-    return [
-        {
-            "Id": f"m{i}",
-            "MetricStat": {
-                "Metric": {
-                    "Namespace": NAMESPACE,
-                    "MetricName": m["MetricName"],
-                    "Dimensions": list(m.get("Dimensions") or ()),
-                },
-                "Period": period_s,
-                "Stat": "Average",
+    return [average_query(f"m{i}", m, period_s) for i, m in enumerate(metrics)]
+
+
+def average_query(query_id: str, metric: Mapping[str, Any], period_s: int) -> dict[str, Any]:
+    """One GetMetricData query: ``metric`` (a ListMetrics entry of tgiops' namespace) averaged
+    over periods of ``period_s``."""
+    return {
+        "Id": query_id,
+        "MetricStat": {
+            "Metric": {
+                "Namespace": NAMESPACE,
+                "MetricName": metric["MetricName"],
+                "Dimensions": list(metric.get("Dimensions") or ()),
             },
-            "ReturnData": True,
-        }
-        for i, m in enumerate(metrics)
-    ]
+            "Period": period_s,
+            "Stat": "Average",
+        },
+        "ReturnData": True,
+    }
 
 
 @dataclass(frozen=True)
