@@ -15,6 +15,7 @@ boto3 is imported on first use so that ``tgiops --help`` stays fast.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -700,6 +701,7 @@ class Aws:
     ) -> list[dict[str, Any]]:
         """Every metric of ``namespace`` that has ``dimensions`` (name and value each)."""
         metrics: list[dict[str, Any]] = []
+        seen: set[str] = set()
         token: str | None = None
         for _ in range(100):  # a bound on pages: 500 metrics each
             params: dict[str, Any] = {"Namespace": namespace}
@@ -715,9 +717,16 @@ class Aws:
                 **params,
             )
             for m in response.get("Metrics", []):
-                metrics.append(
-                    {"MetricName": m["MetricName"], "Dimensions": list(m.get("Dimensions") or [])}
-                )
+                metric = {
+                    "MetricName": m["MetricName"],
+                    "Dimensions": list(m.get("Dimensions") or []),
+                }
+                # Each metric once: a reader that sums per metric (cost's tokens) must not count
+                # one twice (moto's ListMetrics repeats a metric per batch it was sent in).
+                key = json.dumps(metric, sort_keys=True)
+                if key not in seen:
+                    seen.add(key)
+                    metrics.append(metric)
             token = response.get("NextToken") or None
             if not token:
                 break
