@@ -30,7 +30,7 @@ def _owner_args(parser: argparse.ArgumentParser) -> None:
 
 
 def add_alarms_parsers(sub: Any) -> None:
-    from tgiops.core import alarms as spec
+    from tgiops.core import alarm_defaults as spec
 
     al = sub.add_parser(
         "alarms",

@@ -26,6 +26,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tgiops.core import monitor
+from tgiops.core.alarm_defaults import (
+    DEFAULT_IDLE_HOURS,
+    DEFAULT_IDLE_PERCENT,
+    DEFAULT_QUEUE_MINUTES,
+    DEFAULT_UNHEALTHY_MINUTES,
+)
 from tgiops.core.errors import InputError
 from tgiops.core.layout import UNIT_PREFIX
 from tgiops.core.stack import STACK_TAG, check_stack_name, resource_name
@@ -42,10 +48,6 @@ SHORT_PERIOD_LIMIT_S = 86400  # period < 1 h: period x evaluation periods <= 1 d
 MINUTE_S = 60
 IDLE_PERIOD_S = 300  # 5 minutes: fine enough for fractional hours, well inside every limit
 
-DEFAULT_UNHEALTHY_MINUTES = 5
-DEFAULT_IDLE_PERCENT = 5.0
-DEFAULT_IDLE_HOURS = 2.0
-DEFAULT_QUEUE_MINUTES = 5
 
 KINDS = ("unhealthy", "gpu-idle", "queue", "billing")
 # ASG names may hold almost anything; tgiops puts the name into SNS topic names (letters,

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tgiops.core.alarms import DEFAULT_IDLE_PERCENT
+from tgiops.core.alarm_defaults import DEFAULT_IDLE_PERCENT
 from tgiops.core.monitor import GENERATED_TOKENS_RATE, GPU_UTILIZATION, average_query
 from tgiops.core.status import Ec2Facts
 
