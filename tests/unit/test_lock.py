@@ -102,3 +102,26 @@ def test_many_holders_in_turn_never_overlap(tmp_path: Path) -> None:
 def test_the_identity_names_user_machine_pid_and_time() -> None:
     who = lock_holder_identity(now=0)
     assert "@" in who and " pid " in who and who.endswith("since 1970-01-01 00:00:00Z")
+
+
+def test_a_waiter_that_comes_before_the_holder_wrote_its_name_still_learns_it(
+    tmp_path: Path,
+) -> None:
+    """The holder writes its name just after its flock; a waiter that reads the file in between
+    reads it again (CI once showed 'held by another tgiops run' here instead of the holder)."""
+    path = tmp_path / "tgiops.lock"
+    # A holder that locks the file and writes its name only 0.4 s later.
+    late_holder = subprocess.Popen(
+        ["bash", "-c", f'exec 9>>{path}; flock 9; echo locked; sleep 0.4; '
+         f'echo "dave@box pid 5 since W" > {path}; sleep 1.5; rm -f {path}'],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert late_holder.stdout is not None and late_holder.stdout.readline() == "locked\n"
+    waiter = shell_lock(path, wait_s=10, holder="erin")
+    seen: list[str] = []
+    with LocalHost("h").hold_lock(str(path), timeout_s=10, on_wait=seen.append):
+        pass
+    out, _ = waiter.communicate(timeout=10)
+    late_holder.communicate(timeout=10)
+    assert out.splitlines()[0] == "@@tgiops-lock-wait dave@box pid 5 since W"
+    assert seen and seen[0] in ("dave@box pid 5 since W", "erin")

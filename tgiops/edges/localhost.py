@@ -28,6 +28,9 @@ from tgiops.edges.ssh import REFUSED_EXIT, CommandResult, FileUpload, lock_holde
 
 log = logging.getLogger(__name__)
 
+# How long a waiter waits for the holder to write its name (lock_script waits as long).
+_HOLDER_NAME_WAIT_S = 1.0
+
 
 class LocalHost:
     """This machine, with RemoteHost's methods. A context manager (nothing to close)."""
@@ -206,7 +209,8 @@ class LocalHost:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         # root's alone (tgiops.core.layout.LOCK_DIR): no one else may lock
         os.chmod(directory, 0o700)
-        deadline = time.monotonic() + timeout_s
+        started = time.monotonic()
+        deadline = started + timeout_s
         told = False
         while True:
             handle = open(path, "a+")  # noqa: SIM115 - closed below, or kept while held
@@ -215,8 +219,11 @@ class LocalHost:
             except BlockingIOError:
                 if not told and on_wait is not None:
                     handle.seek(0)
-                    on_wait(handle.read(200).strip() or "another tgiops run")
-                    told = True
+                    who = handle.read(200).strip()
+                    # the holder writes its name just after its flock: wait up to 1 s for it
+                    if who or time.monotonic() - started >= _HOLDER_NAME_WAIT_S:
+                        on_wait(who or "another tgiops run")
+                        told = True
                 handle.close()
                 if time.monotonic() >= deadline:
                     raise TgiopsError(

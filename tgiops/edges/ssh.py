@@ -1038,7 +1038,14 @@ install -d -m 0700 -- "$(dirname -- "$p")" || exit 1
 while :; do
   exec {fd}>>"$p" || exit 1
   if ! flock -n {fd}; then
-    echo "{_LOCK_WAIT}$(head -c 200 -- "$p" 2>/dev/null | tr -cd '[:print:]')"
+    # the holder writes its name just after its flock: an empty file is read again, up to 1 s
+    n=0; w=
+    while :; do
+      w=$(head -c 200 -- "$p" 2>/dev/null | tr -cd '[:print:]')
+      [ -n "$w" ] || [ $n -ge 10 ] && break
+      n=$((n + 1)); sleep 0.1
+    done
+    echo "{_LOCK_WAIT}$w"
     flock -w {wait} {fd} || exit {LOCK_BUSY_EXIT}
   fi
   [ "$(stat -c %d:%i -- "$p" 2>/dev/null)" = "$(stat -L -c %d:%i /proc/self/fd/{fd})" ] && break
