@@ -184,9 +184,10 @@ def test_a_planted_token_appears_nowhere(gpu_host, private_aws, tmp_path):
                host.ssh_config, "--json", expect=(0, 1))  # fmt: skip
         tgiops("bootstrap", "bootstrap", "--config", str(tmp_path / "absent.json"),
                "--imds-endpoint", "http://127.0.0.1:9", "--json", expect=(0, 1, 2))  # fmt: skip
+        # no instance metadata here: refused or failed, never a leak
         tgiops("attach-cache-volume", "attach-cache-volume", "--stack", stack, "--gib", "10",
                "--throughput", "125", "--imds-endpoint", "http://127.0.0.1:9", "--wait-timeout",
-               "1", "--json", expect=(1, 2))  # fmt: skip  (no instance metadata here)
+               "1", "--json", expect=(1, 2))  # fmt: skip
         tgiops("watch-interruption", "watch-interruption", "--once", "--imds-endpoint",
                "http://127.0.0.1:9", "--data-dir", str(tmp_path / "none"), "--json",
                expect=(0, 1))  # fmt: skip
