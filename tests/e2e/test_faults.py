@@ -48,6 +48,7 @@ from tgiops.core.errors import SecretError, SSHConnectError, SSHError, TgiopsErr
 from tgiops.core.plan import Overrides
 from tgiops.core.request import DeployRequest, DeployResult
 from tgiops.edges import resources
+from tgiops.edges import ssh as ssh_edge
 from tgiops.edges.aws import THROTTLE_RETRY_ATTEMPTS, Aws, AwsSettings
 from tgiops.edges.ssh import STAGE_DIR_GLOB, STAGE_DIR_PREFIX, RemoteHost, SSHTarget
 
@@ -429,7 +430,19 @@ def test_cut_connection_leaves_a_whole_unit_and_rerun_converges(served, step, ex
     assert [line.split()[0] for line in units] == [f"{UNIT}.service"]
 
 
-def test_unreachable_mid_upload_fails_instead_of_hanging_and_rerun_converges(served):
+@pytest.fixture
+def short_link_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dead-link timeout and the lock lease, shortened for this process's deploys: what is
+    tested is that both bounds exist and act, not their length (30 s and 90 s would spend two
+    minutes of the suite waiting)."""
+    monkeypatch.setattr(ssh_edge, "_DEAD_LINK_S", 8)
+    monkeypatch.setattr(ssh_edge, "_LOCK_LEASE_S", 20)
+    monkeypatch.setattr(ssh_edge, "_LOCK_HEARTBEAT_S", 4)
+
+
+def test_unreachable_mid_upload_fails_instead_of_hanging_and_rerun_converges(
+    served, short_link_bounds
+):
     """The link goes down after the env file's content was written, before its rename.
 
     Without a dead-link timeout the SFTP call waits forever (TCP retransmits for ~15 min); and
