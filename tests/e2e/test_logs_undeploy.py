@@ -79,8 +79,13 @@ def base(host) -> list[str]:
     return ["--host", host.name, "--ssh-config", host.ssh_config]
 
 
-def test_logs_prints_the_units_journal(two_units, cli_env):
-    host = two_units
+def test_logs_prints_the_units_journal_and_follows_new_lines_redacted(two_units, cli_env):
+    # One test for both reads, so the two units are deployed once (read-only on the host).
+    check_logs_prints_the_units_journal(two_units, cli_env)
+    check_logs_follow_shows_a_new_line_redacted(two_units, cli_env)
+
+
+def check_logs_prints_the_units_journal(host, cli_env) -> None:
     result = tgiops("logs", *base(host), "--unit", "tgiops-a", "-n", "200", env=cli_env)
     assert result.returncode == 0, result.stderr
     assert "text_generation_launcher" in result.stdout  # the emulator's launcher lines
@@ -92,8 +97,7 @@ def test_logs_prints_the_units_journal(two_units, cli_env):
     assert "several tgiops units (tgiops-a, tgiops-b)" in ambiguous.stderr
 
 
-def test_logs_follow_shows_a_new_line_redacted(two_units, cli_env):
-    host = two_units
+def check_logs_follow_shows_a_new_line_redacted(host, cli_env) -> None:
     proc = subprocess.Popen(
         [
             sys.executable,
