@@ -9,7 +9,7 @@ model id or path can never smuggle in a second argument or a specifier.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from tgiops.core.catalog import ModelSpec
@@ -171,33 +171,45 @@ def image_ref(image: str, digest: str | None) -> str:
 
 def docker_run_args(plan: Plan, options: UnitOptions) -> list[str]:
     """The `docker run` command line of the unit (no secret values: names only)."""
+    return docker_run_command(
+        options,
+        shm_size="1g",
+        container_port=plan.engine.container_port,
+        volumes=[(cache_dir(options.data_dir), CONTAINER_DATA)],
+        env={**plan.env, **options.extra_env},
+        image=image_ref(plan.image, options.image_digest),
+        engine_args=plan.launcher_args,
+    )
+
+
+def docker_run_command(
+    options: UnitOptions,
+    *,
+    shm_size: str,
+    container_port: int,
+    volumes: list[tuple[str, str]],
+    env: Mapping[str, str],
+    image: str,
+    engine_args: Sequence[str],
+) -> list[str]:
+    """Every engine unit's `docker run` line (TGI's above, vLLM's in
+    tgiops.core.engines.vllm.docker_run_args): secrets by name only, docker copies each value
+    from its own environment (the unit's EnvironmentFile)."""
     gpus = (
         "all"
         if not options.gpu_devices
         else ('"device=' + ",".join(str(i) for i in options.gpu_devices) + '"')
     )
-    args = [
-        "/usr/bin/docker",
-        "run",
-        "--rm",
-        "--name",
-        options.container,
-        "--gpus",
-        gpus,
-        "--shm-size",
-        "1g",
-        "-p",
-        f"{options.bind_address}:{options.port}:{plan.engine.container_port}",
-        "-v",
-        f"{cache_dir(options.data_dir)}:{CONTAINER_DATA}",
-    ]
+    args = ["/usr/bin/docker", "run", "--rm", "--name", options.container, "--gpus", gpus]
+    args += ["--shm-size", shm_size]
+    args += ["-p", f"{options.bind_address}:{options.port}:{container_port}"]
+    for host_path, container_path in volumes:
+        args += ["-v", f"{host_path}:{container_path}"]
     for name in options.secret_env:
-        args += ["-e", name]  # by name: docker copies the value from its own environment
-    for name, value in sorted({**plan.env, **options.extra_env}.items()):
+        args += ["-e", name]
+    for name, value in sorted(env.items()):
         args += ["-e", f"{name}={value}"]
-    args.append(image_ref(plan.image, options.image_digest))
-    args += plan.launcher_args
-    return args
+    return [*args, image, *engine_args]
 
 
 def render_unit(

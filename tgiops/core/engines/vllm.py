@@ -24,6 +24,7 @@ from tgiops.core.plan import hardware_as_dict, model_as_plan_dict, weight_bytes
 from tgiops.core.render import (
     UnitOptions,
     cache_dir,
+    docker_run_command,
     image_ref,
     render_template,
 )
@@ -926,42 +927,25 @@ def free_memory_problem(plan: VllmPlan, inventory: GpuInventory) -> str | None:
 
 def docker_run_args(plan: VllmPlan, options: UnitOptions) -> list[str]:
     """The unit's `docker run` line. Secret values never: HF_TOKEN / VLLM_API_KEY by name."""
-    gpus = (
-        "all"
-        if not options.gpu_devices
-        else ('"device=' + ",".join(str(i) for i in options.gpu_devices) + '"')
-    )
-    args = [
-        "/usr/bin/docker",
-        "run",
-        "--rm",
-        "--name",
-        options.container,
-        "--gpus",
-        gpus,
+    return docker_run_command(
+        options,
         # vLLM's docs (gpu.cuda.inc.md): "either use the ipc=host flag or --shm-size" for the
         # shared memory tensor parallelism uses (its MessageQueue, NCCL's shm transport).
         # Not --ipc=host: that shares the host's IPC namespace with the container. /dev/shm is
         # a tmpfs that takes memory only as it is written, so the size is a cap, not a
         # reservation; Docker's 64 MiB default is too small for TP > 1.
-        "--shm-size",
-        SHM_SIZE,
-        "-p",
-        f"{options.bind_address}:{options.port}:{CONTAINER_PORT}",
+        shm_size=SHM_SIZE,
+        container_port=CONTAINER_PORT,
         # The same host cache dir as TGI's (render.cache_dir), at vLLM's HF home: an instance
         # that comes back finds the weights there and boots with HF_HUB_OFFLINE=1.
-        "-v",
-        f"{cache_dir(options.data_dir)}:{CONTAINER_HF_HOME}",
-        "-v",
-        f"{cache_dir(options.data_dir)}/{VLLM_CACHE_SUBDIR}:{CONTAINER_VLLM_CACHE}",
-    ]
-    for name in options.secret_env:
-        args += ["-e", name]
-    for name, value in sorted(options.extra_env.items()):
-        args += ["-e", f"{name}={value}"]
-    args.append(image_ref(plan.image, options.image_digest))
-    args += plan.launch_args()
-    return args
+        volumes=[
+            (cache_dir(options.data_dir), CONTAINER_HF_HOME),
+            (f"{cache_dir(options.data_dir)}/{VLLM_CACHE_SUBDIR}", CONTAINER_VLLM_CACHE),
+        ],
+        env=options.extra_env,
+        image=image_ref(plan.image, options.image_digest),
+        engine_args=plan.launch_args(),
+    )
 
 
 def render_unit(
