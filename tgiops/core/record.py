@@ -255,7 +255,7 @@ class DeploymentSpec:
             raise InputError(f"{origin}: {exc}") from exc
 
     @classmethod
-    def from_request(cls, request: Any) -> DeploymentSpec:
+    def from_request(cls, request: DeployRequest) -> DeploymentSpec:
         """The spec of a ``tgiops.commands.DeployRequest``."""
         vllm = request.engine.name == "vllm"
         names = _VLLM_OVERRIDE_NAMES if vllm else _OVERRIDE_NAMES
