@@ -107,7 +107,8 @@ def rows_as_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
 
 def secret_as_dict(info: Any) -> dict[str, Any]:
-    """One secret of `tgiops secret list` (tgiops.edges.aws.SecretInfo): names and dates only."""
+    """One secret of `tgiops secret list` (tgiops.edges.aws.secrets.SecretInfo): names and dates
+    only."""
     return {
         "name": info.name,
         "arn": info.arn,

@@ -112,7 +112,8 @@ def _status_aws(args: argparse.Namespace, targets: list):  # -> Aws | None
 
         regions = {r.region for r in state.load_deployments() if r.region}
         region = next(iter(regions)) if len(regions) == 1 else None
-    from tgiops.edges.aws import Aws, AwsSettings
+    from tgiops.edges.aws.base import AwsSettings
+    from tgiops.edges.aws.client import Aws
 
     return Aws(AwsSettings(region=region, profile=args.profile))
 

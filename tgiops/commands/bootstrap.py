@@ -570,7 +570,8 @@ def bootstrap(
 ) -> BootstrapResult:
     """Restore every recorded deployment on this instance (see the module docstring).
 
-    ``make_aws(region)`` returns a tgiops.edges.aws.Aws; ``imds`` is a tgiops.edges.imds.Imds.
+    ``make_aws(region)`` returns a tgiops.edges.aws.client.Aws; ``imds`` is a
+    tgiops.edges.imds.Imds.
     Raises InputError when no record is found anywhere (nothing was changed).
     """
     started = time.monotonic()
