@@ -280,7 +280,7 @@ def cmd_undeploy(args: argparse.Namespace) -> int:
         fleet.forget_deploy(target, result, aws=lambda: aws_from(args))
         results.append(result)
     if args.json:
-        payload = [output.undeploy_as_dict(r, already_absent=id(r) in absent) for r in results]
+        payload = [r.as_dict(already_absent=id(r) in absent) for r in results]
         print(json.dumps(payload[0] if len(payload) == 1 else payload, indent=2))
     else:
         for r in results:

@@ -56,7 +56,7 @@ from tgiops.core.record import (
     tag_entries,
 )
 from tgiops.core.render import comment_safe
-from tgiops.core.request import default_timeout_s, deploy_as_dict
+from tgiops.core.request import default_timeout_s
 from tgiops.edges.host import Host
 from tgiops.edges.localhost import seconds_since_boot
 from tgiops.edges.record_store import read_entries
@@ -215,7 +215,7 @@ class Restored:
             "failure": self.failure,
         }
         if self.deploy is not None:
-            data["deploy"] = deploy_as_dict(self.deploy)
+            data["deploy"] = self.deploy.as_dict()
         return data
 
 

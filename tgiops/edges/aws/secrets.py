@@ -27,6 +27,17 @@ class SecretInfo:
     deleted: str | None  # the planned deletion date when scheduled for deletion
     tags: Mapping[str, str] = field(default_factory=dict)
 
+    def as_dict(self) -> dict[str, Any]:
+        """One secret of `tgiops secret list --json`: names and dates only."""
+        return {
+            "name": self.name,
+            "arn": self.arn,
+            "created": self.created,
+            "changed": self.changed,
+            "accessed": self.accessed,
+            "deletion_date": self.deleted,
+        }
+
 
 def _secret_info(raw: Mapping[str, Any]) -> SecretInfo:
     return SecretInfo(
