@@ -49,7 +49,8 @@ from tgiops.core.plan import Overrides
 from tgiops.core.request import DeployRequest, DeployResult
 from tgiops.edges import resources
 from tgiops.edges import ssh as ssh_edge
-from tgiops.edges.aws import THROTTLE_RETRY_ATTEMPTS, Aws, AwsSettings
+from tgiops.edges.aws.base import THROTTLE_RETRY_ATTEMPTS, AwsSettings
+from tgiops.edges.aws.client import Aws
 from tgiops.edges.ssh import STAGE_DIR_GLOB, STAGE_DIR_PREFIX, RemoteHost, SSHTarget
 
 pytestmark = pytest.mark.e2e

@@ -37,7 +37,8 @@ from tgiops.core.errors import TgiopsError
 from tgiops.core.plan import Overrides
 from tgiops.core.request import DeployRequest
 from tgiops.edges import resources
-from tgiops.edges.aws import Aws, AwsSettings
+from tgiops.edges.aws.base import AwsSettings
+from tgiops.edges.aws.client import Aws
 from tgiops.edges.ssh import RemoteHost, SSHTarget
 
 pytestmark = pytest.mark.e2e

@@ -10,7 +10,8 @@ import boto3
 import pytest
 
 from tgiops.core.errors import AWSError, SecretError, TargetNotFoundError
-from tgiops.edges.aws import Aws, AwsSettings
+from tgiops.edges.aws.base import AwsSettings
+from tgiops.edges.aws.client import Aws
 
 if TYPE_CHECKING:  # fixtures come from tests/edges/conftest.py
     from collections.abc import Callable

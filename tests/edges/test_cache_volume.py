@@ -23,7 +23,8 @@ from test_stack_up_down import state as state  # the fixture, used by name
 
 from tgiops.commands.cache_volume import attach_cache_volume
 from tgiops.core import stack as st
-from tgiops.edges.aws import Aws, AwsSettings
+from tgiops.edges.aws.base import AwsSettings
+from tgiops.edges.aws.client import Aws
 from tgiops.edges.imds import Imds
 
 ZONE = "us-east-1a"  # the stand-in's placement/availability-zone (region + "a")

@@ -19,7 +19,8 @@ from tgiops.commands.reconcile import ReconcileOptions, _GroupTags, _lambda_ssh_
 from tgiops.core import record
 from tgiops.core.errors import RemoteCommandError, TgiopsError
 from tgiops.edges import record_store, resources
-from tgiops.edges.aws import Aws, AwsSettings
+from tgiops.edges.aws.base import AwsSettings
+from tgiops.edges.aws.client import Aws
 from tgiops.edges.localhost import LocalHost, seconds_since_boot
 from tgiops.edges.ssh import FileUpload, SSHTarget
 

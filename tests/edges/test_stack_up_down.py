@@ -375,7 +375,8 @@ def test_up_waits_for_the_elastic_ip_on_a_healthy_instance_and_pins_its_host_key
     import subprocess
 
     from tgiops.commands import up as up_cmd
-    from tgiops.edges.aws import Aws, AwsSettings
+    from tgiops.edges.aws.base import AwsSettings
+    from tgiops.edges.aws.client import Aws
 
     put_secret(aws)
     assert run(capsys, up_args(aws))[0] == 0

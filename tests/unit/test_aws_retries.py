@@ -10,7 +10,7 @@ from __future__ import annotations
 import botocore.exceptions
 import pytest
 
-from tgiops.edges.aws import THROTTLE_RETRY_ATTEMPTS, retry_when_throttled
+from tgiops.edges.aws.base import THROTTLE_RETRY_ATTEMPTS, retry_when_throttled
 
 
 def client_error(code: str) -> botocore.exceptions.ClientError:

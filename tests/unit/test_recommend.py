@@ -18,7 +18,9 @@ from tgiops.core.catalog_file import parse_catalog
 from tgiops.core.engines.tgi import TgiEngine
 from tgiops.core.errors import InputError
 from tgiops.core.plan import plan
-from tgiops.edges.aws import Aws, AwsSettings, lowest_spot_by_type
+from tgiops.edges.aws.base import AwsSettings
+from tgiops.edges.aws.client import Aws
+from tgiops.edges.aws.spot import lowest_spot_by_type
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOG = parse_catalog((ROOT / "models.yaml").read_text(), origin="models.yaml")

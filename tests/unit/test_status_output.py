@@ -10,7 +10,7 @@ from test_status_parsers import INFO, METRICS, healthy_unit, report_text
 
 from tgiops.cli import output
 from tgiops.core import status
-from tgiops.edges.aws import Ec2Instance
+from tgiops.edges.aws.instances import Ec2Instance
 
 NOW = 1715076300
 

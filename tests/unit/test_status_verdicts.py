@@ -8,7 +8,7 @@ import pytest
 
 from tgiops.core import hardware, status
 from tgiops.core.probe import UnitState
-from tgiops.edges.aws import Ec2Instance
+from tgiops.edges.aws.instances import Ec2Instance
 
 NOW = 1_715_076_300
 PLAN = status.UnitPlan(

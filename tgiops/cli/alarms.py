@@ -134,7 +134,8 @@ def cmd_alarms(args: argparse.Namespace) -> int:
     from tgiops.cli import output
     from tgiops.commands import alarms as cmd
     from tgiops.core import alarms as spec
-    from tgiops.edges.aws import Aws, AwsSettings
+    from tgiops.edges.aws.base import AwsSettings
+    from tgiops.edges.aws.client import Aws
 
     owner = spec.owner_for(stack=args.stack, asg=args.asg)
     if args.alarms_command == "set":  # every option checked before AWS is asked anything

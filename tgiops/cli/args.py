@@ -330,8 +330,9 @@ def overrides_from(args: argparse.Namespace, engine_name: str = "tgi"):
     )
 
 
-def aws_from(args: argparse.Namespace):  # -> tgiops.edges.aws.Aws
-    from tgiops.edges.aws import Aws, AwsSettings
+def aws_from(args: argparse.Namespace):  # -> tgiops.edges.aws.client.Aws
+    from tgiops.edges.aws.base import AwsSettings
+    from tgiops.edges.aws.client import Aws
 
     return Aws(AwsSettings(region=args.region, profile=args.profile))
 
@@ -492,7 +493,8 @@ def fleet_targets(args: argparse.Namespace, *, allow_all: bool):
             "--instance ID, --name TAG, --asg NAME" + (" or --all" if allow_all else "")
         )
     from tgiops.commands import fleet
-    from tgiops.edges.aws import Aws, AwsSettings
+    from tgiops.edges.aws.base import AwsSettings
+    from tgiops.edges.aws.client import Aws
 
     instances = fleet.recorded_instances(
         records,

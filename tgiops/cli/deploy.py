@@ -27,7 +27,6 @@ if TYPE_CHECKING:  # annotations only: verbs import what they run lazily
 def cmd_deploy(args: argparse.Namespace) -> int:
     from tgiops.cli import output, progress
     from tgiops.commands import deploy, fleet
-    from tgiops.core.request import deploy_as_dict
     from tgiops.edges.ssh import RemoteHost
 
     request = deploy_request_from(
@@ -87,9 +86,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     results = [o.result for o in outcomes if o.result is not None]
     if args.json:
         if many:
-            print(json.dumps(deploy.fleet_as_dict(outcomes, deploy_as_dict), indent=2))
+            print(json.dumps(deploy.fleet_as_dict(outcomes, lambda r: r.as_dict()), indent=2))
         else:
-            print(json.dumps(deploy_as_dict(results[0]), indent=2))
+            print(json.dumps(results[0].as_dict(), indent=2))
     else:
         for o in outcomes:
             print(output.deploy_as_text(o.result) if o.result else f"{o.label}: {o.error}")

@@ -281,7 +281,8 @@ def _run(args: argparse.Namespace) -> int:
 
     from tgiops.commands import monitor
     from tgiops.core.monitor import NAMESPACE
-    from tgiops.edges.aws import Aws, AwsSettings
+    from tgiops.edges.aws.base import AwsSettings
+    from tgiops.edges.aws.client import Aws
     from tgiops.edges.imds import Imds
     from tgiops.edges.localhost import LocalHost
 

@@ -106,18 +106,6 @@ def rows_as_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     )
 
 
-def secret_as_dict(info: Any) -> dict[str, Any]:
-    """One secret of `tgiops secret list` (tgiops.edges.aws.SecretInfo): names and dates only."""
-    return {
-        "name": info.name,
-        "arn": info.arn,
-        "created": info.created,
-        "changed": info.changed,
-        "accessed": info.accessed,
-        "deletion_date": info.deleted,
-    }
-
-
 def deploy_as_text(result: DeployResult) -> str:
     p = result.plan
     summary = (
@@ -631,21 +619,6 @@ def status_as_rich(report: Any, width: int | None = DEFAULT_WIDTH, *, wide: bool
     parts.append(Text(""))
     parts += [Text(text, style="dim", no_wrap=True, overflow="ignore") for text in notes]
     return Group(*parts)
-
-
-def undeploy_as_dict(result: Any, *, already_absent: bool = False) -> dict[str, Any]:
-    """The documented `tgiops undeploy --json` object."""
-    return {
-        "host": result.host,
-        "unit": result.unit or None,
-        "removed": result.removed,
-        "already_absent": already_absent,
-        "leftovers": list(result.leftovers),
-        "cache": result.cache,
-        "cache_paths": list(result.cache_paths),
-        "other_units": list(result.other_units),
-        "round_trips": result.round_trips,
-    }
 
 
 def undeploy_as_text(result: Any, *, already_absent: bool = False) -> str:

@@ -86,7 +86,8 @@ def refuse_filters_with_hardware(args: argparse.Namespace) -> None:
 
 def _spot_prices(region: str, profile: str | None, names: list[str]):  # -> rc.SpotPrices
     from tgiops.core.recommend import SpotPrice, SpotPrices
-    from tgiops.edges.aws import Aws, AwsSettings
+    from tgiops.edges.aws.base import AwsSettings
+    from tgiops.edges.aws.client import Aws
 
     aws = Aws(AwsSettings(region=region, profile=profile))
     try:

@@ -130,7 +130,7 @@ def _secret_list(args: argparse.Namespace, tag: str) -> int:
     from tgiops.cli import output
 
     secrets = aws_from(args).list_secrets(tag)
-    rows = [output.secret_as_dict(i) for i in secrets]
+    rows = [i.as_dict() for i in secrets]
     if args.json:
         print(json.dumps({"secrets": rows}, indent=2))
     elif not rows:

@@ -330,7 +330,8 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     from tgiops.cli import output, progress
     from tgiops.commands import bootstrap
     from tgiops.edges import resources
-    from tgiops.edges.aws import Aws, AwsSettings
+    from tgiops.edges.aws.base import AwsSettings
+    from tgiops.edges.aws.client import Aws
     from tgiops.edges.imds import Imds
     from tgiops.edges.localhost import LocalHost
 

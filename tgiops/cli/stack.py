@@ -170,7 +170,8 @@ def add_attach_cache_volume_parser(sub: Any) -> None:
 
 def cmd_attach_cache_volume(args: argparse.Namespace) -> int:
     from tgiops.commands import cache_volume
-    from tgiops.edges.aws import Aws, AwsSettings
+    from tgiops.edges.aws.base import AwsSettings
+    from tgiops.edges.aws.client import Aws
     from tgiops.edges.imds import Imds
 
     imds = Imds(resolve_imds_endpoint(args.imds_endpoint))

@@ -112,7 +112,8 @@ def _status_aws(args: argparse.Namespace, targets: list):  # -> Aws | None
 
         regions = {r.region for r in state.load_deployments() if r.region}
         region = next(iter(regions)) if len(regions) == 1 else None
-    from tgiops.edges.aws import Aws, AwsSettings
+    from tgiops.edges.aws.base import AwsSettings
+    from tgiops.edges.aws.client import Aws
 
     return Aws(AwsSettings(region=region, profile=args.profile))
 
@@ -279,7 +280,7 @@ def cmd_undeploy(args: argparse.Namespace) -> int:
         fleet.forget_deploy(target, result, aws=lambda: aws_from(args))
         results.append(result)
     if args.json:
-        payload = [output.undeploy_as_dict(r, already_absent=id(r) in absent) for r in results]
+        payload = [r.as_dict(already_absent=id(r) in absent) for r in results]
         print(json.dumps(payload[0] if len(payload) == 1 else payload, indent=2))
     else:
         for r in results:

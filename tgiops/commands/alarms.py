@@ -1,5 +1,5 @@
 """`tgiops alarms set|list|delete`: the CloudWatch alarms, SNS topic and AWS Budget of a stack
-or an Auto Scaling group (specs: tgiops.core.alarms; AWS calls: tgiops.edges.aws.AlarmsEdge).
+or an Auto Scaling group (specs: tgiops.core.alarms; AWS calls: tgiops.edges.aws.alarms.AlarmsEdge).
 
 ``set`` first looks (nothing changed): a topic, alarm or budget of tgiops' name that is not
 tagged for this owner is refused (exit 2). Then it creates what is missing and overwrites what
@@ -18,7 +18,8 @@ from typing import Any
 from tgiops.core import alarms as core
 from tgiops.core import monitor
 from tgiops.core.errors import AWSError, InputError
-from tgiops.edges.aws import AlarmsEdge, Aws
+from tgiops.edges.aws.alarms import AlarmsEdge
+from tgiops.edges.aws.client import Aws
 
 BILLING_HOWTO = (
     "billing alerts are not enabled for this account (CloudWatch has no AWS/Billing "

@@ -56,7 +56,7 @@ from tgiops.core.record import (
     tag_entries,
 )
 from tgiops.core.render import comment_safe
-from tgiops.core.request import default_timeout_s, deploy_as_dict
+from tgiops.core.request import default_timeout_s
 from tgiops.edges.host import Host
 from tgiops.edges.localhost import seconds_since_boot
 from tgiops.edges.record_store import read_entries
@@ -215,7 +215,7 @@ class Restored:
             "failure": self.failure,
         }
         if self.deploy is not None:
-            data["deploy"] = deploy_as_dict(self.deploy)
+            data["deploy"] = self.deploy.as_dict()
         return data
 
 
@@ -570,7 +570,8 @@ def bootstrap(
 ) -> BootstrapResult:
     """Restore every recorded deployment on this instance (see the module docstring).
 
-    ``make_aws(region)`` returns a tgiops.edges.aws.Aws; ``imds`` is a tgiops.edges.imds.Imds.
+    ``make_aws(region)`` returns a tgiops.edges.aws.client.Aws; ``imds`` is a
+    tgiops.edges.imds.Imds.
     Raises InputError when no record is found anywhere (nothing was changed).
     """
     started = time.monotonic()

@@ -10,8 +10,9 @@ next instance of the group in this zone attaches the same cache (tgiops/docs/aws
 
 It prints where the volume appears on this host (the NVMe by-id link on Nitro, /dev/xvdf on
 Xen): the user data formats it only when it holds no file system and mounts it at the data
-directory (that shell part is unchanged from `userdata --data-device`). Every AWS call is in
-tgiops.edges.aws (StackEdge); waiting for the device is the only host I/O here.
+directory (that shell part is unchanged from `userdata --data-device`). Every AWS call is
+in tgiops.edges.aws.cache_volumes (through StackEdge); waiting for the device is the only host
+I/O here.
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ def attach_cache_volume(
     clock: Callable[[], float] = time.monotonic,
     exists: Callable[[str], bool] = os.path.exists,
 ) -> CacheAttachResult:
-    from tgiops.edges.aws import StackEdge, _client_error_code
+    from tgiops.edges.aws.base import client_error_code
+    from tgiops.edges.aws.stack import StackEdge
 
     stack = st.check_stack_name(stack)
     check_size(gib, throughput)
@@ -89,7 +91,7 @@ def attach_cache_volume(
         try:
             edge.attach_volume(volume_id, instance_id, st.CACHE_ATTACH_DEVICE)
         except AWSError as exc:
-            code = _client_error_code(exc)
+            code = client_error_code(exc)
             if choice.action == "attach" and code in ("VolumeInUse", "IncorrectState"):
                 continue  # another instance of the zone took it first: look again
             raise

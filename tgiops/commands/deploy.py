@@ -31,7 +31,7 @@ import math
 import re
 import shlex
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -84,11 +84,137 @@ def deploy(
     redact = Redactor()
     secret_env = _secret_env_names(request)
     options = request.unit_options(secret_env)
+    secrets = _read_secrets(
+        request,
+        get_secret=get_secret,
+        secret_exists=secret_exists,
+        redact=redact,
+        on_progress=on_progress,
+    )
+    env_text = render_env_file(secrets)
+    env_redacted = render_env_file(dict.fromkeys(secret_env, ""), masked=True)
 
-    # Secrets first: a missing or unreadable secret must fail before the host is touched.
-    # --dry-run checks that each exists (never reading it), so it fails where the run would.
+    with _locked(host, enabled=not request.dry_run, on_progress=on_progress):
+        on_progress(f"probing {host.name}")
+        report = _probe(host, options)
+        inventory = _inventory_from(report, host.name)
+        _check_host(report, host.name)
+        check_owned(report, options, host.name)
+        port = choose_port(request.port, report, host.name)
+        devices, inventory = choose_gpus(request.gpu_devices, inventory, report, host.name)
+        options = replace(options, port=port, gpu_devices=devices)
+        resolved = replace(request, port=port, gpu_devices=devices)
+        on_progress(f"planning for {inventory.describe()}")
+        the_plan = _fitting_plan(request, inventory, report, host.name)
+        unit_text = _unit_text(request, the_plan, options, template_text)
+        uploads = _uploads(options, env_text, unit_text)
+        attempt = _Attempt(
+            host=host,
+            options=options,
+            plan=the_plan,
+            health=health,
+            redact=redact,
+            on_progress=on_progress,
+            started=started,
+            base=dict(
+                host=host.name,
+                unit=options.unit_name,
+                plan=the_plan,
+                endpoint=f"http://{options.bind_address}:{options.port}",
+                unit_text=unit_text,
+                env_text_redacted=env_redacted,
+                port=port,
+                gpu_devices=devices,
+            ),
+            api_key=secrets.get(vllm.API_KEY_ENV) if request.engine.name == "vllm" else None,
+        )
+        if request.dry_run:
+            return attempt.result(
+                changed=_differs(report.unit, unit_text, None),
+                healthy=False,
+                dry_run=True,
+                remote_commands=_dry_run_commands(options, uploads),
+            )
+
+        timeout_s = request.timeout_s or default_timeout_s(request.model)
+        if not _differs(report.unit, unit_text, _sha256(env_text)) and _serves_as_installed(
+            attempt, report.unit
+        ):
+            record_store.save_deploy_record(host, resolved, the_plan, tgiops_version=__version__)
+            return attempt.result(changed=False, healthy=True)
+
+        replaced = replaced_deploy(report, started_at)
+        warnings: tuple[str, ...] = (
+            (replaced_warning(options.unit_name, replaced),) if replaced else ()
+        )
+        warnings += _exposure_warnings(request)
+        attempt = replace(
+            attempt, base={**attempt.base, "replaced": replaced, "warnings": warnings}
+        )
+        on_progress("uploading the env file and the unit")
+        _install(host, options, uploads, on_progress)
+        baseline = _unit_state(host, options)
+        try:
+            _wait_healthy(attempt, timeout_s=timeout_s, baseline=baseline)
+        except HealthError as exc:
+            return _roll_back(
+                attempt, failure=exc, previous=report.unit, keep_failed=request.keep_failed
+            )
+        record_store.save_deploy_record(host, resolved, the_plan, tgiops_version=__version__)
+        return attempt.result(changed=True, healthy=True)
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """One deploy under way on one host, from its plan on: what the health wait, the roll back
+    and every result share, so that each later step takes it and names the rest."""
+
+    host: Host
+    options: UnitOptions  # with the chosen port and GPUs
+    plan: Plan | vllm.VllmPlan
+    health: Any  # the tgiops.edges.health module (imported when deploying)
+    redact: Redactor  # knows this deploy's secret values
+    on_progress: Progress
+    started: float  # time.monotonic() when the deploy began
+    base: Mapping[str, Any]  # the DeployResult fields every outcome of this attempt has
+    api_key: str | None = None  # vLLM's API key: its health check's completion needs it
+
+    def result(self, **fields: Any) -> DeployResult:
+        """The DeployResult of this attempt now: ``base`` and ``fields``, timed and counted."""
+        return DeployResult(
+            **self.base,
+            **fields,
+            elapsed_s=time.monotonic() - self.started,
+            round_trips=self.host.round_trips,
+        )
+
+
+def _serves_as_installed(attempt: _Attempt, installed: probe.UnitReport | None) -> bool:
+    """The installed unit is already this one: whether it is healthy (then nothing restarts)."""
+    attempt.on_progress("the installed unit is already this one; checking its health")
+    try:
+        _wait_healthy(attempt, timeout_s=30.0, baseline=installed.state if installed else None)
+    except HealthError as exc:
+        attempt.on_progress(f"installed but not healthy ({exc}); restarting it")
+        return False
+    return True
+
+
+def _read_secrets(
+    request: DeployRequest,
+    *,
+    get_secret: Callable[[str], str] | None,
+    secret_exists: Callable[[str], bool] | None,
+    redact: Redactor,
+    on_progress: Progress,
+) -> dict[str, str]:
+    """env name -> value of each secret the deploy needs (none with --dry-run), each value
+    added to ``redact``.
+
+    Secrets come first: a missing or unreadable secret must fail before the host is touched.
+    --dry-run checks that each exists (never reading it), so it fails where the run would."""
     secrets: dict[str, str] = {}
-    if secret_env and get_secret is None and not request.dry_run:
+    if _secret_env_names(request) and get_secret is None and not request.dry_run:
         raise InputError("this deploy needs AWS for its secrets; give --region/--profile")
     for (env_name, secret_name), flag in zip(
         _secret_sources(request), _secret_flags(request), strict=True
@@ -106,142 +232,62 @@ def deploy(
         value = get_secret(secret_name)  # type: ignore[misc]
         redact.add(value)
         secrets[env_name] = value
-    env_text = render_env_file(secrets)
-    env_redacted = render_env_file(dict.fromkeys(secret_env, ""), masked=True)
+    return secrets
 
-    with _locked(host, enabled=not request.dry_run, on_progress=on_progress):
-        on_progress(f"probing {host.name}")
-        report = _probe(host, options)
-        inventory = _inventory_from(report, host.name)
-        _check_host(report, host.name)
-        check_owned(report, options, host.name)
-        port = choose_port(request.port, report, host.name)
-        devices, inventory = choose_gpus(request.gpu_devices, inventory, report, host.name)
-        options = replace(options, port=port, gpu_devices=devices)
-        resolved = replace(request, port=port, gpu_devices=devices)
-        on_progress(f"planning for {inventory.describe()}")
-        the_plan = plan_request(request, inventory, instance_types=hardware.all_instance_types())
-        if not the_plan.fits:
-            raise DoesNotFitError(
-                f"{request.model.alias} does not fit {host.name} ({inventory.describe()}): "
-                f"{the_plan.problem}. Nothing was changed. Run `tgiops plan` for alternatives.",
-                plan=the_plan,
-            )
-        if isinstance(the_plan, vllm.VllmPlan):
-            # vLLM asks for utilization x TOTAL memory and refuses to start with less free
-            # (vllm.free_memory_problem): say so before anything changes. A redeploy of the
-            # same unit counts the memory its own running container holds as its own.
-            own = _own_gpu_use(report, inventory)
-            problem = vllm.free_memory_problem(the_plan, own)
-            if problem:
-                raise DoesNotFitError(
-                    f"{host.name}: {problem}. Nothing was changed.", plan=the_plan
-                )
-            unit_text = vllm.render_unit(
-                the_plan,
-                options,
-                _engine_template(request.engine.unit_template, template_text),
-                tgiops_version=__version__,
-            )
-        else:
-            unit_text = render_unit(the_plan, options, template_text, tgiops_version=__version__)
-        endpoint = f"http://{options.bind_address}:{options.port}"
-        api_key = secrets.get(vllm.API_KEY_ENV) if request.engine.name == "vllm" else None
-        uploads = _uploads(options, env_text, unit_text)
-        base: dict[str, Any] = dict(
-            host=host.name,
-            unit=options.unit_name,
+
+def _fitting_plan(
+    request: DeployRequest,
+    inventory: hardware.GpuInventory,
+    report: probe.HostReport,
+    host_name: str,
+) -> Plan | vllm.VllmPlan:
+    """The plan for the GPUs left to this deploy; DoesNotFitError (nothing changed) when the
+    model does not fit them."""
+    the_plan = plan_request(request, inventory, instance_types=hardware.all_instance_types())
+    if not the_plan.fits:
+        raise DoesNotFitError(
+            f"{request.model.alias} does not fit {host_name} ({inventory.describe()}): "
+            f"{the_plan.problem}. Nothing was changed. Run `tgiops plan` for alternatives.",
             plan=the_plan,
-            endpoint=endpoint,
-            unit_text=unit_text,
-            env_text_redacted=env_redacted,
-            port=port,
-            gpu_devices=devices,
         )
-        if request.dry_run:
-            commands = (
-                _guard_script(options).strip().splitlines()[0] + " ... (refuse: not tgiops')",
-                *(
-                    f"sftp put {u.path} (mode {u.mode:o}, into a mktemp file beside it)"
-                    for u in uploads
-                ),
-                "check each upload's sha256, fsync",
-                *_keep_previous_script(options).strip().splitlines(),
-                *(f"mv -f -- TEMPORARY_FILE {shlex.quote(u.path)}" for u in uploads),
-                *_restart_script(options).strip().splitlines(),
-            )
-            return DeployResult(
-                **base,
-                changed=_differs(report.unit, unit_text, None),
-                healthy=False,
-                dry_run=True,
-                elapsed_s=time.monotonic() - started,
-                remote_commands=commands,
-                round_trips=host.round_trips,
-            )
+    if isinstance(the_plan, vllm.VllmPlan):
+        # vLLM asks for utilization x TOTAL memory and refuses to start with less free
+        # (vllm.free_memory_problem): say so before anything changes. A redeploy of the
+        # same unit counts the memory its own running container holds as its own.
+        own = _own_gpu_use(report, inventory)
+        problem = vllm.free_memory_problem(the_plan, own)
+        if problem:
+            raise DoesNotFitError(f"{host_name}: {problem}. Nothing was changed.", plan=the_plan)
+    return the_plan
 
-        timeout_s = request.timeout_s or default_timeout_s(request.model)
-        if not _differs(report.unit, unit_text, _sha256(env_text)):
-            on_progress("the installed unit is already this one; checking its health")
-            try:
-                _wait_healthy(
-                    host,
-                    options,
-                    the_plan,
-                    health,
-                    30.0,
-                    report.unit.state if report.unit else None,
-                    on_progress,
-                    api_key=api_key,
-                )
-                record_store.save_deploy_record(
-                    host, resolved, the_plan, tgiops_version=__version__
-                )
-                return DeployResult(
-                    **base,
-                    changed=False,
-                    healthy=True,
-                    elapsed_s=time.monotonic() - started,
-                    round_trips=host.round_trips,
-                )
-            except HealthError as exc:
-                on_progress(f"installed but not healthy ({exc}); restarting it")
 
-        replaced = replaced_deploy(report, started_at)
-        warnings: tuple[str, ...] = (
-            (replaced_warning(options.unit_name, replaced),) if replaced else ()
+def _unit_text(
+    request: DeployRequest,
+    the_plan: Plan | vllm.VllmPlan,
+    options: UnitOptions,
+    template_text: str,
+) -> str:
+    """The systemd unit of ``the_plan``, from its engine's template."""
+    if isinstance(the_plan, vllm.VllmPlan):
+        return vllm.render_unit(
+            the_plan,
+            options,
+            _engine_template(request.engine.unit_template, template_text),
+            tgiops_version=__version__,
         )
-        warnings += _exposure_warnings(request)
-        base.update(replaced=replaced, warnings=warnings)
-        on_progress("uploading the env file and the unit")
-        _install(host, options, uploads, on_progress)
-        baseline = _unit_state(host, options)
-        try:
-            _wait_healthy(
-                host, options, the_plan, health, timeout_s, baseline, on_progress, api_key=api_key
-            )
-        except HealthError as exc:
-            return _roll_back(
-                host,
-                options,
-                the_plan,
-                health,
-                exc,
-                report,
-                redact,
-                base,
-                started,
-                request.keep_failed,
-                on_progress,
-            )
-        record_store.save_deploy_record(host, resolved, the_plan, tgiops_version=__version__)
-        return DeployResult(
-            **base,
-            changed=True,
-            healthy=True,
-            elapsed_s=time.monotonic() - started,
-            round_trips=host.round_trips,
-        )
+    return render_unit(the_plan, options, template_text, tgiops_version=__version__)
+
+
+def _dry_run_commands(options: UnitOptions, uploads: list[FileUpload]) -> tuple[str, ...]:
+    """What a real run would do on the host, for --dry-run to show."""
+    return (
+        _guard_script(options).strip().splitlines()[0] + " ... (refuse: not tgiops')",
+        *(f"sftp put {u.path} (mode {u.mode:o}, into a mktemp file beside it)" for u in uploads),
+        "check each upload's sha256, fsync",
+        *_keep_previous_script(options).strip().splitlines(),
+        *(f"mv -f -- TEMPORARY_FILE {shlex.quote(u.path)}" for u in uploads),
+        *_restart_script(options).strip().splitlines(),
+    )
 
 
 # --- what tgiops may touch on the host, and what the other units hold -------------------------
@@ -587,20 +633,13 @@ def _unit_state(host: Host, options: UnitOptions) -> probe.UnitState:
     return probe.unit_state_from_show(probe.parse_systemctl_show(result.stdout))
 
 
-def _wait_healthy(
-    host: Host,
-    options: UnitOptions,
-    the_plan: Plan | vllm.VllmPlan,
-    health: Any,
-    timeout_s: float,
-    baseline: probe.UnitState | None,
-    on_progress: Progress,
-    *,
-    api_key: str | None = None,
-) -> None:
+def _wait_healthy(attempt: _Attempt, *, timeout_s: float, baseline: probe.UnitState | None) -> None:
     """Ready = /health 200, what the endpoint serves matches the plan (TGI: /info; vLLM:
     /v1/models lists the served name with the planned max_model_len), and one token comes
-    back (TGI: /generate; vLLM: /v1/completions, with the API key when there is one)."""
+    back (TGI: /generate; vLLM: /v1/completions, with the API key when there is one).
+    ``baseline``: the unit's state before its restart (restarts beyond it mean a crash)."""
+    host, options, the_plan, health = attempt.host, attempt.options, attempt.plan, attempt.health
+    on_progress, api_key = attempt.on_progress, attempt.api_key
     baseline_restarts = (baseline.n_restarts or 0) if baseline else 0
     last_line = [""]
     phases = progress.PhaseTracker()
@@ -693,24 +732,23 @@ def _journal_tail(host: Host, options: UnitOptions, redact: Redactor, lines: int
 
 
 def _roll_back(
-    host: Host,
-    options: UnitOptions,
-    the_plan: Plan | vllm.VllmPlan,
-    health: Any,
+    attempt: _Attempt,
+    *,
     failure: HealthError,
-    report: probe.HostReport,
-    redact: Redactor,
-    base: dict[str, Any],
-    started: float,
+    previous: probe.UnitReport | None,
     keep_failed: bool,
-    on_progress: Progress,
 ) -> DeployResult:
+    """Undo a deploy whose unit did not become healthy: back to ``previous`` (the unit as the
+    probe found it before this deploy), or remove the new unit when there was none; with
+    ``keep_failed`` leave it for debugging. The result says what was restored and why."""
+    host, options, redact = attempt.host, attempt.options, attempt.redact
+    on_progress = attempt.on_progress
     journal = _journal_tail(host, options, redact)
-    diagnosis = the_plan.engine.diagnose_journal(journal)
+    diagnosis = attempt.plan.engine.diagnose_journal(journal)
     failure_text = redact(str(failure))
     q = shlex.quote
     unit, env, name = options.unit_path, options.env_file, options.unit_name + ".service"
-    had_previous = report.unit is not None and report.unit.unit_text is not None
+    had_previous = previous is not None and previous.unit_text is not None
     if keep_failed:
         restored = "nothing: --keep-failed left the failed unit in place for debugging"
     elif had_previous:
@@ -723,9 +761,9 @@ systemctl daemon-reload
 systemctl restart {q(name)}
 """
         )
-        previous_active = report.unit is not None and report.unit.state.active_state == "active"
+        previous_active = previous is not None and previous.state.active_state == "active"
         try:
-            _wait_previous(host, options, health, on_progress)
+            _wait_previous(attempt)
             restored = "the previous unit, which is healthy again"
         except HealthError as exc:
             restored = (
@@ -739,8 +777,7 @@ systemctl restart {q(name)}
         restored = (
             "nothing was serving before; the new unit, its env file and container are removed"
         )
-    return DeployResult(
-        **base,
+    return attempt.result(
         changed=True,
         healthy=False,
         rolled_back=not keep_failed,
@@ -748,8 +785,6 @@ systemctl restart {q(name)}
         failure=failure_text,
         diagnosis=diagnosis,
         journal_tail=journal,
-        elapsed_s=time.monotonic() - started,
-        round_trips=host.round_trips,
     )
 
 
@@ -769,7 +804,9 @@ systemctl reset-failed {q(name)} >/dev/null 2>&1 || true
 """
 
 
-def _wait_previous(host: Host, options: UnitOptions, health: Any, on_progress: Progress) -> None:
+def _wait_previous(attempt: _Attempt) -> None:
+    """Wait until the restored previous unit serves again (HealthError when it does not)."""
+    host, options, on_progress = attempt.host, attempt.options, attempt.on_progress
     baseline = _unit_state(host, options)
 
     def is_alive() -> bool:
@@ -779,7 +816,7 @@ def _wait_previous(host: Host, options: UnitOptions, health: Any, on_progress: P
         )
 
     with host.forward_local_port(options.port) as local_port:
-        health.wait_until_healthy(
+        attempt.health.wait_until_healthy(
             f"http://127.0.0.1:{local_port}",
             timeout_s=300,
             interval_s=1.0,

@@ -54,7 +54,7 @@ def down(
     wait_s: float = TERMINATE_WAIT_S,
     key_dir: Path | None = None,
 ) -> DownResult:
-    from tgiops.edges.aws import StackEdge
+    from tgiops.edges.aws.stack import StackEdge
 
     stack = st.check_stack_name(stack)
     name = st.resource_name(stack)
@@ -158,9 +158,9 @@ def _delete_security_group(
             edge.delete_security_group(group_id)
             return
         except AWSError as exc:
-            from tgiops.edges.aws import _client_error_code
+            from tgiops.edges.aws.base import client_error_code
 
-            if _client_error_code(exc) != "DependencyViolation" or clock() >= deadline:
+            if client_error_code(exc) != "DependencyViolation" or clock() >= deadline:
                 raise
         sleep(POLL_S)
 
@@ -188,7 +188,7 @@ class StackRow:
 def stacks(aws: Any) -> list[StackRow]:
     """Every stack in the region: from the groups and security groups carrying the tag."""
     from tgiops.core import hardware
-    from tgiops.edges.aws import StackEdge
+    from tgiops.edges.aws.stack import StackEdge
 
     edge = StackEdge(aws, st.STACK_TAG)
     rows: dict[str, dict[str, Any]] = {}

@@ -204,7 +204,7 @@ def reconcile(
     connect: Callable[[Any], Any] | None = None,
     on_progress: Progress = lambda message: None,
 ) -> ReconcileResult:
-    """One reconcile pass (see the module docstring). ``aws`` is a tgiops.edges.aws.Aws,
+    """One reconcile pass (see the module docstring). ``aws`` is a tgiops.edges.aws.client.Aws,
     ``ssh_template`` a tgiops.edges.ssh.SSHTarget (config, user, key, host-key policy)."""
     if connect is None:
         from tgiops.edges.ssh import RemoteHost
@@ -555,7 +555,8 @@ def lambda_handler(event: Mapping[str, Any] | None, context: Any) -> dict[str, A
     Returns the result as a dict (it lands in the function's response and logs).
     """
     from tgiops.edges import resources
-    from tgiops.edges.aws import Aws, AwsSettings
+    from tgiops.edges.aws.base import AwsSettings
+    from tgiops.edges.aws.client import Aws
     from tgiops.edges.ssh import SSHTarget
 
     settings = dict(os.environ)

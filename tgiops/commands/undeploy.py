@@ -17,6 +17,7 @@ import logging
 import re
 import shlex
 from dataclasses import dataclass
+from typing import Any
 
 from tgiops.commands.logs import choose_unit
 from tgiops.core.errors import InputError, TgiopsError
@@ -75,6 +76,21 @@ class UndeployResult:
     cache_paths: tuple[str, ...]
     other_units: tuple[str, ...]
     round_trips: int
+
+    def as_dict(self, *, already_absent: bool = False) -> dict[str, Any]:
+        """The documented `tgiops undeploy --json` object; ``already_absent``: there was no
+        unit to remove (the CLI knows it from the plan, not from the result)."""
+        return {
+            "host": self.host,
+            "unit": self.unit or None,
+            "removed": self.removed,
+            "already_absent": already_absent,
+            "leftovers": list(self.leftovers),
+            "cache": self.cache,
+            "cache_paths": list(self.cache_paths),
+            "other_units": list(self.other_units),
+            "round_trips": self.round_trips,
+        }
 
 
 def unit_files(unit: str, *, unit_dir: str = UNIT_DIR, env_dir: str = ENV_DIR) -> tuple[str, ...]:

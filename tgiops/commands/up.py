@@ -1,6 +1,6 @@
 """`tgiops up MODEL --name NAME`: from an AWS account to a self-healing spot endpoint.
 
-The pure plan is tgiops.core.stack; every AWS call is in tgiops.edges.aws (StackEdge). Order:
+The pure plan is tgiops.core.stack; every AWS call is in tgiops.edges.aws.stack (StackEdge). Order:
 
 1. checks that change nothing (exit 2 on refusal): the stack name, the token secret exists, the
    subnets, the AMI, the instance types that fit (tgiops.core.recommend, the planner's ranking),
@@ -262,7 +262,7 @@ def up(
     from tgiops.core import hardware
     from tgiops.core.recommend import SpotPrice, SpotPrices
     from tgiops.core.recovery import GP3_BASELINE_MIB_S, checkpoint_bytes, estimate
-    from tgiops.edges.aws import StackEdge
+    from tgiops.edges.aws.stack import StackEdge
 
     stack = st.check_stack_name(options.stack)
     name = st.resource_name(stack)

@@ -7,9 +7,10 @@ exactly when ``plan --instance-type`` says it fits) and ranks the ones that fit,
 
 Prices: on-demand from the built-in table (``hardware.PRICE_REGION`` on ``hardware.PRICE_DATE``,
 tgiops/docs/gpus-and-instances.md); a region without a built-in table gets no on-demand price
-rather than a guessed one. Spot prices come from the caller (``tgiops.edges.aws.lowest_spot_prices``
-reads EC2's ``DescribeSpotPriceHistory``): the lowest current price over the region's zones and
-that zone, or none with the reason (no credentials, the call failed, not offered).
+rather than a guessed one. Spot prices come from the caller
+(``tgiops.edges.aws.spot.SpotCalls.lowest_spot_prices`` reads EC2's ``DescribeSpotPriceHistory``):
+the lowest current price over the region's zones and that zone, or none with the reason (no
+credentials, the call failed, not offered).
 """
 
 from __future__ import annotations

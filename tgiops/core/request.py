@@ -109,6 +109,35 @@ class DeployResult:
     replaced: Replaced | None = None  # the earlier deploy this one replaced
     warnings: tuple[str, ...] = ()
 
+    def as_dict(self) -> dict[str, Any]:
+        """The documented `tgiops deploy --json` object (README: "Deploy JSON")."""
+        data: dict[str, Any] = {
+            "host": self.host,
+            "unit": self.unit,
+            "changed": self.changed,
+            "healthy": self.healthy,
+            "dry_run": self.dry_run,
+            "endpoint": self.endpoint,
+            "elapsed_s": round(self.elapsed_s, 2),
+            "round_trips": self.round_trips,
+            "rolled_back": self.rolled_back,
+            "restored": self.restored,
+            "failure": self.failure,
+            "diagnosis": self.diagnosis,
+            "plan": any_plan_as_dict(self.plan),
+            "port": self.port,
+            "gpu_devices": list(self.gpu_devices),
+            "replaced": self.replaced.as_dict() if self.replaced else None,
+            "warnings": list(self.warnings),
+        }
+        if self.dry_run:
+            data["unit_text"] = self.unit_text
+            data["env_file"] = self.env_text_redacted
+            data["remote_commands"] = list(self.remote_commands)
+        if self.journal_tail:
+            data["journal_tail"] = self.journal_tail.splitlines()
+        return data
+
 
 @dataclass(frozen=True)
 class Replaced:
@@ -158,33 +187,3 @@ def plan_request(
 def any_plan_as_dict(plan: Plan | VllmPlan) -> dict[str, Any]:
     """Either engine's plan as the one plan JSON shape (README: "Plan JSON")."""
     return vllm_plan_as_dict(plan) if isinstance(plan, VllmPlan) else plan_as_dict(plan)
-
-
-def deploy_as_dict(result: DeployResult) -> dict[str, Any]:
-    """The documented `tgiops deploy --json` object (README: "Deploy JSON")."""
-    data: dict[str, Any] = {
-        "host": result.host,
-        "unit": result.unit,
-        "changed": result.changed,
-        "healthy": result.healthy,
-        "dry_run": result.dry_run,
-        "endpoint": result.endpoint,
-        "elapsed_s": round(result.elapsed_s, 2),
-        "round_trips": result.round_trips,
-        "rolled_back": result.rolled_back,
-        "restored": result.restored,
-        "failure": result.failure,
-        "diagnosis": result.diagnosis,
-        "plan": any_plan_as_dict(result.plan),
-        "port": result.port,
-        "gpu_devices": list(result.gpu_devices),
-        "replaced": result.replaced.as_dict() if result.replaced else None,
-        "warnings": list(result.warnings),
-    }
-    if result.dry_run:
-        data["unit_text"] = result.unit_text
-        data["env_file"] = result.env_text_redacted
-        data["remote_commands"] = list(result.remote_commands)
-    if result.journal_tail:
-        data["journal_tail"] = result.journal_tail.splitlines()
-    return data

@@ -878,7 +878,7 @@ def unreachable_units(reason: str, units: Sequence[str]) -> tuple[UnitStatus, ..
 
 
 def ec2_facts(
-    instance: Any,  # tgiops.edges.aws.Ec2Instance
+    instance: Any,  # tgiops.edges.aws.instances.Ec2Instance
     *,
     elastic_ips: Mapping[str, str] | None,
     spot_usd_per_hour: float | None,

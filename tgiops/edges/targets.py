@@ -23,7 +23,7 @@ SSH_CONFIG_ENV_VAR = "TGIOPS_SSH_CONFIG"
 class Target:
     label: str  # what the user will recognise: the destination or the instance id
     ssh: SSHTarget
-    instance: Any = None  # tgiops.edges.aws.Ec2Instance when found through AWS
+    instance: Any = None  # tgiops.edges.aws.instances.Ec2Instance when found through AWS
 
 
 @dataclass(frozen=True)
