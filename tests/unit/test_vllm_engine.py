@@ -502,26 +502,6 @@ def test_no_diagnosis_for_a_clean_log():
     assert vllm.diagnose_journal(TWO_LINE) is None
 
 
-def test_module_is_pure():
-    tree = ast.parse((ROOT / "tgiops" / "core" / "engines" / "vllm.py").read_text())
-    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    forbidden = {
-        "os",
-        "pathlib",
-        "socket",
-        "subprocess",
-        "time",
-        "requests",
-        "tgiops.edges.ssh",
-        "tgiops.edges.aws",
-        "tgiops.edges.health",
-        "boto3",
-        "paramiko",
-    }
-    assert not names & forbidden
-
-
 def test_every_catalog_model_on_every_instance_type_plans_or_refuses_cleanly():
     """No model x instance type pair raises anything but InputError, and every plan is
     self-consistent: a fitting plan's length fits its KV tokens and its positions, and only
