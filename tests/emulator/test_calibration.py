@@ -62,7 +62,6 @@ KNOWN_KV_OUTLIERS = {
         "counted (logits x2 in bf16); the rest is CUDA context / card memory outside TGI's source"
     ),
     "llama31-8b-2xl40s-tgi240-kv": "low-confidence case, an 18 GiB gap no TGI term explains",
-    "mixtral-8x22b-4xh100-tgi204-kv": "0.3 GiB free after warmup: a small memory gap, large %",
 }
 
 
@@ -278,3 +277,13 @@ def test_gemma3_runs_its_flash_class_sharded_on_3_3_and_is_unknown_to_2_4():
     plan = load("3.3.7")
     assert isinstance(plan, engine.ShardPlan) and plan.flash, plan
     assert isinstance(load("2.4.1"), engine.Failure)
+
+
+def test_a_gathered_heads_log_softmax_copies_its_transposed_logits_up_to_2_3_1():
+    """The emulator's own rule: up to v2.3.1 the gathered logits (a transposed view) are made
+    contiguous by log_softmax, one more [T, V] tensor; not with one shard, not from v2.4.0."""
+    vocab = 32000
+    old, new = memory.rules_for("2.0.4"), memory.rules_for("2.4.0")
+    assert memory.logits_bytes_per_token(old, vocab, 4) == 2 * (3 * vocab + vocab // 4)
+    assert memory.logits_bytes_per_token(old, vocab, 1) == 2 * 2 * vocab
+    assert memory.logits_bytes_per_token(new, vocab, 4) == 2 * (vocab + vocab // 4)
