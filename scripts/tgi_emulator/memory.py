@@ -61,6 +61,8 @@ class ReleaseMemoryRules:
     warmup_logits_copies: int  # vocabulary-wide tensors per prefill token
     # log_softmax into a new tensor from the transposed gathered logits (up to v2.3.1)
     log_softmax_copies_gathered_view: bool
+    # Mixtral's unquantized MoE runs vLLM's fused_moe, which allocates its three caches whole
+    vllm_fused_moe: bool
     warmup_image: bool  # the router's first warmup request carries an image
     gemma3_dense_mask: str | None  # None | "with_image" (3.2.x) | "always" (3.3.x)
     chunking_default: bool  # PREFILL_CHUNKING defaults on (v3.0.0)
@@ -104,6 +106,9 @@ def rules_for(version: str) -> ReleaseMemoryRules:
         warmup_logits_copies=copies,
         # v2.4.0 made it `log_softmax(out, -1, out=out)` (PR #2661), no new tensor asked for
         log_softmax_copies_gathered_view=v < (2, 4, 0),
+        # Makefile-vllm pins Narsil/vllm@b5dfc61d (v2.0.2-v2.1.1) and @d243e9dc (v2.2.0); v2.3.0
+        # moved to layers/moe (SparseMoELayer). v2.0.0-v2.0.1's OlivierDehaene/vllm is not read.
+        vllm_fused_moe=(2, 0, 2) <= v < (2, 3, 0),
         warmup_image=v >= (2, 0, 2),
         gemma3_dense_mask=gemma3,
         chunking_default=v >= (3, 0, 0),

@@ -50,8 +50,9 @@ KNOWN_OUTCOME_GAPS = {
         "printed, so ~0.3 GiB per GPU was free when TGI 2.0.4 measured. With the gathered "
         "logits' contiguous copy in log_softmax (layers/tensor_parallel.py@v2.0.4 l.73 returns "
         "world_out.T; flash_causal_lm.py@v2.0.4 l.1142; PyTorch's CUDA host_softmax starts "
-        "with input_.contiguous()) the planner's sum is ~0.2 GiB over the 79.6 GiB limit: a "
-        "prefill OOM. Both misses (0.2 GiB over, before it 1.6 GiB under) are within the "
+        "with input_.contiguous()) and vLLM's fused-MoE caches (Narsil/vllm@b5dfc61d "
+        "fused_moe.py l.424-432) the planner's sum is ~0.5 GiB over the 79.6 GiB limit: a "
+        "prefill OOM. Both misses (0.5 GiB over, before them 1.6 GiB under) are within the "
         "CUDA context/NCCL estimate (1.25 GiB, not in TGI's source) and PyTorch's allocator "
         "reusing freed activation blocks, which the planner does not model; the reporter's "
         "'H100 70GB' leaves the per-GPU memory unknown"
@@ -222,3 +223,23 @@ def test_a_gathered_heads_log_softmax_copies_its_transposed_logits_up_to_2_3_1()
     assert prefill_logits_bytes(model, tokens, 4, old) == tokens * 2 * (3 * vocab + vocab // 4)
     assert prefill_logits_bytes(model, tokens, 1, old) == tokens * 2 * 2 * vocab
     assert prefill_logits_bytes(model, tokens, 4, new) == tokens * 2 * (vocab + vocab // 4)
+
+
+def test_mixtrals_fused_moe_caches_in_the_releases_that_use_vllms_kernel():
+    """TGI v2.0.2-v2.2.0 run unquantized Mixtral through vLLM's fused_moe, which allocates
+    (M, top_k, 2I/world), (M*top_k, I/world) and (M, top_k, hidden) at once: per token
+    top_k x (3 I/world + hidden) where the plain MLP term has 4 I x top_k / world."""
+    from tgiops.core.catalog import find_model
+    from tgiops.core.catalog_file import parse_catalog
+    from tgiops.core.engines.tgi import TgiEngine
+    from tgiops.core.plan import activation_bytes
+
+    catalog = parse_catalog((ROOT / "models.yaml").read_text(), origin="models.yaml")
+    model = find_model(catalog, "mixtral-8x7b")
+    inter, hidden, k = model.intermediate_size or 0, model.hidden_size, 2
+    plain = activation_bytes(model, 1000, 2)
+    fused = activation_bytes(model, 1000, 2, TgiEngine.release("2.0.4"))
+    assert fused - plain == 1000 * 2 * (k * (3 * inter / 2 + hidden) - 4 * inter * k / 2)
+    assert activation_bytes(model, 1000, 2, TgiEngine.release("2.0.4"), "awq") == plain
+    assert activation_bytes(model, 1000, 2, TgiEngine.release("2.4.0")) == plain
+    assert activation_bytes(model, 1000, 2, TgiEngine.release("2.0.1")) == plain

@@ -266,6 +266,21 @@ class TgiEngine:
         """
         return self.prefill_logits_copies == 2
 
+    def fused_moe_caches(self, model_type: str, quantize: str | None) -> bool:
+        """Whether the MoE layer is vLLM's ``fused_moe``, which allocates its caches whole.
+
+        Mixtral's ``BlockSparseMoE`` is used when ``quantize`` is None and calls vLLM's
+        ``fused_moe`` (custom_modeling/flash_mixtral_modeling.py@v2.0.4 l.367, l.482; @v2.2.0
+        l.369, l.484); server/Makefile-vllm pins Narsil/vllm@b5dfc61d (v2.0.2-v2.1.1) and
+        @d243e9dc (v2.2.0), whose ``fused_moe`` allocates ``(M, top_k, 2 I / world)``,
+        ``(M * top_k, I / world)`` and ``(M, top_k, hidden)`` before the first kernel
+        (vllm/model_executor/layers/fused_moe/fused_moe.py l.424-432 at both commits). v2.3.0
+        moved to ``layers/moe`` (``SparseMoELayer``); v2.0.0-v2.0.1 pin another fork, not read.
+        """
+        return (
+            model_type == "mixtral" and quantize is None and (2, 0, 2) <= self.version < (2, 3, 0)
+        )
+
     @staticmethod
     def warmup_requests(prefill_tokens: int, max_input_tokens: int | None) -> tuple[int, ...]:
         """The input lengths of the requests the router's warmup batch holds.
