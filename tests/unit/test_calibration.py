@@ -78,7 +78,10 @@ KNOWN_KV_OUTLIERS = {
         "arithmetic with the stated flags leaves ~26 GiB. The case is low-confidence: the quoted "
         "figure may come from another variation of the run (the reporter tried on-the-fly "
         "quantization) in a vendor container, and per-GPU memory is not stated; no term in "
-        "TGI's source explains an 18 GiB gap"
+        "TGI's source explains an 18 GiB gap. The one candidate left open, PyTorch adding "
+        "temporaries for 2.4.0's log_softmax(out, -1, out=out) on the sharded head's "
+        "transposed logits (at most 2 x 3.9 GiB for 16182 x 128256 bf16), would still leave "
+        "~10 GiB unexplained"
     ),
 }
 
