@@ -356,13 +356,22 @@ def kv_bytes_per_token(arch: ModelArch, num_shard: int, kv_cache_dtype: str | No
 
 
 def activation_bytes_per_token(
-    rules: memory.ReleaseMemoryRules, arch: ModelArch, num_shard: int
+    rules: memory.ReleaseMemoryRules,
+    arch: ModelArch,
+    num_shard: int,
+    quantize: str | None = None,
 ) -> int:
     # The MLP at its peak holds gate_up (2 x I), act(gate) (I) and their product (I) per token:
     # `down_proj(act(gate_up[:, 0]) * gate_up[:, 1])` (flash_llama_modeling.py LlamaMLP).
-    hidden = 2 * (
-        4 * arch.hidden_size + 4 * arch.intermediate_size * arch.experts_per_token // num_shard
-    )
+    mlp = 4 * arch.intermediate_size * arch.experts_per_token // num_shard
+    if rules.vllm_fused_moe and arch.model_type == "mixtral" and quantize is None:
+        # BlockSparseMoE (chosen when quantize is None, flash_mixtral_modeling.py@v2.2.0
+        # l.484) calls vLLM's fused_moe, which allocates (M, top_k, 2I/world),
+        # (M * top_k, I/world) and (M, top_k, hidden) at once (Narsil/vllm@b5dfc61d
+        # vllm/model_executor/layers/fused_moe/fused_moe.py l.424-432).
+        ffn = arch.intermediate_size // num_shard
+        mlp = arch.experts_per_token * (3 * ffn + arch.hidden_size)
+    hidden = 2 * (4 * arch.hidden_size + mlp)
     # Warmup logits (memory.ReleaseMemoryRules.warmup_logits_copies) in the model's 16-bit
     # dtype. With tensor parallelism TensorParallelHead.forward (layers/tensor_parallel.py
     # @v2.4.1 l.34-59) writes this shard's vocab/world slice, then all-gathers the whole
@@ -750,6 +759,7 @@ def warmup(req: LaunchRequest, plan: ShardPlan, defaults: TokenDefaults) -> Warm
         max_input=defaults.max_input_tokens,
         max_total=defaults.max_total_tokens,
         fraction=req.cuda_memory_fraction,
+        quantize=plan.quantize,
         wiggle_env=req.wiggle_room_env,
     )
     if found is None:
@@ -793,6 +803,7 @@ def warmup_memory(
     max_total: int | None,
     fraction: float,
     wiggle_env: float | None = None,
+    quantize: str | None = None,
 ) -> int | None:
     """The KV-cache tokens one shard's warmup finds, or None when its prefill fails
     (memory.py, steps 1-4; the module docstring of this file for the constants)."""
@@ -800,7 +811,7 @@ def warmup_memory(
     lengths = memory.warmup_batch(prefill, max_input)
     warm_blocks = memory.reserved_blocks(lengths, max_total, block)
     warm_kv = warm_blocks * block * kv_tok
-    act = prefill * activation_bytes_per_token(rules, arch, num_shard)
+    act = prefill * activation_bytes_per_token(rules, arch, num_shard, quantize)
     act += memory.gemma3_mask_bytes(
         rules, arch.model_type, lengths, arch.num_heads // num_shard, attention
     )

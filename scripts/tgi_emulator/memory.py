@@ -59,6 +59,10 @@ class ReleaseMemoryRules:
     wiggle_formula: str
     wiggle_room: float  # TGI_WIGGLE_ROOM's default (the hard-coded 0.95 for "legacy")
     warmup_logits_copies: int  # vocabulary-wide tensors per prefill token
+    # log_softmax into a new tensor from the transposed gathered logits (up to v2.3.1)
+    log_softmax_copies_gathered_view: bool
+    # Mixtral's unquantized MoE runs vLLM's fused_moe, which allocates its three caches whole
+    vllm_fused_moe: bool
     warmup_image: bool  # the router's first warmup request carries an image
     gemma3_dense_mask: str | None  # None | "with_image" (3.2.x) | "always" (3.3.x)
     chunking_default: bool  # PREFILL_CHUNKING defaults on (v3.0.0)
@@ -100,6 +104,11 @@ def rules_for(version: str) -> ReleaseMemoryRules:
         wiggle_formula=formula,
         wiggle_room=wiggle,
         warmup_logits_copies=copies,
+        # v2.4.0 made it `log_softmax(out, -1, out=out)` (PR #2661), no new tensor asked for
+        log_softmax_copies_gathered_view=v < (2, 4, 0),
+        # Makefile-vllm pins Narsil/vllm@b5dfc61d (v2.0.2-v2.1.1) and @d243e9dc (v2.2.0); v2.3.0
+        # moved to layers/moe (SparseMoELayer). v2.0.0-v2.0.1's OlivierDehaene/vllm is not read.
+        vllm_fused_moe=(2, 0, 2) <= v < (2, 3, 0),
         warmup_image=v >= (2, 0, 2),
         gemma3_dense_mask=gemma3,
         chunking_default=v >= (3, 0, 0),
@@ -139,6 +148,12 @@ def logits_bytes_per_token(rules: ReleaseMemoryRules, vocab: int, num_shard: int
     if not copies:
         return 0
     gathers = num_shard > 1 and vocab % num_shard == 0
+    if gathers and rules.log_softmax_copies_gathered_view:
+        # TensorParallelHead.forward gathers into a [V, T] buffer and returns its transpose
+        # (layers/tensor_parallel.py@v2.2.0 l.98, l.114); `torch.log_softmax(out, -1)`
+        # (flash_causal_lm.py@v2.2.0 l.1504) runs PyTorch's CUDA host_softmax, which starts
+        # with `input_.contiguous()` (aten/src/ATen/native/cuda/SoftMax.cu): one more [T, V].
+        copies += 1
     return 2 * (copies * vocab + (vocab // num_shard if gathers else 0))
 
 

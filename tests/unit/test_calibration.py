@@ -45,6 +45,18 @@ KNOWN_OUTCOME_GAPS = {
         "upcast, expanded keys/values), which TGI's source does not show; the bound leaves "
         "~13 GiB per GPU, and the source gives the outcome in prose only (low confidence)"
     ),
+    "mixtral-8x22b-4xh100-tgi204-kv": (
+        "a marginal run: the warmup batch's own blocks are 36864 of the 42768 KV tokens TGI "
+        "printed, so ~0.3 GiB per GPU was free when TGI 2.0.4 measured. With the gathered "
+        "logits' contiguous copy in log_softmax (layers/tensor_parallel.py@v2.0.4 l.73 returns "
+        "world_out.T; flash_causal_lm.py@v2.0.4 l.1142; PyTorch's CUDA host_softmax starts "
+        "with input_.contiguous()) and vLLM's fused-MoE caches (Narsil/vllm@b5dfc61d "
+        "fused_moe.py l.424-432) the planner's sum is ~0.5 GiB over the 79.6 GiB limit: a "
+        "prefill OOM. Both misses (0.5 GiB over, before them 1.6 GiB under) are within the "
+        "CUDA context/NCCL estimate (1.25 GiB, not in TGI's source) and PyTorch's allocator "
+        "reusing freed activation blocks, which the planner does not model; the reporter's "
+        "'H100 70GB' leaves the per-GPU memory unknown"
+    ),
 }
 KNOWN_KV_OUTLIERS = {
     "llama31-8b-1xa10g-tgi220-kv": (
@@ -66,14 +78,10 @@ KNOWN_KV_OUTLIERS = {
         "arithmetic with the stated flags leaves ~26 GiB. The case is low-confidence: the quoted "
         "figure may come from another variation of the run (the reporter tried on-the-fly "
         "quantization) in a vendor container, and per-GPU memory is not stated; no term in "
-        "TGI's source explains an 18 GiB gap"
-    ),
-    "mixtral-8x22b-4xh100-tgi204-kv": (
-        "the warmup batch reserves 36864 of the 42768 KV tokens TGI printed, so only ~0.3 GiB "
-        "per GPU was free after warmup: the planner's ~1.9 GiB is a 1.6 GiB (2% of the GPU) "
-        "gap that becomes +69% on the tokens. The reporter's GPUs are '4x Nvidia H100 70GB "
-        "HBM3' (not a product): memory per GPU is unknown, and the CUDA context/NCCL estimate "
-        "is not derivable from TGI's source"
+        "TGI's source explains an 18 GiB gap. The one candidate left open, PyTorch adding "
+        "temporaries for 2.4.0's log_softmax(out, -1, out=out) on the sharded head's "
+        "transposed logits (at most 2 x 3.9 GiB for 16182 x 128256 bf16), would still leave "
+        "~10 GiB unexplained"
     ),
 }
 
@@ -198,3 +206,43 @@ def test_the_failures_of_the_chat_app_write_ups_fail_for_the_reported_reason():
     GiB per GPU) and fails at the 12582-token warmup prefill, as the sources say."""
     assert ROWS["llama31-8b-1xt4-tgi220-load-oom"].predicted == "cuda_oom_load"
     assert ROWS["llama32-90b-vision-8xa10g-tgi240-prefill-oom"].predicted == "prefill_oom"
+
+
+def test_a_gathered_heads_log_softmax_copies_its_transposed_logits_up_to_2_3_1():
+    """TGI <= 2.3.1: a sharded head returns ``world_out.T`` (layers/tensor_parallel.py@v2.0.4
+    l.73) and ``torch.log_softmax(out, -1)`` (flash_causal_lm.py@v2.0.4 l.1142) makes that view
+    contiguous first (PyTorch's CUDA host_softmax): three vocabulary-wide tensors plus the
+    local slice. One shard returns its matmul as is (two), and 2.4.0's ``out=out`` form is
+    not counted as a copy."""
+    from tgiops.core.catalog import find_model
+    from tgiops.core.catalog_file import parse_catalog
+    from tgiops.core.engines.tgi import TgiEngine
+    from tgiops.core.plan import prefill_logits_bytes
+
+    catalog = parse_catalog((ROOT / "models.yaml").read_text(), origin="models.yaml")
+    model = find_model(catalog, "mixtral-8x7b")
+    vocab, tokens = model.vocab_size, 1000
+    old, new = TgiEngine.release("2.0.4"), TgiEngine.release("2.4.0")
+    assert prefill_logits_bytes(model, tokens, 4, old) == tokens * 2 * (3 * vocab + vocab // 4)
+    assert prefill_logits_bytes(model, tokens, 1, old) == tokens * 2 * 2 * vocab
+    assert prefill_logits_bytes(model, tokens, 4, new) == tokens * 2 * (vocab + vocab // 4)
+
+
+def test_mixtrals_fused_moe_caches_in_the_releases_that_use_vllms_kernel():
+    """TGI v2.0.2-v2.2.0 run unquantized Mixtral through vLLM's fused_moe, which allocates
+    (M, top_k, 2I/world), (M*top_k, I/world) and (M, top_k, hidden) at once: per token
+    top_k x (3 I/world + hidden) where the plain MLP term has 4 I x top_k / world."""
+    from tgiops.core.catalog import find_model
+    from tgiops.core.catalog_file import parse_catalog
+    from tgiops.core.engines.tgi import TgiEngine
+    from tgiops.core.plan import activation_bytes
+
+    catalog = parse_catalog((ROOT / "models.yaml").read_text(), origin="models.yaml")
+    model = find_model(catalog, "mixtral-8x7b")
+    inter, hidden, k = model.intermediate_size or 0, model.hidden_size, 2
+    plain = activation_bytes(model, 1000, 2)
+    fused = activation_bytes(model, 1000, 2, TgiEngine.release("2.0.4"))
+    assert fused - plain == 1000 * 2 * (k * (3 * inter / 2 + hidden) - 4 * inter * k / 2)
+    assert activation_bytes(model, 1000, 2, TgiEngine.release("2.0.4"), "awq") == plain
+    assert activation_bytes(model, 1000, 2, TgiEngine.release("2.4.0")) == plain
+    assert activation_bytes(model, 1000, 2, TgiEngine.release("2.0.1")) == plain

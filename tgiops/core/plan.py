@@ -54,7 +54,10 @@ Estimates, and their known limits (none of these numbers is published by TGI):
   (``TensorParallelHead.forward``, layers/tensor_parallel.py@v2.4.1 l.34-59, computes the
   local ``V / num_shard`` slice and all-gathers the full ``V`` on every shard), and
   ``2 bytes x copies x V`` otherwise (one shard, or a vocabulary that does not divide: then
-  ``TensorParallelHead.load`` replicates the head and skips the gather, l.56-64). Freed
+  ``TensorParallelHead.load`` replicates the head and skips the gather, l.56-64). Up to
+  v2.3.1 a gathered head's logits are one copy more: the head returns ``world_out.T`` and
+  PyTorch's CUDA ``log_softmax`` makes that view contiguous before the new output
+  (``TgiEngine.prefill_logits_contiguous_copy``). Freed
   tensors stay in PyTorch's caching allocator, so they count as used when warmup measures.
   From v3.0.0 the server drops ``prefill_logprobs`` unless ``REQUEST_LOGPROBS=1``
   (flash_causal_lm.py@v3.0.0 l.298-299), so only the last token per request reaches the
@@ -1232,7 +1235,7 @@ def warmup_memory(
     overhead_mib = CUDA_CONTEXT_MIB + (NCCL_BUFFERS_MIB if num_shard > 1 else 0)
     kv_per_token = kv_bytes_per_token_per_gpu(model, num_shard)
     block = engine.attention_block_size(attention)
-    act_mib = activation_bytes(model, prefill_tokens, num_shard) / MIB
+    act_mib = activation_bytes(model, prefill_tokens, num_shard, engine, quantize) / MIB
     logits_mib = (
         prefill_logits_bytes(model, prefill_tokens, num_shard, engine) / MIB if flash else 0.0
     )
@@ -1284,11 +1287,21 @@ def prefill_logits_bytes(
         return 0.0
     vocab = model.vocab_size
     gathered = num_shard > 1 and vocab % num_shard == 0
+    if gathered and engine.prefill_logits_contiguous_copy:
+        # log_softmax makes the transposed gathered logits contiguous first (up to v2.3.1):
+        # ``TgiEngine.prefill_logits_contiguous_copy`` cites TGI's and PyTorch's lines.
+        copies += 1
     per_token = copies * vocab + (vocab // num_shard if gathered else 0)
     return float(prefill_tokens * per_token * 2)
 
 
-def activation_bytes(model: ModelSpec, prefill_tokens: int, num_shard: int) -> float:
+def activation_bytes(
+    model: ModelSpec,
+    prefill_tokens: int,
+    num_shard: int,
+    engine: TgiEngine | None = None,
+    quantize: str | None = None,
+) -> float:
     """Peak 16-bit activations of one prefill of ``prefill_tokens`` tokens, per GPU."""
     attention = (
         (model.num_attention_heads + 2 * model.num_key_value_heads) * model.head_dim
@@ -1299,6 +1312,13 @@ def activation_bytes(model: ModelSpec, prefill_tokens: int, num_shard: int) -> f
     # product (I) are alive together in `down_proj(act(gate_up[:, 0]) * gate_up[:, 1])`
     # (custom_modeling/flash_llama_modeling.py LlamaMLP.forward, @v2.0.0 l.33-36, @v3.3.7).
     mlp = 4 * intermediate * (model.experts_per_token or 1) / num_shard
+    if engine is not None and engine.fused_moe_caches(
+        model.model_type, quantize or model.quantization
+    ):
+        # vLLM's fused_moe holds gate_up, act_and_mul's output and the down projection per
+        # selected expert: top_k x (2 I + I) / num_shard + top_k x hidden
+        # (``TgiEngine.fused_moe_caches`` cites the lines).
+        mlp = (model.experts_per_token or 1) * (3 * intermediate / num_shard + model.hidden_size)
     per_token = 4 * model.hidden_size + attention + mlp
     return prefill_tokens * per_token * 2
 

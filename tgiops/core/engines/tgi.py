@@ -248,6 +248,39 @@ class TgiEngine:
             return 0
         return 1 if self.version >= (2, 4, 0) else 2
 
+    @property
+    def prefill_logits_contiguous_copy(self) -> bool:
+        """Whether warmup's ``log_softmax`` over a *gathered* head's logits copies them once more.
+
+        A sharded head returns the gathered logits transposed: ``world_out`` is allocated
+        ``[V, T]`` and ``forward`` returns ``world_out.T`` (layers/tensor_parallel.py@v2.0.4
+        l.61, l.73; @v2.2.0 l.98, l.114; @v2.3.1 l.88, l.104). Up to v2.3.1 ``generate_token``
+        takes ``torch.log_softmax(out, -1)`` of that view into a new tensor
+        (flash_causal_lm.py@v2.0.4 l.1142, @v2.2.0 l.1504, @v2.3.1 l.1730), and PyTorch's CUDA
+        softmax first makes its input contiguous, ``auto input = input_.contiguous();``
+        (``host_softmax`` in aten/src/ATen/native/cuda/SoftMax.cu), a third ``[T, V]`` tensor
+        alive with the logits and their log-softmax. From v2.4.0 the call is
+        ``log_softmax(out, -1, out=out)`` on the same transposed view; how PyTorch serves an
+        ``out=`` that is not contiguous is not pinned here, so no copy is counted (see
+        tgiops/docs/tgi-memory-model.md, Known gaps); from v3.0.0 there are no prefill logits.
+        """
+        return self.prefill_logits_copies == 2
+
+    def fused_moe_caches(self, model_type: str, quantize: str | None) -> bool:
+        """Whether the MoE layer is vLLM's ``fused_moe``, which allocates its caches whole.
+
+        Mixtral's ``BlockSparseMoE`` is used when ``quantize`` is None and calls vLLM's
+        ``fused_moe`` (custom_modeling/flash_mixtral_modeling.py@v2.0.4 l.367, l.482; @v2.2.0
+        l.369, l.484); server/Makefile-vllm pins Narsil/vllm@b5dfc61d (v2.0.2-v2.1.1) and
+        @d243e9dc (v2.2.0), whose ``fused_moe`` allocates ``(M, top_k, 2 I / world)``,
+        ``(M * top_k, I / world)`` and ``(M, top_k, hidden)`` before the first kernel
+        (vllm/model_executor/layers/fused_moe/fused_moe.py l.424-432 at both commits). v2.3.0
+        moved to ``layers/moe`` (``SparseMoELayer``); v2.0.0-v2.0.1 pin another fork, not read.
+        """
+        return (
+            model_type == "mixtral" and quantize is None and (2, 0, 2) <= self.version < (2, 3, 0)
+        )
+
     @staticmethod
     def warmup_requests(prefill_tokens: int, max_input_tokens: int | None) -> tuple[int, ...]:
         """The input lengths of the requests the router's warmup batch holds.
