@@ -28,10 +28,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def moto_command(port: int) -> list[str]:
-    """moto_server from this interpreter's environment, the repo's .venv, or PATH."""
+    """moto_server from the repo's .venv (the moto the tests were set up with), else this
+    interpreter's environment, else PATH. The .venv comes first: `scripts/testbed up` run by
+    the system python3 would otherwise start the system's moto, an older one, for every test
+    that shares the server (moto 5.2.1 answers a gzip-compressed PutMetricData with a 500)."""
     candidates = [
-        Path(sys.executable).parent / "moto_server",
         REPO_ROOT / ".venv" / "bin" / "moto_server",
+        Path(sys.executable).parent / "moto_server",
     ]
     for candidate in candidates:
         if candidate.exists():

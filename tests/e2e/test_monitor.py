@@ -275,7 +275,10 @@ def test_cloudwatch_unreachable_leaves_the_engine_alone_and_recovers(monitored, 
     finally:
         monitored.connect()
     back_at = time.time()
-    wait_until(lambda: "CloudWatch answers again" in journal(host), 90, "the recovery logged")
+    try:
+        wait_until(lambda: "CloudWatch answers again" in journal(host), 90, "the recovery logged")
+    except AssertionError as exc:  # say why: the monitor logs each cause of the outage once
+        raise AssertionError(f"{exc}; the monitor's journal:\n{journal(host)[-4000:]}") from None
     sent = wait_until(
         lambda: [t for t, _ in points(aws, "Healthy", UNIT_DIMS, cut_at) if t > back_at],
         60,

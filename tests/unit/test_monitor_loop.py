@@ -161,6 +161,18 @@ def test_an_outage_is_said_once_points_drop_oldest_and_recovery_sends_the_rest()
     assert box.failed("again", now=580.0) == []
 
 
+def test_a_new_cause_within_an_outage_is_said_once_whatever_its_numbers():
+    """The network comes back but CloudWatch refuses the buffered batch (a 500): that is said,
+    once, instead of hiding behind the first "cannot reach"."""
+    box = Outbox(Buffer(limit=1000))
+    box.queue(points(3))
+    assert len(box.failed("sending 7 metric points failed: cannot reach", now=1.0)) == 1
+    assert box.failed("sending 14 metric points failed: cannot reach", now=2.0) == []
+    [new_cause] = box.failed("sending 21 metric points failed: 500", now=3.0)
+    assert new_cause.endswith("now: sending 21 metric points failed: 500")
+    assert box.failed("sending 28 metric points failed: 500", now=4.0) == []
+
+
 def test_a_send_that_works_says_nothing():
     box = Outbox(Buffer(limit=100))
     for _ in range(5):

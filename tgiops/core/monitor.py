@@ -272,6 +272,7 @@ class Outbox:
     failures: int = 0
     _drop_said: bool = False
     _dropped_at_start: int = 0
+    _cause: str | None = None
 
     def queue(self, data: Iterable[dict[str, Any]]) -> list[str]:
         before = self.buffer.dropped
@@ -290,8 +291,15 @@ class Outbox:
     def failed(self, reason: str, now: float) -> list[str]:
         self.failures += 1
         if self.failing_since is not None:
-            return []
+            # Another cause within the outage (the network is back, CloudWatch now refuses):
+            # said once per cause, so a new reason is never hidden behind the first. Causes
+            # compare without their numbers ("sending 343 metric points ...").
+            if _cause(reason) == self._cause:
+                return []
+            self._cause = _cause(reason)
+            return [f"CloudWatch still does not take the points, now: {reason}"]
         self.failing_since = now
+        self._cause = _cause(reason)
         self._dropped_at_start = self.buffer.dropped
         return [
             f"CloudWatch PutMetricData failed: {reason}. Buffering up to {self.buffer.limit} "
@@ -312,6 +320,10 @@ class Outbox:
         self.failures = 0
         self._drop_said = False
         return lines
+
+
+def _cause(reason: str) -> str:
+    return re.sub(r"\d+", "N", reason)
 
 
 # -- `monitor show`: the latest value of each metric, from ListMetrics + GetMetricData -------
