@@ -12,6 +12,9 @@ Nothing leaves the machine: SSH destinations all resolve (ssh_config ``Host *``)
 loopback port, AWS is ``http://127.0.0.1:9`` with one attempt, IMDS the same, HOME an empty
 folder. Two options are left out on purpose, by name: ``--watch`` (status and reconcile
 repeat until Ctrl-C by design) and the help/version actions (they print help, not results).
+``monitor run`` is the on-host service, a loop until stopped by design: every invocation of it
+ends with ``--ticks 1`` (argparse keeps the last value), so a drawn ``--ticks`` or
+``--instance-id`` cannot turn the test into the service.
 `bootstrap` and `watch-interruption` need root and act on this machine: they see a non-root
 uid here (``os.geteuid`` patched), so they stop after checking their arguments.
 """
@@ -65,6 +68,9 @@ BASE = {
     ("userdata",): ["phi-3-mini"],
     ("reconcile",): ["--asg", "g", "--connect-timeout", "0.5"],
 }
+
+# Verbs that run until stopped by design, bounded at the end of every invocation.
+BOUNDED = {("monitor", "run"): ["--ticks", "1"]}
 
 HOSTILE = [
     "", " ", "-", "--", "--json", "-1", "0", "nan", "inf", "1e999", "/", "/nonexistent",
@@ -127,7 +133,7 @@ def invocations(draw: st.DrawFn) -> list[str]:
             argv += [f"{option}={value}"] if option.startswith("--") else [option, value]
     if json_flag and any("--json" in a.option_strings for a in actions):
         argv.append("--json")
-    return argv
+    return [*argv, *BOUNDED.get(path, [])]
 
 
 @pytest.fixture(scope="module")
@@ -205,3 +211,12 @@ def test_the_walk_finds_every_verb_and_its_options():
     assert ("secret", "delete") in LEAVES
     deploy = {o for a in options_of(LEAVES[("deploy",)]) for o in a.option_strings}
     assert {"--host", "--port", "--secret-name", "--connect-timeout", "--json"} <= deploy
+
+
+def test_every_verb_that_loops_by_design_is_bounded_here():
+    """A verb with ``--ticks`` is a service loop: without the bound above, a drawn
+    ``--instance-id`` (region from the environment) made ``monitor run`` loop for ever."""
+    looping = {
+        path for path, parser in LEAVES.items() if "--ticks" in parser._option_string_actions
+    }
+    assert looping == set(BOUNDED)
