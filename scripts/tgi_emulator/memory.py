@@ -18,7 +18,9 @@ flash_causal_lm.py), and where each term comes from:
 3. One prefill forward (`generate_token`): activations stay in PyTorch's caching allocator;
    before v3.0.0 the LM head runs on every prefill token (prefill_logprobs), 2 vocabulary-wide
    16-bit tensors up to v2.3.1, 1 from v2.4.0 (in-place log_softmax), 0 from v3.0.0
-   (REQUEST_LOGPROBS); a sharded head adds its V/world slice before the all-gather. Gemma 3
+   (REQUEST_LOGPROBS); a sharded head adds its V/world slice before the all-gather, and its
+   transposed gathered logits cost log_softmax one contiguous copy more (two with 2.4.x's
+   non-contiguous out=). Gemma 3
    builds dense [b, 1, S, S] masks (v3.2.x when the batch has an image, which warmup's does;
    every prefill from v3.3.0) and, with SDPA, a score matrix per head.
 4. Free memory -> blocks: `get_free_memory(device, fraction)` is
@@ -59,8 +61,9 @@ class ReleaseMemoryRules:
     wiggle_formula: str
     wiggle_room: float  # TGI_WIGGLE_ROOM's default (the hard-coded 0.95 for "legacy")
     warmup_logits_copies: int  # vocabulary-wide tensors per prefill token
-    # log_softmax into a new tensor from the transposed gathered logits (up to v2.3.1)
-    log_softmax_copies_gathered_view: bool
+    # [T, V] tensors log_softmax adds over the transposed gathered logits: their contiguous
+    # copy (up to v2.3.1), or that copy and the out= temporary (2.4.x)
+    gathered_view_extra_copies: int
     # Mixtral's unquantized MoE runs vLLM's fused_moe, which allocates its three caches whole
     vllm_fused_moe: bool
     warmup_image: bool  # the router's first warmup request carries an image
@@ -104,8 +107,10 @@ def rules_for(version: str) -> ReleaseMemoryRules:
         wiggle_formula=formula,
         wiggle_room=wiggle,
         warmup_logits_copies=copies,
-        # v2.4.0 made it `log_softmax(out, -1, out=out)` (PR #2661), no new tensor asked for
-        log_softmax_copies_gathered_view=v < (2, 4, 0),
+        # v2.4.0 made it `log_softmax(out, -1, out=out)` (PR #2661): in place for one shard,
+        # but on a gathered head `out` is a transposed view, which PyTorch's log_softmax_out
+        # (aten/src/ATen/native/SoftMax.cpp) fills through a contiguous `output_temp`
+        gathered_view_extra_copies=(1 if v < (2, 4, 0) else 2) if copies else 0,
         # Makefile-vllm pins Narsil/vllm@b5dfc61d (v2.0.2-v2.1.1) and @d243e9dc (v2.2.0); v2.3.0
         # moved to layers/moe (SparseMoELayer). v2.0.0-v2.0.1's OlivierDehaene/vllm is not read.
         vllm_fused_moe=(2, 0, 2) <= v < (2, 3, 0),
@@ -148,12 +153,13 @@ def logits_bytes_per_token(rules: ReleaseMemoryRules, vocab: int, num_shard: int
     if not copies:
         return 0
     gathers = num_shard > 1 and vocab % num_shard == 0
-    if gathers and rules.log_softmax_copies_gathered_view:
+    if gathers:
         # TensorParallelHead.forward gathers into a [V, T] buffer and returns its transpose
         # (layers/tensor_parallel.py@v2.2.0 l.98, l.114); `torch.log_softmax(out, -1)`
         # (flash_causal_lm.py@v2.2.0 l.1504) runs PyTorch's CUDA host_softmax, which starts
-        # with `input_.contiguous()` (aten/src/ATen/native/cuda/SoftMax.cu): one more [T, V].
-        copies += 1
+        # with `input_.contiguous()` (aten/src/ATen/native/cuda/SoftMax.cu): one more [T, V];
+        # 2.4.x's `out=out` (l.2046 at v2.4.0) adds log_softmax_out's `output_temp`.
+        copies += rules.gathered_view_extra_copies
     return 2 * (copies * vocab + (vocab // num_shard if gathers else 0))
 
 

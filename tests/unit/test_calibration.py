@@ -74,14 +74,13 @@ KNOWN_KV_OUTLIERS = {
         "nvidia-smi's total); neither is derivable from TGI, so nothing is tuned"
     ),
     "llama31-8b-2xl40s-tgi240-kv": (
-        "TGI printed 123449 KV tokens (7.5 GiB per GPU at 64 KiB/token); TGI 2.4.0's warmup "
-        "arithmetic with the stated flags leaves ~26 GiB. The case is low-confidence: the quoted "
-        "figure may come from another variation of the run (the reporter tried on-the-fly "
-        "quantization) in a vendor container, and per-GPU memory is not stated; no term in "
-        "TGI's source explains an 18 GiB gap. The one candidate left open, PyTorch adding "
-        "temporaries for 2.4.0's log_softmax(out, -1, out=out) on the sharded head's "
-        "transposed logits (at most 2 x 3.9 GiB for 16182 x 128256 bf16), would still leave "
-        "~10 GiB unexplained"
+        "TGI printed 123449 KV tokens (7.5 GiB per GPU at 64 KiB/token), i.e. ~6.7 GiB free "
+        "when warmup measured; TGI 2.4.0's arithmetic with the stated flags leaves ~19.7 GiB, "
+        "counting log_softmax's temporaries on the sharded head's transposed logits (three "
+        "16182 x 128256 bf16 tensors, 11.6 GiB, and the local slice). The case is "
+        "low-confidence: the quoted figure may come from another variation of the run (the "
+        "reporter tried on-the-fly quantization) in a vendor container, and per-GPU memory is "
+        "not stated; no term in TGI's source explains the ~13 GiB left"
     ),
 }
 
@@ -208,12 +207,14 @@ def test_the_failures_of_the_chat_app_write_ups_fail_for_the_reported_reason():
     assert ROWS["llama32-90b-vision-8xa10g-tgi240-prefill-oom"].predicted == "prefill_oom"
 
 
-def test_a_gathered_heads_log_softmax_copies_its_transposed_logits_up_to_2_3_1():
-    """TGI <= 2.3.1: a sharded head returns ``world_out.T`` (layers/tensor_parallel.py@v2.0.4
-    l.73) and ``torch.log_softmax(out, -1)`` (flash_causal_lm.py@v2.0.4 l.1142) makes that view
-    contiguous first (PyTorch's CUDA host_softmax): three vocabulary-wide tensors plus the
-    local slice. One shard returns its matmul as is (two), and 2.4.0's ``out=out`` form is
-    not counted as a copy."""
+def test_a_gathered_heads_log_softmax_copies_its_transposed_logits():
+    """A sharded head returns ``world_out.T`` (layers/tensor_parallel.py@v2.0.4 l.73, @v2.4.1
+    l.104). Up to 2.3.1 ``torch.log_softmax(out, -1)`` makes that view contiguous first
+    (PyTorch's CUDA host_softmax) next to its new output: three vocabulary-wide tensors plus
+    the local slice. 2.4.x's ``log_softmax(out, -1, out=out)`` is in place for one shard
+    (one tensor), but on the transposed view PyTorch's ``log_softmax_out`` computes into a
+    contiguous ``output_temp`` and the kernel still copies its input: three again. From 3.0
+    there are no prefill logits."""
     from tgiops.core.catalog import find_model
     from tgiops.core.catalog_file import parse_catalog
     from tgiops.core.engines.tgi import TgiEngine
@@ -223,9 +224,12 @@ def test_a_gathered_heads_log_softmax_copies_its_transposed_logits_up_to_2_3_1()
     model = find_model(catalog, "mixtral-8x7b")
     vocab, tokens = model.vocab_size, 1000
     old, new = TgiEngine.release("2.0.4"), TgiEngine.release("2.4.0")
+    v3 = TgiEngine.release("3.0.0")
     assert prefill_logits_bytes(model, tokens, 4, old) == tokens * 2 * (3 * vocab + vocab // 4)
     assert prefill_logits_bytes(model, tokens, 1, old) == tokens * 2 * 2 * vocab
-    assert prefill_logits_bytes(model, tokens, 4, new) == tokens * 2 * (vocab + vocab // 4)
+    assert prefill_logits_bytes(model, tokens, 4, new) == tokens * 2 * (3 * vocab + vocab // 4)
+    assert prefill_logits_bytes(model, tokens, 1, new) == tokens * 2 * vocab
+    assert prefill_logits_bytes(model, tokens, 4, v3) == 0
 
 
 def test_mixtrals_fused_moe_caches_in_the_releases_that_use_vllms_kernel():

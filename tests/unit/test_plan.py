@@ -333,10 +333,12 @@ def test_prefill_logits_are_their_own_memory_term_per_release(version, copies):
 
 def test_sharded_prefill_logits_gather_the_whole_vocabulary_on_each_shard():
     """TensorParallelHead.forward (layers/tensor_parallel.py@v2.4.1): a local V/world slice,
-    then an all-gather of the full V on every shard."""
+    then an all-gather of the full V on every shard, returned transposed; 2.4.x's
+    ``log_softmax(out, -1, out=out)`` on that view adds a contiguous temporary and a
+    contiguous copy of its input (TgiEngine.gathered_logits_extra_copies): 3 x V per token."""
     result = plan_on("llama-3.1-8b", "g5.12xlarge", engine=TgiEngine.release("2.4.1"), num_shard=4)
     vocab = model("llama-3.1-8b").vocab_size
-    per_token = (vocab + vocab // 4) * 2
+    per_token = (3 * vocab + vocab // 4) * 2
     assert result.memory.prefill_logits_mib == pytest.approx(
         result.max_batch_prefill_tokens * per_token / 2**20, abs=0.1
     )

@@ -54,10 +54,11 @@ Estimates, and their known limits (none of these numbers is published by TGI):
   (``TensorParallelHead.forward``, layers/tensor_parallel.py@v2.4.1 l.34-59, computes the
   local ``V / num_shard`` slice and all-gathers the full ``V`` on every shard), and
   ``2 bytes x copies x V`` otherwise (one shard, or a vocabulary that does not divide: then
-  ``TensorParallelHead.load`` replicates the head and skips the gather, l.56-64). Up to
-  v2.3.1 a gathered head's logits are one copy more: the head returns ``world_out.T`` and
-  PyTorch's CUDA ``log_softmax`` makes that view contiguous before the new output
-  (``TgiEngine.prefill_logits_contiguous_copy``). Freed
+  ``TensorParallelHead.load`` replicates the head and skips the gather, l.56-64). A
+  gathered head's logits cost more copies: the head returns ``world_out.T``, PyTorch's CUDA
+  ``log_softmax`` makes that view contiguous before writing its output (one more up to
+  v2.3.1), and 2.4.x's ``out=out`` on that view goes through a contiguous temporary too (two
+  more; ``TgiEngine.gathered_logits_extra_copies``). Freed
   tensors stay in PyTorch's caching allocator, so they count as used when warmup measures.
   From v3.0.0 the server drops ``prefill_logprobs`` unless ``REQUEST_LOGPROBS=1``
   (flash_causal_lm.py@v3.0.0 l.298-299), so only the last token per request reaches the
@@ -1287,10 +1288,10 @@ def prefill_logits_bytes(
         return 0.0
     vocab = model.vocab_size
     gathered = num_shard > 1 and vocab % num_shard == 0
-    if gathered and engine.prefill_logits_contiguous_copy:
-        # log_softmax makes the transposed gathered logits contiguous first (up to v2.3.1):
-        # ``TgiEngine.prefill_logits_contiguous_copy`` cites TGI's and PyTorch's lines.
-        copies += 1
+    if gathered:
+        # log_softmax over the transposed gathered logits copies them (once up to v2.3.1,
+        # twice with 2.4.x's non-contiguous out=): ``TgiEngine.gathered_logits_extra_copies``.
+        copies += engine.gathered_logits_extra_copies
     per_token = copies * vocab + (vocab // num_shard if gathered else 0)
     return float(prefill_tokens * per_token * 2)
 

@@ -249,22 +249,30 @@ class TgiEngine:
         return 1 if self.version >= (2, 4, 0) else 2
 
     @property
-    def prefill_logits_contiguous_copy(self) -> bool:
-        """Whether warmup's ``log_softmax`` over a *gathered* head's logits copies them once more.
+    def gathered_logits_extra_copies(self) -> int:
+        """How many more ``[T, V]`` tensors warmup's ``log_softmax`` makes of a *gathered* head.
 
         A sharded head returns the gathered logits transposed: ``world_out`` is allocated
         ``[V, T]`` and ``forward`` returns ``world_out.T`` (layers/tensor_parallel.py@v2.0.4
-        l.61, l.73; @v2.2.0 l.98, l.114; @v2.3.1 l.88, l.104). Up to v2.3.1 ``generate_token``
-        takes ``torch.log_softmax(out, -1)`` of that view into a new tensor
-        (flash_causal_lm.py@v2.0.4 l.1142, @v2.2.0 l.1504, @v2.3.1 l.1730), and PyTorch's CUDA
-        softmax first makes its input contiguous, ``auto input = input_.contiguous();``
-        (``host_softmax`` in aten/src/ATen/native/cuda/SoftMax.cu), a third ``[T, V]`` tensor
-        alive with the logits and their log-softmax. From v2.4.0 the call is
-        ``log_softmax(out, -1, out=out)`` on the same transposed view; how PyTorch serves an
-        ``out=`` that is not contiguous is not pinned here, so no copy is counted (see
-        tgiops/docs/tgi-memory-model.md, Known gaps); from v3.0.0 there are no prefill logits.
+        l.61, l.73; @v2.2.0 l.98, l.114; @v2.3.1 l.88, l.104; @v2.4.1 l.88, l.104). PyTorch's
+        CUDA softmax first makes its input contiguous, ``auto input = input_.contiguous();``
+        (``host_softmax`` in aten/src/ATen/native/cuda/SoftMax.cu), so on that view:
+
+        - up to v2.3.1 ``torch.log_softmax(out, -1)`` (flash_causal_lm.py@v2.0.4 l.1142,
+          @v2.2.0 l.1504, @v2.3.1 l.1730) holds the contiguous copy next to the logits and
+          their new log-softmax: 1 more;
+        - v2.4.x ``torch.log_softmax(out, -1, out=out)`` (@v2.4.0 l.2046, @v2.4.1 l.2090)
+          passes a non-contiguous ``out``. PyTorch's ``log_softmax_out``
+          (aten/src/ATen/native/SoftMax.cpp, the out variant of pytorch/pytorch#75833, 2022)
+          then computes into ``output_temp = at::empty(output_.sizes())``, a contiguous
+          ``[T, V]``, and copies it back with ``output_.copy_(output_temp)`` afterwards; the
+          kernel it calls still makes the input contiguous: 2 more, next to ``world_out``.
+          In place only without tensor parallelism, which is what PR #2661 measured (one L4);
+        - from v3.0.0 there are no prefill logits (``prefill_logits_copies`` is 0).
         """
-        return self.prefill_logits_copies == 2
+        if not self.prefill_logits_copies:
+            return 0
+        return 1 if self.prefill_logits_copies == 2 else 2
 
     def fused_moe_caches(self, model_type: str, quantize: str | None) -> bool:
         """Whether the MoE layer is vLLM's ``fused_moe``, which allocates its caches whole.
