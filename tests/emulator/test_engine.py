@@ -129,7 +129,9 @@ def test_memory_knobs_move_capacity_the_right_way():
 def test_prefill_logits_cost_before_3_0():
     """Warmup computes 16-bit logits for every prefill token before 3.0 (Addendum): two
     vocabulary-wide tensors up to 2.3 (log_softmax into a new one), one from 2.4.0 (in place,
-    PR #2661), none from 3.0; a sharded head adds its local slice before the all-gather."""
+    PR #2661), none from 3.0; a sharded head adds its local slice before the all-gather, and
+    log_softmax over its transposed gathered logits makes 2.4.x's out= go through a contiguous
+    temporary and a contiguous input copy (three tensors again)."""
     a = arch("meta-llama/Llama-3.1-8B-Instruct")
     vocab = a.vocab_size  # 128256, divisible by 2
     per_token = {
@@ -141,7 +143,7 @@ def test_prefill_logits_cost_before_3_0():
     sharded = {
         v: engine.activation_bytes_per_token(memory.rules_for(v), a, 2) for v in ("2.4.1", "3.3.7")
     }
-    assert sharded["2.4.1"] - sharded["3.3.7"] == 2 * vocab + 2 * (vocab // 2)
+    assert sharded["2.4.1"] - sharded["3.3.7"] == 2 * 3 * vocab + 2 * (vocab // 2)
     # Qwen2.5 7B (vocab 152064) on one A10G with a 16384-token prefill: 2.0.4's 9.3 GiB of
     # logits do not fit; 3.x computes none.
     big = request(
