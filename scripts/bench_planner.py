@@ -209,7 +209,7 @@ def evaluate(case: dict[str, Any]) -> Row:
     attention = (case.get("env") or {}).get("ATTENTION") or engine.attention_backend(
         flash=flash,
         compute_capability=inventory.compute_capability,
-        head_dim=model.head_dim,
+        head_dim=engine.launcher_head_dim(model.model_type, model.head_dim),
         model_type=model.model_type,
     )
     found = warmup_memory(

@@ -114,7 +114,8 @@ class ModelArch:
     num_heads: int
     num_kv_heads: int
     head_dim: int
-    launcher_head_dim: int | None  # what the launcher's Config derives (None for mllama)
+    launcher_head_dim: int | None  # the launcher's Config, top level only (None for VLMs)
+    text_config_head_dim: int | None  # text_config.head_dim, read by the launcher from v3.2.1
     vocab_size: int
     max_position_embeddings: int | None
     rope_scaling: dict | None
@@ -169,6 +170,7 @@ def arch_from_config(config: dict, weight_bytes: int) -> ModelArch:
         num_kv_heads=kv_heads,
         head_dim=head_dim,
         launcher_head_dim=launcher_head_dim,
+        text_config_head_dim=(config.get("text_config") or {}).get("head_dim"),
         vocab_size=int(text.get("vocab_size", config.get("vocab_size", 32000))),
         max_position_embeddings=int(mpe) if mpe else None,
         rope_scaling=text.get("rope_scaling"),
@@ -269,6 +271,19 @@ def min_capability(gpus: tuple[EmulatedGpu, ...] | list[EmulatedGpu]) -> tuple[i
     return min(g.compute_capability for g in gpus)
 
 
+def _launcher_head_dim(version: str, arch: ModelArch) -> int | None:
+    """`Config::get_head_dim` (launcher/src/main.rs): the top level's head_dim or hidden/heads;
+    from v3.2.1 also text_config.head_dim (PR #3116, 095775e0); from v3.3.0 Gemma 3 without
+    one gets 256 (PR #3167, 84ab88d8)."""
+    v = memory.version_tuple(version)
+    found = arch.launcher_head_dim
+    if found is None and v >= (3, 2, 1):
+        found = arch.text_config_head_dim
+    if found is None and v >= (3, 3, 0) and arch.model_type == "gemma3":
+        found = 256
+    return found
+
+
 def resolve_attention(
     profile: VersionProfile,
     launcher_arch: ModelArch | None,
@@ -288,7 +303,7 @@ def resolve_attention(
             logs.append(("INFO", "Disabling prefix caching because of VLM model"))
             prefix = "0"
         fallback = "paged" if capability is not None and capability[0] < 8 else "flashdecoding"
-        if launcher_arch.launcher_head_dim in FLASHINFER_HEAD_DIMS:
+        if _launcher_head_dim(profile.version, launcher_arch) in FLASHINFER_HEAD_DIMS:
             if lora_adapters and prefix is None:
                 logs.append(("INFO", "Disabling prefix caching because of lora adapters"))
                 prefix = "0"

@@ -71,7 +71,7 @@ class ReleaseMemoryRules:
     chunking_default: bool  # PREFILL_CHUNKING defaults on (v3.0.0)
 
 
-def _version_tuple(text: str) -> tuple[int, int, int]:
+def version_tuple(text: str) -> tuple[int, int, int]:
     match = re.fullmatch(r"v?(\d+)\.(\d+)(?:\.(\d+))?", text.strip())
     if not match:
         raise ValueError(f"not a TGI release: {text!r}")
@@ -80,7 +80,7 @@ def _version_tuple(text: str) -> tuple[int, int, int]:
 
 def rules_for(version: str) -> ReleaseMemoryRules:
     """The rules of `version` (any release tag from v2.0.0 to v3.3.7)."""
-    v = _version_tuple(version)
+    v = version_tuple(version)
     if not (2, 0, 0) <= v <= (3, 3, 7):
         raise ValueError(f"TGI {version} is outside the releases the emulator knows")
     if v < (2, 3, 0):
@@ -170,16 +170,19 @@ def gemma3_mask_bytes(
     heads_per_shard: int,
     attention: str | None,
 ) -> int:
-    """Dense prefill masks (custom_modeling/flash_gemma3_modeling.py): the 16-bit mask, its
-    sliding-window copy and the boolean window mask with its `ones_like` (6 bytes a cell),
-    plus, through SDPA's math kernel, the scores and their softmax (2 x heads x 2 bytes)."""
+    """Dense prefill masks (custom_modeling/flash_gemma3_modeling.py): the additive mask and
+    its sliding-window copy, float32 because `torch.where(mask, 0, min_dtype)` has only
+    Python-scalar branches (4 + 4 bytes a cell), the boolean window mask and its `ones_like`
+    (1 + 1); through SDPA's math kernel, which computes in float32 for 16-bit inputs since
+    torch 2.5 (TGI 3.2-3.3 ship torch 2.6-2.7), the scores and `_safe_softmax`'s output (4 + 4)
+    and its boolean -inf test (1), per head."""
     if model_type != "gemma3" or rules.gemma3_dense_mask is None or not lengths:
         return 0
     if rules.gemma3_dense_mask == "with_image" and not rules.warmup_image:
         return 0
     cells = len(lengths) * max(lengths) ** 2
     sdpa = rules.gemma3_dense_mask == "with_image" or attention != "flashinfer"
-    return cells * 6 + (cells * 2 * heads_per_shard * 2 if sdpa else 0)
+    return cells * 10 + (cells * 9 * heads_per_shard if sdpa else 0)
 
 
 def free_for_kv(

@@ -57,7 +57,6 @@ _FLOP_CARDS = {"T4", "L4", "L40", "L40S", "A10G", "A100", "H100", "RTX 4090"}
 
 KNOWN_OUTCOME_GAPS = {
     "llama31-405b-fp8-8xh100-tgi220-cudagraph-oom": "CUDA-graph capture memory is not modelled",
-    "gemma3-27b-4xh100-tgi320-warmup-oom": "the SDPA term is a lower bound (PyTorch internals)",
     "mixtral-8x22b-4xh100-tgi204-kv": (
         "a marginal run (~0.3 GiB free at TGI's measurement): with 2.0.4's derived logits copy "
         "and fused-MoE caches the sum of terms is a little over the H100; the residual is in "

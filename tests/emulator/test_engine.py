@@ -209,6 +209,22 @@ def test_resolve_attention_rules():
     )
 
 
+def test_the_launcher_reads_gemma3s_head_dim_from_text_config_from_3_2_1():
+    """Config::get_head_dim: top level only at v3.2.0 (Gemma 3's fields are in text_config,
+    so the launcher falls back from flashinfer), text_config.head_dim from v3.2.1 (PR #3116);
+    Llama 3.2 Vision states it nowhere, so it falls back in every release."""
+    gemma3, mllama = arch("google/gemma-3-27b-it"), arch("meta-llama/Llama-3.2-90B-Vision-Instruct")
+    assert engine._launcher_head_dim("3.2.0", gemma3) is None
+    assert engine._launcher_head_dim("3.2.1", gemma3) == 128
+    assert engine._launcher_head_dim("3.3.7", gemma3) == 128
+    assert engine._launcher_head_dim("3.3.7", mllama) is None
+    profile = versions.get_profile("3.3.7")
+    assert engine.resolve_attention(profile, gemma3, (9, 0), None, None, False)[0] == "flashinfer"
+    without = replace(gemma3, text_config_head_dim=None)  # v3.3.0's Gemma 3 fallback: 256
+    assert engine._launcher_head_dim("3.3.0", without) == 256
+    assert engine._launcher_head_dim("3.2.3", without) is None
+
+
 def test_token_defaults_per_version():
     d20 = engine.compute_token_defaults(request("2.0.4", model="Qwen/Qwen2.5-7B-Instruct"))
     assert (d20.max_input_tokens, d20.max_total_tokens, d20.max_batch_prefill_tokens) == (

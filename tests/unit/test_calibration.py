@@ -39,12 +39,6 @@ KNOWN_OUTCOME_GAPS = {
         "init_kv_cache), out of the 5% of free memory it leaves; what capture allocates (NCCL "
         "and FP8 kernel workspaces per batch size) is not in TGI's source"
     ),
-    "gemma3-27b-4xh100-tgi320-warmup-oom": (
-        "the dense-mask term is a lower bound: PyTorch's math SDPA kernel (the only one taking "
-        "a mask with enable_gqa) may hold more than the scores and their softmax (float32 "
-        "upcast, expanded keys/values), which TGI's source does not show; the bound leaves "
-        "~13 GiB per GPU, and the source gives the outcome in prose only (low confidence)"
-    ),
     "mixtral-8x22b-4xh100-tgi204-kv": (
         "a marginal run: the warmup batch's own blocks are 36864 of the 42768 KV tokens TGI "
         "printed, so ~0.3 GiB per GPU was free when TGI 2.0.4 measured. With the gathered "

@@ -223,6 +223,25 @@ def test_chunking_follows_the_attention_backend_not_the_release_alone():
     assert not tgi.prefill_chunking(flash=True, attention="flashinfer", vision=True)
 
 
+def test_the_planner_picks_the_attention_the_launcher_can_see_for_multimodal_configs():
+    """TGI's launcher reads head_dim from config.json's top level, and from v3.2.1 from
+    text_config too (PR #3116): Gemma 3 runs flashinfer from 3.2.1 but flashdecoding at 3.2.0
+    on sm80+; Llama 3.2 Vision states no head_dim, so it falls back in every release."""
+    gemma3 = CATALOG["gemma-3-27b"]
+    picked = {
+        version: TgiEngine.release(version).attention_backend(
+            flash=True,
+            compute_capability=(8, 0),
+            head_dim=TgiEngine.release(version).launcher_head_dim("gemma3", gemma3.head_dim),
+            model_type="gemma3",
+        )
+        for version in ("3.2.0", "3.2.1", "3.3.7")
+    }
+    assert picked == {"3.2.0": "flashdecoding", "3.2.1": "flashinfer", "3.3.7": "flashinfer"}
+    assert TgiEngine.release("3.3.7").launcher_head_dim("mllama", 128) is None
+    assert TgiEngine.release("3.3.7").launcher_head_dim("llama", 128) == 128
+
+
 def test_validate_launcher_args_speaks_tgis_texts():
     new, old = TgiEngine.release("3.3.7"), TgiEngine.release("2.0.4")
     ok = dict(max_input_tokens=100, max_total_tokens=200, max_batch_prefill_tokens=100)

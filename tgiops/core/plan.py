@@ -498,7 +498,7 @@ def _plan_once(
     attention = engine.attention_backend(
         flash=flash,
         compute_capability=inventory.compute_capability,
-        head_dim=model.head_dim,
+        head_dim=engine.launcher_head_dim(model.model_type, model.head_dim),
         model_type=model.model_type,
     )
     # A model type TGI has no class for runs through its transformers backend, which chunks
@@ -1176,24 +1176,36 @@ def dense_attention_bytes(
     """Gemma 3's dense prefill masks for the warmup batch ``requests``
     (``TgiEngine.dense_prefill_attention``).
 
-    The batch is padded to its longest request S, and the tensors alive together in the
-    model's forward are: the 16-bit mask (2 bytes x b x S x S), its sliding-window copy
-    (2 bytes) and the boolean window mask (1 byte, plus the transient ``ones_like`` it is
-    built from: 1 byte): 6 x b x S x S bytes (flash_gemma3_modeling.py@v3.2.1 l.700-753 and
-    l.847-866; from v3.3.0 the boolean mask built in vlm_causal_lm.py takes the transient's
-    place). With "sdpa" PyTorch's math kernel, the only one taking both ``attn_mask`` and
-    ``enable_gqa`` (torch.nn.functional.scaled_dot_product_attention docs), holds the scores
-    and their softmax: 2 x b x heads/num_shard x S x S in the model dtype. A lower bound:
-    ``get_attention_mask``'s intermediates are freed into PyTorch's cache and reused.
+    The batch is padded to its longest request S, and per cell (``b x S x S``) the forward
+    holds:
+
+    - the masks, 10 bytes: the additive mask and its sliding-window copy are float32, as
+      ``torch.where(bool_mask, 0, min_dtype)`` with two Python scalars returns the default
+      dtype and TGI never sets one (``git grep set_default_dtype`` at v3.2.0 and v3.3.7 finds
+      none): 4 + 4; the boolean window mask and the ``ones_like`` it is built from, 1 + 1
+      (flash_gemma3_modeling.py@v3.2.1 l.700-753, l.847-866; from v3.3.0 the boolean mask
+      ``get_attention_mask(bool_mask=True)`` keeps, vlm_causal_lm.py@v3.3.0 l.1021-1031,
+      takes the transient's place);
+    - with "sdpa", 9 bytes per head on this shard: PyTorch's math kernel, the only one taking
+      both ``attn_mask`` and ``enable_gqa``, upcasts 16-bit q, k and v to float32 (PyTorch
+      PR #128922, default since torch 2.5; TGI 3.2.x-3.3.x pin torch 2.6-2.7 in
+      server/requirements_cuda.txt), so the scores are float32 (4) and
+      ``at::_safe_softmax`` (PR #133882, torch 2.5) holds its float32 softmax (4) and the
+      boolean ``-inf`` test of the scores (1) with them
+      (aten/src/ATen/native/transformers/attention.cpp, ``_scaled_dot_product_attention_math``).
+
+    A lower bound: releases of ``_safe_softmax`` whose ``where`` writes a new tensor hold 4
+    bytes more, and ``get_attention_mask``'s boolean intermediates are freed into PyTorch's
+    cache and reused.
     """
     kind = engine.dense_prefill_attention(model.model_type, attention)
     if kind is None or not requests:
         return 0.0
     batch, longest = len(requests), max(requests)
     square = float(batch) * longest * longest
-    total = 6.0 * square
+    total = 10.0 * square
     if kind == "sdpa":
-        total += 2.0 * square * (model.num_attention_heads // num_shard) * 2
+        total += 9.0 * square * (model.num_attention_heads // num_shard)
     return total
 
 

@@ -368,12 +368,28 @@ class TgiEngine:
             env["PREFIX_CACHING" if self.version >= (2, 4, 0) else "USE_PREFIX_CACHING"] = "0"
         return env
 
+    def launcher_head_dim(self, model_type: str, head_dim: int) -> int | None:
+        """The head size TGI's launcher reads from config.json to pick the attention.
+
+        ``Config`` takes ``head_dim``, else ``hidden_size / num_attention_heads``, from the
+        top level only (launcher/src/main.rs@v3.2.0 ``impl From<RawConfig>``). The
+        multimodal configs of Gemma 3 and Llama 3.2 Vision hold them in ``text_config``:
+        from v3.2.1 ``get_head_dim`` reads ``text_config.head_dim`` (095775e0, PR #3116),
+        which Gemma 3's configs state and Llama 3.2 Vision's do not; from v3.3.0 Gemma 3 falls
+        back to 256 when absent (84ab88d8, PR #3167). None: unknown to the launcher.
+        """
+        if model_type == "mllama":
+            return None
+        if model_type == "gemma3":
+            return head_dim if self.version >= (3, 2, 1) else None
+        return head_dim
+
     def attention_backend(
         self,
         *,
         flash: bool,
         compute_capability: tuple[int, int],
-        head_dim: int,
+        head_dim: int | None,
         model_type: str,
     ) -> str:
         """The attention backend TGI's shards will run: flashinfer, flashdecoding or paged.
@@ -382,7 +398,8 @@ class TgiEngine:
         l.131-199, the same rule at v2.3.1-v3.3.6): flashinfer by default; the fallback when
         head_dim is not 64/128/256 or the model is falcon/deepseek_v2 (2.3.x: also gemma2) is
         ``paged`` below sm80 (from v2.3.1; v2.3.0 always took flashdecoding) and
-        ``flashdecoding`` from sm80. tgiops sets ATTENTION=paged itself on the non-flash path
+        ``flashdecoding`` from sm80. ``head_dim`` is the launcher's (``launcher_head_dim``;
+        None falls back). tgiops sets ATTENTION=paged itself on the non-flash path
         (``non_flash_env``). Before v2.3 the flash models use paged attention.
         """
         if not flash or self.version < (2, 3, 0):
