@@ -43,7 +43,7 @@ from tgiops.core.engines import vllm
 from tgiops.core.errors import DeployError, DoesNotFitError, HealthError, InputError, ProbeError
 from tgiops.core.layout import ENV_DIR, LOCK_PATH, MANAGED_MARKER, UNIT_DIR
 from tgiops.core.plan import Plan
-from tgiops.core.render import UnitOptions, render_env_file, render_unit
+from tgiops.core.render import UnitOptions, render_engine_unit, render_env_file, unit_context
 from tgiops.core.request import (
     DEFAULT_PORT,
     DeployRequest,
@@ -267,15 +267,19 @@ def _unit_text(
     options: UnitOptions,
     template_text: str,
 ) -> str:
-    """The systemd unit of ``the_plan``, from its engine's template."""
-    if isinstance(the_plan, vllm.VllmPlan):
-        return vllm.render_unit(
-            the_plan,
-            options,
-            _engine_template(request.engine.unit_template, template_text),
-            tgiops_version=__version__,
-        )
-    return render_unit(the_plan, options, template_text, tgiops_version=__version__)
+    """The systemd unit of ``the_plan``, from its engine's template and context."""
+    context = (
+        vllm.unit_context(the_plan, options)
+        if isinstance(the_plan, vllm.VllmPlan)
+        else unit_context(the_plan, options)
+    )
+    return render_engine_unit(
+        the_plan,
+        options,
+        _engine_template(request.engine.unit_template, template_text),
+        context,
+        tgiops_version=__version__,
+    )
 
 
 def _dry_run_commands(options: UnitOptions, uploads: list[FileUpload]) -> tuple[str, ...]:
