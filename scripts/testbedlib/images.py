@@ -26,6 +26,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from testbedlib.dockerd import DockerDaemon, docker_client
 from testbedlib.errors import TestbedError
@@ -64,44 +65,44 @@ def vllm_emulator_dir() -> Path:
 
 def load_vllm_tags(package_dir: Path) -> dict[str, dict[str, str]]:
     """{image reference: baked environment} from vllm_emulator.versions, in a fresh interpreter."""
-    code = (
-        "import json, vllm_emulator.versions as v; "
-        "print(json.dumps({t.reference: v.image_env(t) for t in v.image_tags()}))"
+    tags: dict[str, dict[str, str]] = _read_versions(
+        package_dir,
+        "vllm_emulator.versions",
+        "{t.reference: v.image_env(t) for t in v.image_tags()}",
     )
-    env = dict(os.environ, PYTHONPATH=str(package_dir.parent), PYTHONDONTWRITEBYTECODE="1")
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, env=env, check=False, timeout=60
-    )
-    if result.returncode != 0:
-        raise TestbedError(
-            f"cannot read vllm_emulator.versions from {package_dir}: "
-            f"{result.stderr.decode(errors='replace')[-800:]}"
-        )
-    return json.loads(result.stdout)
+    return tags
 
 
 def load_emulator_versions(package_dir: Path) -> tuple[tuple[str, ...], dict[str, dict]]:
     """SUPPORTED_VERSIONS and IMAGE_ENV from the emulator, read in a fresh interpreter."""
-    code = (
-        "import json, tgi_emulator.versions as v; "
-        "print(json.dumps({'versions': list(v.SUPPORTED_VERSIONS), "
-        "'env': {k: dict(e) for k, e in v.IMAGE_ENV.items()}}))"
+    data = _read_versions(
+        package_dir,
+        "tgi_emulator.versions",
+        "{'versions': list(v.SUPPORTED_VERSIONS), "
+        "'env': {k: dict(e) for k, e in v.IMAGE_ENV.items()}}",
     )
-    env = dict(os.environ, PYTHONPATH=str(package_dir.parent), PYTHONDONTWRITEBYTECODE="1")
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, env=env, check=False, timeout=60
-    )
-    if result.returncode != 0:
-        raise TestbedError(
-            f"cannot read tgi_emulator.versions from {package_dir}: "
-            f"{result.stderr.decode(errors='replace')[-800:]}"
-        )
-    data = json.loads(result.stdout)
     versions = tuple(data["versions"])
     missing = [v for v in versions if v not in data["env"]]
     if missing:
         raise TestbedError(f"tgi_emulator.versions.IMAGE_ENV lacks {missing}")
     return versions, data["env"]
+
+
+def _read_versions(package_dir: Path, module: str, expression: str) -> Any:
+    """``expression`` (JSON-able, over ``module`` imported as ``v``) evaluated in a fresh
+    interpreter with ``package_dir``'s parent on the path: the emulator copy the images are
+    built from."""
+    code = f"import json, {module} as v; print(json.dumps({expression}))"
+    env = dict(os.environ, PYTHONPATH=str(package_dir.parent), PYTHONDONTWRITEBYTECODE="1")
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, env=env, check=False, timeout=60
+    )
+    if result.returncode != 0:
+        raise TestbedError(
+            f"cannot read {module} from {package_dir}: "
+            f"{result.stderr.decode(errors='replace')[-800:]}"
+        )
+    return json.loads(result.stdout)
 
 
 def _package_files(package_dir: Path) -> list[Path]:

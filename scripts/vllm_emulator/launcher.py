@@ -179,6 +179,12 @@ class Launcher:
         self.log.raw(_api_traceback(exception))
         return 1
 
+    def _fail_startup(self, exc: StartupError) -> int:
+        """A startup error, told by the process that raised it (API server or engine core)."""
+        if exc.process == "api":
+            return self._fail_api(exc.exception)
+        return self._fail_engine(exc.where, exc.exception)
+
     def _fail_engine(self, where: str, exception: str) -> int:
         self.log.engine("core.py:708", "EngineCore failed to start.", "ERROR")
         self.log.engine("core.py:708", _engine_traceback(where, exception), "ERROR")
@@ -302,9 +308,7 @@ class Launcher:
                     f"{args.gpu_memory_utilization}.",
                 )
         except StartupError as exc:
-            if exc.process == "api":
-                return self._fail_api(exc.exception)
-            return self._fail_engine(exc.where, exc.exception)
+            return self._fail_startup(exc)
         self.log.api(
             "scheduler.py:205",
             "Chunked prefill is enabled with max_num_batched_tokens="
@@ -472,9 +476,7 @@ class Launcher:
                 f"{time.monotonic() - started:.2f} seconds",
             )
         except StartupError as exc:
-            if exc.process == "api":
-                return self._fail_api(exc.exception)
-            return self._fail_engine(exc.where, exc.exception)
+            return self._fail_startup(exc)
         return self._serve(acc, max_model_len, dtype)
 
     def _check_free(self, index: int, acc: memory.MemoryAccount) -> None:

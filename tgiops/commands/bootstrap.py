@@ -801,17 +801,12 @@ class UserdataOptions:
             raise InputError(f"--data-device {self.data_device!r} is not a /dev/... path")
         if self.on_rebalance not in ("log", "stop"):
             raise InputError(f"--on-rebalance {self.on_rebalance!r}: give log or stop")
-        for name, value in self.env.items():
-            if not _ENV_NAME_RE.fullmatch(name):
-                raise InputError(f"--env {name}=...: not an environment variable name")
-            if _SECRET_LOOKING.search(name):
-                raise InputError(
-                    f"--env {name}: user data is readable by anyone allowed to describe the "
-                    "instance, so it must not carry secrets; the instance role provides AWS "
-                    "credentials and Secrets Manager the token"
-                )
-            if any(c in value for c in "\n\r\x00\"'\\"):
-                raise InputError(f"--env {name}: the value must be one line without quotes")
+        check_env_options(
+            self.env,
+            no_secret_because="user data is readable by anyone allowed to describe the "
+            "instance, so it must not carry secrets; the instance role provides AWS "
+            "credentials and Secrets Manager the token",
+        )
         sources = [self.pip_spec is not None, self.pip_requirements is not None, self.preinstalled]
         if sum(sources) != 1:
             raise InputError(
@@ -825,6 +820,19 @@ class UserdataOptions:
             check_pip_requirements(self.pip_requirements)
         if self.asg_name is not None and not re.fullmatch(r"[\x20-\x7e]{1,255}", self.asg_name):
             raise InputError(f"--asg {self.asg_name!r} is not an Auto Scaling group name")
+
+
+def check_env_options(env: Mapping[str, str], *, no_secret_because: str) -> None:
+    """``--env NAME=VALUE`` pairs that may go into user data or a unit (InputError, exit 2,
+    otherwise): a variable name, no secret-looking name (``no_secret_because`` says why), a
+    value of one line without quotes (tgiops.commands.monitor.check_env too)."""
+    for name, value in env.items():
+        if not _ENV_NAME_RE.fullmatch(name):
+            raise InputError(f"--env {name}=...: not an environment variable name")
+        if _SECRET_LOOKING.search(name):
+            raise InputError(f"--env {name}: {no_secret_because}")
+        if any(c in value for c in "\n\r\x00\"'\\"):
+            raise InputError(f"--env {name}: the value must be one line without quotes")
 
 
 def iam_policy(

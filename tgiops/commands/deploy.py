@@ -31,7 +31,7 @@ import math
 import re
 import shlex
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -43,7 +43,7 @@ from tgiops.core.engines import vllm
 from tgiops.core.errors import DeployError, DoesNotFitError, HealthError, InputError, ProbeError
 from tgiops.core.layout import ENV_DIR, LOCK_PATH, MANAGED_MARKER, UNIT_DIR
 from tgiops.core.plan import Plan
-from tgiops.core.render import UnitOptions, render_env_file, render_unit
+from tgiops.core.render import UnitOptions, render_engine_unit, render_env_file, unit_context
 from tgiops.core.request import (
     DEFAULT_PORT,
     DeployRequest,
@@ -116,16 +116,8 @@ def deploy(
             redact=redact,
             on_progress=on_progress,
             started=started,
-            base=dict(
-                host=host.name,
-                unit=options.unit_name,
-                plan=the_plan,
-                endpoint=f"http://{options.bind_address}:{options.port}",
-                unit_text=unit_text,
-                env_text_redacted=env_redacted,
-                port=port,
-                gpu_devices=devices,
-            ),
+            unit_text=unit_text,
+            env_text_redacted=env_redacted,
             api_key=secrets.get(vllm.API_KEY_ENV) if request.engine.name == "vllm" else None,
         )
         if request.dry_run:
@@ -148,9 +140,7 @@ def deploy(
             (replaced_warning(options.unit_name, replaced),) if replaced else ()
         )
         warnings += _exposure_warnings(request)
-        attempt = replace(
-            attempt, base={**attempt.base, "replaced": replaced, "warnings": warnings}
-        )
+        attempt = replace(attempt, replaced=replaced, warnings=warnings)
         on_progress("uploading the env file and the unit")
         _install(host, options, uploads, on_progress)
         baseline = _unit_state(host, options)
@@ -176,14 +166,47 @@ class _Attempt:
     redact: Redactor  # knows this deploy's secret values
     on_progress: Progress
     started: float  # time.monotonic() when the deploy began
-    base: Mapping[str, Any]  # the DeployResult fields every outcome of this attempt has
+    unit_text: str  # the rendered unit
+    env_text_redacted: str  # its env file, values masked
     api_key: str | None = None  # vLLM's API key: its health check's completion needs it
+    replaced: Replaced | None = None  # the recorded deploy this one replaces (when it installs)
+    warnings: tuple[str, ...] = ()
 
-    def result(self, **fields: Any) -> DeployResult:
-        """The DeployResult of this attempt now: ``base`` and ``fields``, timed and counted."""
+    def result(
+        self,
+        *,
+        changed: bool,
+        healthy: bool,
+        dry_run: bool = False,
+        remote_commands: tuple[str, ...] = (),
+        rolled_back: bool = False,
+        restored: str | None = None,
+        failure: str | None = None,
+        diagnosis: str | None = None,
+        journal_tail: str = "",
+    ) -> DeployResult:
+        """The DeployResult of this attempt now: what every outcome of it has (from the
+        host, options, plan and unit), this outcome's fields, timed and counted."""
         return DeployResult(
-            **self.base,
-            **fields,
+            host=self.host.name,
+            unit=self.options.unit_name,
+            plan=self.plan,
+            endpoint=f"http://{self.options.bind_address}:{self.options.port}",
+            unit_text=self.unit_text,
+            env_text_redacted=self.env_text_redacted,
+            port=self.options.port,
+            gpu_devices=self.options.gpu_devices,
+            replaced=self.replaced,
+            warnings=self.warnings,
+            changed=changed,
+            healthy=healthy,
+            dry_run=dry_run,
+            remote_commands=remote_commands,
+            rolled_back=rolled_back,
+            restored=restored,
+            failure=failure,
+            diagnosis=diagnosis,
+            journal_tail=journal_tail,
             elapsed_s=time.monotonic() - self.started,
             round_trips=self.host.round_trips,
         )
@@ -267,15 +290,19 @@ def _unit_text(
     options: UnitOptions,
     template_text: str,
 ) -> str:
-    """The systemd unit of ``the_plan``, from its engine's template."""
-    if isinstance(the_plan, vllm.VllmPlan):
-        return vllm.render_unit(
-            the_plan,
-            options,
-            _engine_template(request.engine.unit_template, template_text),
-            tgiops_version=__version__,
-        )
-    return render_unit(the_plan, options, template_text, tgiops_version=__version__)
+    """The systemd unit of ``the_plan``, from its engine's template and context."""
+    context = (
+        vllm.unit_context(the_plan, options)
+        if isinstance(the_plan, vllm.VllmPlan)
+        else unit_context(the_plan, options)
+    )
+    return render_engine_unit(
+        the_plan,
+        options,
+        _engine_template(request.engine.unit_template, template_text),
+        context,
+        tgiops_version=__version__,
+    )
 
 
 def _dry_run_commands(options: UnitOptions, uploads: list[FileUpload]) -> tuple[str, ...]:

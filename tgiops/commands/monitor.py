@@ -163,19 +163,14 @@ def resolve_region(explicit: str | None, imds: Any) -> str:
 
 def check_env(env: Mapping[str, str]) -> dict[str, str]:
     """Environment for the unit's AWS SDK (endpoints, proxies): never a secret, one line each.
-    The same rules as `tgiops userdata --env` (tgiops.commands.bootstrap.UserdataOptions)."""
-    from tgiops.commands.bootstrap import _ENV_NAME_RE, _SECRET_LOOKING
+    The same rules as `tgiops userdata --env` (tgiops.commands.bootstrap.check_env_options)."""
+    from tgiops.commands.bootstrap import check_env_options
 
-    for name, value in env.items():
-        if not _ENV_NAME_RE.fullmatch(name):
-            raise InputError(f"--env {name}=...: not an environment variable name")
-        if _SECRET_LOOKING.search(name):
-            raise InputError(
-                f"--env {name}: the monitor's unit holds no secret; the instance role provides "
-                "AWS credentials"
-            )
-        if any(c in value for c in "\n\r\x00\"'\\"):
-            raise InputError(f"--env {name}: the value must be one line without quotes")
+    check_env_options(
+        env,
+        no_secret_because="the monitor's unit holds no secret; the instance role provides "
+        "AWS credentials",
+    )
     return dict(env)
 
 

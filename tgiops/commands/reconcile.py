@@ -53,6 +53,7 @@ from tgiops.core.record import (
     tags_differ,
 )
 from tgiops.edges.record_store import read_entries
+from tgiops.edges.targets import ssh_config_hosts
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +215,7 @@ def reconcile(
     notes: list[str] = []
     live = _live_instances(aws, options, notes)
     on_progress(f"{options.selector}: {len(live)} live instance(s)")
-    aliases = _ssh_config_hosts(ssh_template.ssh_config_path)
+    aliases = ssh_config_hosts(ssh_template.ssh_config_path)
     group = _GroupRecords(aws, options, exclude={i.instance_id for i in live})
     outcomes = []
     for instance in live:
@@ -350,16 +351,6 @@ def _destination(instance: Any, aliases: set[str], address: str) -> str | None:
         return str(instance.instance_id)
     ip = instance.public_ip if address == "public" else instance.private_ip
     return str(ip) if ip else None
-
-
-def _ssh_config_hosts(path: str | None) -> set[str]:
-    if not path:
-        path = os.path.expanduser("~/.ssh/config")
-        if not os.path.isfile(path):
-            return set()
-    import paramiko
-
-    return set(paramiko.SSHConfig.from_path(path).get_hostnames())
 
 
 class _GroupRecords:

@@ -11,9 +11,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from tgiops.core.catalog import ModelSpec
 from tgiops.core.errors import InputError
+from tgiops.core.hardware import GpuInventory
 from tgiops.core.layout import (
     CACHE_SUBDIR,
     DEFAULT_DATA_DIR,
@@ -212,60 +214,79 @@ def docker_run_command(
     return [*args, image, *engine_args]
 
 
+@dataclass(frozen=True)
+class UnitContext:
+    """What an engine's unit differs in (TGI's: ``unit_context``; vLLM's:
+    tgiops.core.engines.vllm.unit_context): its template's summary line, its `docker run` line
+    and the variables of its template alone."""
+
+    plan_summary: str
+    docker_args: Sequence[str]
+    template_vars: Mapping[str, str] = field(default_factory=dict)
+
+
+class UnitPlan(Protocol):
+    """What every engine's plan (Plan, vllm.VllmPlan) shows in its unit."""
+
+    @property
+    def model(self) -> ModelSpec: ...
+    @property
+    def inventory(self) -> GpuInventory: ...
+    @property
+    def image(self) -> str: ...
+
+
+def unit_context(plan: Plan, options: UnitOptions) -> UnitContext:
+    """TGI's part of unit_templates/tgi.service.j2."""
+    return UnitContext(
+        plan_summary=(
+            f"num_shard={plan.num_shard} quantize={plan.quantize or 'none'} dtype={plan.dtype} "
+            f"max_total_tokens={plan.max_total_tokens}"
+        ),
+        docker_args=docker_run_args(plan, options),
+        template_vars={"token_env_var": plan.engine.token_env_var},
+    )
+
+
 def render_unit(
     plan: Plan, options: UnitOptions, template_text: str, *, tgiops_version: str
 ) -> str:
-    summary = (
-        f"num_shard={plan.num_shard} quantize={plan.quantize or 'none'} dtype={plan.dtype} "
-        f"max_total_tokens={plan.max_total_tokens}"
-    )
-    return render_template(
-        template_text,
-        model=plan.model,
-        hardware=plan.inventory.describe(),
-        image=plan.image,
-        options=options,
-        plan_summary=summary,
-        docker_args=docker_run_args(plan, options),
-        tgiops_version=tgiops_version,
-        token_env_var=plan.engine.token_env_var,
+    """unit_templates/tgi.service.j2 rendered (``render_engine_unit`` with TGI's context)."""
+    return render_engine_unit(
+        plan, options, template_text, unit_context(plan, options), tgiops_version=tgiops_version
     )
 
 
-def render_template(
-    template_text: str,
-    *,
-    model: ModelSpec,
-    hardware: str,
-    image: str,
+def render_engine_unit(
+    plan: UnitPlan,
     options: UnitOptions,
-    plan_summary: str,
-    docker_args: list[str],
+    template_text: str,
+    context: UnitContext,
+    *,
     tgiops_version: str,
-    **extra: str,
 ) -> str:
-    """An engine's unit template rendered (StrictUndefined: a missing variable is an error;
-    every Exec argument systemd-quoted). Shared by every engine's unit (TgiEngine's here,
-    tgiops.core.engines.vllm.render_unit)."""
+    """An engine's unit template rendered with that engine's ``context`` (StrictUndefined: a
+    missing variable is an error; every Exec argument systemd-quoted). The one path of every
+    engine's unit (TGI's ``render_unit``, tgiops.core.engines.vllm.render_unit)."""
     import jinja2  # a pure library; imported here to keep `tgiops --help` fast
 
     env = jinja2.Environment(
         undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
     )
-    ref = image_ref(image, options.image_digest)
+    ref = image_ref(plan.image, options.image_digest)
     pull = f"docker image inspect {ref} >/dev/null 2>&1 || exec docker pull {ref}"
     return env.from_string(template_text).render(
         tgiops_version=tgiops_version,
-        alias=comment_safe(model.alias),
-        repo_id=comment_safe(model.repo_id),
-        hardware=comment_safe(hardware),
-        plan_summary=plan_summary,
+        alias=comment_safe(plan.model.alias),
+        repo_id=comment_safe(plan.model.repo_id),
+        hardware=comment_safe(plan.inventory.describe()),
+        plan_summary=context.plan_summary,
         env_file=options.env_file,
         container=options.container,
         pull_script=systemd_quote(pull),
-        exec_start=" ".join(systemd_quote(a) for a in docker_args),
+        exec_start=" ".join(systemd_quote(a) for a in context.docker_args),
         stop_timeout_s=options.stop_timeout_s,
-        **extra,
+        **context.template_vars,
     )
 
 

@@ -228,44 +228,43 @@ def _tgi_error(response: Any) -> str:
     return _excerpt(response.text)
 
 
+def _json_object(response: Any, request: str, *, hint: str = "") -> dict[str, Any]:
+    """The JSON object ``response`` carries; HealthError naming ``request`` (``hint``: what to
+    check) when it carries none."""
+    try:
+        payload = response.json()
+    except ValueError as exc:
+        raise HealthError(
+            f"{request} did not answer JSON ({_excerpt(response.text)!r}).{hint}"
+        ) from exc
+    if not isinstance(payload, dict):
+        raise HealthError(f"{request} answered {type(payload).__name__}, not an object.")
+    return payload
+
+
 def get_info(base_url: str, *, timeout_s: float = 10.0) -> dict[str, Any]:
     """TGI's ``/info`` as a dict."""
+    url = _url(base_url, "/info")
     response = _request("GET", base_url, "/info", timeout_s=timeout_s)
     if response.status_code != 200:
         raise HealthError(
-            f"GET {_url(base_url, '/info')} answered {response.status_code}: "
+            f"GET {url} answered {response.status_code}: "
             f"{_tgi_error(response)}. Is this a TGI endpoint?"
         )
-    try:
-        info = response.json()
-    except ValueError as exc:
-        raise HealthError(
-            f"GET {_url(base_url, '/info')} did not answer JSON ({_excerpt(response.text)!r}). "
-            "Is this a TGI endpoint?"
-        ) from exc
-    if not isinstance(info, dict):
-        raise HealthError(
-            f"GET {_url(base_url, '/info')} answered {type(info).__name__}, not an object."
-        )
-    return info
+    return _json_object(response, f"GET {url}", hint=" Is this a TGI endpoint?")
 
 
 def smoke_generate(
     base_url: str, *, api_key: str | None = None, prompt: str = "Hello", timeout_s: float = 120.0
 ) -> str:
     """Generate one token through ``/generate``; returns the generated text."""
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     body = {"inputs": prompt, "parameters": {"max_new_tokens": 1}}
     url = _url(base_url, "/generate")
     response = _request(
-        "POST", base_url, "/generate", timeout_s=timeout_s, json=body, headers=headers
+        "POST", base_url, "/generate", timeout_s=timeout_s, json=body, headers=_bearer(api_key)
     )
     if response.status_code in (401, 403):
-        raise HealthError(
-            f"POST {url} answered {response.status_code}: the endpoint wants an API key"
-            + (" and refused the one given" if api_key else "")
-            + ". Pass the key the server was started with."
-        )
+        raise _refused_key(f"POST {url}", response.status_code, api_key, flag="")
     if response.status_code != 200:
         raise HealthError(
             f"one-token generation failed: POST {url} answered {response.status_code}: "
@@ -304,11 +303,14 @@ def _bearer(api_key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
-def _refused_key(url: str, status: int, api_key: str | None) -> HealthError:
+def _refused_key(
+    request: str, status: int, api_key: str | None, *, flag: str = " (--api-key-secret)"
+) -> HealthError:
+    """A 401/403 answer to ``request``; ``flag``: where the user gives the key."""
     return HealthError(
-        f"{url} answered {status}: the endpoint wants an API key"
+        f"{request} answered {status}: the endpoint wants an API key"
         + (" and refused the one given" if api_key else "")
-        + ". Pass the key the server was started with (--api-key-secret)."
+        + f". Pass the key the server was started with{flag}."
     )
 
 
@@ -327,13 +329,7 @@ def get_models(
             f"GET {url} answered {response.status_code}: {_tgi_error(response)}. Is this a "
             "vLLM endpoint?"
         )
-    try:
-        models = response.json()
-    except ValueError as exc:
-        raise HealthError(f"GET {url} did not answer JSON ({_excerpt(response.text)!r}).") from exc
-    if not isinstance(models, dict):
-        raise HealthError(f"GET {url} answered {type(models).__name__}, not an object.")
-    return models
+    return _json_object(response, f"GET {url}")
 
 
 def served_names(models: dict[str, Any]) -> list[str]:

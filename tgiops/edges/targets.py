@@ -113,7 +113,7 @@ def resolve_targets(
         )
         if not instances:
             raise TargetNotFoundError("no running instance matches the target")
-        aliases = _ssh_config_hosts(ssh_template.ssh_config_path)
+        aliases = ssh_config_hosts(ssh_template.ssh_config_path)
         for instance in instances:
             destination = _destination_for(instance, aliases)
             targets.append(
@@ -124,7 +124,9 @@ def resolve_targets(
     return targets
 
 
-def _ssh_config_hosts(path: str | None) -> set[str]:
+def ssh_config_hosts(path: str | None) -> set[str]:
+    """The Host names of the ssh config at ``path`` (default ~/.ssh/config, none when absent):
+    an instance id among them is reached by that alias, not by its address."""
     if not path:
         path = os.path.expanduser("~/.ssh/config")
         if not os.path.isfile(path):

@@ -22,11 +22,12 @@ from tgiops.core.errors import DoesNotFitError, InputError, PlanInputError
 from tgiops.core.hardware import MIB_PER_GIB, GpuInventory
 from tgiops.core.plan import hardware_as_dict, model_as_plan_dict, weight_bytes
 from tgiops.core.render import (
+    UnitContext,
     UnitOptions,
     cache_dir,
     docker_run_command,
     image_ref,
-    render_template,
+    render_engine_unit,
 )
 
 MIB = 1024 * 1024
@@ -948,25 +949,24 @@ def docker_run_args(plan: VllmPlan, options: UnitOptions) -> list[str]:
     )
 
 
+def unit_context(plan: VllmPlan, options: UnitOptions) -> UnitContext:
+    """vLLM's part of unit_templates/vllm.service.j2 (the rest: render.render_engine_unit)."""
+    return UnitContext(
+        plan_summary=(
+            f"engine=vllm {plan.version} tp={plan.tensor_parallel_size} "
+            f"quantization={plan.quantization or 'none'} dtype={plan.dtype} "
+            f"max_model_len={plan.max_model_len} kv_tokens~{plan.memory.kv_cache_tokens}"
+        ),
+        docker_args=docker_run_args(plan, options),
+    )
+
+
 def render_unit(
     plan: VllmPlan, options: UnitOptions, template_text: str, *, tgiops_version: str
 ) -> str:
-    """unit_templates/vllm.service.j2 rendered (render.render_template: StrictUndefined, every
-    Exec argument quoted)."""
-    summary = (
-        f"engine=vllm {plan.version} tp={plan.tensor_parallel_size} "
-        f"quantization={plan.quantization or 'none'} dtype={plan.dtype} "
-        f"max_model_len={plan.max_model_len} kv_tokens~{plan.memory.kv_cache_tokens}"
-    )
-    return render_template(
-        template_text,
-        model=plan.model,
-        hardware=plan.inventory.describe(),
-        image=plan.image,
-        options=options,
-        plan_summary=summary,
-        docker_args=docker_run_args(plan, options),
-        tgiops_version=tgiops_version,
+    """unit_templates/vllm.service.j2 rendered (render.render_engine_unit with vLLM's context)."""
+    return render_engine_unit(
+        plan, options, template_text, unit_context(plan, options), tgiops_version=tgiops_version
     )
 
 
