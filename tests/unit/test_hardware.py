@@ -28,6 +28,7 @@ from tgiops.core.hardware import (
         pytest.param("A10G", "A10G", id="short"),
         pytest.param("a10g", "A10G", id="short-lowercase"),
         pytest.param("NVIDIA A10G", "A10G", id="smi-name"),
+        pytest.param("NVIDIA A10", "A10", id="a10-is-not-the-a10g"),
         pytest.param("  nvidia   a10g ", "A10G", id="smi-name-odd-spacing"),
         pytest.param("Tesla T4", "T4", id="tesla-prefix"),
         pytest.param("t4", "T4", id="t4"),
@@ -50,7 +51,6 @@ def test_find_gpu_model(name: str, short: str) -> None:
     ("name", "closest"),
     [
         pytest.param("A100", "A100-40GB", id="ambiguous-a100"),
-        pytest.param("A10", "A10G", id="a10-not-a10g"),
         pytest.param("L40T", "L40", id="l40t-not-known"),
     ],
 )

@@ -54,6 +54,8 @@ def test_suggestions_rank_the_family_first(name, first):
 @pytest.mark.parametrize(
     ("name", "cc", "mib"),
     [
+        ("A10", (8, 6), 23028),  # not the A10G (EC2's variant): its own nvidia-smi name
+        ("NVIDIA A10", (8, 6), 23028),
         ("A30", (8, 0), 24576),
         ("A40", (8, 6), 46068),
         ("RTX A6000", (8, 6), 49140),

@@ -19,6 +19,7 @@ instance type / ``--gpu`` spec implies.
 from __future__ import annotations
 
 import difflib
+import itertools
 import logging
 import math
 import re
@@ -93,15 +94,16 @@ class GpuModel:
 #
 # Cards not on EC2 (issue 14: plan any card). Compute capability from NVIDIA's CUDA GPUs page
 # (developer.nvidia.com/cuda-gpus, as listed in full at
-# michaelbommarito.com/wiki/programming/tools/gpu-compute-capability: A30 8.0; A40, RTX A6000,
-# RTX 3090 8.6; L40, RTX 4090 8.9; H20, GH200 9.0; B200 10.0, also docs/ec2.md) and
+# michaelbommarito.com/wiki/programming/tools/gpu-compute-capability: A30 8.0; A10, A40, RTX
+# A6000, RTX 3090 8.6; L40, RTX 4090 8.9; H20, GH200 9.0; B200 10.0, also docs/ec2.md) and
 # NVIDIA's TensorRT-RTX 1.4 support matrix (docs.nvidia.com/deeplearning/tensorrt-rtx: RTX 3090
-# 8.6, RTX 4090 8.9). memory.total as nvidia-smi prints it in public logs (find_string over
-# stored repositories): "NVIDIA A30, 24576"; "NVIDIA A40, 46068 MiB"; "NVIDIA RTX A6000, 49140
-# MiB"; "NVIDIA L40, 46068 MiB"; "NVIDIA GeForce RTX 4090, 24564 MiB"; "NVIDIA GeForce RTX
+# 8.6, RTX 4090 8.9). memory.total as nvidia-smi prints it in public logs (find_string over stored
+# repositories): "NVIDIA A10, 23028 MiB" (Lambda, vast.ai and OCI hosts; "compute capability 8.6"
+# in the same vast.ai record); "NVIDIA A30, 24576"; "NVIDIA A40, 46068 MiB"; "NVIDIA RTX A6000,
+# 49140 MiB"; "NVIDIA L40, 46068 MiB"; "NVIDIA GeForce RTX 4090, 24564 MiB"; "NVIDIA GeForce RTX
 # 3090, 24576 MiB"; "NVIDIA H20, 97871" (MiB); "NVIDIA GH200 480GB, 97871 MiB" (the 96 GB HBM3
-# variant; a 144 GB HBM3e one exists: plan it with --gpu-memory-gib); "NVIDIA B200, 183359 MiB"
-# (= p6-b200's figure in docs/ec2.md).
+# variant; a 144 GB HBM3e one exists: plan it with --gpu-memory-gib); "NVIDIA B200, 183359 MiB" (=
+# p6-b200's figure in docs/ec2.md).
 GPU_MODELS: tuple[GpuModel, ...] = (
     GpuModel("T4", ("Tesla T4",), "Turing", (7, 5), 15360),
     GpuModel("A10G", ("NVIDIA A10G",), "Ampere", (8, 6), 23028),
@@ -117,6 +119,7 @@ GPU_MODELS: tuple[GpuModel, ...] = (
     ),
     GpuModel("H100", ("NVIDIA H100 80GB HBM3", "NVIDIA H100 PCIe"), "Hopper", (9, 0), 81559),
     GpuModel("H200", ("NVIDIA H200",), "Hopper", (9, 0), 143771),
+    GpuModel("A10", ("NVIDIA A10",), "Ampere", (8, 6), 23028),
     GpuModel("A30", ("NVIDIA A30",), "Ampere", (8, 0), 24576),
     GpuModel("A40", ("NVIDIA A40",), "Ampere", (8, 6), 46068),
     GpuModel("RTX A6000", ("NVIDIA RTX A6000",), "Ampere", (8, 6), 49140),
@@ -204,7 +207,8 @@ def _closest(value: str, candidates: list[str], n: int = 3) -> list[str]:
     """Names like ``value``, in three tiers, each by spelling (difflib's ratio) within:
 
     1. prefix: one name starts with the other once case, spaces, dashes and the vendor words are
-       dropped ("A1000" -> A100-40GB/A100-80GB, "RTX 409" -> RTX 4090, "H10" -> H100);
+       dropped ("A1000" -> A100-40GB/A100-80GB, "RTX 409" -> RTX 4090, "H10" -> H100), the
+       longest shared start first ("a100x": the A100s before the A10);
     2. family: the given name is a word of the candidate or shares its first word of 3+
        characters ("4090" -> RTX 4090, "A6000" -> RTX A6000, "A100 SXM" -> A100-*);
     3. spelling alone (difflib.get_close_matches), so "A100" never suggests V100 before A100.
@@ -234,10 +238,15 @@ def _closest(value: str, candidates: list[str], n: int = 3) -> list[str]:
             return 1
         return 2
 
+    def shared(k: str) -> int:
+        """Characters the two names share from the start ("a100x": a100-* 4, a10 3)."""
+        pairs = zip(compact, _compact(k), strict=False)
+        return sum(1 for _ in itertools.takewhile(lambda pair: pair[0] == pair[1], pairs))
+
     spelled = set(difflib.get_close_matches(key, list(by_key), n=n, cutoff=0.5))
     ranked = sorted(
         (k for k in by_key if tier(k) < 2 or k in spelled),
-        key=lambda k: (tier(k), -ratio(k), len(k), k),
+        key=lambda k: (tier(k), -shared(k) if tier(k) == 0 else 0, -ratio(k), len(k), k),
     )
     return [by_key[k] for k in ranked[:n]]
 
