@@ -2,7 +2,7 @@
 """Score the planner's memory model against real TGI warmups (issue 14).
 
 Reads tests/data/calibration/tgi_warmups.yaml (real warmup outcomes from public TGI issues,
-each with its source), runs ``tgiops.core.plan.warmup_memory`` with each case's reported hardware,
+each with its source), runs ``tgiops.core.warmup.warmup_memory`` with each case's reported hardware,
 TGI release and flags, and prints one row per case: what the planner predicts, what TGI
 reported, and the error. A case without enough facts to plan (no TGI version, no model, shard
 count not stated, ...) is listed with the reason and not scored.

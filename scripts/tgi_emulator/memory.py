@@ -1,8 +1,9 @@
 """The emulator's own warmup memory arithmetic, per TGI release (pure).
 
 Derived from TGI's source for every release tag from v2.0.0 to v3.3.7, independently of the
-planner (tgiops/core/plan.py), which the emulator never imports: two derivations of the same
-warmup, held to the same real runs (tests/data/calibration, tests/emulator/test_calibration.py).
+planner (tgiops/core/plan.py, tgiops/core/warmup.py), which the emulator never imports: two
+derivations of the same warmup, held to the same real runs (tests/data/calibration,
+tests/emulator/test_calibration.py).
 
 What a shard does in `FlashCausalLM.warmup` (server/text_generation_server/models/
 flash_causal_lm.py), and where each term comes from:

@@ -2,7 +2,7 @@
 
 Each case of tgi_warmups.yaml with enough facts (TGI version, a model the catalogs hold, the
 shard count) is planned with its reported hardware and flags by scripts/bench_planner.py,
-which calls ``tgiops.core.plan.warmup_memory``. Scored, with the issue's thresholds:
+which calls ``tgiops.core.warmup.warmup_memory``. Scored, with the issue's thresholds:
 
 - fit / no-fit: a warmup TGI completed is one the planner expects to complete, and a warmup
   that failed (prefill "Not enough memory", CUDA OOM at warmup) one it expects to fail;
@@ -221,7 +221,7 @@ def test_a_gathered_heads_log_softmax_copies_its_transposed_logits():
     from tgiops.core.catalog import find_model
     from tgiops.core.catalog_file import parse_catalog
     from tgiops.core.engines.tgi import TgiEngine
-    from tgiops.core.plan import prefill_logits_bytes
+    from tgiops.core.warmup import prefill_logits_bytes
 
     catalog = parse_catalog((ROOT / "models.yaml").read_text(), origin="models.yaml")
     model = find_model(catalog, "mixtral-8x7b")
@@ -242,7 +242,7 @@ def test_mixtrals_fused_moe_caches_in_the_releases_that_use_vllms_kernel():
     from tgiops.core.catalog import find_model
     from tgiops.core.catalog_file import parse_catalog
     from tgiops.core.engines.tgi import TgiEngine
-    from tgiops.core.plan import activation_bytes
+    from tgiops.core.warmup import activation_bytes
 
     catalog = parse_catalog((ROOT / "models.yaml").read_text(), origin="models.yaml")
     model = find_model(catalog, "mixtral-8x7b")

@@ -11,7 +11,8 @@ from tgiops.core.catalog import ModelSpec, find_model
 from tgiops.core.catalog_file import parse_catalog
 from tgiops.core.engines.tgi import TgiEngine
 from tgiops.core.errors import PlanInputError
-from tgiops.core.plan import Overrides, kv_bytes_per_token_per_gpu, plan
+from tgiops.core.plan import Overrides, plan
+from tgiops.core.warmup import kv_bytes_per_token_per_gpu
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOG = parse_catalog((ROOT / "models.yaml").read_text(), origin="models.yaml")
@@ -409,7 +410,7 @@ def test_plan_output_shows_the_prefill_logits_term():
 def test_prefill_activations_hold_the_mlp_at_its_peak():
     """`down_proj(act(gate_up[:, 0]) * gate_up[:, 1])` keeps gate_up (2 x I), the activation
     (I) and the product (I) alive at once (flash_llama_modeling.py LlamaMLP.forward)."""
-    from tgiops.core.plan import activation_bytes
+    from tgiops.core.warmup import activation_bytes
 
     m = model("llama-3.1-8b")
     attention = (m.num_attention_heads * 2 + 2 * m.num_key_value_heads) * m.head_dim
@@ -455,7 +456,7 @@ def test_the_warmup_reservation_counts_for_the_prefill_peak():
 def test_a_tied_head_is_loaded_twice():
     """flash_*_modeling.py: ``SpeculativeHead.load(prefix="...embed_tokens")`` loads the tied
     embedding again as the LM head, a second 16-bit copy (V x H x 2 bytes)."""
-    from tgiops.core.plan import weight_bytes, weights_per_gpu_bytes
+    from tgiops.core.warmup import weight_bytes, weights_per_gpu_bytes
 
     m = model("gemma-2-9b")
     assert m.tie_word_embeddings
@@ -470,7 +471,7 @@ def test_a_head_whose_vocabulary_does_not_divide_is_whole_on_every_shard():
     does not divide, and the whole head is loaded on each shard."""
     from dataclasses import replace as dc_replace
 
-    from tgiops.core.plan import lm_head_bytes_per_gpu
+    from tgiops.core.warmup import lm_head_bytes_per_gpu
 
     m = model("llama-3.1-8b")
     head = m.vocab_size * m.hidden_size * 2
@@ -499,7 +500,7 @@ def test_gemma3_dense_prefill_attention_per_release(version, attention, kind):
 def test_gemma3_dense_masks_grow_with_the_square_of_the_input():
     from dataclasses import replace as dc_replace
 
-    from tgiops.core.plan import dense_attention_bytes
+    from tgiops.core.warmup import dense_attention_bytes
 
     gemma3 = dc_replace(
         model("gemma-2-9b"), model_type="gemma3", num_attention_heads=32, vision=True

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from tgiops.core.catalog import ModelSpec
 from tgiops.core.errors import PlanInputError
 from tgiops.core.hardware import InstanceType
-from tgiops.core.plan import weight_bytes
+from tgiops.core.warmup import weight_bytes
 
 MIB = 1024 * 1024
 GP3_BASELINE_MIB_S = 125

@@ -20,7 +20,7 @@ from typing import Any
 from tgiops.core.catalog import ModelSpec
 from tgiops.core.errors import DoesNotFitError, InputError, PlanInputError
 from tgiops.core.hardware import MIB_PER_GIB, GpuInventory
-from tgiops.core.plan import hardware_as_dict, model_as_plan_dict, weight_bytes
+from tgiops.core.plan import hardware_as_dict, model_as_plan_dict
 from tgiops.core.render import (
     UnitContext,
     UnitOptions,
@@ -29,6 +29,7 @@ from tgiops.core.render import (
     image_ref,
     render_engine_unit,
 )
+from tgiops.core.warmup import weight_bytes
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -283,7 +284,7 @@ MXFP4_NATIVE_CC = (9, 0)
 # vLLM's --dtype choices (vllm/config/model.py ModelDType), as tgiops passes them.
 ACCEPTED_DTYPES = ("float16", "bfloat16", "half", "float32", "float", "auto")
 _DTYPE_ALIASES = {"half": "float16", "float": "float32"}
-# Bytes per parameter of quantized linear layers for on-the-fly quantization (as core/plan.py).
+# Bytes per parameter of quantized linear layers for on-the-fly quantization (as core/warmup.py).
 _DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}
 
 
