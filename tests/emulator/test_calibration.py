@@ -56,7 +56,11 @@ _BYTES_PER_PARAM = {None: 2.0, "fp8": 1.0, "compressed-tensors": 1.0, "awq": 0.5
 _FLOP_CARDS = {"T4", "L4", "L40", "L40S", "A10G", "A100", "H100", "RTX 4090"}
 
 KNOWN_OUTCOME_GAPS = {
-    "llama31-405b-fp8-8xh100-tgi220-cudagraph-oom": "CUDA-graph capture memory is not modelled",
+    "llama31-405b-fp8-8xh100-tgi220-cudagraph-oom": (
+        "CUDA-graph capture memory is not modelled: TGI 2.2.0 allocates little per graph; the "
+        "documented cause is NCCL >= 2.19's default cuMem allocation during capture "
+        "(NVIDIA/nccl#1234), whose size depends on the driver (docs Known gaps)"
+    ),
     "mixtral-8x22b-4xh100-tgi204-kv": (
         "a marginal run (~0.3 GiB free at TGI's measurement): with 2.0.4's derived logits copy "
         "and fused-MoE caches the sum of terms is a little over the H100; the residual is in "

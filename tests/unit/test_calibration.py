@@ -36,8 +36,10 @@ KNOWN_OUTCOME_GAPS = {
     "llama31-405b-fp8-8xh100-tgi220-cudagraph-oom": (
         "CUDA-graph capture memory is not modelled: TGI captures the decode graphs after it has "
         "sized the KV cache (flash_causal_lm.py@v2.2.0 warmup, cuda_graph_warmup after "
-        "init_kv_cache), out of the 5% of free memory it leaves; what capture allocates (NCCL "
-        "and FP8 kernel workspaces per batch size) is not in TGI's source"
+        "init_kv_cache), out of the 5% of free memory it leaves; what capture allocates is "
+        "not in TGI's source: the documented cause is NCCL >= 2.19's default cuMem "
+        "allocation during capture (NVIDIA/nccl#1234, vllm-project/vllm#5091), whose size "
+        "depends on the driver (vllm-project/vllm#5517)"
     ),
     "mixtral-8x22b-4xh100-tgi204-kv": (
         "a marginal run: the warmup batch's own blocks are 36864 of the 42768 KV tokens TGI "

@@ -472,8 +472,8 @@ def _secret_flags(request: DeployRequest) -> list[str]:
 
 
 def _engine_template(name: str, tgi_template_text: str) -> str:
-    """The unit template of an engine other than TGI, from unit_templates/ (callers pass TGI's
-    text, or their own for tests)."""
+    """The engine's unit template: TGI's is ``tgi_template_text`` (what callers pass, or their
+    own for tests), another engine's is read from unit_templates/."""
     from tgiops.edges import resources
 
     if name == "tgi.service.j2":
