@@ -31,6 +31,10 @@ from tgiops.core import hardware  # noqa: E402
 from tgiops.core.catalog import ModelSpec  # noqa: E402
 from tgiops.core.catalog_file import parse_catalog  # noqa: E402
 from tgiops.core.engines.tgi import TgiEngine  # noqa: E402
+from tgiops.core.engines.tgi_launcher import (  # noqa: E402
+    launcher_config,
+    zero_config_prefill_tokens,
+)
 from tgiops.core.errors import InputError  # noqa: E402
 from tgiops.core.plan import warmup_memory  # noqa: E402
 
@@ -77,11 +81,6 @@ STAND_INS: dict[str, tuple[str, str]] = {
     ),
 }
 
-# TGI's launcher knows these cards' FLOPs and then defaults max_batch_prefill_tokens from
-# them (launcher/src/main.rs@v3.0.1 l.1640-1690, compute_optimal); for other cards (and when
-# the model config is missing) it takes 4096 (docs/tgi.md §1b).
-_TGI_FLOP_CARDS = ("T4", "L4", "L40", "L40S", "A10G", "A100", "H100", "H200", "RTX 4090")
-
 
 @dataclass(frozen=True)
 class Row:
@@ -122,15 +121,16 @@ def _model(case: dict[str, Any]) -> tuple[ModelSpec | None, str]:
 
 
 def _limits(
-    case: dict[str, Any], model: ModelSpec, engine: TgiEngine
-) -> tuple[int | None, int | None, int | None]:
-    """(max_input, max_total, max_batch_prefill) as the router warms up with them.
+    case: dict[str, Any], model: ModelSpec, engine: TgiEngine, inventory: hardware.GpuInventory
+) -> tuple[int | None, int | None, int] | str:
+    """(max_input, max_total, max_batch_prefill) as the router warms up with them, or why the
+    prefill budget TGI chose cannot be known.
 
     The flags as run; for the rest, the launcher's own defaults (launcher/src/main.rs@v2.0.0
     l.1290-1350, @v2.4.0 l.1670-1740): the model's max_position_embeddings capped at 4096,
     input one less, prefill input + 50. From v3.0 unset limits reach warmup as None (zero
-    config) and the prefill default is the launcher's FLOP- and VRAM-based choice on the cards
-    it knows, not modelled (None), else 4096 (docs/tgi.md §1b).
+    config) and the prefill default is the launcher's FLOP- and VRAM-based choice
+    (tgiops/core/engines/tgi_launcher.py).
     """
     flags = case.get("flags") or {}
     given_input = flags.get("max_input_tokens") or flags.get("max_input_length")
@@ -144,15 +144,24 @@ def _limits(
         return max_input, max_total, int(given_prefill or max_input + 50)
     prefill = given_prefill
     if prefill is None:
-        quantized = flags.get("quantize") or model.quantization
-        # A VLM's Config.flop() is None, so compute_optimal gives up and 4096 stands
-        # (launcher/src/main.rs@v3.0.0 l.254-258, l.2035-2036).
-        if case["gpu"] not in _TGI_FLOP_CARDS or quantized or model.vision:
-            prefill = min(4096, mpe)
+        config = launcher_config(model)
+        if config is None:
+            return (
+                f"TGI's zero-config prefill budget needs config.json fields the catalog does not "
+                f"hold for {model.alias} ({model.model_type}, {model.quantization or '16-bit'})"
+            )
+        prefill = zero_config_prefill_tokens(
+            engine.version,
+            config,
+            nvidia_smi_name=inventory.gpus[0].name,
+            gpu_memory_mib=inventory.memory_mib,
+            num_shard=inventory.count,
+            cuda_memory_fraction=float(flags.get("cuda_memory_fraction") or 1.0),
+        )
     return (
         int(given_input) if given_input else None,
         int(given_total) if given_total else None,
-        int(prefill) if prefill else None,
+        int(prefill),
     )
 
 
@@ -200,11 +209,12 @@ def evaluate(case: dict[str, Any]) -> Row:
     if memory is None:
         notes.append(f"memory not stated: {gpu_model.name}'s {gpu_model.memory_mib} MiB")
     quantize = flags.get("quantize") or model.quantization
-    max_input, max_total, prefill = _limits(case, model, engine)
+    limits = _limits(case, model, engine, inventory)
+    if isinstance(limits, str):
+        return skip(limits)
+    max_input, max_total, prefill = limits
     if outcome == "prefill_oom" and "prefill_tokens" in reported:
         prefill = int(reported["prefill_tokens"])  # the number TGI printed
-    if prefill is None:
-        return skip("TGI's FLOP-based default max_batch_prefill_tokens is not modelled")
     flash = inventory.compute_capability >= (8, 0)
     attention = (case.get("env") or {}).get("ATTENTION") or engine.attention_backend(
         flash=flash,
