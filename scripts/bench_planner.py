@@ -126,18 +126,18 @@ def _limits(
     """(max_input, max_total, max_batch_prefill) as the router warms up with them, or why the
     prefill budget TGI chose cannot be known.
 
-    The flags as run; for the rest, the launcher's own defaults (launcher/src/main.rs@v2.0.0
-    l.1290-1350, @v2.4.0 l.1670-1740): the model's max_position_embeddings capped at 4096,
-    input one less, prefill input + 50. From v3.0 unset limits reach warmup as None (zero
-    config) and the prefill default is the launcher's FLOP- and VRAM-based choice
-    (tgiops/core/engines/tgi_launcher.py).
+    The flags as run; for the rest, the launcher's own defaults up to v2.4.0
+    (launcher/src/main.rs@v2.0.0 l.1290-1350, @v2.4.0 l.1670-1740): the model's
+    max_position_embeddings capped at 4096, input one less, prefill input + 50. From v2.4.1
+    unset limits reach warmup as None (zero config) and the prefill default is the launcher's
+    own choice (tgiops/core/engines/tgi_launcher.py; FLOP- and VRAM-based from v3.0).
     """
     flags = case.get("flags") or {}
     given_input = flags.get("max_input_tokens") or flags.get("max_input_length")
     given_total = flags.get("max_total_tokens")
     given_prefill = flags.get("max_batch_prefill_tokens")
     mpe = model.max_position_embeddings
-    if engine.version < (3, 0, 0):
+    if engine.version < (2, 4, 1):
         capped = min(mpe, 4096)
         max_input = int(given_input or capped - 1)
         max_total = int(given_total or capped)
@@ -203,11 +203,21 @@ def evaluate(case: dict[str, Any]) -> Row:
         gpu_model = hardware.find_gpu_model(case["gpu"], memory)
     except InputError as exc:
         return skip(str(exc))
-    inventory = hardware.inventory_from_spec(gpu_model.name, int(num_shard), memory)
+    # A whole number of GB is the card's nominal size, how sources name a card ("A100 80GB",
+    # "L4 (24GB)"): it picks the variant, and TGI sees that variant's nvidia-smi total. A
+    # fraction is a figure the run printed (torch's "total capacity of 44.34 GiB"): as stated.
+    measured = memory is not None and not float(memory).is_integer()
+    inventory = hardware.inventory_from_spec(
+        gpu_model.name, int(num_shard), memory if measured else None
+    )
     if model_note:
         notes.append(model_note)
     if memory is None:
         notes.append(f"memory not stated: {gpu_model.name}'s {gpu_model.memory_mib} MiB")
+    elif not measured:
+        notes.append(
+            f"{memory} GB is the card's size: {gpu_model.name}'s {gpu_model.memory_mib} MiB"
+        )
     quantize = flags.get("quantize") or model.quantization
     limits = _limits(case, model, engine, inventory)
     if isinstance(limits, str):

@@ -89,10 +89,13 @@ Engine path, per release (engine.py; cc = lowest compute capability of the shard
    0.90 (3.3.7, of the total); 2.0.4 uses a hard-coded 0.95 x free. Warmup counts
    full-vocabulary prefill logits before v3.0 (two copies in 2.0.4, one in 2.4.1).
 10. Token defaults (§1b): 2.0.4 launcher: min(mpe, 4096) - 1 / min(mpe, 4096) / input + 50.
-   2.4.1: prefill min(4096, mpe); max_total = prefill (no chunking). 3.3.7: prefill
-   min(4096, mpe, VRAM estimate for unquantized models); max_total = min(KV capacity, mpe)
-   with chunking (flashinfer/flashdecoding). max_input = max_total - 1. The FLOP-based
-   prefill default for known cards is not modelled.
+   2.4.1: prefill min(4096, mpe); max_total = prefill (no chunking). 3.3.7: prefill from the
+   launcher's own rule (zeroconfig.py: card FLOPs / model FLOPs for the cards its table
+   knows by nvidia-smi name, else 4096 / Gemma 3's 8000 / Qwen-VL's 10000; capped at the
+   top-level mpe and its VRAM estimate, skipped for quantized checkpoints; "Unkown compute
+   for card ..." and "Reducing the max batch prefill ..." warnings as TGI prints them);
+   max_total = min(KV capacity, mpe) with chunking (flashinfer/flashdecoding).
+   max_input = max_total - 1.
 
 Failures end like the launcher: an ERROR line with the Python traceback (shard) or the
 router's `Error: ...` relayed on stdout, then `Error: ShardCannotStart | WebserverFailed |

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import memory
+from . import memory, zeroconfig
 from .gpus import MIB, EmulatedGpu
 from .versions import VersionProfile
 
@@ -125,6 +125,8 @@ class ModelArch:
     is_vlm: bool
     weight_bytes: int
     tied_embeddings: bool = False  # the LM head is loaded again from the embedding weights
+    # config.json as the launcher's Config reads it (None: it cannot parse it)
+    launcher_view: zeroconfig.LauncherView | None = None
 
     @property
     def pretty_name(self) -> str:
@@ -187,6 +189,7 @@ def arch_from_config(config: dict, weight_bytes: int) -> ModelArch:
                 ),
             )
         ),
+        launcher_view=zeroconfig.launcher_view(config),
     )
 
 
@@ -434,29 +437,19 @@ def compute_token_defaults(req: LaunchRequest) -> TokenDefaults | Failure:
             prefill = req.max_batch_size * max_input if req.max_batch_size else max_input + 50
             logs.append(("INFO", f"Default `max_batch_prefill_tokens` to {prefill}"))
     elif prefill is None:
-        default = 4096
-        value = min(default, mpe) if mpe else default
-        quantized = req.quantize_arg is not None or (
-            req.launcher_arch is not None and _checkpoint_quant(req.launcher_arch) is not None
+        # The launcher's own choice (zeroconfig.py): FLOPs, context and VRAM from 3.0, 4096
+        # capped at the context in 2.4.1. Its VRAM step reads TGI_WIGGLE_ROOM, default 0.95.
+        first = req.gpus[0] if req.gpus else None
+        prefill, warnings = zeroconfig.default_prefill(
+            profile.version,
+            req.launcher_arch.launcher_view if req.launcher_arch else None,
+            first.name if first else None,
+            first.memory_mib if first else 0,
+            req.num_shard,
+            req.cuda_memory_fraction,
+            req.wiggle_room_env if req.wiggle_room_env is not None else 0.95,
         )
-        if profile.chunking and req.launcher_arch is not None and not quantized:
-            # The launcher's VRAM estimate (skipped for quantized models) (§1b).
-            total = sum(g.memory_bytes for g in req.gpus[: req.num_shard]) if req.gpus else 0
-            kv_tok = kv_bytes_per_token(req.launcher_arch, 1, None)
-            vram_max = int(
-                (total * req.cuda_memory_fraction * 0.95 - req.launcher_arch.weight_bytes) // kv_tok
-            )
-            # A model that does not fit gives no estimate (the launcher's subtraction fails).
-            if total and 0 < vram_max < value:
-                logs.append(
-                    (
-                        "WARN",
-                        f"Reducing the max batch prefill from {value} to {vram_max} because "
-                        "there is not enough VRAM to support it.",
-                    )
-                )
-                value = vram_max
-        prefill = value
+        logs.extend(warnings)
         logs.append(("INFO", f"Default `max_batch_prefill_tokens` to {prefill}"))
     if max_input is not None and max_total is not None and max_input >= max_total:
         # The launcher's text: launcher/src/main.rs@v2.0.4 l.1419 (quote misplaced), reworded

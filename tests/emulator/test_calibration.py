@@ -16,7 +16,7 @@ from statistics import median
 
 import pytest
 import yaml
-from tgi_emulator import engine, memory
+from tgi_emulator import engine, memory, zeroconfig
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data" / "calibration"
@@ -35,6 +35,7 @@ GPU_MIB = {
     ("L40S", None): 46068,
     ("RTX A6000", None): 49140,
     ("L4", None): 23034,
+    ("L4", 24): 23034,  # the TGI v3 overview's "L4 (24GB)": nvidia-smi's total for the card
     # the chat-app write-up's own nvidia-smi for these runs (tgi_warmups.yaml, llama31-8b-1x*)
     ("A10G", None): 23028,
     ("T4", None): 15360,
@@ -51,9 +52,25 @@ RENAMED = {
 }
 ASSUMED_SHARDS = {"llama31-405b-fp8-8xh100-tgi220-cudagraph-oom": 8}
 _BYTES_PER_PARAM = {None: 2.0, "fp8": 1.0, "compressed-tensors": 1.0, "awq": 0.5625}
-# cards whose FLOPs the 3.x launcher knows (launcher/src/main.rs@v3.0.0 l.1679-1703): their
-# default max_batch_prefill_tokens is FLOP-based, which this test does not reproduce.
-_FLOP_CARDS = {"T4", "L4", "L40", "L40S", "A10G", "A100", "H100", "RTX 4090"}
+# The name nvidia-smi prints for the cards of the zero-config cases (the 3.x launcher looks its
+# FLOPs up by it): the issues' own nvidia-smi output where quoted (#2823: "NVIDIA A100 80GB
+# PCIe"), else the card's only name.
+GPU_SMI_NAME = {
+    ("A100", 80): "NVIDIA A100 80GB PCIe",
+    ("RTX A6000", None): "NVIDIA RTX A6000",
+    ("L4", None): "NVIDIA L4",
+    ("L4", 24): "NVIDIA L4",
+    ("A10G", None): "NVIDIA A10G",
+    ("RTX 3090", None): "NVIDIA GeForce RTX 3090",
+    ("L40S", None): "NVIDIA L40S",
+    ("H100", 80): "NVIDIA H100 80GB HBM3",
+}
+# Model types whose config.json keeps the text model's fields under text_config (the
+# launcher then reads none of them); Qwen2-VL and Qwen2.5-VL keep them at the top level.
+_NESTED_TEXT_CONFIG = {"gemma3", "mllama", "mistral3"}
+# MoE configs whose raw fields the catalog's facts do not reproduce (moe_intermediate_size,
+# num_experts): the launcher's view of them is unknown here.
+_RAW_MOE_FIELDS_DIFFER = {"qwen2_moe", "qwen3_moe"}
 
 KNOWN_OUTCOME_GAPS = {
     "llama31-405b-fp8-8xh100-tgi220-cudagraph-oom": (
@@ -104,10 +121,15 @@ def _arch(entry: dict) -> engine.ModelArch:
         "num_experts_per_tok": entry.get("experts_per_token") or 1,
         "tie_word_embeddings": bool(entry.get("tie_word_embeddings")),
     }
+    if (entry.get("num_experts") or 0) > 1:
+        config["num_local_experts"] = entry["num_experts"]
     if entry.get("quantization"):
         config["quantization_config"] = {"quant_method": entry["quantization"]}
     if entry.get("vision"):
         config["vision_config"] = {}
+        if entry["model_type"] in _NESTED_TEXT_CONFIG:
+            text = {k: v for k, v in config.items() if k not in ("model_type", "vision_config")}
+            config = {"model_type": entry["model_type"], "vision_config": {}, "text_config": text}
     weight = entry.get("weight_bytes") or int(
         entry["parameters_b"] * 1e9 * _BYTES_PER_PARAM.get(entry.get("quantization"), 2.0)
     )
@@ -143,21 +165,29 @@ def evaluate(cid: str) -> tuple[str, int | None, int | None] | None:
     rules = memory.rules_for(case["tgi_version"])
     mpe = int(entry["max_position_embeddings"])
     given_input = flags.get("max_input_tokens") or flags.get("max_input_length")
-    if version < (3, 0, 0):  # the launcher's defaults (launcher/src/main.rs@v2.0.0, @v2.4.0)
+    if version < (2, 4, 1):  # the launcher's defaults (launcher/src/main.rs@v2.0.0, @v2.4.0)
         capped = min(mpe, 4096)
         max_input = int(given_input or capped - 1)
         max_total = int(flags.get("max_total_tokens") or capped)
         prefill = flags.get("max_batch_prefill_tokens") or max_input + 50
-    else:
+    else:  # zero config: limits left to warmup, the launcher's own prefill budget
         max_input = int(given_input) if given_input else None
         total = flags.get("max_total_tokens")
         max_total = int(total) if total else None
         prefill = flags.get("max_batch_prefill_tokens")
         if prefill is None:
-            quantized = flags.get("quantize") or entry.get("quantization")
-            if case["gpu"] in _FLOP_CARDS and not quantized and not entry.get("vision"):
+            smi_name = GPU_SMI_NAME.get((case["gpu"], case.get("gpu_memory_gib")))
+            if smi_name is None or entry["model_type"] in _RAW_MOE_FIELDS_DIFFER:
                 return None
-            prefill = min(4096, mpe)
+            prefill, _ = zeroconfig.default_prefill(
+                case["tgi_version"],
+                arch.launcher_view,
+                smi_name,
+                mib,
+                int(shards),
+                float(flags.get("cuda_memory_fraction") or 1.0),
+                0.95,
+            )
     reported = case.get("reported") or {}
     if case["outcome"] == "prefill_oom" and "prefill_tokens" in reported:
         prefill = reported["prefill_tokens"]

@@ -298,8 +298,9 @@ class TgiEngine:
         ``n_tokens`` reaches the prefill budget (router/client/src/client.rs@v2.0.4 ``warmup``,
         router/client/src/v3/client.rs@v2.2.0, backends/v3/src/client/grpc_client.rs@v2.4.1
         and @v3.3.7: 2.0-2.2 advance ``n_tokens`` by ``max_input_length`` and later releases
-        by ``truncate``, which gives the same lengths). From v3.0 ``max_input_tokens`` may be
-        unknown (zero config): one request of the whole budget. See
+        by ``truncate``, which gives the same lengths). From v2.4.1 ``max_input_tokens`` may be
+        unknown (zero config, launcher/src/main.rs@v2.4.1 l.1714-1731): one request of the
+        whole budget. See
         tgiops/docs/tgi-memory-model.md, "Warmup batch".
         """
         if prefill_tokens < 1:

@@ -1,4 +1,4 @@
-"""The prefill budget TGI 3.x's launcher picks when ``--max-batch-prefill-tokens`` is not given.
+"""The prefill budget TGI's launcher picks when ``--max-batch-prefill-tokens`` is not given.
 
 tgiops always passes the budget it planned, so deploys never depend on this rule. It matters for
 reading a real TGI run that left the flag out ("zero config", the 3.x default way of running
@@ -207,13 +207,18 @@ def zero_config_prefill_tokens(
     cuda_memory_fraction: float = 1.0,
     wiggle_room: float = 0.95,
 ) -> int:
-    """max_batch_prefill_tokens as the 3.x launcher defaults it (module docstring, steps 1-4).
+    """max_batch_prefill_tokens as the launcher defaults it from v2.4.1 (module docstring, steps
+    1-4 from v3.0.0).
 
     ``nvidia_smi_name`` and ``gpu_memory_mib`` are the first GPU's, as nvidia-smi prints them;
     the launcher multiplies both by the shard count.
     """
+    if version < (2, 4, 1):
+        raise ValueError("before 2.4.1 the launcher's prefill default is max_input_tokens + 50")
     if version < (3, 0, 0):
-        raise ValueError("before 3.0 the launcher's prefill default is max_input_tokens + 50")
+        # v2.4.1 already leaves the token limits to warmup but its prefill default is 4096
+        # capped at the context (launcher/src/main.rs@v2.4.1 l.1697-1712, l.1732-1742).
+        return min(4096, config.max_position_embeddings or 4096)
     flops, model_flop = card_f16_flops(version, nvidia_smi_name), config.flop()
     optimal = flops * num_shard // model_flop if flops and model_flop else 0
     value = optimal if optimal > 100 else fixed_default(version, config.model_type)
