@@ -79,6 +79,10 @@ STAND_INS: dict[str, tuple[str, str]] = {
         "a local Mistral 7B (version not stated); v0.3's vocabulary is 32768, v0.1/v0.2's "
         "32000: the logits term differs by 2.4%",
     ),
+    "unsloth/Llama-3.2-11B-Vision-Instruct": (
+        "calib-llama-3.2-11b-vision",
+        "unsloth's copy of meta-llama/Llama-3.2-11B-Vision-Instruct (the same architecture)",
+    ),
 }
 
 

@@ -108,7 +108,10 @@ INT4_KERNEL_QUANT = ("awq", "gptq", "exl2", "marlin")
 @dataclass(frozen=True)
 class ModelArch:
     model_type: str
-    num_layers: int  # layers that keep per-token KV (mllama: self-attention layers only)
+    # text layers; TGI's paged KV cache has one entry per layer, mllama's cross-attention layers
+    # included (flash_causal_lm.py self.num_layers = text_config.num_hidden_layers, l.1280 and
+    # total_cache_size l.1521 @v3.3.7; the same from v2.3.1, where mllama arrived)
+    num_layers: int
     hidden_size: int
     intermediate_size: int
     num_heads: int
@@ -154,7 +157,6 @@ def arch_from_config(config: dict, weight_bytes: int) -> ModelArch:
     kv_heads = int(text.get("num_key_value_heads", heads))
     head_dim = int(text.get("head_dim") or (hidden // heads if heads else 0))
     layers = int(text.get("num_hidden_layers", 0))
-    cross = text.get("cross_attention_layers") or []
     # Launcher Config: explicit head_dim, else hidden/heads from the top-level fields only.
     top_hidden = config.get("hidden_size") or config.get("n_embd")
     top_heads = config.get("num_attention_heads")
@@ -165,7 +167,7 @@ def arch_from_config(config: dict, weight_bytes: int) -> ModelArch:
     mpe = text.get("max_position_embeddings") or config.get("max_position_embeddings")
     return ModelArch(
         model_type=str(config.get("model_type", "unknown")),
-        num_layers=layers - len(cross),
+        num_layers=layers,
         hidden_size=hidden,
         intermediate_size=int(text.get("intermediate_size", 4 * hidden)),
         num_heads=heads,

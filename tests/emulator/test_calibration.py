@@ -49,6 +49,7 @@ RENAMED = {
     "meta-llama/meta-llama-3.1-70b-instruct": "meta-llama/llama-3.1-70b-instruct",
     "meta-llama-3.1-405b-instruct-fp8": "meta-llama/llama-3.1-405b-instruct-fp8",
     "/model_data/mistral7b-free": "mistralai/mistral-7b-instruct-v0.3",
+    "unsloth/llama-3.2-11b-vision-instruct": "meta-llama/llama-3.2-11b-vision-instruct",
 }
 ASSUMED_SHARDS = {"llama31-405b-fp8-8xh100-tgi220-cudagraph-oom": 8}
 _BYTES_PER_PARAM = {None: 2.0, "fp8": 1.0, "compressed-tensors": 1.0, "awq": 0.5625}

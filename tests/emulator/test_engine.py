@@ -52,7 +52,8 @@ def start(req):
         ("google/gemma-2-9b-it", 1, 336),
         ("microsoft/Phi-3-mini-4k-instruct", 1, 384),
         ("meta-llama/Llama-3.1-405B-Instruct-FP8", 1, 504),
-        ("meta-llama/Llama-3.2-90B-Vision-Instruct", 1, 320),  # self-attention layers only
+        # all 100 text layers: TGI allocates the paged cache for the cross-attention layers too
+        ("meta-llama/Llama-3.2-90B-Vision-Instruct", 1, 400),
         ("meta-llama/Llama-3.1-70B-Instruct", 4, 80),
     ],
 )

@@ -179,9 +179,15 @@ def weight_bytes(model: ModelSpec, quantize: str | None) -> float:
 
 
 def kv_bytes_per_token_per_gpu(model: ModelSpec, num_shard: int, dtype_bytes: int = 2) -> int:
-    """2 (K and V) x layers x kv_heads per shard x head_dim x bytes (docs/tgi.md §4)."""
+    """2 (K and V) x layers x kv_heads per shard x head_dim x bytes (docs/tgi.md §4).
+
+    Every text layer counts, mllama's cross-attention layers too: TGI sizes and allocates its
+    paged cache for ``text_config.num_hidden_layers`` (``self.num_layers``,
+    flash_causal_lm.py@v2.3.1 l.999-1008 and l.1282 ``total_cache_size``, @v3.3.7
+    l.1273-1280 and l.1521), although those layers attend to the image and never use it.
+    """
     kv_heads_per_shard = max(1, model.num_key_value_heads // num_shard)
-    return 2 * model.kv_cache_layers * kv_heads_per_shard * model.head_dim * dtype_bytes
+    return 2 * model.num_layers * kv_heads_per_shard * model.head_dim * dtype_bytes
 
 
 def lm_head_bytes_per_gpu(model: ModelSpec, num_shard: int) -> float:
