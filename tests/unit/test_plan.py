@@ -193,6 +193,14 @@ def test_kv_bytes_shrink_with_shards_but_never_below_one_kv_head():
     assert kv_bytes_per_token_per_gpu(llama70, 8) == 40 * 1024
 
 
+def test_tgi_caches_every_text_layer_of_llama_vision():
+    # flash_causal_lm.py sizes the paged cache with text_config.num_hidden_layers: the 20
+    # cross-attention layers of the 90B get blocks too, though only 80 layers use them.
+    vision = model("llama-3.2-90b-vision")
+    assert vision.kv_cache_layers == 80 and vision.num_layers == 100
+    assert kv_bytes_per_token_per_gpu(vision, 1) == 2 * 100 * 8 * 128 * 2  # 400 KiB
+
+
 def test_more_memory_never_means_fewer_tokens():
     small = plan_on("llama-3.1-8b", "g5.xlarge")  # A10G 24 GB
     large = plan_on("llama-3.1-8b", "g6e.xlarge")  # L40S 48 GB
