@@ -107,16 +107,16 @@ def test_models_whose_raw_fields_the_catalog_does_not_hold_are_not_guessed():
 
 def test_2_4_1_caps_4096_at_the_context_and_earlier_releases_have_no_zero_config_budget():
     config = launcher_config(CATALOG["llama-3.1-8b"])
-    phi = launcher_config(CATALOG["phi-3-mini"])
-    assert config is not None and phi is not None
+    short = launcher_config(replace(CATALOG["phi-3-mini"], max_position_embeddings=2048))
+    assert config is not None and short is not None
 
     def prefill(version: tuple[int, int, int], chosen: LauncherConfig) -> int:
         return zero_config_prefill_tokens(
             version, chosen, nvidia_smi_name="NVIDIA L4", gpu_memory_mib=23034, num_shard=1
         )
 
-    # v2.4.1: no FLOP or VRAM step; Phi-3 mini's 4096-token context caps 4096 at itself.
+    # v2.4.1: no FLOP or VRAM step; a 2048-token context caps the 4096.
     assert prefill((2, 4, 1), config) == 4096
-    assert prefill((2, 4, 1), replace(phi, max_position_embeddings=2048)) == 2048
+    assert prefill((2, 4, 1), short) == 2048
     with pytest.raises(ValueError, match="max_input_tokens"):
         prefill((2, 4, 0), config)

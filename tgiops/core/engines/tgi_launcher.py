@@ -75,68 +75,62 @@ _ACCEPTED_QUANT_METHODS = ("awq", "gptq", "exl2", "marlin", "eetq", "bitsandbyte
 
 
 @dataclass(frozen=True)
+class LauncherText:
+    """The text model's fields where the launcher reads them, at config.json's top level."""
+
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    hidden_size: int
+    intermediate_size: int | None
+    num_layers: int
+    vocab_size: int
+    max_position_embeddings: int
+
+
+@dataclass(frozen=True)
 class LauncherConfig:
     """config.json as the 3.x launcher's ``Config`` holds it (``impl From<RawConfig>``)."""
 
     model_type: str
-    num_heads: int | None
-    num_kv_heads: int | None
-    head_dim: int | None
-    hidden_size: int | None
-    intermediate_size: int | None
-    num_layers: int | None
+    text: LauncherText | None  # None: nested in text_config, where the launcher does not look
     num_experts_per_token: int  # num_experts_per_tok, default 1
     num_experts: int  # num_local_experts, default 1
-    vocab_size: int | None
-    max_position_embeddings: int | None
     quantized: bool  # a quantization_config the launcher parsed
     vision: bool  # a vision_config
 
+    @property
+    def max_position_embeddings(self) -> int | None:
+        return self.text.max_position_embeddings if self.text else None
+
     def flop(self) -> int | None:
         """FLOPs per token (``Config::flop``, l.254-281 @v3.0.0), None for a VLM."""
-        if self.vision:
+        t = self.text
+        if self.vision or t is None or t.intermediate_size is None:
             return None
-        heads, kv, hd, hidden = self.num_heads, self.num_kv_heads, self.head_dim, self.hidden_size
-        if None in (heads, kv, hd, hidden, self.intermediate_size, self.num_layers):
-            return None
-        assert heads and kv and hd and hidden and self.intermediate_size and self.num_layers
         # num_shared_experts is 0: no model type the catalog reproduces has shared experts.
-        intermediate = self.intermediate_size * self.num_experts_per_token
-        attention = 2 * heads * hd * hidden * 3 + 2 * kv * hd * hidden * 2  # q, attn, o; k, v
-        return (attention + 2 * 3 * hidden * intermediate) * self.num_layers
+        q_attn_o = 3 * 2 * t.num_heads * t.head_dim * t.hidden_size
+        k_v = 2 * 2 * t.num_kv_heads * t.head_dim * t.hidden_size
+        mlp = 2 * 3 * t.hidden_size * t.intermediate_size * self.num_experts_per_token
+        return (q_attn_o + k_v + mlp) * t.num_layers
 
     def model_vram(self) -> int | None:
         """The launcher's weight estimate in bytes (``model_vram``), None when quantized."""
-        if self.quantized or None in (
-            self.num_heads,
-            self.num_kv_heads,
-            self.head_dim,
-            self.hidden_size,
-            self.intermediate_size,
-            self.num_layers,
-            self.vocab_size,
-        ):
+        t = self.text
+        if self.quantized or t is None or t.intermediate_size is None:
             return None
-        assert self.num_heads and self.num_kv_heads and self.head_dim and self.hidden_size
-        assert self.intermediate_size and self.num_layers and self.vocab_size
-        attn = (self.num_heads + 2 * self.num_kv_heads) * self.head_dim  # sic: no x hidden
-        o_proj = self.num_heads * self.head_dim * self.hidden_size
-        mlp = 3 * self.intermediate_size * self.num_experts * self.hidden_size
-        params = (mlp + attn + o_proj) * self.num_layers + 2 * self.hidden_size * self.vocab_size
-        return params * 2
+        attn = (t.num_heads + 2 * t.num_kv_heads) * t.head_dim  # sic: no x hidden
+        o_proj = t.num_heads * t.head_dim * t.hidden_size
+        mlp = 3 * t.intermediate_size * self.num_experts * t.hidden_size
+        return ((mlp + attn + o_proj) * t.num_layers + 2 * t.hidden_size * t.vocab_size) * 2
 
     def token_vram(self) -> int | None:
         """Bytes per token (``token_vram``: ``kv_vram_per_tok`` + ``mlp_vram_per_tok``)."""
-        if self.quantized or None in (
-            self.num_kv_heads,
-            self.head_dim,
-            self.num_layers,
-            self.intermediate_size,
-        ):
+        t = self.text
+        if self.quantized or t is None or t.intermediate_size is None:
             return None
-        assert self.num_kv_heads and self.head_dim and self.num_layers and self.intermediate_size
-        kv = self.num_kv_heads * 2 * self.head_dim * 2 * self.num_layers
-        mlp = (self.intermediate_size + self.intermediate_size // 2) * self.num_experts * 2 * 3
+        kv = t.num_kv_heads * 2 * t.head_dim * 2 * t.num_layers
+        mlp = (t.intermediate_size + t.intermediate_size // 2) * self.num_experts * 2 * 3
         return kv + mlp
 
 
@@ -148,22 +142,21 @@ def launcher_config(model: ModelSpec) -> LauncherConfig | None:
     if model.quantization is not None and model.quantization not in _ACCEPTED_QUANT_METHODS:
         return None
     top_level = not model.vision or model.model_type in _TOP_LEVEL_TEXT_VLMS
-
-    def text(value: int | None) -> int | None:
-        return value if top_level else None
-
+    text = LauncherText(
+        num_heads=model.num_attention_heads,
+        num_kv_heads=model.num_key_value_heads,
+        head_dim=model.head_dim,
+        hidden_size=model.hidden_size,
+        intermediate_size=model.intermediate_size,
+        num_layers=model.num_layers,
+        vocab_size=model.vocab_size,
+        max_position_embeddings=model.max_position_embeddings,
+    )
     return LauncherConfig(
         model_type=model.model_type,
-        num_heads=text(model.num_attention_heads),
-        num_kv_heads=text(model.num_key_value_heads),
-        head_dim=text(model.head_dim),
-        hidden_size=text(model.hidden_size),
-        intermediate_size=text(model.intermediate_size),
-        num_layers=text(model.num_layers),
+        text=text if top_level else None,
         num_experts_per_token=model.experts_per_token or 1,
         num_experts=model.num_experts or 1,
-        vocab_size=text(model.vocab_size),
-        max_position_embeddings=text(model.max_position_embeddings),
         quantized=model.quantization is not None,
         vision=model.vision,
     )
