@@ -123,47 +123,39 @@ def _human(size: int) -> str:
     return f"{scaled:.2f}{units[index]}B"
 
 
+def _all_known(*values: int | None) -> list[int] | None:
+    """The values, or None when the launcher lacks one (its `?` on an Option)."""
+    return None if any(v is None for v in values) else [int(v or 0) for v in values]
+
+
 def _model_flop(view: LauncherView, version: str) -> int | None:
-    hd = view.head_size(version)
-    needed = (view.heads, view.kv_heads, hd, view.hidden, view.intermediate, view.layers)
-    if view.vision or any(v is None for v in needed):
+    """Config::flop: None for a VLM or a missing field."""
+    fields = _all_known(
+        view.heads, view.kv_heads, view.head_size(version), view.hidden, view.intermediate,
+        view.layers,
+    )  # fmt: skip
+    if view.vision or fields is None:
         return None
-    heads, kv, hidden = int(view.heads or 0), int(view.kv_heads or 0), int(view.hidden or 0)
-    q = 2 * heads * int(hd or 0) * hidden
-    k = v = 2 * kv * int(hd or 0) * hidden
-    attn = o = q
-    mlp = (
-        2 * 3 * hidden * int(view.intermediate or 0) * (view.experts_per_tok + view.shared_experts)
-    )
-    return (q + k + v + attn + o + mlp) * int(view.layers or 0)
+    heads, kv, head, hidden, inter, layers = fields
+    q = attn = o = 2 * heads * head * hidden
+    k = v = 2 * kv * head * hidden
+    mlp = 2 * 3 * hidden * inter * (view.experts_per_tok + view.shared_experts)
+    return (q + k + v + attn + o + mlp) * layers
 
 
 def _vram_bytes(view: LauncherView, version: str) -> tuple[int, int] | None:
     """(model_vram, token_vram), or None when the launcher gives up (quantized, fields missing)."""
-    hd = view.head_size(version)
-    fields = (
-        view.heads,
-        view.kv_heads,
-        hd,
-        view.hidden,
-        view.intermediate,
-        view.layers,
-        view.vocab,
-    )
-    if view.quantized or any(f is None for f in fields):
+    fields = _all_known(
+        view.heads, view.kv_heads, view.head_size(version), view.hidden, view.intermediate,
+        view.layers, view.vocab,
+    )  # fmt: skip
+    if view.quantized or fields is None:
         return None
-    heads, kv, head, hidden = (
-        int(view.heads or 0),
-        int(view.kv_heads or 0),
-        int(hd or 0),
-        int(view.hidden or 0),
-    )
-    inter, layers, vocab = int(view.intermediate or 0), int(view.layers or 0), int(view.vocab or 0)
-    layer = (
-        3 * inter * view.local_experts * hidden + (heads + 2 * kv) * head + heads * head * hidden
-    )
+    heads, kv, head, hidden, inter, layers, vocab = fields
+    experts = view.local_experts
+    layer = 3 * inter * experts * hidden + (heads + 2 * kv) * head + heads * head * hidden
     model = (layer * layers + 2 * hidden * vocab) * 2
-    token = kv * 2 * head * 2 * layers + (inter + inter // 2) * view.local_experts * 2 * 3
+    token = kv * 2 * head * 2 * layers + (inter + inter // 2) * experts * 2 * 3
     return model, token
 
 
