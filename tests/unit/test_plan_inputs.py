@@ -181,6 +181,33 @@ def test_a_model_on_one_of_four_t4s_suggests_four_replicas():
         assert f"--gpu-devices {gpu} --unit tgiops-llama-3.1-8b-{gpu} --port {8080 + gpu}" in hint
 
 
+def test_replicas_keep_the_plans_quantization():
+    # Left to choose, one A100 would "fit" Llama 3.2 90B Vision in 4-bit NF4; a replica of the
+    # unquantized 8-way plan needs 4 GPUs (44 GiB of weights each).
+    result = plan(
+        CATALOG["llama-3.2-90b-vision"], hardware.inventory_for_instance_type("p4de.24xlarge"), TGI
+    )
+    assert result.fits and result.num_shard == 8 and result.quantize is None
+    (hint,) = [r for r in result.reasons if "replicas" in r]
+    assert "fits on 4 GPU(s) unquantized as here" in hint, hint
+    assert "--gpu-devices 0,1,2,3 --unit tgiops-llama-3.2-90b-vision-0" in hint
+    assert "--gpu-devices 4,5,6,7 --unit tgiops-llama-3.2-90b-vision-1" in hint
+    assert "--quantize" not in hint
+
+
+def test_quantized_replicas_name_their_quantization():
+    result = plan(
+        CATALOG["llama-3.1-70b"],
+        hardware.inventory_for_instance_type("g6e.12xlarge"),
+        TGI,
+        Overrides(quantize="fp8"),
+    )
+    assert result.fits and result.quantize == "fp8"
+    (hint,) = [t for t in (*result.warnings, *result.reasons) if "replicas" in t]
+    assert "in fp8 as here" in hint
+    assert "`tgiops deploy llama-3.1-70b --quantize fp8 --host HOST --gpu-devices 0,1 " in hint
+
+
 def test_a_model_that_needs_every_gpu_gets_no_replicas_hint():
     result = plan(
         CATALOG["llama-3.1-70b-awq"], hardware.inventory_for_instance_type("g5.12xlarge"), TGI

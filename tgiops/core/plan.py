@@ -177,17 +177,23 @@ _NOTHING_ELSE = "a smaller model, or a GPU with more memory"
 
 def _with_replicas_hint(result: Plan, engine: TgiEngine, overrides: Overrides) -> Plan:
     """When the model fits on fewer GPUs than the host has, say how to use the rest: one
-    unit per group of GPUs (``deploy --gpu-devices ... --port ...``), each a replica."""
+    unit per group of GPUs (``deploy --gpu-devices ... --port ...``), each a replica.
+
+    A replica keeps this plan's quantization: left to choose, a smaller group would fit by
+    quantizing further (Llama 3.2 90B Vision "fits" one A100 in 4-bit NF4), which serves a
+    different model than the one planned here.
+    """
     model, inventory = result.model, result.inventory
     if inventory.count < 2:
         return result
+    same_quantization = replace(overrides, num_shard=None, quantize=result.quantize or "none")
     per_replica = None
     for n in range(1, inventory.count // 2 + 1):
         if model.num_attention_heads % n or model.num_key_value_heads % n:
             continue
         subset = replace(inventory, gpus=inventory.gpus[:n], instance_type=None)
         try:
-            attempt = _plan_once(model, subset, engine, replace(overrides, num_shard=None))
+            attempt = _plan_once(model, subset, engine, same_quantization)
         except PlanInputError:
             continue
         if attempt.fits:
@@ -196,13 +202,17 @@ def _with_replicas_hint(result: Plan, engine: TgiEngine, overrides: Overrides) -
     if per_replica is None:
         return result  # it needs more than half the GPUs: one unit is the only way
     replicas = inventory.count // per_replica
+    quantize_flag = f" --quantize {result.quantize}" if result.quantize else ""
     commands = "; ".join(
-        f"`tgiops deploy {model.alias} --host HOST --gpu-devices "
+        f"`tgiops deploy {model.alias}{quantize_flag} --host HOST --gpu-devices "
         f"{','.join(str(g) for g in range(i * per_replica, (i + 1) * per_replica))} "
         f"--unit tgiops-{model.alias}-{i} --port {8080 + i}`"
         for i in range(replicas)
     )
-    fits_on = f"{model.alias} fits on {per_replica} GPU(s)"
+    fits_on = (
+        f"{model.alias} fits on {per_replica} GPU(s) "
+        f"{f'in {result.quantize} as here' if result.quantize else 'unquantized as here'}"
+    )
     if result.num_shard < inventory.count:
         idle = inventory.count - result.num_shard
         return replace(
