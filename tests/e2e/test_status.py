@@ -20,7 +20,7 @@ import pytest
 from instance_support import wait_until
 
 from tgiops.core import hardware
-from tgiops.core.status import JSON_SCHEMA
+from tgiops.core.status_schema import JSON_SCHEMA
 
 pytestmark = pytest.mark.e2e
 

@@ -14,7 +14,7 @@ from tgiops.core.cost import (
     usage_from,
     usage_queries,
 )
-from tgiops.core.status import Ec2Facts
+from tgiops.core.status_schema import Ec2Facts
 
 
 def facts(lifecycle: str = "on-demand", **kw: object) -> Ec2Facts:

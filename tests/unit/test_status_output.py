@@ -10,14 +10,15 @@ from test_status_parsers import INFO, METRICS, healthy_unit, report_text
 
 from tgiops.cli import output
 from tgiops.core import status
+from tgiops.core.status_schema import JSON_SCHEMA, HostStatus, StatusReport
 from tgiops.edges.aws.instances import Ec2Instance
 
 NOW = 1715076300
 
 
-def host_from(text: str, target: str, **kw) -> status.HostStatus:
+def host_from(text: str, target: str, **kw) -> HostStatus:
     facts = status.parse_status_report(text)
-    return status.HostStatus(
+    return HostStatus(
         target=target,
         destination=target,
         reachable=True,
@@ -32,7 +33,7 @@ def host_from(text: str, target: str, **kw) -> status.HostStatus:
     )
 
 
-def fleet() -> status.StatusReport:
+def fleet() -> StatusReport:
     ec2 = status.ec2_facts(
         Ec2Instance(
             instance_id="i-0abc",
@@ -57,7 +58,7 @@ def fleet() -> status.StatusReport:
     weird_info = json.dumps({**INFO, "max_total_tokens": "many", "version": 3})
     odd = host_from(report_text(units={"tgiops-tiny": healthy_unit(info=weird_info)}), "gpu-odd")
     empty = host_from(report_text(), "gpu-empty", wanted=("tgiops-gone",))
-    unreachable = status.HostStatus(
+    unreachable = HostStatus(
         target="10.0.0.99",
         destination="10.0.0.99",
         reachable=False,
@@ -69,7 +70,7 @@ def fleet() -> status.StatusReport:
         gpus_error=None,
         units=status.unreachable_units("cannot get the host's status over SSH: timed out", ()),
     )
-    return status.StatusReport(
+    return StatusReport(
         hosts=(healthy, loading, odd, empty, unreachable),
         elapsed_s=3.1,
         generated_at="2024-05-07T10:05:00+00:00",
@@ -78,7 +79,7 @@ def fleet() -> status.StatusReport:
 
 def test_status_json_matches_the_documented_schema():
     data = output.status_as_dict(fleet())
-    jsonschema.validate(data, status.JSON_SCHEMA)
+    jsonschema.validate(data, JSON_SCHEMA)
     # And it survives a round trip through JSON text unchanged.
     assert json.loads(json.dumps(data)) == data
 
@@ -123,7 +124,7 @@ def test_schema_rejects_an_unknown_verdict():
     data = output.status_as_dict(fleet())
     data["hosts"][0]["units"][0]["verdict"] = "fine"
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(data, status.JSON_SCHEMA)
+        jsonschema.validate(data, JSON_SCHEMA)
 
 
 def test_plain_table_has_the_key_columns_and_rows():
@@ -170,14 +171,14 @@ def test_metrics_fixture_is_tgi_text():
 # --- layouts that fit the terminal (issue 11, item 6) -------------------------------------------
 
 
-def long_fleet() -> status.StatusReport:
+def long_fleet() -> StatusReport:
     """The fleet plus a host whose name alone takes most of 80 columns."""
     base = fleet()
     far = host_from(
         report_text(units={"tgiops-llama-3.1-70b-awq": healthy_unit()}),
         "ec2-203-0-113-25.compute-1.amazonaws.example.com",
     )
-    return status.StatusReport(
+    return StatusReport(
         hosts=(*base.hosts, far), elapsed_s=base.elapsed_s, generated_at=base.generated_at
     )
 

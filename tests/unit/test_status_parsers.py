@@ -10,6 +10,7 @@ import pytest
 from tgiops.commands.logs import LogRedactor
 from tgiops.core import status
 from tgiops.core.errors import ProbeError
+from tgiops.core.status_schema import ContainerFacts, TgiMetrics, UnitPlan
 
 UNIT_TEXT = """\
 # Managed by tgiops 0.1.0: tiny (tgiops-test/tiny-llama) on 1x NVIDIA A10G (22.5 GiB each, sm86).
@@ -164,7 +165,7 @@ def test_a_report_cut_short_is_an_error():
 
 def test_parse_unit_plan_reads_exec_start():
     plan = status.parse_unit_plan(UNIT_TEXT)
-    assert plan == status.UnitPlan(
+    assert plan == UnitPlan(
         alias="tiny",
         model_id="tgiops-test/tiny-llama",
         image="ghcr.io/huggingface/text-generation-inference:3.3.5",
@@ -266,7 +267,7 @@ def test_parse_container(text, rc, expected_error):
     facts, error = status.parse_container(text, rc)
     if expected_error is None:
         assert error is None
-        assert facts == status.ContainerFacts(
+        assert facts == ContainerFacts(
             id="3f2a9c0d1e2b",
             image="ghcr.io/huggingface/text-generation-inference:3.3.5",
             status="running",
@@ -283,7 +284,7 @@ def test_parse_container(text, rc, expected_error):
 def test_parse_metrics_text_uses_tgi_names():
     metrics, error = status.parse_metrics_text(METRICS)
     assert error is None
-    assert metrics == status.TgiMetrics(
+    assert metrics == TgiMetrics(
         request_count=12,
         request_success=11,
         request_failure=1,

@@ -8,10 +8,21 @@ import pytest
 
 from tgiops.core import hardware, status
 from tgiops.core.probe import UnitState
+from tgiops.core.status_schema import (
+    ContainerFacts,
+    HostFacts,
+    HostStatus,
+    HttpFacts,
+    StatusReport,
+    SystemdFacts,
+    UnitFacts,
+    UnitPlan,
+    UnitStatus,
+)
 from tgiops.edges.aws.instances import Ec2Instance
 
 NOW = 1_715_076_300
-PLAN = status.UnitPlan(
+PLAN = UnitPlan(
     alias="tiny",
     model_id="tgiops-test/tiny-llama",
     image="ghcr.io/huggingface/text-generation-inference:3.3.5",
@@ -39,7 +50,7 @@ RUNNING = UnitState(
     result="success",
     unit_file_state="enabled",
 )
-CONTAINER = status.ContainerFacts(
+CONTAINER = ContainerFacts(
     id="3f2a9c0d1e2b",
     image=PLAN.image or "",
     status="running",
@@ -48,14 +59,14 @@ CONTAINER = status.ContainerFacts(
     exit_code=0,
     restart_count=0,
 )
-UP = status.HttpFacts(
+UP = HttpFacts(
     endpoint="http://127.0.0.1:8080",
     health_code=200,
     curl_exit_code=0,
     detail="/health answered 200",
     info=INFO,
 )
-REFUSED = status.HttpFacts(
+REFUSED = HttpFacts(
     endpoint="http://127.0.0.1:8080",
     health_code=None,
     curl_exit_code=7,
@@ -66,19 +77,19 @@ REFUSED = status.HttpFacts(
 def facts(
     *,
     state: UnitState | None = RUNNING,
-    http: status.HttpFacts = UP,
-    container: status.ContainerFacts | None = CONTAINER,
+    http: HttpFacts = UP,
+    container: ContainerFacts | None = CONTAINER,
     diagnosis: str | None = None,
     since: int | None = NOW - 300,
-) -> status.UnitFacts:
+) -> UnitFacts:
     systemd = (
         None
         if state is None
-        else status.SystemdFacts(
+        else SystemdFacts(
             state=state, since_epoch_s=since, since_text=None, state_changed_epoch_s=None
         )
     )
-    return status.UnitFacts(
+    return UnitFacts(
         name="tgiops-tiny",
         plan=PLAN,
         systemd=systemd,
@@ -303,8 +314,8 @@ def test_format_duration(seconds, text):
 # --- hosts -----------------------------------------------------------------------------------
 
 
-def host_facts(*units: status.UnitFacts, managed: tuple[str, ...] | None = None):
-    return status.HostFacts(
+def host_facts(*units: UnitFacts, managed: tuple[str, ...] | None = None):
+    return HostFacts(
         now_epoch_s=NOW,
         managed_units=managed if managed is not None else tuple(u.name for u in units),
         units=units,
@@ -342,12 +353,12 @@ def test_unreachable_units(units):
     assert {r.verdict for r in rows} == {"unreachable"}
 
 
-def report(*hosts: status.HostStatus) -> status.StatusReport:
-    return status.StatusReport(hosts=hosts, elapsed_s=0.1, generated_at="2024-05-07T10:05:00+00:00")
+def report(*hosts: HostStatus) -> StatusReport:
+    return StatusReport(hosts=hosts, elapsed_s=0.1, generated_at="2024-05-07T10:05:00+00:00")
 
 
-def host_status(*units: status.UnitStatus, destination: str = "h1") -> status.HostStatus:
-    return status.HostStatus(
+def host_status(*units: UnitStatus, destination: str = "h1") -> HostStatus:
+    return HostStatus(
         target=destination,
         destination=destination,
         reachable=True,
@@ -373,12 +384,12 @@ def host_status(*units: status.UnitStatus, destination: str = "h1") -> status.Ho
     ids=["one", "two", "one-loading", "degraded", "no-units"],
 )
 def test_report_is_healthy_only_when_every_unit_is(verdicts, healthy):
-    units = [status.UnitStatus(unit=f"u{i}", verdict=v, reason="r") for i, v in enumerate(verdicts)]
+    units = [UnitStatus(unit=f"u{i}", verdict=v, reason="r") for i, v in enumerate(verdicts)]
     assert report(host_status(*units)).healthy is healthy
 
 
 def test_report_restarts_feed_the_next_refresh():
-    unit = status.UnitStatus(
+    unit = UnitStatus(
         unit="tgiops-tiny",
         verdict="healthy",
         reason="r",

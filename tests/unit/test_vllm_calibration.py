@@ -22,7 +22,7 @@ import yaml
 from vllm_calibration import evaluate
 
 from tgiops.core.catalog_file import parse_catalog
-from tgiops.core.engines import vllm
+from tgiops.core.engines import vllm_logs
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOG = parse_catalog((ROOT / "models.yaml").read_text(), origin="models.yaml")
@@ -42,7 +42,7 @@ MAX_ERROR_PCT = 30.0
 KNOWN_GAPS: dict[str, str] = {}
 # case id -> why its KV figure is left out of the error thresholds (the fit verdict still counts).
 # Cases whose KV figure the planner cannot yet explain, each with why. gpt-oss-20b left this
-# list when MXFP4 became a catalog quantization (vllm.mxfp4_weight_bytes, issue 15).
+# list when MXFP4 became a catalog quantization (vllm_memory.mxfp4_weight_bytes, issue 15).
 KNOWN_KV_GAPS: dict[str, str] = {}
 
 
@@ -94,7 +94,7 @@ def test_thresholds_over_scored_cases():
 def test_startup_lines_of_the_set_parse():
     """The parser reads every quoted KV line of the set as the source states it."""
     for case in CASES.values():
-        facts = vllm.parse_startup_log("\n".join(case["log_lines"]))
+        facts = vllm_logs.parse_startup_log("\n".join(case["log_lines"]))
         rep = case["reported"]
         if any("GPU KV cache size" in line for line in case["log_lines"]):
             assert facts.kv_cache_tokens == rep["kv_tokens"], case["id"]
@@ -128,7 +128,7 @@ def test_known_kv_gaps_are_still_off():
 
 
 def test_gpt_oss_mxfp4_is_within_the_thresholds():
-    """gpt-oss' experts are MXFP4 (vllm.mxfp4_weight_bytes): its KV figure is scored again
+    """gpt-oss' experts are MXFP4 (vllm_memory.mxfp4_weight_bytes): its KV figure is scored again
     (with its experts counted as 16-bit the planner was far off)."""
     row = ROWS["llmd-gpt-oss-20b-1xh100"]
     assert row.error_pct is not None and abs(row.error_pct) <= MAX_ERROR_PCT

@@ -1,4 +1,5 @@
-"""tgiops.core.engines.vllm: image tags, planning rules, overrides, args, unit, parsers."""
+"""tgiops.core.engines.vllm: image tags, planning rules, overrides, args, unit; its memory model
+(vllm_memory) and parsers (vllm_logs)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 from tgiops.core import hardware
 from tgiops.core.catalog import find_model
 from tgiops.core.catalog_file import parse_catalog
-from tgiops.core.engines import vllm
+from tgiops.core.engines import vllm, vllm_logs, vllm_memory
 from tgiops.core.engines.vllm import VllmOverrides, plan_vllm
 from tgiops.core.errors import DoesNotFitError, InputError
 from tgiops.core.render import UnitOptions
@@ -90,7 +91,7 @@ def test_tp_rules_include_kv_head_replication():
     assert not vllm.tp_divides(m, 3)
     one_kv = replace(m, num_key_value_heads=2)
     assert vllm.tp_divides(one_kv, 8)  # 8 % 2 == 0: each KV head replicated 4x
-    assert vllm.kv_heads_per_gpu(one_kv, 8) == 1
+    assert vllm_memory.kv_heads_per_gpu(one_kv, 8) == 1
     six = replace(m, num_attention_heads=48, num_key_value_heads=4)
     assert not vllm.tp_divides(six, 6)  # heads divide but 4 KV heads cannot be spread over 6
 
@@ -155,20 +156,20 @@ def test_awq_tp_is_chosen_to_keep_whole_groups():
 
 
 def test_batch_defaults_follow_get_batch_defaults():
-    assert vllm.batch_defaults("NVIDIA H100 80GB HBM3", 81559) == (8192, 1024)
-    assert vllm.batch_defaults("NVIDIA A100-SXM4-80GB", 81920) == (2048, 256)
-    assert vllm.batch_defaults("NVIDIA L40S", 46068) == (2048, 256)
+    assert vllm_memory.batch_defaults("NVIDIA H100 80GB HBM3", 81559) == (8192, 1024)
+    assert vllm_memory.batch_defaults("NVIDIA A100-SXM4-80GB", 81920) == (2048, 256)
+    assert vllm_memory.batch_defaults("NVIDIA L40S", 46068) == (2048, 256)
     assert make("llama-3.1-8b", "p5.4xlarge").max_num_seqs == 1024
 
 
 def test_kv_bytes_and_block_rounding():
     m = find_model(CATALOG, "llama-3.1-8b")  # 8 KV heads x 128 dim, 32 layers
-    assert vllm.kv_bytes_per_token_per_layer(m, 1) == 2 * 8 * 128 * 2
-    assert vllm.kv_bytes_per_token_per_layer(m, 4) == 2 * 2 * 128 * 2
-    blocks, tokens = vllm.kv_cache_tokens(10 * vllm.GIB, 4096, 32)
-    assert blocks == int(10 * vllm.GIB // (16 * 4096) // 32) and tokens == blocks * 16
+    assert vllm_memory.kv_bytes_per_token_per_layer(m, 1) == 2 * 8 * 128 * 2
+    assert vllm_memory.kv_bytes_per_token_per_layer(m, 4) == 2 * 2 * 128 * 2
+    blocks, tokens = vllm_memory.kv_cache_tokens(10 * vllm_memory.GIB, 4096, 32)
+    assert blocks == int(10 * vllm_memory.GIB // (16 * 4096) // 32) and tokens == blocks * 16
     assert tokens % 16 == 0
-    assert vllm.kv_cache_tokens(-1, 4096, 32) == (0, 0)
+    assert vllm_memory.kv_cache_tokens(-1, 4096, 32) == (0, 0)
 
 
 def test_kv_budget_is_utilization_of_total_minus_terms():
@@ -180,8 +181,8 @@ def test_kv_budget_is_utilization_of_total_minus_terms():
         mem.requested_mib - mem.weights_mib - mem.activations_mib - mem.non_torch_mib
     )
     layers = 32
-    per_block = 16 * vllm.kv_bytes_per_token_per_layer(p.model, 1)
-    assert mem.num_blocks == int(mem.available_kv_mib * vllm.MIB // per_block // layers)
+    per_block = 16 * vllm_memory.kv_bytes_per_token_per_layer(p.model, 1)
+    assert mem.num_blocks == int(mem.available_kv_mib * vllm_memory.MIB // per_block // layers)
 
 
 def test_higher_utilization_more_batching_less_kv():
@@ -382,24 +383,24 @@ vllm:generation_tokens_total{engine="0",model_name="llama-3.1-8b"} 1234.0
 
 
 def test_metrics_parse_prefers_kv_cache_usage_perc():
-    m = vllm.parse_metrics(METRICS)
+    m = vllm_logs.parse_metrics(METRICS)
     assert (m.requests_running, m.requests_waiting) == (3.0, 1.0)
     assert m.kv_cache_usage == 0.25 and m.generation_tokens == 1234.0
 
 
 def test_metrics_fall_back_to_gpu_cache_usage_perc():
     old = "\n".join(line for line in METRICS.splitlines() if "kv_cache_usage" not in line)
-    assert vllm.parse_metrics(old + "\n").kv_cache_usage == 0.99
+    assert vllm_logs.parse_metrics(old + "\n").kv_cache_usage == 0.99
 
 
 def test_metrics_missing_and_garbage():
-    assert vllm.parse_metrics("") == vllm.VllmMetrics(None, None, None, None)
+    assert vllm_logs.parse_metrics("") == vllm_logs.VllmMetrics(None, None, None, None)
     with pytest.raises(InputError, match="metrics"):
-        vllm.parse_metrics("vllm:num_requests_running{ 3 oops\n")
+        vllm_logs.parse_metrics("vllm:num_requests_running{ 3 oops\n")
 
 
 def test_metrics_parsed_by_prometheus_client_not_by_hand():
-    tree = ast.parse((ROOT / "tgiops" / "core" / "engines" / "vllm.py").read_text())
+    tree = ast.parse((ROOT / "tgiops" / "core" / "engines" / "vllm_logs.py").read_text())
     mods = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert "prometheus_client.parser" in mods
 
@@ -416,23 +417,23 @@ ONE_LINE = (
 
 
 def test_startup_log_two_line_format():
-    s = vllm.parse_startup_log(TWO_LINE)
+    s = vllm_logs.parse_startup_log(TWO_LINE)
     assert s.kv_cache_tokens == 1234560 and s.available_kv_gib == 10.55
     assert (s.concurrency_tokens, s.max_concurrency) == (32768, 37.68)
 
 
 def test_startup_log_one_line_format():
-    s = vllm.parse_startup_log(ONE_LINE)
+    s = vllm_logs.parse_startup_log(ONE_LINE)
     assert (s.kv_cache_tokens, s.concurrency_tokens, s.max_concurrency) == (34952, 8192, 4.27)
 
 
 def test_startup_log_kv_errors():
-    old = vllm.parse_startup_log(
+    old = vllm_logs.parse_startup_log(
         "ValueError: The model's max seq len (32768) is larger than the maximum number of "
         "tokens that can be stored in KV cache (16832). Try increasing `gpu_memory_utilization`"
     )
     assert (old.max_seq_len, old.max_len_that_fits) == (32768, 16832)
-    new = vllm.parse_startup_log(
+    new = vllm_logs.parse_startup_log(
         "ValueError: To serve at least one request with the model's max seq len (196608), "
         "23.25 GiB KV cache is needed, which is larger than the available KV cache memory "
         "(22.5 GiB). Based on the available memory, the estimated maximum model length is 190272."
@@ -494,12 +495,12 @@ def test_startup_log_kv_errors():
     ],
 )
 def test_diagnoses(journal, needle):
-    diagnosis = vllm.diagnose_journal("INFO starting\n" + journal + "\nINFO exiting\n")
+    diagnosis = vllm_logs.diagnose_journal("INFO starting\n" + journal + "\nINFO exiting\n")
     assert diagnosis and needle in diagnosis
 
 
 def test_no_diagnosis_for_a_clean_log():
-    assert vllm.diagnose_journal(TWO_LINE) is None
+    assert vllm_logs.diagnose_journal(TWO_LINE) is None
 
 
 def test_every_catalog_model_on_every_instance_type_plans_or_refuses_cleanly():
@@ -517,7 +518,7 @@ def test_every_catalog_model_on_every_instance_type_plans_or_refuses_cleanly():
             if p.fits:
                 assert p.max_model_len <= model.max_position_embeddings
                 assert p.max_model_len <= p.memory.kv_cache_tokens
-                assert p.memory.kv_cache_tokens % vllm.BLOCK_SIZE == 0
+                assert p.memory.kv_cache_tokens % vllm_memory.BLOCK_SIZE == 0
                 assert p.launch_args()[:2] == ("--model", model.repo_id)
             else:
                 assert p.problem and p.launch_args() == ()

@@ -252,7 +252,7 @@ def test_tgi_version_keeps_working_and_equals_engine_version() -> None:
 
 
 def test_mxfp4_weighs_experts_at_4_25_bits_and_the_rest_at_16() -> None:
-    from tgiops.core.engines.vllm import mxfp4_weight_bytes
+    from tgiops.core.engines.vllm_memory import mxfp4_weight_bytes
 
     model = find_model(CATALOG, "gpt-oss-20b", "vllm")
     experts = 24 * 32 * 3 * 2880 * 2880  # layers x experts x (gate, up, down) x hidden x inter

@@ -16,9 +16,6 @@ from tgiops.core.errors import ProbeError, TgiopsError
 from tgiops.core.status import (
     DEFAULT_MAX_PARALLEL,
     SCRIPT_TIMEOUT_S,
-    Ec2Facts,
-    HostStatus,
-    StatusReport,
     ec2_facts,
     exposure_warnings,
     judge_host,
@@ -26,6 +23,7 @@ from tgiops.core.status import (
     status_script,
     unreachable_units,
 )
+from tgiops.core.status_schema import Ec2Facts, HostStatus, StatusReport
 
 log = logging.getLogger(__name__)
 

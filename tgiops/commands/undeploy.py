@@ -32,7 +32,8 @@ from tgiops.core.layout import (
 from tgiops.core.probe import split_sections
 from tgiops.core.record import record_path
 from tgiops.core.render import data_dir_of_mount, unit_name_from
-from tgiops.core.status import UnitPlan, parse_unit_plan
+from tgiops.core.status import parse_unit_plan
+from tgiops.core.status_schema import UnitPlan
 from tgiops.edges.host import Host
 from tgiops.edges.ssh import (
     LOCK_BUSY_EXIT,

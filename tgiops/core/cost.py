@@ -1,4 +1,4 @@
-"""What a fleet costs now: pure arithmetic over EC2 facts (tgiops.core.status.Ec2Facts).
+"""What a fleet costs now: pure arithmetic over EC2 facts (tgiops.core.status_schema.Ec2Facts).
 
 On-demand prices come from tgiops.core.hardware's dated table (its PRICE_SOURCE); spot prices
 are the current price of each instance's zone, looked up by the AWS edge (DescribeSpotPriceHistory)
@@ -22,7 +22,7 @@ from typing import Any
 
 from tgiops.core.alarm_defaults import DEFAULT_IDLE_PERCENT
 from tgiops.core.monitor import GENERATED_TOKENS_RATE, GPU_UTILIZATION, average_query
-from tgiops.core.status import Ec2Facts
+from tgiops.core.status_schema import Ec2Facts
 
 # 30 days of 24 hours: the projection `tgiops cost` prints (the current price held constant).
 HOURS_PER_30_DAYS = 30 * 24

@@ -1,10 +1,12 @@
-"""vLLM as a serving engine: image tag, plan, launch args, unit, metrics, logs (pure: no I/O).
+"""vLLM as a serving engine: image tag, plan, launch args, unit (pure: no I/O).
 
 Everything here is a function of its arguments: the model facts (``tgiops.core.catalog.ModelSpec``),
-the GPUs (``tgiops.core.hardware.GpuInventory``), the user's overrides and, for the parsers, text
-the caller read from the host. Each vLLM behaviour rule cites vLLM's source or docs; the memory
-model is derived, term by term, in ``tgiops/docs/vllm-memory-model.md`` (cited below as
-"memory model §N"); kernel rules and image tags are in that file's last sections.
+the GPUs (``tgiops.core.hardware.GpuInventory``) and the user's overrides. Each vLLM behaviour
+rule cites vLLM's source or docs. The memory model the plan sizes from is
+tgiops/core/engines/vllm_memory.py, derived term by term in ``tgiops/docs/vllm-memory-model.md``
+(cited below as "memory model §N"); kernel rules and image tags are in that file's last
+sections. What vLLM prints (/metrics, the startup log, the journal) is read by
+tgiops/core/engines/vllm_logs.py.
 
 The lead wires this module into the Engine seam (issue 13); nothing here imports an edge.
 """
@@ -13,11 +15,13 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tgiops.core.catalog import ModelSpec
+from tgiops.core.engines.vllm_logs import diagnose_journal
+from tgiops.core.engines.vllm_memory import BLOCK_SIZE, VllmMemory, batch_defaults, memory_estimate
 from tgiops.core.errors import DoesNotFitError, InputError, PlanInputError
 from tgiops.core.hardware import MIB_PER_GIB, GpuInventory
 from tgiops.core.plan import hardware_as_dict, model_as_plan_dict
@@ -29,10 +33,6 @@ from tgiops.core.render import (
     image_ref,
     render_engine_unit,
 )
-from tgiops.core.warmup import weight_bytes
-
-MIB = 1024 * 1024
-GIB = 1024 * MIB
 
 # --------------------------------------------------------------------------------------------
 # Image and version
@@ -57,7 +57,6 @@ CUDAGRAPH_PROFILED_FROM = (0, 21, 0)
 # --gpu-memory-utilization default: 0.92 in current vllm/config/cache.py since PR #38284 (2026-04;
 # 0.9 before, e.g. in v0.15.1). tgiops always passes it.
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.92
-BLOCK_SIZE = 16  # CacheConfig.block_size default on CUDA (vllm/config/cache.py)
 CONTAINER_PORT = 8000  # `vllm serve --port` default
 TOKEN_ENV = "HF_TOKEN"
 API_KEY_ENV = "VLLM_API_KEY"  # vllm/envs.py: the --api-key value from the environment
@@ -272,9 +271,6 @@ _PREQUANTIZED = frozenset({"awq", "gptq", "compressed-tensors", "fp8", "mxfp4"})
 # vLLM's --quantization values tgiops will pass for quantizing at load ("online").
 ONLINE_QUANTIZATION = ("fp8", "bitsandbytes")
 ACCEPTED_QUANTIZE = ("none", "awq", "gptq", "fp8", "compressed-tensors", "bitsandbytes", "mxfp4")
-# MXFP4 (OCP Microscaling Formats (MX) Specification v1.0, §5 "MXFP4": FP4 E2M1 elements in
-# blocks of 32 sharing one 8-bit E8M0 scale) costs 4 bits per value + 8 bits per 32 values.
-MXFP4_BYTES_PER_PARAM = (4 + 8 / 32) / 8
 # vllm/model_executor/layers/quantization/mxfp4.py: Mxfp4Config.get_min_capability() == 80;
 # its MoE backend selection runs native kernels (FlashInfer / Triton) from sm90 and Marlin's
 # weight-only MXFP4 MoE below, on sm80-89. Linear layers stay unquantized
@@ -284,8 +280,6 @@ MXFP4_NATIVE_CC = (9, 0)
 # vLLM's --dtype choices (vllm/config/model.py ModelDType), as tgiops passes them.
 ACCEPTED_DTYPES = ("float16", "bfloat16", "half", "float32", "float", "auto")
 _DTYPE_ALIASES = {"half": "float16", "float": "float32"}
-# Bytes per parameter of quantized linear layers for on-the-fly quantization (as core/warmup.py).
-_DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}
 
 
 @dataclass(frozen=True)
@@ -301,34 +295,6 @@ class VllmOverrides:
     dtype: str | None = None
     enforce_eager: bool = False
     full_length_requests: int = DEFAULT_FULL_LENGTH_REQUESTS
-
-
-@dataclass(frozen=True)
-class VllmMemory:
-    """One GPU's budget, in MiB (memory model §1-§6). The worker with the least wins; the GPUs
-    of one plan are alike, so one is enough."""
-
-    total_mib: float  # what cudaMemGetInfo calls total (nvidia-smi's memory.total unless given)
-    requested_mib: float  # ceil(total x utilization): request_memory()
-    weights_mib: float  # this GPU's shard of the weights
-    activations_mib: float  # the profile run's torch peak above the weights
-    non_torch_mib: float  # non-torch growth during profiling (cuBLAS, NCCL)
-    cudagraph_mib: float  # CUDA-graph estimate charged to the budget (0: not derived, §5)
-    kv_bytes_per_token: int  # all KV layers of this GPU's shard
-    kv_layers: int
-    block_size: int
-    num_blocks: int
-    kv_cache_tokens: int  # the `GPU KV cache size: N tokens` figure
-
-    @property
-    def available_kv_mib(self) -> float:
-        return (
-            self.requested_mib
-            - self.weights_mib
-            - self.activations_mib
-            - self.non_torch_mib
-            - self.cudagraph_mib
-        )
 
 
 @dataclass(frozen=True)
@@ -411,27 +377,6 @@ class VllmPlan:
         return tuple(args)
 
 
-def batch_defaults(gpu_name: str, gpu_memory_mib: float) -> tuple[int, int]:
-    """(max_num_batched_tokens, max_num_seqs) vLLM picks for its OpenAI server.
-
-    EngineArgs.get_batch_defaults (vllm/engine/arg_utils.py): device memory >= 70 GiB and "a100"
-    not in the device name -> 8192 / 1024, else 2048 / 256 (memory model §3)."""
-    if gpu_memory_mib >= 70 * MIB_PER_GIB and "a100" not in gpu_name.lower():
-        return 8192, 1024
-    return 2048, 256
-
-
-def kv_heads_per_gpu(model: ModelSpec, tp: int) -> int:
-    """KV heads one GPU holds: total/tp, or 1 replicated head when tp exceeds them
-    (QKVParallelLinear; ModelConfig.get_num_kv_heads: max(1, total // tp))."""
-    return max(1, model.num_key_value_heads // tp)
-
-
-def kv_bytes_per_token_per_layer(model: ModelSpec, tp: int, dtype_bytes: int = 2) -> int:
-    """K and V of one token in one layer on one GPU (FullAttentionSpec.page_size_bytes / block)."""
-    return 2 * kv_heads_per_gpu(model, tp) * model.head_dim * dtype_bytes
-
-
 def tp_divides(model: ModelSpec, tp: int) -> bool:
     """vLLM's TP rules: tp divides the attention heads (ModelConfig.verify_with_parallel_config:
     "Total number of attention heads (..) must be divisible by tensor parallel size (..)"), and
@@ -441,112 +386,6 @@ def tp_divides(model: ModelSpec, tp: int) -> bool:
     if heads % tp:
         return False
     return kv % tp == 0 if kv >= tp else tp % kv == 0
-
-
-def sampler_bytes_per_logit(dtype_bytes: int) -> int:
-    """Bytes per (request x vocab) logit alive at the sampler's peak in the profile run (memory
-    model §4). The dummy sampler run asks for top-k and top-p (gpu_model_runner
-    _dummy_sampler_run: top_k = vocab - 1, top_p = 0.9), so vllm/v1/sample/sampler.py's
-    _apply_top_k_top_p runs; at its final scatter these are alive: the model-dtype logits
-    (held by the caller), their float32 copy (4), the sorted values (4) and int64 indices (8),
-    the top-k mask (1), the top-p softmax (4) and its cumsum (4), the top-p mask (1) and the
-    scatter's output (4)."""
-    return dtype_bytes + 4 + 4 + 8 + 1 + 4 + 4 + 1 + 4
-
-
-def profile_activation_bytes(
-    model: ModelSpec, tp: int, max_num_batched_tokens: int, max_num_seqs: int, dtype_bytes: int
-) -> float:
-    """Torch peak of the profile run above the weights (memory model §4): the larger of the
-    forward pass at max_num_batched_tokens (residual + hidden + one layer's MLP: gate_up and
-    its activation) and the sampler on min(max_num_seqs, tokens) rows, with the final hidden
-    states still alive."""
-    tokens = max_num_batched_tokens
-    reqs = min(max_num_seqs, tokens)
-    inter = model.intermediate_size or 4 * model.hidden_size
-    if model.is_moe and model.experts_per_token:
-        inter *= model.experts_per_token  # routed tokens each run a top-k expert's MLP
-    hidden = tokens * model.hidden_size * dtype_bytes
-    forward = 2 * hidden + tokens * (3 * inter // tp) * dtype_bytes
-    sampler = hidden + reqs * model.vocab_size * sampler_bytes_per_logit(dtype_bytes)
-    return float(max(forward, sampler))
-
-
-def non_torch_bytes(tp: int) -> float:
-    """Non-torch memory growth during profiling (memory model §2): vLLM's own logs on an H100
-    report 0.13 GiB at TP=1 and 0.55 GiB per GPU at TP=2 (llm-d empirical results); larger TP
-    is taken as TP=2's (NCCL and custom all-reduce buffers; not derived beyond that)."""
-    return (0.13 if tp == 1 else 0.55) * GIB
-
-
-def kv_cache_tokens(
-    available_bytes: float, kv_bytes_per_token_layer: int, layers: int, block_size: int = BLOCK_SIZE
-) -> tuple[int, int]:
-    """(num_blocks, tokens): kv_cache_utils: num_blocks = available // page_size // layers,
-    page_size = block_size x bytes per token per layer; tokens = num_blocks x block_size."""
-    if available_bytes <= 0:
-        return 0, 0
-    page = block_size * kv_bytes_per_token_layer
-    blocks = int(available_bytes // page // layers)
-    return blocks, blocks * block_size
-
-
-def memory_estimate(
-    model: ModelSpec,
-    *,
-    gpu_name: str,
-    total_mib: float,
-    tp: int,
-    quantize: str | None,
-    dtype: str,
-    utilization: float,
-    max_num_batched_tokens: int,
-    max_num_seqs: int,
-    enforce_eager: bool = False,
-    version: Version = (0, 27, 1),
-) -> VllmMemory:
-    """One GPU's budget and the KV tokens vLLM will report (memory model §1-§6)."""
-    del gpu_name, enforce_eager, version  # §5: the CUDA-graph term is not derived (0)
-    dtype_bytes = _DTYPE_BYTES[dtype]
-    total = total_mib * MIB
-    requested = math.ceil(total * utilization)  # request_memory(), vllm/v1/worker/utils.py
-    weights = (
-        mxfp4_weight_bytes(model) if quantize == "mxfp4" else weight_bytes(model, quantize)
-    ) / tp
-    if dtype_bytes == 4 and quantize is None:
-        weights *= 2  # float32 weights: twice the 16-bit bytes
-    activations = profile_activation_bytes(
-        model, tp, max_num_batched_tokens, max_num_seqs, min(dtype_bytes, 2)
-    )
-    non_torch = non_torch_bytes(tp)
-    per_layer = kv_bytes_per_token_per_layer(model, tp, dtype_bytes)
-    available = requested - weights - activations - non_torch
-    blocks, tokens = kv_cache_tokens(available, per_layer, model.kv_cache_layers)
-    return VllmMemory(
-        total_mib=total_mib,
-        requested_mib=requested / MIB,
-        weights_mib=weights / MIB,
-        activations_mib=activations / MIB,
-        non_torch_mib=non_torch / MIB,
-        cudagraph_mib=0.0,
-        kv_bytes_per_token=per_layer * model.kv_cache_layers,
-        kv_layers=model.kv_cache_layers,
-        block_size=BLOCK_SIZE,
-        num_blocks=blocks,
-        kv_cache_tokens=tokens,
-    )
-
-
-def mxfp4_weight_bytes(model: ModelSpec) -> float:
-    """An MXFP4 MoE checkpoint on the GPU: the experts' gate/up and down projections
-    (layers x experts x 3 x hidden x intermediate) at MXFP4_BYTES_PER_PARAM, everything else
-    (attention, router, embeddings, head, biases) 16-bit, as vLLM loads them (mxfp4.py: MoE
-    layers only)."""
-    experts = model.num_experts or 0
-    inter = model.intermediate_size or 0
-    expert_params = model.num_layers * experts * 3 * model.hidden_size * inter
-    rest = max(0.0, model.parameters_b * 1e9 - expert_params)
-    return expert_params * MXFP4_BYTES_PER_PARAM + rest * 2.0
 
 
 def _check_values(o: VllmOverrides) -> None:
@@ -971,231 +810,14 @@ def render_unit(
     )
 
 
-# --------------------------------------------------------------------------------------------
-# Metrics, startup log, diagnosis
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class VllmMetrics:
-    """The figures status shows, from vLLM's /metrics (names: vLLM's metrics docs)."""
-
-    requests_running: float | None
-    requests_waiting: float | None
-    kv_cache_usage: float | None  # 0..1
-    generation_tokens: float | None
-
-
-def parse_metrics(text: str) -> VllmMetrics:
-    """Prometheus text -> VllmMetrics, parsed by prometheus_client (never by hand). Counts are
-    summed over label sets (one per engine); KV usage is their mean. ``kv_cache_usage_perc`` is
-    preferred; ``gpu_cache_usage_perc`` (deprecated by PR #18354) is the fallback. Text that is
-    not Prometheus is an InputError."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    sums: dict[str, float] = {}
-    counts: dict[str, int] = {}
-    try:
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if not math.isfinite(sample.value) or sample.name.endswith("_created"):
-                    continue
-                sums[sample.name] = sums.get(sample.name, 0.0) + float(sample.value)
-                counts[sample.name] = counts.get(sample.name, 0) + 1
-    except ValueError as exc:
-        raise InputError(f"cannot parse vLLM's /metrics text: {exc}") from exc
-
-    def total(name: str) -> float | None:
-        return sums.get(name)
-
-    def mean(name: str) -> float | None:
-        return sums[name] / counts[name] if name in sums else None
-
-    usage = mean("vllm:kv_cache_usage_perc")
-    if usage is None:
-        usage = mean("vllm:gpu_cache_usage_perc")
-    return VllmMetrics(
-        requests_running=total("vllm:num_requests_running"),
-        requests_waiting=total("vllm:num_requests_waiting"),
-        kv_cache_usage=usage,
-        generation_tokens=total("vllm:generation_tokens_total"),
-    )
-
-
-@dataclass(frozen=True)
-class StartupFacts:
-    kv_cache_tokens: int | None = None  # GPU KV cache size: N tokens
-    concurrency_tokens: int | None = None  # Maximum concurrency for N tokens per request
-    max_concurrency: float | None = None  # ... : X x
-    available_kv_gib: float | None = None  # Available KV cache memory: X GiB
-    max_seq_len: int | None = None  # the failing max seq len, on the KV error
-    max_len_that_fits: int | None = None  # what vLLM says would fit, on the KV error
-
-
-_NUM = r"(\d[\d,]*)"
-_KV_TOKENS_RE = re.compile(r"GPU KV cache size: " + _NUM + r" tokens")
-_CONCURRENCY_RE = re.compile(
-    r"Maximum concurrency for " + _NUM + r" tokens per request(?: changes from [\d.]+x to)?:?"
-    r"\s*([\d.]+)x"
-)
-_AVAILABLE_RE = re.compile(r"Available KV cache memory: (-?[\d.]+) GiB")
-# Older: "The model's max seq len (32768) is larger than the maximum number of tokens that can
-# be stored in KV cache (16832)". Newer: "To serve at least one request with the model's max
-# seq len (196608), 23.25 GiB KV cache is needed, which is larger than the available KV cache
-# memory (22.5 GiB). Based on the available memory, the estimated maximum model length is N."
-_OLD_KV_ERR_RE = re.compile(
-    r"max seq len \((\d+)\) is larger than the maximum number of tokens that can be stored in "
-    r"KV cache \((\d+)\)"
-)
-_NEW_KV_ERR_RE = re.compile(r"the model's max seq len \((\d+)\)")
-_ESTIMATED_RE = re.compile(r"estimated maximum model length is (\d+)")
-
-
-def _int(text: str) -> int:
-    return int(text.replace(",", ""))
-
-
-def parse_startup_log(text: str) -> StartupFacts:
-    """The KV-cache facts of a vLLM start from its log (one- and two-line formats alike)."""
-    kv = conc_len = max_seq = fits = None
-    conc = avail = None
-    for line in text.splitlines():
-        if m := _KV_TOKENS_RE.search(line):
-            kv = _int(m[1])
-        if m := _CONCURRENCY_RE.search(line):
-            conc_len, conc = _int(m[1]), float(m[2])
-        if m := _AVAILABLE_RE.search(line):
-            avail = float(m[1])
-        if m := _OLD_KV_ERR_RE.search(line):
-            max_seq, fits = int(m[1]), int(m[2])
-        elif m := _NEW_KV_ERR_RE.search(line):
-            max_seq = int(m[1])
-        if m := _ESTIMATED_RE.search(line):
-            fits = int(m[1])
-    return StartupFacts(kv, conc_len, conc, avail, max_seq, fits)
-
-
-# (pattern, diagnosis): the first pattern found, scanning the journal from its last line back,
-# names the cause (the shape of tgiops/core/probe.py _DIAGNOSES). Patterns are vLLM's own messages.
-_DIAGNOSES: tuple[tuple[str, str], ...] = (
-    (
-        "less than desired GPU memory utilization",
-        "not enough free GPU memory at start: vLLM asks for --gpu-memory-utilization x the "
-        "GPU's TOTAL memory and something else holds part of it; stop the other process "
-        "(a leftover container?) or lower --gpu-memory-utilization",
-    ),
-    (
-        "No available memory for the cache blocks",
-        "the weights and the profile run leave no memory for the KV cache: use more GPUs, a "
-        "quantized model, or a larger instance type (see `tgiops plan --engine vllm`)",
-    ),
-    (
-        "Bfloat16 is only supported on GPUs with compute capability",
-        "this GPU has no bfloat16 (below sm80): deploy with --dtype float16",
-    ),
-    (
-        "is not supported for the current GPU",
-        "the quantization kernel needs a newer GPU (Marlin AWQ/GPTQ: sm80+; FP8 W8A8: sm89+): "
-        "use a checkpoint this GPU runs, or a newer instance type",
-    ),
-    (
-        "no kernel image is available for execution on the device",
-        "this vLLM build has no kernels for this GPU (vLLM needs compute capability 7.5+): "
-        "use --engine tgi here or a newer instance type",
-    ),
-    (
-        "must be divisible by tensor parallel size",
-        "the tensor parallel size does not divide the model's heads: let tgiops choose --num-shard",
-    ),
-    (
-        "not aligned with the quantized weight shape",
-        "the quantized MLP does not split evenly across the GPUs: use a smaller --num-shard",
-    ),
-    (
-        "CUDA driver version is insufficient",
-        "the host's NVIDIA driver is too old for this image: below 580, use the -cu129 tag "
-        "(tgiops picks it from the probed driver), or upgrade the driver",
-    ),
-    (
-        "forward compatibility was attempted on non supported HW",
-        "the host's NVIDIA driver is too old for this CUDA 13 image: use the -cu129 tag or "
-        "upgrade the driver to 580+",
-    ),
-    (
-        "Found no NVIDIA driver",
-        "the container sees no GPU: check the NVIDIA driver and "
-        "Container Toolkit (`docker run --gpus all ... nvidia-smi`)",
-    ),
-    (
-        "could not select device driver",
-        "docker has no NVIDIA runtime: install the NVIDIA Container Toolkit and restart docker",
-    ),
-    (
-        "401 Client Error",
-        "the Hugging Face token was refused or lacks access: accept the "
-        "model's licence on huggingface.co and store a token that has access (`tgiops secret set`)",
-    ),
-    (
-        "Cannot access gated repo",
-        "the model is gated: the token must belong to an account that accepted its licence",
-    ),
-    (
-        "LocalEntryNotFoundError",
-        "offline start without the model in the cache: deploy once "
-        "with network access to fill the data volume",
-    ),
-    ("unrecognized arguments", "vLLM rejected a flag: check --engine-version against the flags"),
-)
-
-
-def diagnose_journal(text: str) -> str | None:
-    """The likeliest cause of a failed vLLM start, in words, from the unit's journal lines."""
-    lines = text.splitlines()
-    for line in reversed(lines):
-        if m := _OLD_KV_ERR_RE.search(line):
-            fit = int(m[2]) // BLOCK_SIZE * BLOCK_SIZE
-            return (
-                f"--max-model-len {m[1]} is above the {m[2]} tokens the KV cache holds: deploy "
-                f"with --max-model-len {fit} or less (or more GPUs / a quantized model)"
-            )
-        if _NEW_KV_ERR_RE.search(line):
-            est = _ESTIMATED_RE.search(line)
-            hint = f"--max-model-len {est[1]} or less" if est else "a smaller --max-model-len"
-            seq = _NEW_KV_ERR_RE.search(line)
-            assert seq is not None
-            return (
-                f"--max-model-len {seq[1]} needs more KV cache than is left: deploy with "
-                f"{hint} (or more GPUs / a quantized model)"
-            )
-        if "CUDA out of memory" in line or "OutOfMemoryError" in line:
-            return _oom_diagnosis(lines)
-        for pattern, diagnosis in _DIAGNOSES:
-            if pattern in line:
-                return diagnosis
-    return None
-
-
-def _oom_diagnosis(lines: Iterable[str]) -> str:
-    text = "\n".join(lines).lower()
-    if "capturing cuda graph" in text or "capture_model" in text or "graph capturing" in text:
-        return (
-            "CUDA out of memory while capturing CUDA graphs: deploy with --enforce-eager, or "
-            "lower --gpu-memory-utilization a little to leave room for the graphs"
-        )
-    if "profile_run" in text or "determine_available_memory" in text or "dummy" in text:
-        return (
-            "CUDA out of memory in vLLM's profile run: lower --max-num-batched-tokens / "
-            "--max-num-seqs (they size it), or use more GPUs"
-        )
-    return (
-        "CUDA out of memory: the weights do not fit the GPUs' memory; use more GPUs, a "
-        "quantized model, or a larger instance type (see `tgiops plan --engine vllm`)"
-    )
-
-
 def unit_env(offline: bool) -> Mapping[str, str]:
     """Plain env for the unit: HF_HUB_OFFLINE=1 when the instance boots without the Hub."""
     return dict(OFFLINE_ENV) if offline else {}
+
+
+# --------------------------------------------------------------------------------------------
+# The plan, as `tgiops plan --engine vllm` prints it
+# --------------------------------------------------------------------------------------------
 
 
 def plan_as_dict(plan: VllmPlan) -> dict[str, Any]:
