@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import ast
 import os
 import shlex
 import shutil
@@ -362,48 +361,6 @@ def test_offline_unit_sets_hf_hub_offline():
 
 
 # ---------------------------------------------------------------- metrics, logs, diagnosis
-
-METRICS = """\
-# HELP vllm:num_requests_running Number of requests in model execution batches.
-# TYPE vllm:num_requests_running gauge
-vllm:num_requests_running{engine="0",model_name="llama-3.1-8b"} 3.0
-# HELP vllm:num_requests_waiting Number of requests waiting to be processed.
-# TYPE vllm:num_requests_waiting gauge
-vllm:num_requests_waiting{engine="0",model_name="llama-3.1-8b"} 1.0
-# HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.
-# TYPE vllm:kv_cache_usage_perc gauge
-vllm:kv_cache_usage_perc{engine="0",model_name="llama-3.1-8b"} 0.25
-# HELP vllm:gpu_cache_usage_perc GPU KV-cache usage. 1 means 100 percent usage.
-# TYPE vllm:gpu_cache_usage_perc gauge
-vllm:gpu_cache_usage_perc{engine="0",model_name="llama-3.1-8b"} 0.99
-# HELP vllm:generation_tokens_total Number of generation tokens processed.
-# TYPE vllm:generation_tokens_total counter
-vllm:generation_tokens_total{engine="0",model_name="llama-3.1-8b"} 1234.0
-"""
-
-
-def test_metrics_parse_prefers_kv_cache_usage_perc():
-    m = vllm_logs.parse_metrics(METRICS)
-    assert (m.requests_running, m.requests_waiting) == (3.0, 1.0)
-    assert m.kv_cache_usage == 0.25 and m.generation_tokens == 1234.0
-
-
-def test_metrics_fall_back_to_gpu_cache_usage_perc():
-    old = "\n".join(line for line in METRICS.splitlines() if "kv_cache_usage" not in line)
-    assert vllm_logs.parse_metrics(old + "\n").kv_cache_usage == 0.99
-
-
-def test_metrics_missing_and_garbage():
-    assert vllm_logs.parse_metrics("") == vllm_logs.VllmMetrics(None, None, None, None)
-    with pytest.raises(InputError, match="metrics"):
-        vllm_logs.parse_metrics("vllm:num_requests_running{ 3 oops\n")
-
-
-def test_metrics_parsed_by_prometheus_client_not_by_hand():
-    tree = ast.parse((ROOT / "tgiops" / "core" / "engines" / "vllm_logs.py").read_text())
-    mods = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    assert "prometheus_client.parser" in mods
-
 
 TWO_LINE = """\
 INFO 05-07 05:30:52 [gpu_worker.py:460] Available KV cache memory: 10.55 GiB

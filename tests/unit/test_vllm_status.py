@@ -67,6 +67,13 @@ def test_kv_usage_falls_back_to_the_old_name() -> None:
     old = VLLM_METRICS.replace("kv_cache_usage_perc", "gpu_cache_usage_perc")
     metrics, _ = status.parse_metrics_text(old)
     assert metrics is not None and metrics.kv_cache_usage == 0.25
+    # Releases between the rename and the removal export both: the new name wins.
+    both = VLLM_METRICS + (
+        "# TYPE vllm:gpu_cache_usage_perc gauge\n"
+        'vllm:gpu_cache_usage_perc{engine="0",model_name="m"} 0.99\n'
+    )
+    metrics, _ = status.parse_metrics_text(both)
+    assert metrics is not None and metrics.kv_cache_usage == 0.25
 
 
 def test_tgi_metrics_have_no_kv_usage() -> None:

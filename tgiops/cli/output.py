@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from tgiops.core.catalog import ModelSpec
 from tgiops.core.plan import Plan
 from tgiops.core.recovery import GP3_BASELINE_MIB_S
+from tgiops.core.status_schema import SCHEMA as STATUS_SCHEMA
 
 if TYPE_CHECKING:  # annotations only: `tgiops plan` need not import deploy (start-up time)
     from tgiops.core.request import DeployResult
@@ -360,7 +361,7 @@ def _ec2_as_dict(e: Any) -> dict[str, Any] | None:
 def status_as_dict(report: Any) -> dict[str, Any]:
     """The documented `tgiops status --json` object (README: "Status JSON")."""
     return {
-        "schema": "tgiops.status/1",
+        "schema": STATUS_SCHEMA,
         "generated_at": report.generated_at,
         "elapsed_s": round(report.elapsed_s, 3),
         "healthy": report.healthy,

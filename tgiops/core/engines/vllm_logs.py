@@ -1,6 +1,6 @@
-"""What vLLM prints, read (pure: no I/O): its /metrics, its startup log, its journal.
+"""What vLLM prints, read (pure: no I/O): its startup log and its journal.
 
-``parse_metrics`` picks the figures status shows from vLLM's Prometheus text;
+(Its /metrics are read with TGI's by tgiops/core/metrics.py and tgiops/core/status.py.)
 ``parse_startup_log`` reads the KV-cache facts of a start (the figure the memory model in
 tgiops/core/engines/vllm_memory.py predicts); ``diagnose_journal`` names the likeliest cause
 of a failed start (``VllmEngine.diagnose_journal``, tgiops/core/engines/vllm.py). The patterns
@@ -10,59 +10,11 @@ length errors.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from tgiops.core.engines.vllm_memory import BLOCK_SIZE
-from tgiops.core.errors import InputError
-
-
-@dataclass(frozen=True)
-class VllmMetrics:
-    """The figures status shows, from vLLM's /metrics (names: vLLM's metrics docs)."""
-
-    requests_running: float | None
-    requests_waiting: float | None
-    kv_cache_usage: float | None  # 0..1
-    generation_tokens: float | None
-
-
-def parse_metrics(text: str) -> VllmMetrics:
-    """Prometheus text -> VllmMetrics, parsed by prometheus_client (never by hand). Counts are
-    summed over label sets (one per engine); KV usage is their mean. ``kv_cache_usage_perc`` is
-    preferred; ``gpu_cache_usage_perc`` (deprecated by PR #18354) is the fallback. Text that is
-    not Prometheus is an InputError."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    sums: dict[str, float] = {}
-    counts: dict[str, int] = {}
-    try:
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if not math.isfinite(sample.value) or sample.name.endswith("_created"):
-                    continue
-                sums[sample.name] = sums.get(sample.name, 0.0) + float(sample.value)
-                counts[sample.name] = counts.get(sample.name, 0) + 1
-    except ValueError as exc:
-        raise InputError(f"cannot parse vLLM's /metrics text: {exc}") from exc
-
-    def total(name: str) -> float | None:
-        return sums.get(name)
-
-    def mean(name: str) -> float | None:
-        return sums[name] / counts[name] if name in sums else None
-
-    usage = mean("vllm:kv_cache_usage_perc")
-    if usage is None:
-        usage = mean("vllm:gpu_cache_usage_perc")
-    return VllmMetrics(
-        requests_running=total("vllm:num_requests_running"),
-        requests_waiting=total("vllm:num_requests_waiting"),
-        kv_cache_usage=usage,
-        generation_tokens=total("vllm:generation_tokens_total"),
-    )
 
 
 @dataclass(frozen=True)
