@@ -65,6 +65,26 @@ def capability_int(gpu: EmulatedGpu) -> int:
     return major * 10 + minor
 
 
+# Architectures the V1-only releases (all emulated ones) no longer register: every
+# encoder-decoder model but Whisper left with the V0 engine (vllm-project/vllm PR #24907,
+# before v0.11.0; facts §1.6).
+REMOVED_ARCHITECTURES = frozenset({"MllamaForConditionalGeneration"})
+
+
+def check_architecture(architecture: str) -> None:
+    """ModelConfig validation: ModelRegistry's "not supported for now" (facts §1.6)."""
+    if architecture in REMOVED_ARCHITECTURES:
+        raise StartupError(
+            "api",
+            "pydantic_core._pydantic_core.ValidationError: 1 validation error for ModelConfig\n"
+            f"  Value error, Model architectures ['{architecture}'] are not supported for now. "
+            "Supported architectures: dict_keys(['LlamaForCausalLM', 'MistralForCausalLM', "
+            "'Qwen2ForCausalLM', 'Qwen3ForCausalLM', 'Gemma3ForConditionalGeneration', "
+            "'WhisperForConditionalGeneration', ...])",
+            "vllm/config/model.py",
+        )
+
+
 def check_attention_heads(arch: ModelArch, tp: int) -> None:
     """ModelConfig.verify_with_parallel_config (vllm/config/model.py; facts §1.2)."""
     if arch.num_heads % tp != 0:

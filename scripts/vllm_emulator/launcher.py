@@ -268,6 +268,10 @@ class Launcher:
         except hub.HubError as exc:
             return self._fail_api(_hub_error(exc))
         architectures = (repo.config.get("architectures") if repo else None) or [arch.model_type]
+        try:
+            engine.check_architecture(architectures[0])
+        except StartupError as exc:
+            return self._fail_startup(exc)
         self.log.api("model.py:547", f"Resolved architecture: {architectures[0]}")
 
         tp = args.tensor_parallel_size

@@ -228,6 +228,20 @@ def test_gpt_oss_from_the_catalog_is_refused_naming_vllm_and_its_release(alias):
         )
 
 
+def test_llama_vision_on_vllm_is_refused_naming_tgi():
+    done = run_tgiops(
+        "plan", "llama-3.2-90b-vision", "--engine", "vllm", "--instance-type", "p4de.24xlarge",
+        "--json",
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    message = json.loads(done.stdout)["error"]["message"]
+    assert "vLLM cannot serve it" in message and "TGI serves it" in message
+    # Without hardware: the same one refusal, not one rejection per instance type.
+    done = run_tgiops("plan", "llama-3.2-90b-vision", "--engine", "vllm")
+    assert done.returncode == 2 and "PR #24907" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_mistral_small_3_1_is_refused_naming_vllm_and_the_tgi_alternative():
     done = run_tgiops("plan", "mistral-small-3.1-24b", "--instance-type", "g6e.12xlarge")
     assert done.returncode == 2, done.stdout + done.stderr

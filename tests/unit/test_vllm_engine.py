@@ -17,7 +17,7 @@ from tgiops.core.catalog import find_model
 from tgiops.core.catalog_file import parse_catalog
 from tgiops.core.engines import vllm, vllm_logs, vllm_memory
 from tgiops.core.engines.vllm import VllmOverrides, plan_vllm
-from tgiops.core.errors import DoesNotFitError, InputError
+from tgiops.core.errors import DoesNotFitError, InputError, PlanInputError
 from tgiops.core.render import UnitOptions
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -481,3 +481,16 @@ def test_every_catalog_model_on_every_instance_type_plans_or_refuses_cleanly():
                 assert p.problem and p.launch_args() == ()
                 with pytest.raises(DoesNotFitError):
                     vllm.require_fit(p)
+
+
+def test_llama_vision_is_refused_by_name_and_tgi_is_named():
+    # vLLM >= 0.11.0 (the oldest tgiops plans) has no mllama: PR #24907 (docs/vllm.md §1.6).
+    vision = find_model(CATALOG, "llama-3.2-90b-vision")
+    with pytest.raises(PlanInputError, match=r"vLLM cannot serve it.*PR #24907.*TGI serves it"):
+        plan_vllm(vision, inv("p4de.24xlarge"))
+    with pytest.raises(PlanInputError, match=r"llama-3\.2-90b-vision"):
+        vllm.VllmEngine.release().require_servable(vision)
+    # No other catalog model is refused for itself.
+    for spec in CATALOG.values():
+        if spec.model_type != "mllama":
+            vllm.VllmEngine.release().require_servable(spec)

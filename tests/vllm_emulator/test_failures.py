@@ -276,3 +276,12 @@ def test_cuda_graph_capture_oom_before_021_but_not_after(vllm, tmp_path) -> None
 
 def test_unknown_model(vllm) -> None:
     assert "RepositoryNotFoundError" in failed(vllm(model="nobody/no-such-model"))
+
+
+def test_llama_vision_is_not_a_registered_architecture(vllm) -> None:
+    # Every emulated release is V1-only: PR #24907 took mllama with the V0 engine (facts §1.6).
+    out = failed(vllm(model="meta-llama/Llama-3.2-90B-Vision-Instruct", gpus=[H100], env=TOKEN))
+    assert "1 validation error for ModelConfig" in out
+    assert (
+        "Model architectures ['MllamaForConditionalGeneration'] are not supported for now." in out
+    )

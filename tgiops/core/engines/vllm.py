@@ -73,6 +73,28 @@ SHM_SIZE = "16g"  # docker_run_args: a cap on the container's /dev/shm tmpfs
 Version = tuple[int, int, int]
 
 
+# Model types no vLLM release from OLDEST_SUPPORTED loads, with why and what serves them.
+# Llama 3.2 Vision (mllama) is a cross-attention encoder-decoder model that only vLLM's V0
+# engine ran; vllm-project/vllm PR #24907 ("Remove V0 Encoder-Decoder Support", merged
+# September 2025, before v0.11.0 completed the V0 removal) dropped every encoder-decoder model
+# but Whisper (tgiops/docs/vllm.md §1.6).
+UNSERVABLE_MODEL_TYPES: Mapping[str, str] = {
+    "mllama": (
+        "Llama 3.2 Vision (mllama) ran only on vLLM's V0 engine, and vLLM dropped it with every "
+        "encoder-decoder model but Whisper (PR #24907, before v0.11.0, the oldest release "
+        "tgiops plans). TGI serves it: leave out --engine vllm."
+    ),
+}
+
+
+def require_vllm_servable(model: ModelSpec) -> ModelSpec:
+    """The model, or PlanInputError (exit 2) when no vLLM release tgiops plans loads it."""
+    why = UNSERVABLE_MODEL_TYPES.get(model.model_type)
+    if why:
+        raise PlanInputError(f"{model.alias} ({model.repo_id}): vLLM cannot serve it. {why}")
+    return model
+
+
 def parse_version(text: str) -> Version:
     """'0.27.1' or 'v0.27.1' -> (0, 27, 1); anything else is an InputError naming the range."""
     match = re.fullmatch(r"v?(\d+)\.(\d+)(?:\.(\d+))?", str(text).strip())
@@ -204,8 +226,10 @@ class VllmEngine:
     max_total_flag = "--max-model-len"  # one request's prompt + output
 
     def require_servable(self, model: ModelSpec) -> None:
-        """vLLM's refusals depend on the GPU (compute capability) or on an override, so
-        ``plan_on`` gives them per instance type; nothing is refused for the model alone."""
+        """PlanInputError for a model no vLLM release tgiops plans can load (``require_vllm_
+        servable``); the other refusals depend on the GPU or an override, so ``plan_on`` gives
+        them per instance type."""
+        require_vllm_servable(model)
 
     def default_overrides(self) -> VllmOverrides:
         return VllmOverrides()
@@ -603,6 +627,7 @@ def plan_vllm(
 
     ``device_total_mib``: the total memory CUDA reports, when known (it is a little below
     nvidia-smi's memory.total; memory model §1)."""
+    require_vllm_servable(model)
     o = overrides or VllmOverrides()
     _check_values(o)
     v = parse_version(version)
