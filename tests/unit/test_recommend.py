@@ -163,6 +163,16 @@ def test_a_region_without_a_built_in_table_gets_no_on_demand_price():
     assert rec.price_date is None
     assert all(c.on_demand_usd_per_hour is None for c in rec.candidates)
     assert rc.as_dict(rec)["region"] == "eu-west-1"
+    # Nothing to rank by price: smallest first (GPUs, GPU memory, vCPUs), and the header
+    # says so instead of claiming "cheapest first".
+    sizes = [
+        (c.instance_type.gpu_count, c.instance_type.gpu_memory_mib, c.instance_type.vcpus)
+        for c in rec.candidates
+    ]
+    assert sizes == sorted(sizes) and len(set(sizes)) > 3
+    header = rc.as_text(rec).splitlines()[0]
+    assert "smallest first (no on-demand prices)" in header and "cheapest" not in header
+    assert "cheapest on-demand first" in rc.as_text(recommend("llama-3.1-8b")).splitlines()[0]
 
 
 def test_json_shape_is_exactly_the_documented_one():

@@ -218,13 +218,20 @@ def _filtered_out(candidate: Candidate, filters: Filters, spot_prices: SpotPrice
     return None
 
 
-def _rank(candidate: Candidate, filters: Filters) -> tuple[bool, float, int, str]:
+def _rank(candidate: Candidate, filters: Filters) -> tuple[bool, float, int, int, int, float, str]:
+    """Priced types cheapest first; the unpriced after them (or all of them, in a region the
+    built-in table does not price) smallest first: fewest GPUs, the least GPU memory, then
+    vCPUs and host memory, which is how EC2 prices the sizes of one family."""
     price = _price(candidate, filters)
+    itype = candidate.instance_type
     return (
         price is None,
         price if price is not None else 0.0,
-        candidate.instance_type.gpu_count,
-        candidate.instance_type.name,
+        itype.gpu_count,
+        itype.gpu_memory_mib,
+        itype.vcpus,
+        itype.memory_gib,
+        itype.name,
     )
 
 
@@ -327,10 +334,12 @@ def as_text(rec: Recommendation) -> str:
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    market = "spot" if rec.filters.spot else "on-demand"
+    priced = any(_price(c, rec.filters) is not None for c in rec.candidates)
     lines = [
         f"{rec.model.alias} on {rec.engine.label} {rec.engine.version_text}: "
-        f"{len(rec.candidates)} instance "
-        f"type(s) fit, cheapest {'spot' if rec.filters.spot else 'on-demand'} first"
+        f"{len(rec.candidates)} instance type(s) fit, "
+        + (f"cheapest {market} first" if priced else f"smallest first (no {market} prices)")
     ]
     lines += [
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
