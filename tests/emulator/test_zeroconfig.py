@@ -96,3 +96,18 @@ def test_2_4_1_takes_4096_capped_at_the_context():
     assert defaults("2.4.1", "meta-llama/Llama-3.1-8B-Instruct", A10G)[0] == 4096
     # Llama 2 70B GPTQ: max_position_embeddings 2048 (and no FLOP step before 3.0).
     assert defaults("2.4.1", "TheBloke/Llama-2-70B-chat-GPTQ", A10G)[0] == 2048
+
+
+def test_the_launcher_prints_its_choice_before_the_shards_start(emulators):
+    """The process, not just the rule: TGI's launcher line, before the shards start."""
+    emulator = emulators(model_id="Qwen/Qwen2.5-7B-Instruct", gpus=[A10G])
+    emulator.wait_ready()
+    chosen = next(
+        i for i, line in enumerate(emulator.lines) if "Default `max_batch_prefill" in line
+    )
+    started = next(i for i, line in enumerate(emulator.lines) if "Starting shard" in line)
+    assert chosen < started
+    # Qwen2.5 7B: (3 x 2 x 28 x 128 x 3584 + 2 x 2 x 4 x 128 x 3584 + 6 x 3584 x 18944) x 28
+    # = 13769900032 FLOP per token; an A10G's 125e12 / that = 9077.8. Its context (32768) and
+    # the launcher's VRAM estimate (~37900 tokens) are larger.
+    assert emulator.lines[chosen].endswith("Default `max_batch_prefill_tokens` to 9077")
