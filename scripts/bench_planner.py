@@ -36,7 +36,7 @@ from tgiops.core.engines.tgi_launcher import (  # noqa: E402
     zero_config_prefill_tokens,
 )
 from tgiops.core.errors import InputError  # noqa: E402
-from tgiops.core.plan import warmup_memory  # noqa: E402
+from tgiops.core.warmup import warmup_memory  # noqa: E402
 
 CASES = ROOT / "tests" / "data" / "calibration" / "tgi_warmups.yaml"
 CALIBRATION_MODELS = ROOT / "tests" / "data" / "calibration" / "models.yaml"

@@ -10,7 +10,7 @@ rules of every release tag (memory.rules_for); `warmup_memory` below does the ar
     context         = CUDA_CONTEXT_BYTES (+ NCCL_BYTES when sharded)
     weights         = (checkpoint - untied head) / num_shard + the 16-bit head per shard
                       (a tied head is loaded a second time; on-the-fly 8-bit: /2, 4-bit: /4)
-    kv_per_token    = 2 x kv_layers x kv_heads_per_shard x head_dim x (2, or 1 for fp8 KV)
+    kv_per_token    = 2 x text layers x kv_heads_per_shard x head_dim x (2, or 1 for fp8 KV)
     warmup KV       = per warmup request, ceil((max_total - 1) / BLOCK) blocks
     prefill         = prefill x activation bytes (+ warmup logits before 3.0)
                       + Gemma 3's dense masks (3.2+)

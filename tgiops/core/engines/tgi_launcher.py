@@ -3,8 +3,8 @@
 tgiops always passes the budget it planned, so deploys never depend on this rule. It matters for
 reading a real TGI run that left the flag out ("zero config", the 3.x default way of running
 TGI): the calibration set (tests/data/calibration/tgi_warmups.yaml, scripts/bench_planner.py)
-can only score such a run with the budget TGI itself chose. Derivation, with links, in
-tgiops/docs/tgi-memory-model.md ("The 3.x zero-config prefill budget").
+can only score such a run with the budget TGI itself chose. The rule, with its sources, is
+also in tgiops/docs/tgi.md §1b.
 
 The rule (launcher/src/main.rs, the ``max_batch_prefill_tokens`` block; @v3.0.0 l.2030-2060,
 @v3.3.7 l.2114-2154, unchanged in substance in between except where noted):
