@@ -39,6 +39,9 @@ GPU_MIB = {
     # the chat-app write-up's own nvidia-smi for these runs (tgi_warmups.yaml, llama31-8b-1x*)
     ("A10G", None): 23028,
     ("T4", None): 15360,
+    # swallow-7b-1xa10-tgi203-kv (OCI A10, memory not stated): "NVIDIA A10, 23028 MiB" as
+    # nvidia-smi prints it on public A10 hosts (tgiops/core/hardware.py's sources)
+    ("A10", None): 23028,
     # llama3-70b-2xa40-tgi210-load-oom: torch's "total capacity of 44.34 GiB" from the case's
     # own OOM line (the A40's nvidia-smi total is 46068 MiB, tgiops/core/hardware.py)
     ("A40", 44.34): round(44.34 * 1024),
