@@ -266,6 +266,22 @@ def test_a_region_that_is_no_region_name_is_bad_input(verb):
     assert "--region '0' is not an AWS region name" in err
 
 
+def test_a_region_no_partition_has_is_refused_before_anything_runs():
+    """`plan --region mars-1` ranked instance types for a region that does not exist; AWS verbs
+    failed later on a DNS error. botocore's endpoint data is the list (no network)."""
+    code, out, err = run(["plan", "llama-3.1-8b", "--region", "mars-1"])
+    assert code == 2 and out == "", err
+    assert "--region 'mars-1' is not an AWS region name" in err
+    code, out, _ = run(["plan", "llama-3.1-8b", "--region", "us-est-1", "--json"])
+    assert code == 2
+    error = json.loads(out)["error"]
+    assert error["type"] == "InputError" and "did you mean" in error["message"]
+    assert "us-east-1" in error["message"].split("did you mean", 1)[1]
+    code, out, err = run(["plan", "llama-3.1-8b", "--region", "ap-southeast-2"])
+    assert code == 0, err
+    assert "instance type(s) fit" in out
+
+
 def test_an_option_after_the_double_dash_is_a_word_and_the_message_says_so():
     """Found by test_cli_properties: `deploy -- M --json` suggested '--json: did you mean
     --json?'."""

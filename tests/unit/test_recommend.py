@@ -303,7 +303,8 @@ def test_cli_with_credentials_shows_the_spot_price_and_zone(aws):
 
 
 @pytest.mark.parametrize(
-    "flags", [["--spot"], ["--max-usd-per-hour", "3"], ["--min-context", "8192"], ["--region", "x"]]
+    "flags",
+    [["--spot"], ["--max-usd-per-hour", "3"], ["--min-context", "8192"], ["--region", "eu-west-1"]],
 )
 def test_ranking_filters_with_hardware_flags_are_refused_not_ignored(tmp_path, flags):
     done = tgiops(

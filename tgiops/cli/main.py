@@ -113,13 +113,34 @@ def _main(parser: argparse.ArgumentParser, argv: list[str], stdout: _WatchedStdo
 _REGION_RE = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?")
 
 
+def _check_region(region: str) -> None:
+    """A region no partition has is refused before anything runs: `plan --region mars-1` would
+    otherwise rank instance types for it, and AWS verbs would fail later on a DNS error."""
+    if not _REGION_RE.fullmatch(region):
+        raise InputError(f"--region {region!r} is not an AWS region name (e.g. us-east-1)")
+    import difflib
+
+    from tgiops.edges.aws.base import botocore_version, known_regions
+
+    regions = known_regions()
+    if region in regions:
+        return
+    close = difflib.get_close_matches(region, sorted(regions), n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise InputError(
+        f"--region {region!r} is not an AWS region name{hint} (`aws ec2 describe-regions` lists "
+        f"your account's regions; a region newer than botocore {botocore_version()} needs an "
+        "upgrade: pip install -U boto3)"
+    )
+
+
 def _check_common(args: argparse.Namespace) -> None:
     """Options many verbs share, checked once before any verb runs (exit 2)."""
     import math
 
     region = getattr(args, "region", None)
-    if region is not None and not _REGION_RE.fullmatch(region):
-        raise InputError(f"--region {region!r}: not an AWS region name (e.g. us-east-1)")
+    if region is not None:
+        _check_region(region)
     timeout = getattr(args, "connect_timeout", None)
     if timeout is not None and not (math.isfinite(timeout) and 0 < timeout <= 3600):
         raise InputError(f"--connect-timeout {timeout:g}: give seconds, > 0 and <= 3600")

@@ -11,6 +11,7 @@ boto3 is imported on first use so that ``tgiops --help`` stays fast.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -247,6 +248,22 @@ class AwsEdge:
 
     def account_id(self) -> str:
         return self.aws.account_id()
+
+
+@functools.cache
+def known_regions() -> frozenset[str]:
+    """Every region of every partition the installed botocore knows, from the endpoint data it
+    ships (``botocore/data/endpoints.json``): no network, no credentials, no profile read."""
+    from botocore.loaders import create_loader
+
+    data = create_loader().load_data("endpoints")
+    return frozenset(region for partition in data["partitions"] for region in partition["regions"])
+
+
+def botocore_version() -> str:
+    import botocore
+
+    return str(botocore.__version__)
 
 
 def retry_when_throttled(
