@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -314,10 +315,7 @@ def summarize(rows: list[Row]) -> Summary:
     planner also expects to complete (the issue's metrics)."""
     scored = [r for r in rows if r.scored]
     errors = sorted(abs(r.error_pct) for r in scored if r.error_pct is not None)
-    median = None
-    if errors:
-        mid = len(errors) // 2
-        median = errors[mid] if len(errors) % 2 else (errors[mid - 1] + errors[mid]) / 2
+    median = statistics.median(errors) if errors else None
     return Summary(
         cases=len(rows),
         scored=len(scored),
