@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tgiops.cli import progress as cli_progress
-from tgiops.commands import deploy, undeploy
+from tgiops.commands import deploy, deploy_fleet, undeploy
 from tgiops.core import hardware, probe, progress, record
 from tgiops.core.catalog import find_model
 from tgiops.core.catalog_file import parse_catalog
@@ -205,7 +205,10 @@ def test_a_replaced_deploy_is_named_with_its_age():
 
     then = datetime(2026, 12, 4, 8, 0, 0, tzinfo=timezone.utc)
     earlier = record.from_deploy(
-        deploy.resolved_request(request, _result(the_plan)), the_plan, tgiops_version="t", now=then
+        deploy_fleet.resolved_request(request, _result(the_plan)),
+        the_plan,
+        tgiops_version="t",
+        now=then,
     )
     report = host_report(unit_text="# Managed by tgiops\n", load="loaded")
     report = probe.HostReport(**{**report.__dict__, "record_text": earlier.to_json()})
@@ -249,21 +252,21 @@ def test_a_fleet_runs_concurrently_within_the_bound_and_sums_up():
 
     targets = ["a", "b", "c", "d", "refused", "down", "bad"]
     started = time.monotonic()
-    outcomes = deploy.deploy_fleet(targets, run_one, max_parallel=4)
+    outcomes = deploy_fleet.deploy_fleet(targets, run_one, max_parallel=4)
     assert time.monotonic() - started < 0.2 * len(targets) * 0.75  # not one after another
     assert peak[0] == 4
     assert [o.label for o in outcomes] == targets
-    assert deploy.fleet_summary(outcomes) == {
+    assert deploy_fleet.fleet_summary(outcomes) == {
         "hosts": 7, "healthy": 4, "failed": 1, "refused": 1, "errors": 1
     }  # fmt: skip
-    assert deploy.fleet_exit_code(outcomes) == 1
-    data = deploy.fleet_as_dict(outcomes, lambda r: {"host": r.host, "healthy": r.healthy})
+    assert deploy_fleet.fleet_exit_code(outcomes) == 1
+    data = deploy_fleet.fleet_as_dict(outcomes, lambda r: {"host": r.host, "healthy": r.healthy})
     assert data["hosts"][4] == {"target": "refused", "error": "no", "exit_code": 2}
-    assert "4 healthy, 1 failed" in deploy.fleet_summary_text(outcomes)
-    only_refused = deploy.deploy_fleet(["refused"], run_one, max_parallel=2)
-    assert deploy.fleet_exit_code(only_refused) == 2
+    assert "4 healthy, 1 failed" in deploy_fleet.fleet_summary_text(outcomes)
+    only_refused = deploy_fleet.deploy_fleet(["refused"], run_one, max_parallel=2)
+    assert deploy_fleet.fleet_exit_code(only_refused) == 2
     with pytest.raises(InputError, match="--parallel"):
-        deploy.deploy_fleet(targets, run_one, max_parallel=0)
+        deploy_fleet.deploy_fleet(targets, run_one, max_parallel=0)
 
 
 # --- progress --------------------------------------------------------------------------------
