@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tgiops.cli import progress as cli_progress
-from tgiops.commands import deploy, deploy_checks, deploy_fleet, undeploy
+from tgiops.commands import deploy_checks, deploy_fleet, deploy_scripts, undeploy
 from tgiops.core import hardware, probe, progress, record
 from tgiops.core.catalog import find_model
 from tgiops.core.catalog_file import parse_catalog
@@ -220,7 +220,7 @@ def test_a_replaced_deploy_is_named_with_its_age():
 
 
 def test_the_journal_query_asks_for_the_newest_line():
-    command = deploy.newest_journal_line_command("tgiops-x", 1700000000)
+    command = deploy_scripts.newest_journal_line_command("tgiops-x", 1700000000)
     assert "--since @1700000000" in command and "--reverse -n 1" in command
 
 

@@ -11,7 +11,8 @@ Steps (each says what it does through ``on_progress``):
 3. compare with what is installed: same files and healthy -> "unchanged", nothing restarted;
 4. upload both files into temporary files beside their final paths (one round trip creates
    them, SFTP fills them), then one script checks them, keeps the installed ones as
-   ``.previous``, renames the new ones into place, daemon-reloads, enables and restarts;
+   ``.previous``, renames the new ones into place, daemon-reloads, enables and restarts (the
+   scripts run on the host are in tgiops.commands.deploy_scripts);
 5. wait until healthy through an SSH tunnel to the loopback port: refused/timeouts while the
    unit lives = loading; a failed or restarting unit = crashed, at once;
 6. on failure roll back to the previous unit (and check it serves again), or remove the new
@@ -48,10 +49,17 @@ from tgiops.commands.deploy_checks import (
     replaced_deploy,
     replaced_warning,
 )
+from tgiops.commands.deploy_scripts import (
+    guard_script,
+    keep_previous_script,
+    newest_journal_line_command,
+    remove_first_script,
+    restart_script,
+)
 from tgiops.core import hardware, probe, progress, record
 from tgiops.core.engines import vllm
 from tgiops.core.errors import DoesNotFitError, HealthError, InputError
-from tgiops.core.layout import ENV_DIR, LOCK_PATH, MANAGED_MARKER, UNIT_DIR
+from tgiops.core.layout import ENV_DIR, LOCK_PATH, UNIT_DIR
 from tgiops.core.plan import Plan
 from tgiops.core.render import UnitOptions, render_engine_unit, render_env_file, unit_context
 from tgiops.core.request import (
@@ -315,12 +323,12 @@ def _unit_text(
 def _dry_run_commands(options: UnitOptions, uploads: list[FileUpload]) -> tuple[str, ...]:
     """What a real run would do on the host, for --dry-run to show."""
     return (
-        _guard_script(options).strip().splitlines()[0] + " ... (refuse: not tgiops')",
+        guard_script(options).strip().splitlines()[0] + " ... (refuse: not tgiops')",
         *(f"sftp put {u.path} (mode {u.mode:o}, into a mktemp file beside it)" for u in uploads),
         "check each upload's sha256, fsync",
-        *_keep_previous_script(options).strip().splitlines(),
+        *keep_previous_script(options).strip().splitlines(),
         *(f"mv -f -- TEMPORARY_FILE {shlex.quote(u.path)}" for u in uploads),
-        *_restart_script(options).strip().splitlines(),
+        *restart_script(options).strip().splitlines(),
     )
 
 
@@ -430,40 +438,11 @@ def _install(
     """Three round trips: two commands and one SFTP write (scripts/bench_deploy.py times it)."""
     host.install_files(
         uploads,
-        guard=_guard_script(options),
-        before=_keep_previous_script(options),
-        after=_restart_script(options),
+        guard=guard_script(options),
+        before=keep_previous_script(options),
+        after=restart_script(options),
         on_uploaded=lambda: on_progress(f"installing and restarting {options.unit_name}"),
     )
-
-
-def _guard_script(options: UnitOptions) -> str:
-    """Under the lock, before anything is written: the unit file, if there, must be tgiops'
-    (the probe checked too; this closes the gap since); then make the directories."""
-    q = shlex.quote
-    unit = options.unit_path
-    why = f"{unit} exists and was not written by tgiops; refusing to replace it"
-    return f"""if [ -e {q(unit)} ] && ! grep -q {q("^" + MANAGED_MARKER)} {q(unit)}; then echo {q(why)} >&2; exit 4; fi
-install -d -m 0700 {q(ENV_DIR)}
-install -d -m 0755 {q(options.data_dir)}
-"""  # noqa: E501
-
-
-def _keep_previous_script(options: UnitOptions) -> str:
-    """Keep the installed unit and env file as ``.previous`` (what a rollback restores)."""
-    q = shlex.quote
-    unit, env = options.unit_path, options.env_file
-    return f"""if [ -f {q(unit)} ]; then cp -p {q(unit)} {q(unit + ".previous")}; fi
-if [ -f {q(env)} ]; then cp -p {q(env)} {q(env + ".previous")}; fi
-"""
-
-
-def _restart_script(options: UnitOptions) -> str:
-    name = shlex.quote(options.unit_name + ".service")
-    return f"""systemctl daemon-reload
-systemctl enable --quiet {name}
-systemctl restart {name}
-"""
 
 
 def _unit_state(host: Host, options: UnitOptions) -> probe.UnitState:
@@ -542,16 +521,6 @@ def _wait_healthy(attempt: _Attempt, *, timeout_s: float, baseline: probe.UnitSt
             health.smoke_generate(base_url)
 
 
-def newest_journal_line_command(unit_name: str, since: int) -> str:
-    """The unit's newest journal line since ``since`` (epoch seconds).
-
-    ``--reverse -n 1``: on systemd 252 ``--since @T -n 1`` prints the *first* line after T,
-    so the progress line stood still while the engine logged on.
-    """
-    unit = shlex.quote(unit_name + ".service")
-    return f"journalctl -u {unit} --since @{since} --reverse -n 1 -o cat --no-pager 2>/dev/null\n"
-
-
 def _journal_tail(host: Host, options: UnitOptions, redact: Redactor, lines: int = 30) -> str:
     result = host.run(
         [
@@ -611,7 +580,7 @@ systemctl restart {q(name)}
             )
     else:
         on_progress(f"removing the failed {options.unit_name}: nothing was installed before")
-        host.run_script(_remove_first_script(options))
+        host.run_script(remove_first_script(options))
         restored = (
             "nothing was serving before; the new unit, its env file and container are removed"
         )
@@ -624,22 +593,6 @@ systemctl restart {q(name)}
         diagnosis=diagnosis,
         journal_tail=journal,
     )
-
-
-def _remove_first_script(options: UnitOptions) -> str:
-    """Undo a first deploy that failed: the host is left as it was (the model cache, which a
-    retry reuses, stays in the data directory)."""
-    q = shlex.quote
-    name = options.unit_name + ".service"
-    unit, env = options.unit_path, options.env_file
-    files = " ".join(q(f) for f in (unit, unit + ".previous", env, env + ".previous"))
-    return f"""systemctl disable --now --quiet {q(name)} 2>/dev/null || true
-docker rm -f {q(options.container)} >/dev/null 2>&1 || true
-if [ ! -e {q(unit)} ] || grep -q {q("^" + MANAGED_MARKER)} {q(unit)}; then rm -f -- {files}; fi
-rmdir --ignore-fail-on-non-empty -- {q(ENV_DIR)} 2>/dev/null || true
-systemctl daemon-reload
-systemctl reset-failed {q(name)} >/dev/null 2>&1 || true
-"""
 
 
 def _wait_previous(attempt: _Attempt) -> None:
