@@ -151,7 +151,7 @@ def test_units_on_one_host_get_their_own_port_and_gpu_and_bad_input_is_refused_o
 def test_progress_reads_the_newest_journal_line(gpu_host):
     """systemd 252 (the testbed's Debian 12): ``--since @T -n 1`` gives the first line after T;
     deploy's query must give the newest."""
-    from tgiops.commands.deploy import newest_journal_line_command
+    from tgiops.commands.deploy_scripts import newest_journal_line_command
 
     host = gpu_host("1xA10G")
     since = int(host.run("date +%s").stdout) - 1

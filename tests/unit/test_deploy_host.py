@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tgiops.cli import progress as cli_progress
-from tgiops.commands import deploy, undeploy
+from tgiops.commands import deploy_checks, deploy_fleet, deploy_scripts, undeploy
 from tgiops.core import hardware, probe, progress, record
 from tgiops.core.catalog import find_model
 from tgiops.core.catalog_file import parse_catalog
@@ -130,48 +130,48 @@ def test_port_and_gpus_are_read_back_from_a_rendered_unit(devices):
 def test_a_free_port_is_chosen_and_a_taken_one_refused():
     other = probe.OtherUnit("tgiops-a", 8080, None)
     report = host_report(other, listening=(22, 8080, 8081))
-    assert deploy.choose_port(None, report, "h") == 8082
+    assert deploy_checks.choose_port(None, report, "h") == 8082
     with pytest.raises(InputError, match="tgiops unit tgiops-a"):
-        deploy.choose_port(8080, report, "h")
+        deploy_checks.choose_port(8080, report, "h")
     with pytest.raises(InputError, match=r"--port 22: something .* listens"):
-        deploy.choose_port(22, report, "h")
-    assert deploy.choose_port(9000, report, "h") == 9000
+        deploy_checks.choose_port(22, report, "h")
+    assert deploy_checks.choose_port(9000, report, "h") == 9000
 
 
 def test_a_redeploy_keeps_its_own_port_even_though_it_listens():
     mine = "# Managed by tgiops\n" + rendered_exec_start("tgiops-new", 8090, ()) + "\n"
     report = host_report(listening=(22, 8090), unit_text=mine, load="loaded")
-    assert deploy.choose_port(None, report, "h") == 8090
-    assert deploy.choose_port(8090, report, "h") == 8090
+    assert deploy_checks.choose_port(None, report, "h") == 8090
+    assert deploy_checks.choose_port(8090, report, "h") == 8090
 
 
 def test_gpus_other_units_use_are_left_out_or_refused():
     inventory = a10g(4)
     report = host_report(probe.OtherUnit("tgiops-a", 8080, (0, 1)))
-    devices, planned = deploy.choose_gpus((), inventory, report, "h")
+    devices, planned = deploy_checks.choose_gpus((), inventory, report, "h")
     assert devices == (2, 3) and [g.index for g in planned.gpus] == [2, 3]
     with pytest.raises(InputError, match="GPU 1 on h is used by tgiops unit tgiops-a"):
-        deploy.choose_gpus((1, 2), inventory, report, "h")
+        deploy_checks.choose_gpus((1, 2), inventory, report, "h")
     with pytest.raises(InputError, match="has no GPU 5"):
-        deploy.choose_gpus((5,), inventory, report, "h")
+        deploy_checks.choose_gpus((5,), inventory, report, "h")
     full = host_report(probe.OtherUnit("tgiops-a", 8080, None))
     with pytest.raises(InputError, match="every GPU of h is used by other tgiops units"):
-        deploy.choose_gpus((), inventory, full, "h")
-    assert deploy.choose_gpus((), inventory, host_report(), "h") == ((), inventory)
-    devices, planned = deploy.choose_gpus((3,), inventory, host_report(), "h")
+        deploy_checks.choose_gpus((), inventory, full, "h")
+    assert deploy_checks.choose_gpus((), inventory, host_report(), "h") == ((), inventory)
+    devices, planned = deploy_checks.choose_gpus((3,), inventory, host_report(), "h")
     assert devices == (3,) and planned.count == 1
 
 
 def test_units_tgiops_did_not_write_are_refused():
     options = UnitOptions("tgiops-new")
-    deploy.check_owned(host_report(), options, "h")  # nothing there
-    deploy.check_owned(
+    deploy_checks.check_owned(host_report(), options, "h")  # nothing there
+    deploy_checks.check_owned(
         host_report(unit_text="# Managed by tgiops 1\n", load="loaded"), options, "h"
     )
     with pytest.raises(InputError, match="not written by tgiops"):
-        deploy.check_owned(host_report(unit_text="[Unit]\n", load="loaded"), options, "h")
+        deploy_checks.check_owned(host_report(unit_text="[Unit]\n", load="loaded"), options, "h")
     with pytest.raises(InputError, match="systemd already has a unit"):
-        deploy.check_owned(host_report(load="loaded"), options, "h")  # e.g. in /lib/systemd
+        deploy_checks.check_owned(host_report(load="loaded"), options, "h")  # e.g. in /lib/systemd
 
 
 def test_the_probe_reads_other_units_listening_ports_and_the_record():
@@ -205,19 +205,22 @@ def test_a_replaced_deploy_is_named_with_its_age():
 
     then = datetime(2026, 12, 4, 8, 0, 0, tzinfo=timezone.utc)
     earlier = record.from_deploy(
-        deploy.resolved_request(request, _result(the_plan)), the_plan, tgiops_version="t", now=then
+        deploy_fleet.resolved_request(request, _result(the_plan)),
+        the_plan,
+        tgiops_version="t",
+        now=then,
     )
     report = host_report(unit_text="# Managed by tgiops\n", load="loaded")
     report = probe.HostReport(**{**report.__dict__, "record_text": earlier.to_json()})
-    replaced = deploy.replaced_deploy(report, then.timestamp() + 42)
+    replaced = deploy_checks.replaced_deploy(report, then.timestamp() + 42)
     assert replaced == Replaced(model="phi-3-mini", at=then.isoformat(), age_s=42.0)
-    assert "made 42 s ago" in deploy.replaced_warning("tgiops-new", replaced)
+    assert "made 42 s ago" in deploy_checks.replaced_warning("tgiops-new", replaced)
     fresh = probe.HostReport(**{**report.__dict__, "unit": None})
-    assert deploy.replaced_deploy(fresh, then.timestamp()) is None
+    assert deploy_checks.replaced_deploy(fresh, then.timestamp()) is None
 
 
 def test_the_journal_query_asks_for_the_newest_line():
-    command = deploy.newest_journal_line_command("tgiops-x", 1700000000)
+    command = deploy_scripts.newest_journal_line_command("tgiops-x", 1700000000)
     assert "--since @1700000000" in command and "--reverse -n 1" in command
 
 
@@ -249,21 +252,21 @@ def test_a_fleet_runs_concurrently_within_the_bound_and_sums_up():
 
     targets = ["a", "b", "c", "d", "refused", "down", "bad"]
     started = time.monotonic()
-    outcomes = deploy.deploy_fleet(targets, run_one, max_parallel=4)
+    outcomes = deploy_fleet.deploy_fleet(targets, run_one, max_parallel=4)
     assert time.monotonic() - started < 0.2 * len(targets) * 0.75  # not one after another
     assert peak[0] == 4
     assert [o.label for o in outcomes] == targets
-    assert deploy.fleet_summary(outcomes) == {
+    assert deploy_fleet.fleet_summary(outcomes) == {
         "hosts": 7, "healthy": 4, "failed": 1, "refused": 1, "errors": 1
     }  # fmt: skip
-    assert deploy.fleet_exit_code(outcomes) == 1
-    data = deploy.fleet_as_dict(outcomes, lambda r: {"host": r.host, "healthy": r.healthy})
+    assert deploy_fleet.fleet_exit_code(outcomes) == 1
+    data = deploy_fleet.fleet_as_dict(outcomes, lambda r: {"host": r.host, "healthy": r.healthy})
     assert data["hosts"][4] == {"target": "refused", "error": "no", "exit_code": 2}
-    assert "4 healthy, 1 failed" in deploy.fleet_summary_text(outcomes)
-    only_refused = deploy.deploy_fleet(["refused"], run_one, max_parallel=2)
-    assert deploy.fleet_exit_code(only_refused) == 2
+    assert "4 healthy, 1 failed" in deploy_fleet.fleet_summary_text(outcomes)
+    only_refused = deploy_fleet.deploy_fleet(["refused"], run_one, max_parallel=2)
+    assert deploy_fleet.fleet_exit_code(only_refused) == 2
     with pytest.raises(InputError, match="--parallel"):
-        deploy.deploy_fleet(targets, run_one, max_parallel=0)
+        deploy_fleet.deploy_fleet(targets, run_one, max_parallel=0)
 
 
 # --- progress --------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # annotations only: verbs import what they run lazily
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     from tgiops.cli import output, progress
-    from tgiops.commands import deploy, fleet
+    from tgiops.commands import deploy, deploy_fleet, fleet
     from tgiops.edges.ssh import RemoteHost
 
     request = deploy_request_from(
@@ -73,27 +73,27 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             show.close()
 
     if not many:
-        outcomes = [deploy.HostOutcome(targets[0].label, run_one(targets[0]))]
+        outcomes = [deploy_fleet.HostOutcome(targets[0].label, run_one(targets[0]))]
     else:
-        outcomes = deploy.deploy_fleet(
+        outcomes = deploy_fleet.deploy_fleet(
             targets, run_one, max_parallel=args.parallel, label=lambda t: t.label
         )
     for target, outcome in zip(targets, outcomes, strict=True):
         if outcome.result is not None:
             r = outcome.result
-            fleet.remember_deploy(target, deploy.resolved_request(request, r), r, aws=aws,
+            fleet.remember_deploy(target, deploy_fleet.resolved_request(request, r), r, aws=aws,
                                   port=r.port, region=args.region)  # fmt: skip
     results = [o.result for o in outcomes if o.result is not None]
     if args.json:
         if many:
-            print(json.dumps(deploy.fleet_as_dict(outcomes, lambda r: r.as_dict()), indent=2))
+            print(json.dumps(deploy_fleet.fleet_as_dict(outcomes, lambda r: r.as_dict()), indent=2))
         else:
             print(json.dumps(results[0].as_dict(), indent=2))
     else:
         for o in outcomes:
             print(output.deploy_as_text(o.result) if o.result else f"{o.label}: {o.error}")
         if many:
-            print(deploy.fleet_summary_text(outcomes))
+            print(deploy_fleet.fleet_summary_text(outcomes))
     for r in results:
         for warning in r.warnings:
             print(f"tgiops: warning: {r.host}: {warning}", file=sys.stderr)
@@ -106,7 +106,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     for o in outcomes:
         if o.error:
             print(f"tgiops: error: {o.label}: {o.error}", file=sys.stderr)
-    return deploy.fleet_exit_code(outcomes)
+    return deploy_fleet.fleet_exit_code(outcomes)
 
 
 def add_deploy_parser(sub: Any) -> None:

@@ -6,11 +6,13 @@ Steps (each says what it does through ``on_progress``):
    round trip (nothing changes: a refused deploy leaves no trace);
 2. refuse (InputError, exit 2) a unit file tgiops did not write (``check_owned``), a port or
    GPUs other tgiops units hold (``choose_port``, ``choose_gpus``: without --port/--gpu-devices
-   the free ones are picked), then plan from the GPUs left and render the unit and env file;
+   the free ones are picked; these checks on the probe report live in
+   tgiops.commands.deploy_checks), then plan from the GPUs left and render the unit and env file;
 3. compare with what is installed: same files and healthy -> "unchanged", nothing restarted;
 4. upload both files into temporary files beside their final paths (one round trip creates
    them, SFTP fills them), then one script checks them, keeps the installed ones as
-   ``.previous``, renames the new ones into place, daemon-reloads, enables and restarts;
+   ``.previous``, renames the new ones into place, daemon-reloads, enables and restarts (the
+   scripts run on the host are in tgiops.commands.deploy_scripts);
 5. wait until healthy through an SSH tunnel to the loopback port: refused/timeouts while the
    unit lives = loading; a failed or restarting unit = crashed, at once;
 6. on failure roll back to the previous unit (and check it serves again), or remove the new
@@ -18,34 +20,49 @@ Steps (each says what it does through ``on_progress``):
 7. when healthy, write the deployment record on the data volume (tgiops.core.record), so a
    replacement instance or ``tgiops reconcile`` can rebuild the same deployment.
 
+This module is the deploy to one host; tgiops.commands.deploy_fleet runs it on several hosts
+at once and sums up their outcomes.
+
 The token travels AWS -> memory -> SFTP -> a 0600 file. It is never in argv, a log line,
 an exception or the output; everything shown from the host passes through ``Redactor``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
-import math
-import re
 import shlex
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import datetime
 from typing import Any
 
 from tgiops import __version__
+from tgiops.commands.deploy_checks import (
+    check_host,
+    check_owned,
+    choose_gpus,
+    choose_port,
+    inventory_from,
+    own_gpu_use,
+    replaced_deploy,
+    replaced_warning,
+)
+from tgiops.commands.deploy_scripts import (
+    guard_script,
+    keep_previous_script,
+    newest_journal_line_command,
+    remove_first_script,
+    restart_script,
+)
 from tgiops.core import hardware, probe, progress, record
 from tgiops.core.engines import vllm
-from tgiops.core.errors import DeployError, DoesNotFitError, HealthError, InputError, ProbeError
-from tgiops.core.layout import ENV_DIR, LOCK_PATH, MANAGED_MARKER, UNIT_DIR
+from tgiops.core.errors import DoesNotFitError, HealthError, InputError
+from tgiops.core.layout import ENV_DIR, LOCK_PATH, UNIT_DIR
 from tgiops.core.plan import Plan
 from tgiops.core.render import UnitOptions, render_engine_unit, render_env_file, unit_context
 from tgiops.core.request import (
-    DEFAULT_PORT,
     DeployRequest,
     DeployResult,
     Redactor,
@@ -60,8 +77,6 @@ from tgiops.edges.ssh import FileUpload
 log = logging.getLogger(__name__)
 
 LOCK_TIMEOUT_S = 600
-_MIN_DISK_BYTES = 1 << 30
-_PORT_SEARCH = 200  # how far above DEFAULT_PORT a free port is looked for
 
 # Messages (str) and, while a unit starts, progress.Tick objects (their str() is a message).
 Progress = Callable[[Any], None]
@@ -97,8 +112,8 @@ def deploy(
     with _locked(host, enabled=not request.dry_run, on_progress=on_progress):
         on_progress(f"probing {host.name}")
         report = _probe(host, options)
-        inventory = _inventory_from(report, host.name)
-        _check_host(report, host.name)
+        inventory = inventory_from(report, host.name)
+        check_host(report, host.name)
         check_owned(report, options, host.name)
         port = choose_port(request.port, report, host.name)
         devices, inventory = choose_gpus(request.gpu_devices, inventory, report, host.name)
@@ -277,7 +292,7 @@ def _fitting_plan(
         # vLLM asks for utilization x TOTAL memory and refuses to start with less free
         # (vllm.free_memory_problem): say so before anything changes. A redeploy of the
         # same unit counts the memory its own running container holds as its own.
-        own = _own_gpu_use(report, inventory)
+        own = own_gpu_use(report, inventory)
         problem = vllm.free_memory_problem(the_plan, own)
         if problem:
             raise DoesNotFitError(f"{host_name}: {problem}. Nothing was changed.", plan=the_plan)
@@ -308,150 +323,12 @@ def _unit_text(
 def _dry_run_commands(options: UnitOptions, uploads: list[FileUpload]) -> tuple[str, ...]:
     """What a real run would do on the host, for --dry-run to show."""
     return (
-        _guard_script(options).strip().splitlines()[0] + " ... (refuse: not tgiops')",
+        guard_script(options).strip().splitlines()[0] + " ... (refuse: not tgiops')",
         *(f"sftp put {u.path} (mode {u.mode:o}, into a mktemp file beside it)" for u in uploads),
         "check each upload's sha256, fsync",
-        *_keep_previous_script(options).strip().splitlines(),
+        *keep_previous_script(options).strip().splitlines(),
         *(f"mv -f -- TEMPORARY_FILE {shlex.quote(u.path)}" for u in uploads),
-        *_restart_script(options).strip().splitlines(),
-    )
-
-
-# --- what tgiops may touch on the host, and what the other units hold -------------------------
-
-
-def check_owned(report: probe.HostReport, options: UnitOptions, host_name: str) -> None:
-    """Refuse (exit 2) to replace a unit that tgiops did not write: a unit file without the
-    managed marker, or a unit of that name that systemd loads from elsewhere (/lib, /run)."""
-    unit = report.unit
-    if unit is None:
-        return
-    if unit.unit_text is not None and not unit.is_managed:
-        raise InputError(
-            f"{host_name}: {options.unit_path} exists and was not written by tgiops (no "
-            f"{MANAGED_MARKER!r} line); tgiops never replaces a unit it does not own. Pick "
-            "another --unit"
-        )
-    if unit.unit_text is None and unit.state.exists:
-        raise InputError(
-            f"{host_name}: systemd already has a unit {options.unit_name}.service that is not "
-            f"tgiops' (LoadState={unit.state.load_state}); pick another --unit"
-        )
-
-
-def own_port(report: probe.HostReport) -> int | None:
-    """The host port of the installed unit of this deploy, if any."""
-    unit = report.unit
-    if unit is None or unit.unit_text is None:
-        return None
-    for line in unit.unit_text.splitlines():
-        if line.startswith("ExecStart="):
-            return probe.parse_exec_start(unit.name, line).port
-    return None
-
-
-def choose_port(requested: int | None, report: probe.HostReport, host_name: str) -> int:
-    """The host port: ``--port`` when it is free, else the unit's own, else the first free one
-    from 8080. Free: no other tgiops unit publishes it and nothing listens on it (``ss``)."""
-    mine = own_port(report)
-    taken = {u.port: u.name for u in report.other_units if u.port is not None}
-    listening = set(report.listening_ports or ()) - ({mine} if mine else set())
-    if requested is not None:
-        if requested in taken:
-            raise InputError(
-                f"--port {requested}: tgiops unit {taken[requested]} on {host_name} uses it. "
-                "Give another --port, or leave it out and tgiops picks a free one"
-            )
-        if requested in listening:
-            raise InputError(
-                f"--port {requested}: something on {host_name} already listens on it (`ss "
-                "-ltn`). Give another --port, or leave it out and tgiops picks a free one"
-            )
-        return requested
-    if mine is not None and mine not in taken:
-        return mine
-    for port in range(DEFAULT_PORT, DEFAULT_PORT + _PORT_SEARCH):
-        if port not in taken and port not in listening:
-            return port
-    raise InputError(
-        f"no free port in {DEFAULT_PORT}-{DEFAULT_PORT + _PORT_SEARCH - 1} on {host_name}; "
-        "give one with --port"
-    )
-
-
-def choose_gpus(
-    requested: tuple[int, ...],
-    inventory: hardware.GpuInventory,
-    report: probe.HostReport,
-    host_name: str,
-) -> tuple[tuple[int, ...], hardware.GpuInventory]:
-    """(the GPU devices of the unit, () for all; the inventory to plan on).
-
-    A TGI instance takes a GPU's free memory for its KV cache at warmup (docs/tgi.md §4:
-    ``free = cuda_free - (1 - CUDA_MEMORY_FRACTION * wiggle) * total``, fraction 1.0 by
-    default), so two units never share a GPU: devices other tgiops units use are left out.
-    """
-    indexes = [g.index for g in inventory.gpus]
-    users = {i: [u.name for u in report.other_units if u.uses_gpu(i)] for i in indexes}
-    busy = {i: names for i, names in users.items() if names}
-    if requested:
-        missing = [d for d in requested if d not in indexes]
-        if missing:
-            raise InputError(
-                f"--gpu-devices {','.join(map(str, requested))}: {host_name} has no GPU "
-                f"{','.join(map(str, missing))} (its GPUs: {','.join(map(str, indexes))}, "
-                f"{inventory.describe()}); pick from those"
-            )
-        clash = [d for d in requested if d in busy]
-        if clash:
-            raise InputError(
-                f"--gpu-devices {','.join(map(str, requested))}: GPU {clash[0]} on {host_name} "
-                f"is used by tgiops unit {', '.join(busy[clash[0]])}, and TGI takes a whole "
-                f"GPU's memory. {_free_gpus_hint(indexes, busy)}"
-            )
-        devices = tuple(requested)
-    elif busy:
-        free = tuple(i for i in indexes if i not in busy)
-        if not free:
-            names = sorted({n for ns in busy.values() for n in ns})
-            raise InputError(
-                f"every GPU of {host_name} is used by other tgiops units ({', '.join(names)}), "
-                "and TGI takes a whole GPU's memory. Undeploy one (`tgiops undeploy --unit "
-                f"{names[0]}`) or use another host"
-            )
-        devices = free
-    else:
-        return (), inventory
-    return devices, inventory.select(devices)
-
-
-def _free_gpus_hint(indexes: list[int], busy: dict[int, list[str]]) -> str:
-    free = [i for i in indexes if i not in busy]
-    if not free:
-        return "No GPU is free there: undeploy a unit first, or use another host"
-    return f"Free GPUs: {','.join(map(str, free))} (or leave --gpu-devices out)"
-
-
-def replaced_deploy(report: probe.HostReport, now: float) -> Replaced | None:
-    """The recorded earlier deploy of this unit (the probe reads its record), if any."""
-    if report.unit is None or report.unit.unit_text is None or not report.record_text:
-        return None
-    try:
-        earlier = record.DeploymentRecord.from_json(report.record_text, origin="record")
-    except InputError:
-        return None
-    at = earlier.deployed.at if earlier.deployed else ""
-    age = None
-    with contextlib.suppress(ValueError):
-        age = max(0.0, round(now - datetime.fromisoformat(at).timestamp(), 1))
-    return Replaced(model=earlier.spec.model, at=at, age_s=age)
-
-
-def replaced_warning(unit: str, replaced: Replaced) -> str:
-    ago = f"{replaced.age_s:.0f} s ago" if replaced.age_s is not None else "earlier"
-    return (
-        f"this replaced the deploy of {replaced.model} as {unit} made {ago} ({replaced.at}); "
-        "if someone else deployed it, they are now served this one"
+        *restart_script(options).strip().splitlines(),
     )
 
 
@@ -479,25 +356,6 @@ def _engine_template(name: str, tgi_template_text: str) -> str:
     if name == "tgi.service.j2":
         return tgi_template_text
     return (resources.shipped_path("unit_templates") / name).read_text()
-
-
-def _own_gpu_use(
-    report: probe.HostReport, inventory: hardware.GpuInventory
-) -> hardware.GpuInventory:
-    """The inventory as vLLM will find it when this deploy starts: the unit being replaced
-    is stopped first, so the memory its container holds is free again. A vLLM unit holds at
-    most what it asked for, utilization x total (vLLM's request_memory; the rest of the
-    probed use belongs to someone else and stays counted); a TGI unit takes the free memory
-    for its KV cache (tgi-facts.md §4), so all of the use is taken to be its own."""
-    unit = report.unit
-    if unit is None or unit.unit_text is None or unit.state.active_state != "active":
-        return inventory
-    util = re.search(r"--gpu-memory-utilization[= ]([0-9.]+)", unit.unit_text)
-    gpus = []
-    for gpu in inventory.gpus:
-        own = math.ceil(gpu.memory_mib * float(util[1])) if util else gpu.memory_used_mib
-        gpus.append(replace(gpu, memory_used_mib=max(0, gpu.memory_used_mib - own)))
-    return replace(inventory, gpus=tuple(gpus))
 
 
 def _exposure_warnings(request: DeployRequest) -> tuple[str, ...]:
@@ -555,45 +413,6 @@ def _probe(host: Host, options: UnitOptions) -> probe.HostReport:
     return probe.parse_host_report(result.stdout, unit_name=options.unit_name)
 
 
-def _inventory_from(report: probe.HostReport, host_name: str) -> hardware.GpuInventory:
-    if report.gpus_exit_code == 127:
-        raise DeployError(
-            f"{host_name} has no nvidia-smi: install the NVIDIA driver (or use a Deep Learning "
-            "AMI) before deploying"
-        )
-    if report.gpus_exit_code != 0:
-        raise DeployError(
-            f"nvidia-smi failed on {host_name} (exit {report.gpus_exit_code}): "
-            f"{report.gpus_text.strip()[:300]}. Check the NVIDIA driver (`nvidia-smi`)."
-        )
-    try:
-        return probe.parse_nvidia_smi_csv(report.gpus_text)
-    except ProbeError as exc:
-        raise DeployError(f"{host_name}: {exc}") from exc
-
-
-def _check_host(report: probe.HostReport, host_name: str) -> None:
-    if report.docker_exit_code == 127:
-        raise DeployError(
-            f"{host_name} has no docker: install docker and the NVIDIA Container Toolkit first"
-        )
-    if report.docker_exit_code != 0:
-        raise DeployError(
-            f"docker is not running on {host_name}: {report.docker_runtimes_text.strip()[:200]}. "
-            "Start it with `systemctl start docker`."
-        )
-    if '"nvidia"' not in report.docker_runtimes_text:
-        raise DeployError(
-            f"docker on {host_name} has no NVIDIA runtime (runtimes: "
-            f"{report.docker_runtimes_text.strip()[:200]}); install the NVIDIA Container Toolkit "
-            "and run `nvidia-ctk runtime configure --runtime=docker`"
-        )
-    if report.disk_available_bytes is not None and report.disk_available_bytes < _MIN_DISK_BYTES:
-        raise DeployError(
-            f"only {report.disk_available_bytes >> 20} MiB free for the model cache on {host_name}"
-        )
-
-
 def _differs(unit: probe.UnitReport | None, unit_text: str, env_sha: str | None) -> bool:
     if unit is None or unit.unit_text is None:
         return True
@@ -619,40 +438,11 @@ def _install(
     """Three round trips: two commands and one SFTP write (scripts/bench_deploy.py times it)."""
     host.install_files(
         uploads,
-        guard=_guard_script(options),
-        before=_keep_previous_script(options),
-        after=_restart_script(options),
+        guard=guard_script(options),
+        before=keep_previous_script(options),
+        after=restart_script(options),
         on_uploaded=lambda: on_progress(f"installing and restarting {options.unit_name}"),
     )
-
-
-def _guard_script(options: UnitOptions) -> str:
-    """Under the lock, before anything is written: the unit file, if there, must be tgiops'
-    (the probe checked too; this closes the gap since); then make the directories."""
-    q = shlex.quote
-    unit = options.unit_path
-    why = f"{unit} exists and was not written by tgiops; refusing to replace it"
-    return f"""if [ -e {q(unit)} ] && ! grep -q {q("^" + MANAGED_MARKER)} {q(unit)}; then echo {q(why)} >&2; exit 4; fi
-install -d -m 0700 {q(ENV_DIR)}
-install -d -m 0755 {q(options.data_dir)}
-"""  # noqa: E501
-
-
-def _keep_previous_script(options: UnitOptions) -> str:
-    """Keep the installed unit and env file as ``.previous`` (what a rollback restores)."""
-    q = shlex.quote
-    unit, env = options.unit_path, options.env_file
-    return f"""if [ -f {q(unit)} ]; then cp -p {q(unit)} {q(unit + ".previous")}; fi
-if [ -f {q(env)} ]; then cp -p {q(env)} {q(env + ".previous")}; fi
-"""
-
-
-def _restart_script(options: UnitOptions) -> str:
-    name = shlex.quote(options.unit_name + ".service")
-    return f"""systemctl daemon-reload
-systemctl enable --quiet {name}
-systemctl restart {name}
-"""
 
 
 def _unit_state(host: Host, options: UnitOptions) -> probe.UnitState:
@@ -731,16 +521,6 @@ def _wait_healthy(attempt: _Attempt, *, timeout_s: float, baseline: probe.UnitSt
             health.smoke_generate(base_url)
 
 
-def newest_journal_line_command(unit_name: str, since: int) -> str:
-    """The unit's newest journal line since ``since`` (epoch seconds).
-
-    ``--reverse -n 1``: on systemd 252 ``--since @T -n 1`` prints the *first* line after T,
-    so the progress line stood still while the engine logged on.
-    """
-    unit = shlex.quote(unit_name + ".service")
-    return f"journalctl -u {unit} --since @{since} --reverse -n 1 -o cat --no-pager 2>/dev/null\n"
-
-
 def _journal_tail(host: Host, options: UnitOptions, redact: Redactor, lines: int = 30) -> str:
     result = host.run(
         [
@@ -800,7 +580,7 @@ systemctl restart {q(name)}
             )
     else:
         on_progress(f"removing the failed {options.unit_name}: nothing was installed before")
-        host.run_script(_remove_first_script(options))
+        host.run_script(remove_first_script(options))
         restored = (
             "nothing was serving before; the new unit, its env file and container are removed"
         )
@@ -813,22 +593,6 @@ systemctl restart {q(name)}
         diagnosis=diagnosis,
         journal_tail=journal,
     )
-
-
-def _remove_first_script(options: UnitOptions) -> str:
-    """Undo a first deploy that failed: the host is left as it was (the model cache, which a
-    retry reuses, stays in the data directory)."""
-    q = shlex.quote
-    name = options.unit_name + ".service"
-    unit, env = options.unit_path, options.env_file
-    files = " ".join(q(f) for f in (unit, unit + ".previous", env, env + ".previous"))
-    return f"""systemctl disable --now --quiet {q(name)} 2>/dev/null || true
-docker rm -f {q(options.container)} >/dev/null 2>&1 || true
-if [ ! -e {q(unit)} ] || grep -q {q("^" + MANAGED_MARKER)} {q(unit)}; then rm -f -- {files}; fi
-rmdir --ignore-fail-on-non-empty -- {q(ENV_DIR)} 2>/dev/null || true
-systemctl daemon-reload
-systemctl reset-failed {q(name)} >/dev/null 2>&1 || true
-"""
 
 
 def _wait_previous(attempt: _Attempt) -> None:
@@ -853,100 +617,3 @@ def _wait_previous(attempt: _Attempt) -> None:
                 progress.Tick(options.unit_name, s, p.state, phase="restarting the previous unit")
             ),
         )
-
-
-# --- several hosts at once -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class HostOutcome:
-    """One host of a fleet deploy: its result, or the error that stopped it."""
-
-    label: str
-    result: DeployResult | None
-    error: str | None = None
-    exit_code: int = 0  # of the error (errors.py): 2 refused before changing anything, 1 failed
-
-    @property
-    def ok(self) -> bool:
-        return self.result is not None and (self.result.dry_run or self.result.healthy)
-
-
-def deploy_fleet(
-    targets: list[Any],
-    run_one: Callable[[Any], DeployResult],
-    *,
-    max_parallel: int,
-    label: Callable[[Any], str] = lambda target: str(target),
-) -> list[HostOutcome]:
-    """Run ``run_one(target)`` for every target, at most ``max_parallel`` at once (as
-    ``tgiops status`` fans out), in the targets' order. One host's error (unreachable,
-    refused) is its outcome; it never stops the others."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from tgiops.core.errors import TgiopsError
-
-    if max_parallel < 1:
-        raise InputError(f"--parallel {max_parallel}: give at least 1")
-
-    def one(target: Any) -> HostOutcome:
-        try:
-            return HostOutcome(label(target), run_one(target))
-        except TgiopsError as exc:
-            return HostOutcome(label(target), None, str(exc), exc.exit_code)
-
-    workers = max(1, min(max_parallel, len(targets)))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tgiops-deploy") as pool:
-        return list(pool.map(one, targets))
-
-
-def fleet_exit_code(outcomes: list[HostOutcome]) -> int:
-    """0 all done; 2 when every failure was refused before a change and nothing changed; 1."""
-    failed = [o for o in outcomes if not o.ok]
-    if not failed:
-        return 0
-    changed = any(o.result is not None and o.result.changed for o in outcomes)
-    if not changed and all(o.result is None and o.exit_code == 2 for o in failed):
-        return 2
-    return 1
-
-
-def fleet_summary(outcomes: list[HostOutcome]) -> dict[str, int]:
-    counts = {"hosts": len(outcomes), "healthy": 0, "failed": 0, "refused": 0, "errors": 0}
-    for o in outcomes:
-        if o.result is not None and (o.result.healthy or o.result.dry_run):
-            counts["healthy"] += 1
-        elif o.result is not None:
-            counts["failed"] += 1
-        elif o.exit_code == 2:
-            counts["refused"] += 1
-        else:
-            counts["errors"] += 1
-    return counts
-
-
-def fleet_as_dict(
-    outcomes: list[HostOutcome], result_as_dict: Callable[[DeployResult], dict[str, Any]]
-) -> dict[str, Any]:
-    """The one JSON object of a deploy to several hosts."""
-    return {
-        "summary": fleet_summary(outcomes),
-        "hosts": [
-            {"target": o.label, "error": o.error, "exit_code": o.exit_code}
-            | (result_as_dict(o.result) if o.result is not None else {})
-            for o in outcomes
-        ],
-    }
-
-
-def fleet_summary_text(outcomes: list[HostOutcome]) -> str:
-    c = fleet_summary(outcomes)
-    return (
-        f"{c['hosts']} hosts: {c['healthy']} healthy, {c['failed']} failed (rolled back), "
-        f"{c['refused']} refused, {c['errors']} errors"
-    )
-
-
-def resolved_request(request: DeployRequest, result: DeployResult) -> DeployRequest:
-    """``request`` with the port and GPUs the deploy chose on its host (for records/tags)."""
-    return replace(request, port=result.port, gpu_devices=result.gpu_devices)
